@@ -1,0 +1,116 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Micro error headers, as set by the nats.go micro framework.
+const (
+	HeaderErrorCode = "Nats-Service-Error-Code"
+	HeaderError     = "Nats-Service-Error"
+)
+
+// DefaultTimeout bounds a request when the context has no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// Client is a typed client for services that request credentials from
+// cloudbridge. It is safe for concurrent use.
+type Client struct {
+	nc       *nats.Conn
+	subjects Subjects
+}
+
+// NewClient returns a client on nc using the subject prefix (empty for the default).
+func NewClient(nc *nats.Conn, prefix string) *Client {
+	return &Client{nc: nc, subjects: Subjects{Prefix: prefix}}
+}
+
+// Subjects returns the subject builder the client uses.
+func (c *Client) Subjects() Subjects { return c.subjects }
+
+// Resolve resolves a secret through connection conn as group.
+func (c *Client) Resolve(ctx context.Context, group, conn string, req ResolveRequest) (*ResolveReply, error) {
+	var out ResolveReply
+	if err := c.Request(ctx, c.subjects.Resolve(group, conn), req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Test runs a connection's checks. A failed check is reported in the reply's
+// steps, not as an error.
+func (c *Client) Test(ctx context.Context, group, conn string, req TestRequest) (*TestReply, error) {
+	var out TestReply
+	if err := c.Request(ctx, c.subjects.Test(group, conn), req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Token gets short-lived cloud credentials through connection conn.
+func (c *Client) Token(ctx context.Context, group, conn string, req TokenRequest) (*TokenReply, error) {
+	var out TokenReply
+	if err := c.Request(ctx, c.subjects.Token(group, conn), req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Request sends req as JSON to subject and decodes the reply into out. A
+// cloudbridge error reply comes back as an *Error, so errors.Is(err,
+// ErrNotFound) and friends work; no responders is unavailable and a missed
+// deadline is timeout.
+func (c *Client) Request(ctx context.Context, subject string, req, out any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encoding request: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	msg, err := c.nc.RequestWithContext(ctx, subject, body)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return Errorf(CodeUnavailable, "no cloudbridge worker answers on %s", subject)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return Errorf(CodeTimeout, "no reply on %s before the deadline", subject)
+	case err != nil:
+		return fmt.Errorf("requesting %s: %w", subject, err)
+	}
+	if werr := ReplyError(msg); werr != nil {
+		return werr
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(msg.Data, out); err != nil {
+		return fmt.Errorf("decoding reply from %s: %w", subject, err)
+	}
+	return nil
+}
+
+// ReplyError returns the *Error carried by a reply, or nil for a success.
+func ReplyError(msg *nats.Msg) *Error {
+	codeHdr := ""
+	if msg.Header != nil {
+		codeHdr = msg.Header.Get(HeaderErrorCode)
+	}
+	if codeHdr == "" {
+		return nil
+	}
+	var body ErrorReply
+	if err := json.Unmarshal(msg.Data, &body); err == nil && body.Error != nil && body.Error.Code != "" {
+		return body.Error
+	}
+	n, _ := strconv.Atoi(codeHdr)
+	return &Error{Code: CodeForNumber(n), Message: msg.Header.Get(HeaderError)}
+}

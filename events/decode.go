@@ -1,0 +1,57 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+)
+
+// MaxRequestSize is the largest request body a worker accepts.
+const MaxRequestSize = 64 << 10
+
+// Decode reads a request body strictly into v: at most MaxRequestSize bytes,
+// one JSON object, no unknown fields, nothing after it. An empty body reads as
+// {}. Errors are bad_request or too_large.
+func Decode(data []byte, v any) error {
+	if len(data) > MaxRequestSize {
+		return Errorf(CodeTooLarge, "request body is %d bytes, over the %d-byte limit", len(data), MaxRequestSize)
+	}
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		data = []byte("{}")
+	}
+	if data[0] != '{' {
+		return Errorf(CodeBadRequest, "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return Errorf(CodeBadRequest, "invalid request body: %s", jsonProblem(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Errorf(CodeBadRequest, "invalid request body: data after the JSON object")
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error without echoing large parts of the input.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return "malformed JSON at byte " + itoa(int(se.Offset))
+	case errors.As(err, &te):
+		f := te.Field
+		if f == "" {
+			f = "body"
+		}
+		return f + ": expected " + te.Type.String() + ", got JSON " + te.Value
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "truncated JSON"
+	}
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	return truncate(msg, 200)
+}

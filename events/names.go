@@ -1,0 +1,102 @@
+package events
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// NamePattern is the pattern of group, connection and export names.
+const NamePattern = `^[a-z0-9][a-z0-9_-]{0,63}$`
+
+var nameRE = regexp.MustCompile(NamePattern)
+
+// ValidName reports whether s is a legal group, connection or export name.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// CheckName returns a bad_request error naming field when s is not a legal name.
+func CheckName(field, s string) error {
+	if s == "" {
+		return Errorf(CodeBadRequest, "%s: required", field)
+	}
+	if !ValidName(s) {
+		return Errorf(CodeBadRequest, "%s: %q is not a valid name (want %s)", field, truncate(s, 80), NamePattern)
+	}
+	return nil
+}
+
+// MaxSecretNameLen bounds secret names, AWS's own limit for names and ARNs.
+const MaxSecretNameLen = 2048
+
+// CheckSecretName validates a secret reference as given by a requester: a name,
+// an ARN or a full resource name. It must be printable, without whitespace.
+func CheckSecretName(field, s string) error {
+	if s == "" {
+		return Errorf(CodeBadRequest, "%s: required", field)
+	}
+	if len(s) > MaxSecretNameLen {
+		return Errorf(CodeBadRequest, "%s: longer than %d bytes", field, MaxSecretNameLen)
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || r == '\uFFFD' || r == '*' || r == '>' {
+			return Errorf(CodeBadRequest, "%s: %q contains a character that is not allowed", field, truncate(s, 80))
+		}
+	}
+	return nil
+}
+
+// builtinSecretRE is the pattern of a name in the built-in store; it must also be
+// a legal JetStream KV key.
+var builtinSecretRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_=/-]*(\.[A-Za-z0-9_=/-]+)*$`)
+
+// CheckBuiltinSecretName validates a secret name for the built-in store.
+func CheckBuiltinSecretName(field, s string) error {
+	if err := CheckSecretName(field, s); err != nil {
+		return err
+	}
+	if len(s) > 255 || !builtinSecretRE.MatchString(s) {
+		return Errorf(CodeBadRequest, "%s: %q is not a valid built-in secret name (letters, digits, _ = / - and single dots, at most 255)", field, truncate(s, 80))
+	}
+	return nil
+}
+
+// MatchGlob reports whether name matches pattern, where '*' matches any run of
+// characters (including '/') and '?' exactly one character.
+func MatchGlob(pattern, name string) bool {
+	p, n := 0, 0
+	star, mark := -1, 0
+	for n < len(name) {
+		switch {
+		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == name[n]):
+			p++
+			n++
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, n
+			p++
+		case star >= 0:
+			p = star + 1
+			mark++
+			n = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+func fieldf(parent, child string) string {
+	if parent == "" {
+		return child
+	}
+	return fmt.Sprintf("%s.%s", parent, child)
+}
