@@ -131,7 +131,7 @@ var (
 	saEmailRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,99}@[a-z0-9.-]+\.iam\.gserviceaccount\.com$|^[0-9]+-compute@developer\.gserviceaccount\.com$`)
 	gcpProjectRE = regexp.MustCompile(`^[a-z][a-z0-9-]{4,28}[a-z0-9]$|^[a-z0-9.:-]{1,100}$`)
 	sessionRE    = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
-	externalIDRE = regexp.MustCompile(`^[\w+=,.@:/-]{2,1224}$`)
+	externalIDRE = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 )
 
 // Validate checks the connection, with bad_request errors naming the field.
@@ -234,7 +234,7 @@ func (a *AWSConfig) Validate() error {
 	if a.RoleARN == "" && (a.ExternalID != "" || a.SessionName != "" || a.Duration != 0) {
 		return Errorf(CodeBadRequest, "aws.role_arn: required with external_id, session_name or duration")
 	}
-	if a.ExternalID != "" && !externalIDRE.MatchString(a.ExternalID) {
+	if a.ExternalID != "" && (len(a.ExternalID) < 2 || len(a.ExternalID) > 1224 || !externalIDRE.MatchString(a.ExternalID)) {
 		return Errorf(CodeBadRequest, "aws.external_id: 2 to 1224 characters of [\\w+=,.@:/-]")
 	}
 	if a.SessionName != "" && !sessionRE.MatchString(a.SessionName) {

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/cloudbridge/cloudbridge/events"
+)
+
+type connCmd struct {
+	Put  connPutCmd  `cmd:"" help:"Create or replace a connection from a JSON file (or - for stdin). Fields shown as [redacted] keep their stored value."`
+	Get  connGetCmd  `cmd:"" help:"Show a connection, sensitive fields redacted."`
+	Ls   connLsCmd   `cmd:"" aliases:"list" help:"List connections."`
+	Rm   connRmCmd   `cmd:"" aliases:"delete" help:"Delete a connection and its built-in secrets."`
+	Test connTestCmd `cmd:"" help:"Check a connection: credentials, identity, and optionally a secret and its keys."`
+}
+
+type connPutCmd struct {
+	clientFlags
+	File string `short:"f" required:"" help:"JSON file with the connection object, or - for stdin." placeholder:"FILE"`
+}
+
+func (c *connPutCmd) Run(e *env) error {
+	body, err := readInput(e, c.File, events.MaxRequestSize)
+	if err != nil {
+		return err
+	}
+	var conn json.RawMessage
+	if err := json.Unmarshal(body, &conn); err != nil {
+		return usageError{fmt.Errorf("%s: not JSON: %w", c.File, err)}
+	}
+	var out events.Connection
+	if err := c.request(e, events.ResourceConnections, events.VerbPut, conn, &out); err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, out)
+	}
+	fmt.Fprintf(e.stdout, "connection %s stored (provider %s, groups %s)\n", out.Name, out.Provider, strings.Join(out.Groups, ","))
+	if len(out.Secrets) == 0 {
+		fmt.Fprintln(e.stderr, "warning: the connection has no secrets allowlist, so it allows no secret; add \"secrets\": [\"*\"] to allow any")
+	}
+	return nil
+}
+
+// request sends an admin request and decodes the reply.
+func (f *clientFlags) request(e *env, resource, verb string, req, out any) error {
+	nc, client, err := f.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := f.context(e.ctx)
+	defer cancel()
+	return client.Request(ctx, client.Subjects().Admin(resource, verb), req, out)
+}
+
+type connGetCmd struct {
+	clientFlags
+	Name string `arg:"" help:"Connection name."`
+}
+
+func (c *connGetCmd) Run(e *env) error {
+	var out events.Connection
+	if err := c.request(e, events.ResourceConnections, events.VerbGet, events.NameRequest{Name: c.Name}, &out); err != nil {
+		return err
+	}
+	return printJSON(e.stdout, out)
+}
+
+type connLsCmd struct {
+	clientFlags
+}
+
+func (c *connLsCmd) Run(e *env) error {
+	var out events.ConnectionList
+	if err := c.request(e, events.ResourceConnections, events.VerbList, events.Empty{}, &out); err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, out)
+	}
+	rows := make([][]string, 0, len(out.Connections))
+	for _, x := range out.Connections {
+		rows = append(rows, []string{x.Name, x.Provider, strings.Join(x.Groups, ","), orDash(strings.Join(x.Secrets, ",")), x.TTL().String()})
+	}
+	return printTable(e.stdout, []string{"NAME", "PROVIDER", "GROUPS", "SECRETS", "CACHE TTL"}, rows)
+}
+
+type connRmCmd struct {
+	clientFlags
+	Name string `arg:"" help:"Connection name."`
+}
+
+func (c *connRmCmd) Run(e *env) error {
+	if err := c.request(e, events.ResourceConnections, events.VerbDelete, events.NameRequest{Name: c.Name}, nil); err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, events.Empty{})
+	}
+	fmt.Fprintf(e.stdout, "connection %s deleted\n", c.Name)
+	return nil
+}
+
+type connTestCmd struct {
+	clientFlags
+	Group  string   `arg:"" help:"Group to test as."`
+	Name   string   `arg:"" help:"Connection name."`
+	Secret string   `help:"Also read this secret."`
+	Keys   []string `help:"Keys the secret must have (comma-separated)."`
+}
+
+func (c *connTestCmd) Run(e *env) error {
+	nc, client, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := c.context(e.ctx)
+	defer cancel()
+	out, err := client.Test(ctx, c.Group, c.Name, events.TestRequest{Secret: c.Secret, Keys: c.Keys})
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		if err := printJSON(e.stdout, out); err != nil {
+			return err
+		}
+	} else {
+		rows := [][]string{}
+		for _, s := range out.Steps {
+			status, detail := "ok", s.Detail
+			if !s.OK {
+				status = "FAIL"
+				if s.Error != nil {
+					detail = string(s.Error.Code) + ": " + s.Error.Message
+				}
+			}
+			rows = append(rows, []string{s.Name, status, detail})
+		}
+		if err := printTable(e.stdout, []string{"STEP", "RESULT", "DETAIL"}, rows); err != nil {
+			return err
+		}
+	}
+	if !out.OK {
+		return errTestFailed
+	}
+	return nil
+}
+
+var errTestFailed = fmt.Errorf("test failed")

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/cloudbridge/cloudbridge/events"
+)
+
+type resolveCmd struct {
+	clientFlags
+	Group   string   `arg:"" help:"Group to resolve as."`
+	Conn    string   `arg:"" help:"Connection name."`
+	Secret  string   `arg:"" help:"Secret name, ARN or resource name."`
+	Keys    []string `help:"Only these keys of the credentials (comma-separated)."`
+	Fresh   bool     `help:"Bypass the worker's cache."`
+	Version string   `help:"Version: AWS stage or version id, GCP version number or alias."`
+}
+
+func (c *resolveCmd) Run(e *env) error {
+	nc, client, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := c.context(e.ctx)
+	defer cancel()
+	out, err := client.Resolve(ctx, c.Group, c.Conn, events.ResolveRequest{Secret: c.Secret, Keys: c.Keys, Fresh: c.Fresh, Version: c.Version})
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, out)
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(e.stdout, string(b))
+	return err
+}
+
+type tokenCmd struct {
+	clientFlags
+	Group    string          `arg:"" help:"Group to ask as."`
+	Conn     string          `arg:"" help:"Connection name."`
+	Scopes   []string        `help:"OAuth scopes (GCP; comma-separated)."`
+	Duration events.Duration `help:"Requested lifetime, e.g. 1h." type:"duration"`
+}
+
+func (c *tokenCmd) Run(e *env) error {
+	nc, client, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := c.context(e.ctx)
+	defer cancel()
+	out, err := client.Token(ctx, c.Group, c.Conn, events.TokenRequest{Scopes: c.Scopes, Duration: c.Duration})
+	if err != nil {
+		return err
+	}
+	return printJSON(e.stdout, out)
+}
+
+type invalidateCmd struct {
+	clientFlags
+	Conn   string `arg:"" help:"Connection name."`
+	Secret string `arg:"" optional:"" help:"Only this secret."`
+}
+
+func (c *invalidateCmd) Run(e *env) error {
+	req := events.InvalidateRequest{Connection: c.Conn, Secret: c.Secret}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	nc, client, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := c.context(e.ctx)
+	defer cancel()
+	if err := client.Request(ctx, client.Subjects().Invalidate(), req, nil); err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, events.Empty{})
+	}
+	fmt.Fprintf(e.stdout, "cache entries of %s dropped on every worker\n", c.Conn)
+	return nil
+}
+
+type adminCmd struct {
+	Rekey rekeyCmd `cmd:"" help:"Re-seal every stored connection and secret under the workers' current master key (start workers with the new --master-key-file and the old one as --previous-master-key-file first)."`
+}
+
+type rekeyCmd struct {
+	clientFlags
+}
+
+func (c *rekeyCmd) Run(e *env) error {
+	nc, client, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := c.context(e.ctx)
+	defer cancel()
+	var out events.RekeyReply
+	if err := client.Request(ctx, client.Subjects().AdminRekey(), events.Empty{}, &out); err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, out)
+	}
+	fmt.Fprintf(e.stdout, "re-sealed %d records; every record is now sealed under key %s\n", out.Resealed, out.Current)
+	return nil
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/cloudbridge/cloudbridge/events"
+)
+
+type secretCmd struct {
+	Put secretPutCmd `cmd:"" help:"Store a secret in the built-in store of a builtin connection."`
+	Ls  secretLsCmd  `cmd:"" aliases:"list" help:"List the names of a connection's built-in secrets (never values)."`
+	Rm  secretRmCmd  `cmd:"" aliases:"delete" help:"Delete a built-in secret."`
+}
+
+type secretPutCmd struct {
+	clientFlags
+	Conn     string   `arg:"" help:"Connection name (provider builtin)."`
+	Name     string   `arg:"" help:"Secret name."`
+	Pairs    []string `arg:"" optional:"" help:"key=value pairs; the secret becomes a JSON object. Without pairs or --from-file the value is prompted for (input hidden) or read from stdin." placeholder:"KEY=VALUE"`
+	FromFile string   `name:"from-file" help:"Read the value from a file (- for stdin): a JSON object is stored as an object, anything else as a string." placeholder:"FILE"`
+}
+
+func (c *secretPutCmd) Run(e *env) error {
+	value, err := c.value(e)
+	if err != nil {
+		return err
+	}
+	req := events.SecretPut{Connection: c.Conn, Name: c.Name, Value: value}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := c.request(e, events.ResourceSecrets, events.VerbPut, req, nil); err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, events.Empty{})
+	}
+	fmt.Fprintf(e.stdout, "secret %s stored in %s\n", c.Name, c.Conn)
+	return nil
+}
+
+// value builds the secret value from pairs, a file, a prompt or stdin.
+func (c *secretPutCmd) value(e *env) (json.RawMessage, error) {
+	switch {
+	case len(c.Pairs) > 0 && c.FromFile != "":
+		return nil, usageError{fmt.Errorf("give key=value pairs or --from-file, not both")}
+	case len(c.Pairs) > 0:
+		m := make(map[string]string, len(c.Pairs))
+		for _, p := range c.Pairs {
+			k, v, ok := strings.Cut(p, "=")
+			if !ok || k == "" {
+				return nil, usageError{fmt.Errorf("%q: want key=value", strings.SplitN(p, "=", 2)[0])}
+			}
+			if _, dup := m[k]; dup {
+				return nil, usageError{fmt.Errorf("key %q given twice", k)}
+			}
+			m[k] = v
+		}
+		return json.Marshal(m)
+	case c.FromFile != "":
+		b, err := readInput(e, c.FromFile, events.MaxBuiltinSecretSize)
+		if err != nil {
+			return nil, err
+		}
+		return asValue(b)
+	}
+	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(e.stderr, "value of %s (input hidden): ", c.Name)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.stderr)
+		if err != nil {
+			return nil, fmt.Errorf("reading value: %w", err)
+		}
+		return asValue(b)
+	}
+	b, err := bufio.NewReader(e.stdin).ReadString(0)
+	if err != nil && b == "" {
+		return nil, usageError{fmt.Errorf("no value: give key=value pairs, --from-file, or the value on stdin")}
+	}
+	return asValue([]byte(strings.TrimRight(b, "\r\n")))
+}
+
+// asValue stores a JSON object as is and anything else as a string.
+func asValue(b []byte) (json.RawMessage, error) {
+	t := strings.TrimSpace(string(b))
+	if strings.HasPrefix(t, "{") {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(t), &m); err == nil {
+			return json.RawMessage(t), nil
+		}
+	}
+	if len(b) == 0 {
+		return nil, usageError{fmt.Errorf("empty value")}
+	}
+	return json.Marshal(string(b))
+}
+
+type secretLsCmd struct {
+	clientFlags
+	Conn string `arg:"" help:"Connection name."`
+}
+
+func (c *secretLsCmd) Run(e *env) error {
+	var out events.SecretNames
+	if err := c.request(e, events.ResourceSecrets, events.VerbList, events.SecretListRequest{Connection: c.Conn}, &out); err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, out)
+	}
+	for _, n := range out.Names {
+		fmt.Fprintln(e.stdout, n)
+	}
+	return nil
+}
+
+type secretRmCmd struct {
+	clientFlags
+	Conn string `arg:"" help:"Connection name."`
+	Name string `arg:"" help:"Secret name."`
+}
+
+func (c *secretRmCmd) Run(e *env) error {
+	if err := c.request(e, events.ResourceSecrets, events.VerbDelete, events.SecretRef{Connection: c.Conn, Name: c.Name}, nil); err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, events.Empty{})
+	}
+	fmt.Fprintf(e.stdout, "secret %s deleted from %s\n", c.Name, c.Conn)
+	return nil
+}

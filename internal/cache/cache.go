@@ -1,0 +1,267 @@
+// Package cache is the per-worker secret cache: a bounded LRU shared by every
+// connection, wrapped around a provider as a provider itself. Concurrent misses
+// of one key make one provider call; a value past its TTL is re-validated with
+// the provider's cheap version check when it has one; hot entries are refreshed
+// ahead of expiry in the background; and while the provider is unavailable a
+// value within max_stale is served, marked stale.
+package cache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+)
+
+// DefaultMaxEntries bounds the cache unless configured.
+const DefaultMaxEntries = 10000
+
+// Options configure a Store.
+type Options struct {
+	// MaxEntries bounds the number of cached values (default 10,000).
+	MaxEntries int
+	// UpstreamTimeout bounds a provider call made on behalf of waiting
+	// requests, which may give up earlier (default 30s).
+	UpstreamTimeout time.Duration
+	// RefreshAhead is the fraction of the TTL after which a hit triggers a
+	// background refresh (default 0.8).
+	RefreshAhead float64
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Policy is a connection's cache policy.
+type Policy struct {
+	TTL      time.Duration
+	MaxStale time.Duration
+}
+
+// Store is the cache shared by all connections of a worker.
+type Store struct {
+	opts  Options
+	lru   *lru.Cache[key, *entry]
+	sf    singleflight.Group
+	mu    sync.Mutex
+	gens  map[string]uint64
+	bgCtx context.Context
+	stop  context.CancelFunc
+	bg    sync.WaitGroup
+}
+
+type key struct {
+	conn, secret, version string
+}
+
+func (k key) flight(gen uint64) string {
+	return k.conn + "\x00" + k.secret + "\x00" + k.version + "\x00" + itoa(gen)
+}
+
+type entry struct {
+	sec        provider.Secret
+	gen        uint64
+	validated  time.Time
+	ttl        time.Duration
+	refreshing atomic.Bool
+}
+
+// New returns an empty store.
+func New(o Options) *Store {
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = DefaultMaxEntries
+	}
+	if o.UpstreamTimeout <= 0 {
+		o.UpstreamTimeout = 30 * time.Second
+	}
+	if o.RefreshAhead <= 0 || o.RefreshAhead >= 1 {
+		o.RefreshAhead = 0.8
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	c, _ := lru.New[key, *entry](o.MaxEntries)
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Store{opts: o, lru: c, gens: map[string]uint64{}, bgCtx: ctx, stop: cancel}
+}
+
+// Close stops background refreshes and waits for them.
+func (s *Store) Close() {
+	s.stop()
+	s.bg.Wait()
+}
+
+// Len is the number of cached values.
+func (s *Store) Len() int { return s.lru.Len() }
+
+func (s *Store) gen(conn string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gens[conn]
+}
+
+// Invalidate drops the entries of a connection, or of one of its secrets when
+// secret is not empty. A provider call already under way for them will not
+// store its result.
+func (s *Store) Invalidate(conn, secret string) {
+	s.mu.Lock()
+	s.gens[conn]++
+	s.mu.Unlock()
+	for _, k := range s.lru.Keys() {
+		if k.conn == conn && (secret == "" || k.secret == secret) {
+			s.lru.Remove(k)
+		}
+	}
+	metrics.CacheEntries.Set(float64(s.lru.Len()))
+}
+
+// Wrap returns next behind the cache for connection conn.
+func (s *Store) Wrap(conn string, p Policy, next provider.Resolver) provider.Resolver {
+	if p.TTL <= 0 {
+		p.TTL = events.DefaultCacheTTL
+	}
+	return &cached{s: s, conn: conn, policy: p, next: next}
+}
+
+type cached struct {
+	s      *Store
+	conn   string
+	policy Policy
+	next   provider.Resolver
+}
+
+// Resolve serves from the cache or calls the provider.
+func (c *cached) Resolve(ctx context.Context, req provider.Request) (provider.Secret, error) {
+	s := c.s
+	k := key{conn: c.conn, secret: req.Secret, version: req.Version}
+	gen := s.gen(c.conn)
+	var old *entry
+	if e, ok := s.lru.Get(k); ok && e.gen == gen {
+		old = e
+		now := s.opts.Now()
+		if !req.Fresh && now.Before(e.validated.Add(e.ttl)) {
+			metrics.Cache.WithLabelValues("hit").Inc()
+			if now.After(e.validated.Add(time.Duration(float64(e.ttl)*s.opts.RefreshAhead))) && e.refreshing.CompareAndSwap(false, true) {
+				c.refreshInBackground(k, gen, e, req)
+			}
+			out := e.sec
+			out.Cached = true
+			return out, nil
+		}
+	}
+	metrics.Cache.WithLabelValues("miss").Inc()
+	sec, err := c.fetch(ctx, k, gen, old, req)
+	if err == nil {
+		return sec, nil
+	}
+	if old != nil && staleAllowed(err) && s.opts.Now().Before(old.validated.Add(old.ttl+c.policy.MaxStale)) {
+		metrics.Cache.WithLabelValues("stale").Inc()
+		out := old.sec
+		out.Cached, out.Stale = true, true
+		return out, nil
+	}
+	return provider.Secret{}, err
+}
+
+// staleAllowed reports whether err means the provider could not answer, as
+// opposed to answering no.
+func staleAllowed(err error) bool {
+	return errors.Is(err, events.ErrUnavailable) || errors.Is(err, events.ErrTimeout) || errors.Is(err, events.ErrThrottled)
+}
+
+// fetch makes or joins the one provider call for k, waiting at most until ctx is done.
+func (c *cached) fetch(ctx context.Context, k key, gen uint64, old *entry, req provider.Request) (provider.Secret, error) {
+	flight := k.flight(gen)
+	if req.Fresh {
+		flight += "\x00fresh"
+	}
+	ch := c.s.sf.DoChan(flight, func() (any, error) {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.s.opts.UpstreamTimeout)
+		defer cancel()
+		return c.load(uctx, k, gen, old, req)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return provider.Secret{}, r.Err
+		}
+		return r.Val.(provider.Secret), nil
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return provider.Secret{}, events.Errorf(events.CodeTimeout, "secret %q: the provider did not answer before the request deadline", k.secret)
+		}
+		return provider.Secret{}, ctx.Err()
+	}
+}
+
+// load asks the provider, re-validating old by version when it can, and stores the result.
+func (c *cached) load(ctx context.Context, k key, gen uint64, old *entry, req provider.Request) (provider.Secret, error) {
+	s := c.s
+	req.Fresh = true
+	if old != nil && old.sec.Version != "" {
+		if vc, ok := c.next.(provider.VersionChecker); ok {
+			if v, err := vc.CurrentVersion(ctx, req); err == nil && v == old.sec.Version {
+				metrics.Cache.WithLabelValues("revalidated").Inc()
+				sec := old.sec
+				c.store(k, gen, sec)
+				sec.Cached = true
+				return sec, nil
+			}
+		}
+	}
+	sec, err := c.next.Resolve(ctx, req)
+	if err != nil {
+		return provider.Secret{}, err
+	}
+	if sec.FetchedAt.IsZero() {
+		sec.FetchedAt = s.opts.Now()
+	}
+	sec.Cached, sec.Stale = false, false
+	c.store(k, gen, sec)
+	return sec, nil
+}
+
+func (c *cached) store(k key, gen uint64, sec provider.Secret) {
+	s := c.s
+	s.mu.Lock()
+	current := s.gens[k.conn] == gen
+	s.mu.Unlock()
+	if !current {
+		return
+	}
+	sec.Cached, sec.Stale = false, false
+	s.lru.Add(k, &entry{sec: sec, gen: gen, validated: s.opts.Now(), ttl: c.policy.TTL})
+	metrics.CacheEntries.Set(float64(s.lru.Len()))
+}
+
+func (c *cached) refreshInBackground(k key, gen uint64, e *entry, req provider.Request) {
+	s := c.s
+	metrics.Cache.WithLabelValues("refresh").Inc()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer e.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(s.bgCtx, s.opts.UpstreamTimeout)
+		defer cancel()
+		_, _, _ = s.sf.Do(k.flight(gen), func() (any, error) { return c.load(ctx, k, gen, e, req) })
+	}()
+}
+
+func itoa(n uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}

@@ -1,0 +1,129 @@
+// Package config holds the configuration of `cloudbridge serve` and of the
+// CLI's NATS connection. Every flag has an env twin CLOUDBRIDGE_<FLAG>; the
+// struct tags are read by the CLI parser (kong).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/bus"
+)
+
+// NATS is how to reach NATS, shared by serve and the CLI verbs.
+type NATS struct {
+	URL      string `name:"nats-url" env:"CLOUDBRIDGE_NATS_URL" help:"NATS server URL(s), comma-separated. serve: without it, an embedded NATS server is started. CLI verbs: default nats://127.0.0.1:4222." placeholder:"URL"`
+	User     string `name:"nats-user" env:"CLOUDBRIDGE_NATS_USER" help:"NATS user name."`
+	Password string `name:"nats-password" env:"CLOUDBRIDGE_NATS_PASSWORD" help:"NATS password (prefer the env twin)."`
+	Token    string `name:"nats-token" env:"CLOUDBRIDGE_NATS_TOKEN" help:"NATS auth token (prefer the env twin)."`
+	NKey     string `name:"nats-nkey" env:"CLOUDBRIDGE_NATS_NKEY" help:"Path of an NKey seed file." type:"path"`
+	Creds    string `name:"nats-creds" env:"CLOUDBRIDGE_NATS_CREDS" help:"Path of a NATS .creds file (JWT + seed)." type:"path"`
+	TLSCA    string `name:"nats-tls-ca" env:"CLOUDBRIDGE_NATS_TLS_CA" help:"CA certificate to verify the NATS server." type:"path"`
+	TLSCert  string `name:"nats-tls-cert" env:"CLOUDBRIDGE_NATS_TLS_CERT" help:"Client certificate for mutual TLS." type:"path"`
+	TLSKey   string `name:"nats-tls-key" env:"CLOUDBRIDGE_NATS_TLS_KEY" help:"Client key for mutual TLS." type:"path"`
+	Prefix   string `name:"prefix" env:"CLOUDBRIDGE_PREFIX" default:"cloudbridge" help:"Subject prefix of every cloudbridge subject."`
+}
+
+// Auth is the connection's auth as bus options.
+func (n NATS) Auth() bus.Auth {
+	return bus.Auth{User: n.User, Password: n.Password, Token: n.Token, NKeySeed: n.NKey, Creds: n.Creds,
+		TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey}
+}
+
+// Validate checks the NATS options.
+func (n NATS) Validate() error {
+	if err := events.CheckPrefix(n.Prefix); err != nil {
+		return fmt.Errorf("--prefix: %w", err)
+	}
+	return n.Auth().Validate()
+}
+
+// Serve configures `cloudbridge serve`.
+type Serve struct {
+	NATS `embed:""`
+
+	Listen  string `name:"listen" env:"CLOUDBRIDGE_LISTEN" default:"127.0.0.1:4222" help:"Embedded NATS: client listen address (only without --nats-url)."`
+	DataDir string `name:"data-dir" env:"CLOUDBRIDGE_DATA_DIR" default:"./data" help:"Embedded NATS: JetStream store and generated master key (only without --nats-url)." type:"path"`
+
+	MasterKeyFile         string `name:"master-key-file" env:"CLOUDBRIDGE_MASTER_KEY_FILE" help:"File holding the master key (base64 of 32 bytes) that seals stored credentials." type:"path"`
+	MasterKey             string `name:"master-key" env:"CLOUDBRIDGE_MASTER_KEY" help:"The master key itself, base64 of 32 bytes (prefer the env twin or --master-key-file)."`
+	PreviousMasterKeyFile string `name:"previous-master-key-file" env:"CLOUDBRIDGE_PREVIOUS_MASTER_KEY_FILE" help:"An old master key that may still have sealed records; run 'cloudbridge admin rekey' to re-seal them." type:"path"`
+
+	HTTPAddr  string `name:"http-addr" env:"CLOUDBRIDGE_HTTP_ADDR" default:"127.0.0.1:9464" help:"Address of /metrics, /healthz and /readyz; 'off' disables."`
+	LogLevel  string `name:"log-level" env:"CLOUDBRIDGE_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
+	LogFormat string `name:"log-format" env:"CLOUDBRIDGE_LOG_FORMAT" default:"json" enum:"json,console" help:"Log format: json or console."`
+
+	RequestTimeout  time.Duration `name:"request-timeout" env:"CLOUDBRIDGE_REQUEST_TIMEOUT" default:"8s" help:"Deadline of one request, upstream calls included."`
+	CacheMaxEntries int           `name:"cache-max-entries" env:"CLOUDBRIDGE_CACHE_MAX_ENTRIES" default:"10000" help:"Bound of the per-worker secret cache (LRU)."`
+	MaxInFlight     int           `name:"max-in-flight" env:"CLOUDBRIDGE_MAX_IN_FLIGHT" default:"1024" help:"Requests handled at once by this worker; more wait."`
+	KVReplicas      int           `name:"kv-replicas" env:"CLOUDBRIDGE_KV_REPLICAS" default:"1" help:"Replicas of the KV buckets and streams when created (clustered NATS)."`
+	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"CLOUDBRIDGE_SHUTDOWN_TIMEOUT" default:"30s" help:"How long shutdown may take to finish requests and flush batches."`
+
+	LogsSubjects []string      `name:"logs-subjects" env:"CLOUDBRIDGE_LOGS_SUBJECTS" default:"logs.>" help:"Subjects captured by the CLOUDBRIDGE_LOGS stream (comma-separated)."`
+	LogsStream   string        `name:"logs-stream" env:"CLOUDBRIDGE_LOGS_STREAM" help:"Bind this existing stream for log export instead of creating CLOUDBRIDGE_LOGS."`
+	LogsMaxAge   time.Duration `name:"logs-max-age" env:"CLOUDBRIDGE_LOGS_MAX_AGE" default:"168h" help:"Retention of the logs stream by age (0 = unlimited)."`
+	LogsMaxBytes int64         `name:"logs-max-bytes" env:"CLOUDBRIDGE_LOGS_MAX_BYTES" default:"0" help:"Retention of the logs stream by size in bytes (0 = unlimited)."`
+}
+
+// Embedded reports whether serve starts its own NATS server.
+func (s *Serve) Embedded() bool { return s.URL == "" }
+
+// Validate checks the configuration.
+func (s *Serve) Validate() error {
+	if err := s.NATS.Validate(); err != nil {
+		return err
+	}
+	if s.Embedded() {
+		if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+			return fmt.Errorf("--listen %q: want host:port", s.Listen)
+		}
+		if s.DataDir == "" {
+			return errors.New("--data-dir: required with the embedded NATS server")
+		}
+	}
+	if s.MasterKeyFile != "" && s.MasterKey != "" {
+		return errors.New("--master-key-file and --master-key (CLOUDBRIDGE_MASTER_KEY) are alternatives: give one")
+	}
+	if !s.Embedded() && s.MasterKeyFile == "" && s.MasterKey == "" {
+		return errors.New("a master key is required with --nats-url: pass --master-key-file or set CLOUDBRIDGE_MASTER_KEY (make one with: head -c 32 /dev/urandom | base64)")
+	}
+	if s.HTTPAddr != "off" {
+		if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
+			return fmt.Errorf("--http-addr %q: want host:port or off", s.HTTPAddr)
+		}
+	}
+	if s.RequestTimeout < 100*time.Millisecond || s.RequestTimeout > 5*time.Minute {
+		return fmt.Errorf("--request-timeout %s: between 100ms and 5m", s.RequestTimeout)
+	}
+	if s.CacheMaxEntries < 1 {
+		return errors.New("--cache-max-entries: at least 1")
+	}
+	if s.MaxInFlight < 1 {
+		return errors.New("--max-in-flight: at least 1")
+	}
+	if s.KVReplicas < 1 || s.KVReplicas > 5 {
+		return errors.New("--kv-replicas: 1 to 5")
+	}
+	if s.ShutdownTimeout <= 0 {
+		return errors.New("--shutdown-timeout: must be positive")
+	}
+	if len(s.LogsSubjects) == 0 && s.LogsStream == "" {
+		return errors.New("--logs-subjects: at least one subject")
+	}
+	for _, subj := range s.LogsSubjects {
+		if err := events.CheckSubjectFilter("--logs-subjects", subj); err != nil {
+			return err
+		}
+		if strings.HasPrefix(subj, s.Prefix+".") || subj == ">" {
+			return fmt.Errorf("--logs-subjects %q overlaps cloudbridge's own subjects", subj)
+		}
+	}
+	if s.LogsMaxAge < 0 || s.LogsMaxBytes < 0 {
+		return errors.New("--logs-max-age, --logs-max-bytes: not negative")
+	}
+	return nil
+}

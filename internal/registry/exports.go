@@ -1,0 +1,110 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloudbridge/cloudbridge/events"
+)
+
+func (r *Registry) applyExport(e jetstream.KeyValueEntry) {
+	name := e.Key()
+	deleted := isDelete(e)
+	var x events.Export
+	if !deleted {
+		if err := json.Unmarshal(e.Value(), &x); err != nil {
+			r.log.Error().Str("export", name).Err(err).Msg("ignoring unreadable export record")
+			deleted = true
+		}
+	}
+	r.mu.Lock()
+	if deleted {
+		delete(r.exportsByNm, name)
+	} else {
+		r.exportsByNm[name] = x
+	}
+	r.mu.Unlock()
+	r.notify(Change{Kind: KindExport, Name: name, Deleted: deleted})
+}
+
+// Exports lists the watched export blocks, sorted by name.
+func (r *Registry) Exports() []events.Export {
+	r.mu.RLock()
+	out := make([]events.Export, 0, len(r.exportsByNm))
+	for _, x := range r.exportsByNm {
+		out = append(out, x)
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (r *Registry) exportsUsing(conn string) []string {
+	var out []string
+	for _, x := range r.Exports() {
+		if x.Connection == conn {
+			out = append(out, x.Name)
+		}
+	}
+	return out
+}
+
+// LookupExport reads an export block from the bucket.
+func (r *Registry) LookupExport(ctx context.Context, name string) (events.Export, error) {
+	e, err := r.exports.kv.Get(ctx, name)
+	if err != nil {
+		return events.Export{}, translate(fmt.Sprintf("export %q", name), err)
+	}
+	var x events.Export
+	if err := json.Unmarshal(e.Value(), &x); err != nil {
+		return events.Export{}, fmt.Errorf("decoding export %q: %w", name, err)
+	}
+	return x, nil
+}
+
+// PutExport validates and stores an export block; its connection must exist
+// and have the sink's provider.
+func (r *Registry) PutExport(ctx context.Context, x events.Export) (events.Export, error) {
+	if err := x.Validate(); err != nil {
+		return events.Export{}, err
+	}
+	c, err := r.LookupConnection(ctx, x.Connection)
+	if err != nil {
+		return events.Export{}, err
+	}
+	if want := x.Provider(); c.Provider != want {
+		return events.Export{}, events.Errorf(events.CodeBadRequest,
+			"connection: %q has provider %s; this sink needs a %s connection", x.Connection, c.Provider, want)
+	}
+	b, err := json.Marshal(x)
+	if err != nil {
+		return events.Export{}, fmt.Errorf("encoding export: %w", err)
+	}
+	rev, err := r.exports.kv.Put(ctx, x.Name, b)
+	if err != nil {
+		return events.Export{}, translate("storing export", err)
+	}
+	r.exports.waitSeen(ctx, rev)
+	return x, nil
+}
+
+// DeleteExport removes an export block.
+func (r *Registry) DeleteExport(ctx context.Context, name string) error {
+	if _, err := r.LookupExport(ctx, name); err != nil {
+		return err
+	}
+	if err := r.exports.kv.Purge(ctx, name); err != nil {
+		return translate("deleting export", err)
+	}
+	st, err := r.exports.kv.Status(ctx)
+	if err == nil {
+		if si, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo }); ok {
+			r.exports.waitSeen(ctx, si.StreamInfo().State.LastSeq)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,104 @@
+package resolve
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+)
+
+func (w *Worker) handleResolve(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
+	group, name, err := w.cfg.Subjects.ParseOp(events.OpResolve, req.Subject())
+	if err != nil {
+		return nil, err
+	}
+	f.Group, f.Conn = group, name
+	var in events.ResolveRequest
+	if err := events.Decode(req.Data(), &in); err != nil {
+		return nil, err
+	}
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := w.authorize(ctx, group, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSecretAllowed(c, in.Secret); err != nil {
+		return nil, err
+	}
+	b, err := w.provider(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := b.cached.Resolve(ctx, provider.Request{Secret: in.Secret, Version: in.Version, Fresh: in.Fresh})
+	if err != nil {
+		return nil, err
+	}
+	return Shape(name, in.Secret, sec, in.Keys)
+}
+
+// Shape builds the resolve reply: a JSON-object secret becomes credentials
+// (narrowed to keys), UTF-8 text a value, anything else binary.
+func Shape(conn, secret string, sec provider.Secret, keys []string) (*events.ResolveReply, error) {
+	out := &events.ResolveReply{Connection: conn, Secret: secret, Version: sec.Version,
+		Cached: sec.Cached, Stale: sec.Stale, FetchedAt: sec.FetchedAt.UTC()}
+	creds, isObject := credentials(sec)
+	switch {
+	case isObject:
+		if len(keys) > 0 {
+			narrowed := make(map[string]json.RawMessage, len(keys))
+			for _, k := range keys {
+				v, ok := creds[k]
+				if !ok {
+					return nil, events.Errorf(events.CodeNotFound, "secret %q has no key %q", secret, k)
+				}
+				narrowed[k] = v
+			}
+			creds = narrowed
+		}
+		out.Credentials = creds
+	case len(keys) > 0:
+		return nil, events.Errorf(events.CodeNotFound, "secret %q is not a JSON object, so it has no key %q", secret, keys[0])
+	case !sec.Binary && utf8.Valid(sec.Data):
+		s := string(sec.Data)
+		out.Value = &s
+	default:
+		out.Binary = append([]byte(nil), sec.Data...)
+	}
+	return out, nil
+}
+
+func credentials(sec provider.Secret) (map[string]json.RawMessage, bool) {
+	if sec.Binary {
+		return nil, false
+	}
+	d := bytes.TrimSpace(sec.Data)
+	if len(d) < 2 || d[0] != '{' {
+		return nil, false
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(d, &m); err != nil || m == nil {
+		return nil, false
+	}
+	return m, true
+}
+
+// Keys lists the keys of a JSON-object secret, for test reports.
+func Keys(sec provider.Secret) ([]string, bool) {
+	m, ok := credentials(sec)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out, true
+}

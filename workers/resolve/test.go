@@ -1,0 +1,94 @@
+package resolve
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+)
+
+func (w *Worker) handleTest(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
+	group, name, err := w.cfg.Subjects.ParseOp(events.OpTest, req.Subject())
+	if err != nil {
+		return nil, err
+	}
+	f.Group, f.Conn = group, name
+	var in events.TestRequest
+	if err := events.Decode(req.Data(), &in); err != nil {
+		return nil, err
+	}
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := w.authorize(ctx, group, name)
+	if err != nil {
+		return nil, err
+	}
+	rep := &events.TestReply{OK: true, Steps: []events.Step{}}
+	b, err := w.provider(ctx, c)
+	if err != nil {
+		rep.Add(events.FailStep(events.StepCredentials, err))
+		return rep, nil
+	}
+	if p, ok := b.raw.(provider.Prober); ok {
+		for _, st := range p.Probe(ctx) {
+			rep.Add(st)
+		}
+	}
+	if in.Secret == "" {
+		if len(rep.Steps) == 0 {
+			rep.Add(events.PassStep(events.StepSecret, "no secret named: pass --secret to read one"))
+		}
+		return rep, nil
+	}
+	if err := checkSecretAllowed(c, in.Secret); err != nil {
+		rep.Add(events.FailStep(events.StepSecret, err))
+		return rep, nil
+	}
+	sec, err := b.raw.Resolve(ctx, provider.Request{Secret: in.Secret, Fresh: true})
+	if err != nil {
+		rep.Add(events.FailStep(events.StepSecret, err))
+		if len(in.Keys) > 0 {
+			rep.Add(events.Step{Name: events.StepKeys, OK: false, Detail: "not checked: the secret could not be read"})
+		}
+		return rep, nil
+	}
+	detail := "readable"
+	if sec.Version != "" {
+		detail = "readable, version " + sec.Version
+	}
+	rep.Add(events.PassStep(events.StepSecret, detail))
+	rep.Add(keysStep(in.Secret, sec, in.Keys))
+	return rep, nil
+}
+
+func keysStep(secret string, sec provider.Secret, want []string) events.Step {
+	have, isObject := Keys(sec)
+	if !isObject {
+		if len(want) > 0 {
+			return events.FailStep(events.StepKeys, events.Errorf(events.CodeNotFound, "secret %q is not a JSON object, so it has no keys", secret))
+		}
+		return events.PassStep(events.StepKeys, "not a JSON object: no keys")
+	}
+	sort.Strings(have)
+	set := map[string]bool{}
+	for _, k := range have {
+		set[k] = true
+	}
+	var missing []string
+	for _, k := range want {
+		if !set[k] {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		return events.FailStep(events.StepKeys, events.Errorf(events.CodeNotFound, "secret %q lacks keys: %s", secret, strings.Join(missing, ", ")))
+	}
+	return events.PassStep(events.StepKeys, fmt.Sprintf("keys present: %s", strings.Join(have, ", ")))
+}

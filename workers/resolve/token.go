@@ -1,0 +1,52 @@
+package resolve
+
+import (
+	"context"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+)
+
+func (w *Worker) handleToken(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
+	group, name, err := w.cfg.Subjects.ParseOp(events.OpToken, req.Subject())
+	if err != nil {
+		return nil, err
+	}
+	f.Group, f.Conn = group, name
+	var in events.TokenRequest
+	if err := events.Decode(req.Data(), &in); err != nil {
+		return nil, err
+	}
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := w.authorize(ctx, group, name)
+	if err != nil {
+		return nil, err
+	}
+	b, err := w.provider(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	t, ok := b.raw.(provider.Tokener)
+	if !ok {
+		return nil, events.Errorf(events.CodeBadRequest, "connection %q (provider %s) does not vend cloud credentials", name, c.Provider)
+	}
+	return t.Token(ctx, in)
+}
+
+func (w *Worker) handleInvalidate(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
+	var in events.InvalidateRequest
+	if err := events.Decode(req.Data(), &in); err != nil {
+		return nil, err
+	}
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	f.Conn = in.Connection
+	w.cfg.Cache.Invalidate(in.Connection, in.Secret)
+	return events.Empty{}, nil
+}

@@ -1,0 +1,178 @@
+// Package resolve is the worker behind resolve, test, token and invalidate:
+// it authorizes a request against the connection, then asks the connection's
+// provider through the cache, and shapes the reply.
+package resolve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/cache"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+)
+
+// Connections is what the worker needs of the registry: a fast watched view,
+// and a read-through to confirm a negative answer.
+type Connections interface {
+	Connection(name string) (events.Connection, bool)
+	LookupConnection(ctx context.Context, name string) (events.Connection, error)
+}
+
+// Config configures a Worker.
+type Config struct {
+	Subjects    events.Subjects
+	Connections Connections
+	Cache       *cache.Store
+	// Factories build a connection's provider, by provider name.
+	Factories map[string]provider.Factory
+	Runner    *endpoint.Runner
+	Logger    zerolog.Logger
+}
+
+// Worker serves resolve, test, token and invalidate.
+type Worker struct {
+	cfg Config
+	mu  sync.Mutex
+	// built holds each connection's provider, built on first use and dropped
+	// when the connection changes.
+	built map[string]*built
+	sf    singleflight.Group
+}
+
+type built struct {
+	conn   events.Connection
+	raw    provider.Resolver
+	cached provider.Resolver
+}
+
+// New returns a worker.
+func New(cfg Config) *Worker {
+	return &Worker{cfg: cfg, built: map[string]*built{}}
+}
+
+// Register adds the worker's endpoints to the micro service.
+func (w *Worker) Register(svc micro.Service) error {
+	s, r := w.cfg.Subjects, w.cfg.Runner
+	for _, ep := range []struct {
+		name    string
+		subject string
+		handler micro.Handler
+		opts    []micro.EndpointOpt
+	}{
+		{"resolve", s.OpWildcard(events.OpResolve), r.Handler("resolve", w.handleResolve), nil},
+		{"test", s.OpWildcard(events.OpTest), r.Handler("test", w.handleTest), nil},
+		{"token", s.OpWildcard(events.OpToken), r.Handler("token", w.handleToken), nil},
+		{"invalidate", s.Invalidate(), r.Inline("invalidate", w.handleInvalidate), []micro.EndpointOpt{micro.WithEndpointQueueGroupDisabled()}},
+	} {
+		opts := append([]micro.EndpointOpt{micro.WithEndpointSubject(ep.subject)}, ep.opts...)
+		if err := svc.AddEndpoint(ep.name, ep.handler, opts...); err != nil {
+			return fmt.Errorf("adding endpoint %s: %w", ep.name, err)
+		}
+	}
+	return nil
+}
+
+// ConnectionChanged drops the connection's provider and cache entries; the
+// next request builds them anew from the changed connection.
+func (w *Worker) ConnectionChanged(name string) {
+	w.mu.Lock()
+	b := w.built[name]
+	delete(w.built, name)
+	w.mu.Unlock()
+	w.cfg.Cache.Invalidate(name, "")
+	if b != nil {
+		closeProvider(b.raw)
+	}
+}
+
+// SecretChanged drops the cache entries of one secret.
+func (w *Worker) SecretChanged(conn, secret string) { w.cfg.Cache.Invalidate(conn, secret) }
+
+// Close releases every provider.
+func (w *Worker) Close() {
+	w.mu.Lock()
+	all := w.built
+	w.built = map[string]*built{}
+	w.mu.Unlock()
+	for _, b := range all {
+		closeProvider(b.raw)
+	}
+}
+
+func closeProvider(r provider.Resolver) {
+	if c, ok := r.(provider.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+// authorize finds the connection and checks the group may use it. A negative
+// answer from the watched view is confirmed against the bucket, so a change
+// made a moment ago through another worker is already in force.
+func (w *Worker) authorize(ctx context.Context, group, name string) (events.Connection, error) {
+	c, ok := w.cfg.Connections.Connection(name)
+	if ok && c.AllowsGroup(group) {
+		return c, nil
+	}
+	c, err := w.cfg.Connections.LookupConnection(ctx, name)
+	if errors.Is(err, events.ErrNotFound) {
+		return events.Connection{}, events.Errorf(events.CodeNotFound, "connection %q not found", name)
+	}
+	if err != nil {
+		return events.Connection{}, err
+	}
+	if !c.AllowsGroup(group) {
+		return events.Connection{}, events.Errorf(events.CodeForbidden, "group %q may not use connection %q", group, name)
+	}
+	return c, nil
+}
+
+func checkSecretAllowed(c events.Connection, secret string) error {
+	if !c.AllowsSecret(secret) {
+		return events.Errorf(events.CodeForbidden, "secret %q is outside the allowlist of connection %q", secret, c.Name)
+	}
+	return nil
+}
+
+// provider returns the connection's provider, building it once.
+func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, error) {
+	w.mu.Lock()
+	b, ok := w.built[c.Name]
+	w.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	v, err, _ := w.sf.Do(c.Name, func() (any, error) {
+		w.mu.Lock()
+		if b, ok := w.built[c.Name]; ok {
+			w.mu.Unlock()
+			return b, nil
+		}
+		w.mu.Unlock()
+		factory := w.cfg.Factories[c.Provider]
+		if factory == nil {
+			return nil, events.Errorf(events.CodeUnavailable, "connection %q: provider %s is not available in this worker", c.Name, c.Provider)
+		}
+		raw, err := factory(context.WithoutCancel(ctx), c)
+		if err != nil {
+			return nil, fmt.Errorf("connection %q: setting up provider: %w", c.Name, err)
+		}
+		nb := &built{conn: c, raw: raw,
+			cached: w.cfg.Cache.Wrap(c.Name, cache.Policy{TTL: c.TTL(), MaxStale: c.MaxStale()}, raw)}
+		w.mu.Lock()
+		w.built[c.Name] = nb
+		w.mu.Unlock()
+		return nb, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*built), nil
+}

@@ -1,0 +1,355 @@
+// Package service assembles a cloudbridge worker: NATS (joined, or embedded),
+// the sealed registry, the cache, the resolve, admin and export workers under
+// one micro service, and the monitoring endpoint; with a start and a stop that
+// drains.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/builtin"
+	"github.com/cloudbridge/cloudbridge/internal/bus"
+	"github.com/cloudbridge/cloudbridge/internal/cache"
+	"github.com/cloudbridge/cloudbridge/internal/config"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/monitor"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+	"github.com/cloudbridge/cloudbridge/internal/registry"
+	"github.com/cloudbridge/cloudbridge/internal/seal"
+	"github.com/cloudbridge/cloudbridge/workers/admin"
+	"github.com/cloudbridge/cloudbridge/workers/resolve"
+)
+
+// Name and Version of the micro service.
+const (
+	Name    = "cloudbridge"
+	Version = "0.1.0"
+)
+
+// Service is a running worker.
+type Service struct {
+	cfg      config.Serve
+	log      zerolog.Logger
+	embedded *bus.Embedded
+	nc       *nats.Conn
+	reg      *registry.Registry
+	cache    *cache.Store
+	runner   *endpoint.Runner
+	svc      micro.Service
+	resolver *resolve.Worker
+	exporter exporter
+	http     *monitor.Server
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start starts a worker. On error, everything started so far is stopped.
+func Start(ctx context.Context, cfg config.Serve, log zerolog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log}
+	if err := s.start(ctx); err != nil {
+		s.abort()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Service) start(ctx context.Context) error {
+	cfg, log := s.cfg, s.log
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
+	sealer, err := s.sealer()
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	subjects := events.Subjects{Prefix: cfg.Prefix}
+	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log})
+	if err != nil {
+		return err
+	}
+	s.cache = cache.New(cache.Options{MaxEntries: cfg.CacheMaxEntries})
+	s.runner = endpoint.NewRunner(log, cfg.RequestTimeout, cfg.MaxInFlight)
+	factories := map[string]provider.Factory{
+		events.ProviderBuiltin: func(_ context.Context, c events.Connection) (provider.Resolver, error) {
+			return builtin.New(s.reg, c.Name), nil
+		},
+	}
+	for name, f := range cloudFactories(log) {
+		factories[name] = f
+	}
+	s.resolver = resolve.New(resolve.Config{Subjects: subjects, Connections: s.reg, Cache: s.cache,
+		Factories: factories, Runner: s.runner, Logger: log})
+	s.exporter, err = newExporter(ctx, s.nc, js, subjects, cfg, log)
+	if err != nil {
+		return err
+	}
+	s.reg.OnChange(s.onChange)
+	if err := s.reg.Start(ctx); err != nil {
+		return err
+	}
+	s.exporter.Apply(s.reg.Exports(), s.connectionMap())
+	s.svc, err = micro.AddService(s.nc, micro.Config{Name: Name, Version: Version,
+		Description: "cloudbridge: credentials and log export for data platforms"})
+	if err != nil {
+		return fmt.Errorf("registering micro service: %w", err)
+	}
+	if err := s.resolver.Register(s.svc); err != nil {
+		return err
+	}
+	if err := admin.New(subjects, s.reg, s.resolver, s.runner).Register(s.svc); err != nil {
+		return err
+	}
+	if cfg.HTTPAddr != "off" {
+		if s.http, err = monitor.Start(cfg.HTTPAddr, s.ready); err != nil {
+			return err
+		}
+	}
+	log.Info().Str("nats", s.nc.ConnectedUrlRedacted()).Bool("embedded", s.embedded != nil).
+		Str("service", s.svc.Info().ID).Str("key_id", sealer.CurrentID()).Msg("cloudbridge worker started")
+	return nil
+}
+
+func (s *Service) sealer() (*seal.Sealer, error) {
+	var cur seal.Key
+	var err error
+	switch {
+	case s.cfg.MasterKey != "":
+		cur, err = seal.ParseKey(s.cfg.MasterKey)
+		if err != nil {
+			err = fmt.Errorf("CLOUDBRIDGE_MASTER_KEY: %w", err)
+		}
+	case s.cfg.MasterKeyFile != "":
+		cur, err = seal.LoadKeyFile(s.cfg.MasterKeyFile)
+	default:
+		path := filepath.Join(s.cfg.DataDir, "master.key")
+		cur, err = seal.LoadKeyFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			cur, err = seal.GenerateKeyFile(path)
+			if err == nil {
+				s.log.Warn().Str("path", path).Msg("no master key configured: generated one for the embedded dev mode; back it up, and use --master-key-file in production")
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var prev []seal.Key
+	if s.cfg.PreviousMasterKeyFile != "" {
+		k, err := seal.LoadKeyFile(s.cfg.PreviousMasterKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--previous-master-key-file: %w", err)
+		}
+		prev = append(prev, k)
+	}
+	return seal.New(cur, prev...), nil
+}
+
+func (s *Service) connect(ctx context.Context) error {
+	opts := bus.Resilient("cloudbridge-worker", s.log)
+	url := s.cfg.URL
+	if s.cfg.Embedded() {
+		e, err := bus.StartEmbedded(s.cfg.Listen, s.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		s.embedded = e
+		url = e.ClientURL()
+		opts = append(opts, nats.InProcessServer(e.Server()))
+	} else {
+		auth, err := s.cfg.Auth().Options()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, auth...)
+		opts = append(opts, nats.RetryOnFailedConnect(false))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", url, err)
+	}
+	s.nc = nc
+	return nil
+}
+
+func (s *Service) onChange(c registry.Change) {
+	switch c.Kind {
+	case registry.KindConnection:
+		s.resolver.ConnectionChanged(c.Name)
+		s.exporter.Apply(s.reg.Exports(), s.connectionMap())
+	case registry.KindSecret:
+		s.resolver.SecretChanged(c.Conn, c.Name)
+	case registry.KindExport:
+		s.exporter.Apply(s.reg.Exports(), s.connectionMap())
+	}
+}
+
+func (s *Service) connectionMap() map[string]events.Connection {
+	m := map[string]events.Connection{}
+	for _, c := range s.reg.Connections() {
+		m[c.Name] = c
+	}
+	return m
+}
+
+func (s *Service) ready() error {
+	if s.nc == nil || !s.nc.IsConnected() {
+		return errors.New("NATS not connected")
+	}
+	if s.reg == nil || !s.reg.Ready() {
+		return errors.New("registry buckets not ready")
+	}
+	return nil
+}
+
+// ClientURL is the NATS URL the worker is connected to (for the embedded
+// server, the URL other processes use).
+func (s *Service) ClientURL() string {
+	if s.embedded != nil {
+		return s.embedded.ClientURL()
+	}
+	return s.nc.ConnectedUrl()
+}
+
+// HTTPAddr is the monitoring server's address, or "" when disabled.
+func (s *Service) HTTPAddr() string {
+	if s.http == nil {
+		return ""
+	}
+	return s.http.Addr()
+}
+
+// ServiceID is the micro service instance id.
+func (s *Service) ServiceID() string { return s.svc.Info().ID }
+
+// Stop stops taking requests, finishes those in flight, stops the export
+// consumers after flushing their batches, drains the NATS connection and
+// stops the embedded server, all within ctx.
+func (s *Service) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() { s.stopErr = s.stop(ctx) })
+	return s.stopErr
+}
+
+func (s *Service) stop(ctx context.Context) error {
+	var errs []error
+	if s.svc != nil {
+		if err := s.svc.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping micro service: %w", err))
+		}
+	}
+	if s.runner != nil {
+		if err := s.waitIdle(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("finishing requests in flight: %w", err))
+		}
+	}
+	if s.exporter != nil {
+		if err := s.exporter.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stopping log export: %w", err))
+		}
+	}
+	if s.reg != nil {
+		s.reg.Stop()
+	}
+	if s.resolver != nil {
+		s.resolver.Close()
+	}
+	if s.cache != nil {
+		s.cache.Close()
+	}
+	if s.nc != nil {
+		if err := drain(ctx, s.nc); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.embedded != nil {
+		s.embedded.Shutdown()
+	}
+	if s.http != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.log.Info().Msg("cloudbridge worker stopped")
+	return errors.Join(errs...)
+}
+
+// waitIdle waits for requests in flight, including those still queued on the
+// draining subscriptions: a flush round trip guarantees every request the
+// server sent before the unsubscribe has arrived.
+func (s *Service) waitIdle(ctx context.Context) error {
+	if err := s.runner.Wait(ctx); err != nil {
+		return err
+	}
+	if s.nc.IsConnected() {
+		_ = s.nc.FlushWithContext(ctx)
+	}
+	for i := 0; i < 3; i++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if err := s.runner.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func drain(ctx context.Context, nc *nats.Conn) error {
+	if nc.IsClosed() {
+		return nil
+	}
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return nil
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		nc.Close()
+		return fmt.Errorf("draining NATS connection: %w", ctx.Err())
+	}
+}
+
+// abort stops whatever Start got running before it failed.
+func (s *Service) abort() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.Stop(ctx)
+}
+
+// Run starts a worker and stops it when ctx is cancelled, within the
+// configured shutdown timeout.
+func Run(ctx context.Context, cfg config.Serve, log zerolog.Logger) error {
+	s, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info().Msg("shutting down: finishing requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	return s.Stop(sctx)
+}
