@@ -150,4 +150,3 @@ func report(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "cloudbridge: %v\n", err)
 	return 1
 }
-

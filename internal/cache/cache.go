@@ -9,6 +9,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,7 +202,15 @@ func (c *cached) fetch(ctx context.Context, k key, gen uint64, old *entry, req p
 }
 
 // load asks the provider, re-validating old by version when it can, and stores the result.
-func (c *cached) load(ctx context.Context, k key, gen uint64, old *entry, req provider.Request) (provider.Secret, error) {
+func (c *cached) load(ctx context.Context, k key, gen uint64, old *entry, req provider.Request) (sec provider.Secret, err error) {
+	// A provider call runs on a goroutine of its own: a panic there would
+	// end the process, so it becomes an internal error (its value, which may
+	// hold a payload, is dropped).
+	defer func() {
+		if p := recover(); p != nil {
+			sec, err = provider.Secret{}, fmt.Errorf("provider panicked (%T): %w", p, events.ErrInternal)
+		}
+	}()
 	s := c.s
 	req.Fresh = true
 	if old != nil && old.sec.Version != "" {
@@ -215,7 +224,7 @@ func (c *cached) load(ctx context.Context, k key, gen uint64, old *entry, req pr
 			}
 		}
 	}
-	sec, err := c.next.Resolve(ctx, req)
+	sec, err = c.next.Resolve(ctx, req)
 	if err != nil {
 		return provider.Secret{}, err
 	}

@@ -127,3 +127,24 @@ func (s *Serve) Validate() error {
 	}
 	return nil
 }
+
+// Defaults returns the serve configuration with every flag at its default,
+// for running a worker from code (tests, embedding). The CLI's defaults come
+// from the struct tags above; a test keeps the two equal.
+func Defaults() Serve {
+	return Serve{
+		NATS:            NATS{Prefix: events.DefaultPrefix},
+		Listen:          "127.0.0.1:4222",
+		DataDir:         "./data",
+		HTTPAddr:        "127.0.0.1:9464",
+		LogLevel:        "info",
+		LogFormat:       "json",
+		RequestTimeout:  8 * time.Second,
+		CacheMaxEntries: 10000,
+		MaxInFlight:     1024,
+		KVReplicas:      1,
+		ShutdownTimeout: 30 * time.Second,
+		LogsSubjects:    []string{"logs.>"},
+		LogsMaxAge:      168 * time.Hour,
+	}
+}

@@ -40,27 +40,43 @@ const (
 
 // Service is a running worker.
 type Service struct {
-	cfg      config.Serve
-	log      zerolog.Logger
-	embedded *bus.Embedded
-	nc       *nats.Conn
-	reg      *registry.Registry
-	cache    *cache.Store
-	runner   *endpoint.Runner
-	svc      micro.Service
-	resolver *resolve.Worker
-	exporter exporter
-	http     *monitor.Server
-	stopOnce sync.Once
-	stopErr  error
+	cfg       config.Serve
+	log       zerolog.Logger
+	embedded  *bus.Embedded
+	nc        *nats.Conn
+	reg       *registry.Registry
+	cache     *cache.Store
+	runner    *endpoint.Runner
+	svc       micro.Service
+	resolver  *resolve.Worker
+	exporter  exporter
+	http      *monitor.Server
+	factories map[string]provider.Factory
+	stopOnce  sync.Once
+	stopErr   error
+}
+
+// Option changes how a worker is assembled.
+type Option func(*Service)
+
+// WithProvider makes the worker build connections of provider name with f,
+// in place of the built-in factory (tests, or a custom provider).
+func WithProvider(name string, f provider.Factory) Option {
+	return func(s *Service) { s.factories[name] = f }
 }
 
 // Start starts a worker. On error, everything started so far is stopped.
-func Start(ctx context.Context, cfg config.Serve, log zerolog.Logger) (*Service, error) {
+func Start(ctx context.Context, cfg config.Serve, log zerolog.Logger, opts ...Option) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log}
+	s := &Service{cfg: cfg, log: log, factories: map[string]provider.Factory{}}
+	for name, f := range cloudFactories(log) {
+		s.factories[name] = f
+	}
+	for _, o := range opts {
+		o(s)
+	}
 	if err := s.start(ctx); err != nil {
 		s.abort()
 		return nil, err
@@ -93,7 +109,7 @@ func (s *Service) start(ctx context.Context) error {
 			return builtin.New(s.reg, c.Name), nil
 		},
 	}
-	for name, f := range cloudFactories(log) {
+	for name, f := range s.factories {
 		factories[name] = f
 	}
 	s.resolver = resolve.New(resolve.Config{Subjects: subjects, Connections: s.reg, Cache: s.cache,
