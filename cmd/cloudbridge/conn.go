@@ -83,7 +83,7 @@ func (c *connLsCmd) Run(e *env) error {
 	}
 	rows := make([][]string, 0, len(out.Connections))
 	for _, x := range out.Connections {
-		rows = append(rows, []string{x.Name, x.Provider, strings.Join(x.Groups, ","), orDash(strings.Join(x.Secrets, ",")), x.TTL().String()})
+		rows = append(rows, []string{x.Name, x.Provider, strings.Join(x.Groups, ","), orDash(strings.Join(x.Secrets, ",")), events.Duration(x.TTL()).String()})
 	}
 	return printTable(e.stdout, []string{"NAME", "PROVIDER", "GROUPS", "SECRETS", "CACHE TTL"}, rows)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/seal"
 )
 
 func (r *Registry) applyConnection(e jetstream.KeyValueEntry) {
@@ -65,9 +66,21 @@ func (r *Registry) LookupConnection(ctx context.Context, name string) (events.Co
 	}
 	c, err := r.decodeConnection(name, e.Value())
 	if err != nil {
-		return events.Connection{}, fmt.Errorf("reading connection %q: %w", name, err)
+		return events.Connection{}, unreadable("connection", name, err)
 	}
 	return c, nil
+}
+
+// unreadable explains a record this worker cannot open, without its content.
+func unreadable(what, name string, err error) error {
+	why := "its record is corrupt"
+	switch {
+	case errors.Is(err, seal.ErrUnknownKey):
+		why = "it is sealed under a master key this worker does not have (check --master-key-file and --previous-master-key-file)"
+	case errors.Is(err, seal.ErrOpen):
+		why = "its record failed authentication (wrong master key, or tampered)"
+	}
+	return events.Errorf(events.CodeUnavailable, "%s %q cannot be read: %s", what, name, why)
 }
 
 // Connections lists the watched connections, sorted by name.

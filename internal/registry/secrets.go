@@ -54,7 +54,7 @@ func (r *Registry) Secret(ctx context.Context, conn, name string) (StoredSecret,
 	}
 	pt, _, err := r.openValue(r.secrets.name, e.Key(), e.Value())
 	if err != nil {
-		return StoredSecret{}, fmt.Errorf("reading secret %q: %w", name, err)
+		return StoredSecret{}, unreadable("secret", name, err)
 	}
 	return StoredSecret{Value: pt, Revision: e.Revision()}, nil
 }

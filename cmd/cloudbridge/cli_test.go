@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/rs/zerolog"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/config"
+	"github.com/cloudbridge/cloudbridge/workers/service"
+)
+
+// cb runs the CLI with args and returns stdout, stderr and the exit code.
+func cb(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func startWorker(t *testing.T) string {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.Listen, cfg.DataDir, cfg.HTTPAddr = "127.0.0.1:0", t.TempDir(), "off"
+	w, err := service.Start(context.Background(), cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = w.Stop(ctx)
+	})
+	return w.ClientURL()
+}
+
+func TestWalkthroughWithCLI(t *testing.T) {
+	url := startWorker(t)
+	t.Setenv("CLOUDBRIDGE_NATS_URL", url)
+	file := filepath.Join(t.TempDir(), "local-bio.json")
+	if err := os.WriteFile(file, []byte(`{"name":"local-bio","provider":"builtin","groups":["bio"],"secrets":["biodb*"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		args   []string
+		stdin  string
+		code   int
+		stdout string
+	}{
+		{[]string{"conn", "put", "-f", file}, "", 0, "connection local-bio stored"},
+		{[]string{"secret", "put", "local-bio", "biodb01", "login=user01", "password=password01"}, "", 0, "stored"},
+		{[]string{"resolve", "bio", "local-bio", "biodb01"}, "", 0, `"credentials":{"login":"user01","password":"password01"}`},
+		{[]string{"resolve", "bio", "local-bio", "biodb01", "--keys", "login"}, "", 0, `"credentials":{"login":"user01"}`},
+		{[]string{"conn", "ls"}, "", 0, "local-bio  builtin"},
+		{[]string{"conn", "get", "local-bio"}, "", 0, `"provider": "builtin"`},
+		{[]string{"conn", "test", "bio", "local-bio", "--secret", "biodb01", "--keys", "login,password"}, "", 0, "keys present: login, password"},
+		{[]string{"conn", "test", "bio", "local-bio", "--secret", "biodb01", "--keys", "host"}, "", 1, "FAIL"},
+		{[]string{"secret", "ls", "local-bio", "--json"}, "", 0, `"biodb01"`},
+		{[]string{"secret", "put", "local-bio", "biodb02"}, "s3cret-from-stdin\n", 0, "stored"},
+		{[]string{"resolve", "bio", "local-bio", "biodb02"}, "", 0, `"value":"s3cret-from-stdin"`},
+		{[]string{"invalidate", "local-bio"}, "", 0, "dropped"},
+		{[]string{"resolve", "chem", "local-bio", "biodb01"}, "", 12, ""},
+		{[]string{"resolve", "bio", "nope", "biodb01"}, "", 13, ""},
+		{[]string{"resolve", "bio", "local-bio", "biodb01", "--keys", "host"}, "", 13, ""},
+		{[]string{"secret", "rm", "local-bio", "biodb02"}, "", 0, "deleted"},
+		{[]string{"admin", "rekey"}, "", 0, "re-sealed 0 records"},
+		{[]string{"conn", "rm", "local-bio"}, "", 0, "deleted"},
+		{[]string{"conn", "get", "local-bio"}, "", 13, ""},
+	}
+	for _, s := range steps {
+		out, errOut, code := cb(t, s.stdin, s.args...)
+		if code != s.code || !strings.Contains(out, s.stdout) {
+			t.Fatalf("cloudbridge %s: exit %d (want %d)\nstdout: %s\nstderr: %s", strings.Join(s.args, " "), code, s.code, out, errOut)
+		}
+		if s.code >= 10 && !strings.Contains(errOut, "cloudbridge: ") {
+			t.Fatalf("no error message on stderr: %q", errOut)
+		}
+	}
+}
+
+func TestCLIUsageErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--help"}, 0, "Usage: cloudbridge <command>"},
+		{[]string{"serve", "--help"}, 0, "--master-key-file"},
+		{[]string{"bogus"}, 2, "unexpected argument"},
+		{[]string{"serve", "--nats-url", "nats://127.0.0.1:1", "--http-addr", "off"}, 2, "master key is required"},
+		{[]string{"resolve", "bio", "x", "y", "--nats-url", "nats://127.0.0.1:1"}, 17, ""},
+		{[]string{"secret", "put", "c", "n", "novalue", "--nats-url", "nats://127.0.0.1:1"}, 2, ""},
+	}
+	for _, tc := range cases {
+		out, errOut, code := cb(t, "", tc.args...)
+		if code != tc.code || !strings.Contains(out+errOut, tc.want) {
+			t.Errorf("cloudbridge %s: exit %d (want %d)\n%s%s", strings.Join(tc.args, " "), code, tc.code, out, errOut)
+		}
+	}
+}
+
+// The CLI's defaults (struct tags) and config.Defaults() must agree.
+func TestServeDefaults(t *testing.T) {
+	var c cli
+	p, err := kong.New(&c, kong.Exit(func(int) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range os.Environ() {
+		if strings.HasPrefix(k, "CLOUDBRIDGE_") {
+			t.Setenv(strings.SplitN(k, "=", 2)[0], "")
+			os.Unsetenv(strings.SplitN(k, "=", 2)[0])
+		}
+	}
+	if _, err := p.Parse([]string{"serve"}); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Serve.Serve
+	want := config.Defaults()
+	got.DataDir = want.DataDir // kong resolves the path to an absolute one
+	if !reflect.DeepEqual(got, want) {
+		g, _ := json.MarshalIndent(got, "", " ")
+		w, _ := json.MarshalIndent(want, "", " ")
+		t.Fatalf("kong defaults differ from config.Defaults():\n%s\nvs\n%s", g, w)
+	}
+	_ = events.DefaultPrefix
+}

@@ -1,0 +1,288 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMatchGlob(t *testing.T) {
+	cases := []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"biodb*", "biodb01", true},
+		{"biodb*", "biodb", true},
+		{"biodb*", "chemdb01", false},
+		{"*", "prod/db/main", true},
+		{"prod/*", "prod/db/main", true},
+		{"prod/*/main", "prod/db/main", true},
+		{"prod/*/main", "prod/db/other", false},
+		{"db?", "db1", true},
+		{"db?", "db12", false},
+		{"*a*b*", "xxaxxbxx", true},
+		{"*a*b", "xxaxxbxxb", true},
+		{"exact", "exact", true},
+		{"exact", "exactly", false},
+		{"", "", true},
+		{"", "x", false},
+	}
+	for _, tc := range cases {
+		if got := MatchGlob(tc.pattern, tc.name); got != tc.want {
+			t.Errorf("MatchGlob(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestSubjects(t *testing.T) {
+	s := Subjects{}
+	if got := s.Resolve("bio", "local-bio"); got != "cloudbridge.v1.resolve.bio.local-bio" {
+		t.Fatal(got)
+	}
+	if got := (Subjects{Prefix: "acme.cb"}).Admin(ResourceConnections, VerbPut); got != "acme.cb.v1.admin.connections.put" {
+		t.Fatal(got)
+	}
+	cases := []struct {
+		subject     string
+		group, conn string
+		ok          bool
+	}{
+		{"cloudbridge.v1.resolve.bio.local-bio", "bio", "local-bio", true},
+		{"cloudbridge.v1.resolve.bio", "", "", false},
+		{"cloudbridge.v1.resolve.bio.a.b", "", "", false},
+		{"cloudbridge.v1.resolve.BIO.x", "", "", false},
+		{"cloudbridge.v1.test.bio.x", "", "", false},
+		{"other.v1.resolve.bio.x", "", "", false},
+	}
+	for _, tc := range cases {
+		g, c, err := s.ParseOp(OpResolve, tc.subject)
+		if (err == nil) != tc.ok || g != tc.group || c != tc.conn {
+			t.Errorf("ParseOp(%q) = %q, %q, %v", tc.subject, g, c, err)
+		}
+		if err != nil && !errors.Is(err, ErrBadRequest) {
+			t.Errorf("ParseOp error is not bad_request: %v", err)
+		}
+	}
+	for _, p := range []string{"", "a..b", "A", "x.>"} {
+		if CheckPrefix(p) == nil {
+			t.Errorf("CheckPrefix(%q) accepted", p)
+		}
+	}
+}
+
+func TestErrorTable(t *testing.T) {
+	want := map[Code]int{CodeBadRequest: 400, CodeUnauthorized: 401, CodeForbidden: 403, CodeNotFound: 404,
+		CodeTooLarge: 413, CodeThrottled: 429, CodeInternal: 500, CodeUnavailable: 503, CodeTimeout: 504}
+	if len(Codes()) != len(want) {
+		t.Fatalf("Codes() has %d codes", len(Codes()))
+	}
+	for _, c := range Codes() {
+		if c.Number() != want[c] || CodeForNumber(want[c]) != c {
+			t.Errorf("%s: number %d, want %d", c, c.Number(), want[c])
+		}
+	}
+	wrapped := fmt.Errorf("reading secret %q: %w", "db", ErrNotFound)
+	if !errors.Is(wrapped, ErrNotFound) || errors.Is(wrapped, ErrForbidden) {
+		t.Fatal("errors.Is on wrapped sentinel")
+	}
+	w := AsWire(wrapped)
+	if w.Code != CodeNotFound || w.Message != `reading secret "db": not found` {
+		t.Fatalf("AsWire = %+v", w)
+	}
+	if w := AsWire(errors.New("boom with detail")); w.Code != CodeInternal || strings.Contains(w.Message, "boom") {
+		t.Fatalf("an unknown error leaked its text: %+v", w)
+	}
+	if !errors.Is(&Error{Code: CodeTimeout, Message: "x"}, ErrTimeout) {
+		t.Fatal("a wire error does not match its sentinel")
+	}
+}
+
+func TestDecode(t *testing.T) {
+	cases := []struct {
+		name string
+		body string
+		code Code
+	}{
+		{"ok", `{"secret":"db"}`, ""},
+		{"empty body is {}", ``, ""},
+		{"whitespace", "  \n", ""},
+		{"unknown field", `{"secret":"db","x":1}`, CodeBadRequest},
+		{"malformed", `{"secret":`, CodeBadRequest},
+		{"array", `[1]`, CodeBadRequest},
+		{"null", `null`, CodeBadRequest},
+		{"string", `"db"`, CodeBadRequest},
+		{"two objects", `{"secret":"a"}{"secret":"b"}`, CodeBadRequest},
+		{"wrong type", `{"secret":["a"]}`, CodeBadRequest},
+		{"too large", `{"secret":"` + strings.Repeat("x", MaxRequestSize) + `"}`, CodeTooLarge},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var r ResolveRequest
+			err := Decode([]byte(tc.body), &r)
+			if tc.code == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if CodeOf(err) != tc.code {
+				t.Fatalf("err = %v, want %s", err, tc.code)
+			}
+		})
+	}
+}
+
+func FuzzDecodeResolve(f *testing.F) {
+	for _, s := range []string{`{"secret":"db","keys":["a"],"fresh":true}`, `{}`, `{"secret":"\u0000"}`, `[`, `{"version":"x","secret":"y"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r ResolveRequest
+		err := Decode(data, &r)
+		if err != nil {
+			if c := CodeOf(err); c != CodeBadRequest && c != CodeTooLarge {
+				t.Fatalf("decode error with code %s: %v", c, err)
+			}
+			return
+		}
+		if err := r.Validate(); err != nil && CodeOf(err) != CodeBadRequest {
+			t.Fatalf("validate error with code %s", CodeOf(err))
+		}
+	})
+}
+
+func FuzzDecodeConnection(f *testing.F) {
+	f.Add([]byte(`{"name":"aws-sm-bio","provider":"aws","groups":["bio"],"secrets":["biodb*"],"aws":{"region":"us-east-1","auth":"access_key","access_key_id":"AKIAEXAMPLE000000000","secret_access_key":"x"}}`))
+	f.Add([]byte(`{"name":"g","provider":"gcp","groups":["*"],"secrets":["*"],"gcp":{"project":"bio-prod","auth":"impersonation","impersonate":"r@bio-prod.iam.gserviceaccount.com"}}`))
+	f.Add([]byte(`{"name":"b","provider":"builtin","groups":[],"secrets":[],"cache":{"ttl":"5m","max_stale":"1h"}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var c Connection
+		if err := Decode(data, &c); err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			if CodeOf(err) != CodeBadRequest {
+				t.Fatalf("validate error with code %s", CodeOf(err))
+			}
+			return
+		}
+		r := c.Redact()
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.AWS != nil && c.AWS.SecretAccessKey != "" && strings.Contains(string(b), `"secret_access_key":`+mustJSON(c.AWS.SecretAccessKey)) && c.AWS.SecretAccessKey != Redacted {
+			t.Fatalf("redaction kept the secret access key")
+		}
+	})
+}
+
+func mustJSON(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+func TestConnectionValidate(t *testing.T) {
+	base := func() Connection {
+		return Connection{Name: "aws-sm-bio", Provider: ProviderAWS, Groups: []string{"bio"}, Secrets: []string{"biodb*"},
+			AWS: &AWSConfig{Region: "us-east-1", Auth: AWSAuthAccessKey, AccessKeyID: "AKIAEXAMPLE000000000", SecretAccessKey: "s"}}
+	}
+	key := `{"type":"service_account","client_email":"r@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"}`
+	cases := []struct {
+		name  string
+		edit  func(*Connection)
+		field string
+	}{
+		{"valid", func(*Connection) {}, ""},
+		{"bad name", func(c *Connection) { c.Name = "-x" }, "name"},
+		{"bad group", func(c *Connection) { c.Groups = []string{"Bio"} }, "groups[0]"},
+		{"any group", func(c *Connection) { c.Groups = []string{"*"} }, ""},
+		{"bad region", func(c *Connection) { c.AWS.Region = "mars" }, "aws.region"},
+		{"missing key", func(c *Connection) { c.AWS.SecretAccessKey = "" }, "aws.secret_access_key"},
+		{"keys with task role", func(c *Connection) { c.AWS.Auth = AWSAuthTaskRole }, "aws.access_key_id"},
+		{"unknown auth", func(c *Connection) { c.AWS.Auth = "magic" }, "aws.auth"},
+		{"bad role", func(c *Connection) { c.AWS.RoleARN = "role" }, "aws.role_arn"},
+		{"role ok", func(c *Connection) {
+			c.AWS.RoleARN = "arn:aws:iam::123456789012:role/reader"
+			c.AWS.ExternalID = "ext-1"
+		}, ""},
+		{"external id without role", func(c *Connection) { c.AWS.ExternalID = "x1" }, "aws.role_arn"},
+		{"bad endpoint", func(c *Connection) { c.AWS.Endpoint = "ftp://x" }, "aws.endpoint"},
+		{"gcp block on aws", func(c *Connection) { c.GCP = &GCPConfig{Auth: GCPAuthDefault} }, "gcp"},
+		{"ttl too long", func(c *Connection) { c.Cache = &CachePolicy{TTL: Duration(48 * time.Hour)} }, "cache.ttl"},
+		{"gcp key", func(c *Connection) {
+			c.Provider, c.AWS = ProviderGCP, nil
+			c.GCP = &GCPConfig{Project: "bio-prod", Auth: GCPAuthServiceAccountKey, ServiceAccountKey: json.RawMessage(key)}
+		}, ""},
+		{"gcp key wrong type", func(c *Connection) {
+			c.Provider, c.AWS = ProviderGCP, nil
+			c.GCP = &GCPConfig{Auth: GCPAuthServiceAccountKey, ServiceAccountKey: json.RawMessage(`{"type":"user","client_email":"a","private_key":"b"}`)}
+		}, "gcp.service_account_key.type"},
+		{"gcp impersonation without target", func(c *Connection) {
+			c.Provider, c.AWS = ProviderGCP, nil
+			c.GCP = &GCPConfig{Auth: GCPAuthImpersonation}
+		}, "gcp.impersonate"},
+		{"gcp bad delegate", func(c *Connection) {
+			c.Provider, c.AWS = ProviderGCP, nil
+			c.GCP = &GCPConfig{Auth: GCPAuthImpersonation, Impersonate: "r@p.iam.gserviceaccount.com", Delegates: []string{"nobody"}}
+		}, "gcp.delegates[0]"},
+		{"builtin with aws", func(c *Connection) { c.Provider = ProviderBuiltin }, "aws"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.edit(&c)
+			err := c.Validate()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrBadRequest) || !strings.HasPrefix(err.Error(), tc.field) {
+				t.Fatalf("err = %v, want bad_request naming %s", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestRedactAndKeep(t *testing.T) {
+	key := `{"type":"service_account","client_email":"r@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nSECRETKEY\n-----END PRIVATE KEY-----\n"}`
+	stored := Connection{Name: "g", Provider: ProviderGCP, GCP: &GCPConfig{Auth: GCPAuthServiceAccountKey, ServiceAccountKey: json.RawMessage(key)}}
+	red := stored.Redact()
+	b, _ := json.Marshal(red)
+	if strings.Contains(string(b), "SECRETKEY") || !strings.Contains(string(b), "r@p.iam.gserviceaccount.com") {
+		t.Fatalf("redacted: %s", b)
+	}
+	if !strings.Contains(string(stored.GCP.ServiceAccountKey), "SECRETKEY") {
+		t.Fatal("Redact changed the original")
+	}
+	if err := red.KeepRedacted(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if string(red.GCP.ServiceAccountKey) != key {
+		t.Fatal("KeepRedacted did not restore the key")
+	}
+	aws := Connection{Name: "a", Provider: ProviderAWS, AWS: &AWSConfig{SecretAccessKey: Redacted}}
+	if err := aws.KeepRedacted(nil); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("redacted with nothing stored: %v", err)
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for in, want := range map[string]string{`"5m"`: "5m", `"1h"`: "1h", `"1h30m"`: "1h30m", `"500ms"`: "500ms", `"90s"`: "1m30s"} {
+		var d Duration
+		if err := json.Unmarshal([]byte(in), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.String() != want {
+			t.Errorf("%s → %s, want %s", in, d, want)
+		}
+	}
+	for _, bad := range []string{`5`, `"5 minutes"`, `"-1m"`, `null`} {
+		var d Duration
+		if err := json.Unmarshal([]byte(bad), &d); err == nil && bad != `null` {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
