@@ -1,0 +1,122 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/natstest"
+)
+
+// load sends total requests from requesters goroutines spread over conns
+// connections and returns the throughput and the latencies' p50 and p99.
+func load(b *testing.B, conns []*nats.Conn, requesters, total int, subject string, body []byte) (float64, time.Duration, time.Duration) {
+	b.Helper()
+	lat := make([][]time.Duration, requesters)
+	var wg sync.WaitGroup
+	per := total / requesters
+	if per == 0 {
+		per = 1
+	}
+	start := time.Now()
+	for r := 0; r < requesters; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			nc := conns[r%len(conns)]
+			l := make([]time.Duration, 0, per)
+			for i := 0; i < per; i++ {
+				t0 := time.Now()
+				msg, err := nc.Request(subject, body, 5*time.Second)
+				if err != nil || msg.Header.Get(events.HeaderErrorCode) != "" {
+					b.Errorf("request %s: %v", subject, err)
+					return
+				}
+				l = append(l, time.Since(t0))
+			}
+			lat[r] = l
+		}(r)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		b.Fatal("no requests completed")
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	return float64(len(all)) / elapsed.Seconds(), all[len(all)/2], all[len(all)*99/100]
+}
+
+// BenchmarkCachedResolveVsEcho measures cached resolves through NATS against
+// a bare nats.go echo responder on the same server, in the same run, with many
+// concurrent requesters, and reports the ratios (goal: throughput ≥ 0.9 of
+// echo, p99 ≤ 1.25× echo).
+func BenchmarkCachedResolveVsEcho(b *testing.B) {
+	srv := natstest.Server(b)
+	cfg := joinedConfig(srv.ClientURL(), newMasterKey(b))
+	cfg.HTTPAddr = "off"
+	s, err := Start(context.Background(), cfg, zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Stop(context.Background()) }()
+	_, c := connect(b, srv.ClientURL())
+	walkthrough(b, c)
+	subject := events.Subjects{}.Resolve("bio", "local-bio")
+	body := []byte(`{"secret":"biodb01"}`)
+	warm, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	warm.Cached = true
+	reply, _ := json.Marshal(warm)
+
+	// The echo responder answers with a reply of the same size, from its own connection.
+	enc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer enc.Close()
+	if _, err := enc.QueueSubscribe("bench.echo", "q", func(m *nats.Msg) { _ = m.Respond(reply) }); err != nil {
+		b.Fatal(err)
+	}
+	_ = enc.Flush()
+
+	conns := make([]*nats.Conn, 4)
+	for i := range conns {
+		nc, err := nats.Connect(srv.ClientURL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer nc.Close()
+		conns[i] = nc
+	}
+	const requesters = 32
+	total := max(b.N, 2000)
+	// Warm both paths, then measure them alternately.
+	load(b, conns, requesters, 1000, "bench.echo", body)
+	load(b, conns, requesters, 1000, subject, body)
+	b.ResetTimer()
+	echoRPS, echoP50, echoP99 := load(b, conns, requesters, total, "bench.echo", body)
+	rps, p50, p99 := load(b, conns, requesters, total, subject, body)
+	b.StopTimer()
+	b.ReportMetric(rps, "resolve/s")
+	b.ReportMetric(echoRPS, "echo/s")
+	b.ReportMetric(rps/echoRPS, "throughput-ratio")
+	b.ReportMetric(float64(p99)/float64(echoP99), "p99-ratio")
+	b.ReportMetric(float64(p99.Microseconds()), "resolve-p99-µs")
+	b.ReportMetric(float64(echoP99.Microseconds()), "echo-p99-µs")
+	fmt.Printf("cached resolve: %.0f req/s p50 %s p99 %s | echo: %.0f req/s p50 %s p99 %s | throughput ratio %.2f (goal ≥ 0.90), p99 ratio %.2f (goal ≤ 1.25)\n",
+		rps, p50, p99, echoRPS, echoP50, echoP99, rps/echoRPS, float64(p99)/float64(echoP99))
+}
