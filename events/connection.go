@@ -134,6 +134,17 @@ var (
 	externalIDRE = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 )
 
+// Normalize fills in empty lists, so a stored connection always carries
+// "groups" and "secrets" arrays.
+func (c *Connection) Normalize() {
+	if c.Groups == nil {
+		c.Groups = []string{}
+	}
+	if c.Secrets == nil {
+		c.Secrets = []string{}
+	}
+}
+
 // Validate checks the connection, with bad_request errors naming the field.
 func (c *Connection) Validate() error {
 	if err := CheckName("name", c.Name); err != nil {

@@ -47,7 +47,7 @@ type ResolveReply struct {
 	Secret     string `json:"secret"`
 	Version    string `json:"version,omitempty"`
 	// Credentials is a JSON-object secret, narrowed to the requested keys.
-	Credentials map[string]json.RawMessage `json:"credentials,omitempty"`
+	Credentials map[string]json.RawMessage `json:"credentials,omitzero"`
 	// Value is a plain-string secret.
 	Value *string `json:"value,omitempty"`
 	// Binary is a binary secret (base64 on the wire).

@@ -107,6 +107,7 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 	default:
 		return events.Connection{}, err
 	}
+	c.Normalize()
 	if err := c.Validate(); err != nil {
 		return events.Connection{}, err
 	}

@@ -1,0 +1,455 @@
+package schemas_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/schemas"
+)
+
+// goTypes maps every schema to the Go type of package events it describes.
+var goTypes = map[string]func() any{
+	"connection":          func() any { return new(events.Connection) },
+	"connection-stored":   func() any { return new(events.Connection) },
+	"connection-list":     func() any { return new(events.ConnectionList) },
+	"dead-letter":         func() any { return new(events.DeadLetter) },
+	"empty":               func() any { return new(events.Empty) },
+	"error-reply":         func() any { return new(events.ErrorReply) },
+	"export":              func() any { return new(events.Export) },
+	"export-list":         func() any { return new(events.ExportList) },
+	"exported-event":      func() any { return new(events.ExportedEvent) },
+	"invalidate-request":  func() any { return new(events.InvalidateRequest) },
+	"name-request":        func() any { return new(events.NameRequest) },
+	"rekey-reply":         func() any { return new(events.RekeyReply) },
+	"resolve-reply":       func() any { return new(events.ResolveReply) },
+	"resolve-request":     func() any { return new(events.ResolveRequest) },
+	"secret-list-request": func() any { return new(events.SecretListRequest) },
+	"secret-names":        func() any { return new(events.SecretNames) },
+	"secret-put":          func() any { return new(events.SecretPut) },
+	"secret-ref":          func() any { return new(events.SecretRef) },
+	"test-reply":          func() any { return new(events.TestReply) },
+	"test-request":        func() any { return new(events.TestRequest) },
+	"token-reply":         func() any { return new(events.TokenReply) },
+	"token-request":       func() any { return new(events.TokenRequest) },
+}
+
+// nestedTypes are struct types of events that appear only inside a message,
+// with the schema that describes them.
+var nestedTypes = map[string]string{
+	"AWSConfig":         "connection",
+	"GCPConfig":         "connection",
+	"CachePolicy":       "connection",
+	"ServiceAccountKey": "connection",
+	"CloudWatchSink":    "export",
+	"CloudLoggingSink":  "export",
+	"MonitoredResource": "export",
+	"BatchPolicy":       "export",
+	"Step":              "test-reply",
+	"Error":             "error-reply",
+	"AWSCredentials":    "token-reply",
+	"GCPToken":          "token-reply",
+}
+
+// notMessages are struct types of events that never go on the wire.
+var notMessages = map[string]bool{
+	"Client":   true,
+	"Subjects": true,
+}
+
+// validator is implemented by request types that the worker checks after decoding.
+type validator interface{ Validate() error }
+
+func TestNamesMatchFilesAndGoTypes(t *testing.T) {
+	names := schemas.Names()
+	if len(names) == 0 {
+		t.Fatal("no schemas embedded")
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		seen[n] = true
+		if _, ok := goTypes[n]; !ok {
+			t.Errorf("schema %s describes no Go type in goTypes", n)
+		}
+		b, err := schemas.Schema(n)
+		if err != nil {
+			t.Fatalf("Schema(%s): %v", n, err)
+		}
+		var doc struct {
+			ID     string `json:"$id"`
+			Schema string `json:"$schema"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatalf("schema %s: %v", n, err)
+		}
+		if doc.ID != schemas.ID(n) {
+			t.Errorf("schema %s: $id %q, want %q", n, doc.ID, schemas.ID(n))
+		}
+		if doc.Schema != "https://json-schema.org/draft/2020-12/schema" {
+			t.Errorf("schema %s: $schema %q is not draft 2020-12", n, doc.Schema)
+		}
+	}
+	for n := range goTypes {
+		if !seen[n] {
+			t.Errorf("Go type for %s has no schema", n)
+		}
+	}
+	if seen["defs"] {
+		t.Error("defs is not a message and must not be among Names")
+	}
+	if _, err := schemas.Schema("defs"); err != nil {
+		t.Errorf("Schema(defs): %v", err)
+	}
+}
+
+// TestEveryEventsStructHasASchema parses package events and fails when an
+// exported struct type is neither a message with a schema nor a known part of one.
+func TestEveryEventsStructHasASchema(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "events", "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("listing events sources: %v (%d files)", err, len(files))
+	}
+	covered := map[string]bool{}
+	for _, f := range goTypes {
+		covered[reflect.TypeOf(f()).Elem().Name()] = true
+	}
+	fset := token.NewFileSet()
+	for _, path := range files {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatalf("parsing %s: %v", path, err)
+		}
+		for _, decl := range f.Decls {
+			gd, ok := decl.(*ast.GenDecl)
+			if !ok || gd.Tok != token.TYPE {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				ts := spec.(*ast.TypeSpec)
+				if _, isStruct := ts.Type.(*ast.StructType); !isStruct || !ts.Name.IsExported() {
+					continue
+				}
+				name := ts.Name.Name
+				if covered[name] || notMessages[name] {
+					continue
+				}
+				if _, ok := nestedTypes[name]; ok {
+					continue
+				}
+				t.Errorf("events.%s (%s) has no schema: add one to schemas/ and to goTypes, or list it in nestedTypes/notMessages", name, filepath.Base(path))
+			}
+		}
+	}
+}
+
+func TestSchemaAPIErrors(t *testing.T) {
+	for _, name := range []string{"", "nope", "../schemas", "defs.schema", "examples"} {
+		if _, err := schemas.Schema(name); name != "" && !errors.Is(err, schemas.ErrUnknownSchema) {
+			t.Errorf("Schema(%q): err %v, want ErrUnknownSchema", name, err)
+		}
+		if err := schemas.Validate(name, []byte(`{}`)); !errors.Is(err, schemas.ErrUnknownSchema) {
+			t.Errorf("Validate(%q): err %v, want ErrUnknownSchema", name, err)
+		}
+		if _, err := schemas.Examples(name); !errors.Is(err, schemas.ErrUnknownSchema) {
+			t.Errorf("Examples(%q): err %v, want ErrUnknownSchema", name, err)
+		}
+	}
+	var ve *schemas.ValidationError
+	if err := schemas.Validate("empty", []byte(`{} {}`)); !errors.As(err, &ve) {
+		t.Errorf("two documents: err %v, want a *ValidationError", err)
+	}
+	if err := schemas.Validate("empty", []byte(`{`)); !errors.As(err, &ve) {
+		t.Errorf("truncated document: err %v, want a *ValidationError", err)
+	}
+}
+
+func TestGoldenExamplesValidate(t *testing.T) {
+	for _, name := range schemas.Names() {
+		exs, err := schemas.Examples(name)
+		if err != nil {
+			t.Fatalf("Examples(%s): %v", name, err)
+		}
+		if len(exs) == 0 {
+			t.Errorf("schema %s has no golden example in examples/%s/", name, name)
+		}
+		for _, ex := range exs {
+			if err := schemas.Validate(name, ex.Doc); err != nil {
+				t.Errorf("examples/%s/%s.json: %v", name, ex.Name, err)
+			}
+		}
+	}
+}
+
+// TestGoldenExamplesRoundTrip decodes every example strictly into its Go type,
+// checks requests with the worker's own Validate, and re-encodes: the result
+// still validates and carries the same JSON.
+func TestGoldenExamplesRoundTrip(t *testing.T) {
+	for _, name := range schemas.Names() {
+		exs, _ := schemas.Examples(name)
+		for _, ex := range exs {
+			t.Run(name+"/"+ex.Name, func(t *testing.T) {
+				v := goTypes[name]()
+				dec := json.NewDecoder(bytes.NewReader(ex.Doc))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(v); err != nil {
+					t.Fatalf("strict decode into %T: %v", v, err)
+				}
+				if val, ok := v.(validator); ok {
+					if err := val.Validate(); err != nil {
+						t.Fatalf("worker rejects a golden example: %v", err)
+					}
+				}
+				out, err := json.Marshal(v)
+				if err != nil {
+					t.Fatalf("encode: %v", err)
+				}
+				if err := schemas.Validate(name, out); err != nil {
+					t.Fatalf("re-encoded %T no longer validates: %v\n%s", v, err, out)
+				}
+				if a, b := normalize(t, ex.Doc), normalize(t, out); !reflect.DeepEqual(a, b) {
+					t.Errorf("round trip changed the document:\n in: %s\nout: %s", ex.Doc, out)
+				}
+			})
+		}
+	}
+}
+
+func normalize(t *testing.T, b []byte) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("normalize: %v", err)
+	}
+	return v
+}
+
+var (
+	fetched = time.Date(2026, 11, 24, 2, 15, 4, 123456789, time.UTC)
+	pemKey  = "-----BEGIN PRIVATE KEY-----\nSAMPLE-NOT-A-REAL-KEY\n-----END PRIVATE KEY-----\n"
+)
+
+func saKey(t *testing.T) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(map[string]string{
+		"type": "service_account", "project_id": "chem-data-prod", "private_key_id": "abc123",
+		"private_key": pemKey, "client_email": "cloudbridge@chem-data-prod.iam.gserviceaccount.com",
+		"client_id": "1048576", "token_uri": "http://127.0.0.1:8080/token",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// connections is one connection per provider and auth method.
+func connections(t *testing.T) []events.Connection {
+	return []events.Connection{
+		{Name: "aws-sm-bio", Provider: events.ProviderAWS, Groups: []string{"bio"}, Secrets: []string{"biodb*"},
+			Cache: &events.CachePolicy{TTL: events.Duration(5 * time.Minute), MaxStale: events.Duration(time.Hour)},
+			AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthAccessKey, AccessKeyID: "AKIAIOSFODNN7EXAMPLE",
+				SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", SessionToken: "FwoGZXIvYXdzEXAMPLE",
+				Endpoint: "http://127.0.0.1:4566"}},
+		{Name: "aws-task", Provider: events.ProviderAWS, Groups: []string{"*"}, Secrets: []string{"analytics/*", "db-?"},
+			AWS: &events.AWSConfig{Region: "eu-west-1", Auth: events.AWSAuthTaskRole,
+				RoleARN: "arn:aws:iam::123456789012:role/cloudbridge", ExternalID: "datagrok", SessionName: "cloudbridge",
+				Duration: events.Duration(90 * time.Minute)}},
+		{Name: "aws-default", Provider: events.ProviderAWS, Groups: []string{"bio", "chem"}, Secrets: []string{"*"},
+			AWS: &events.AWSConfig{Region: "ap-southeast-2", Auth: events.AWSAuthDefault}},
+		{Name: "gcp-sm-chem", Provider: events.ProviderGCP, Description: "chem's Secret Manager", Groups: []string{"chem"},
+			Secrets: []string{"chemdb*"}, Cache: &events.CachePolicy{TTL: events.Duration(30 * time.Second)},
+			GCP: &events.GCPConfig{Project: "chem-data-prod", Auth: events.GCPAuthServiceAccountKey, ServiceAccountKey: saKey(t)}},
+		{Name: "gcp-imp", Provider: events.ProviderGCP, Groups: []string{"chem"}, Secrets: []string{"x"},
+			GCP: &events.GCPConfig{Project: "chem-data-prod", Auth: events.GCPAuthImpersonation,
+				Impersonate: "bq@chem-data-prod.iam.gserviceaccount.com",
+				Delegates:   []string{"hop@chem-data-prod.iam.gserviceaccount.com"}, Endpoint: "https://127.0.0.1:9443"}},
+		{Name: "gcp-default", Provider: events.ProviderGCP, Groups: []string{"chem"}, Secrets: []string{"x"},
+			GCP: &events.GCPConfig{Auth: events.GCPAuthDefault}},
+		{Name: "local-bio", Provider: events.ProviderBuiltin, Groups: []string{"bio"}, Secrets: []string{"biodb*"}},
+	}
+}
+
+func exports() []events.Export {
+	var out []events.Export
+	for _, lvl := range events.Levels {
+		out = append(out, events.Export{Name: "cw-" + lvl, Connection: "aws-sm-bio", Subjects: []string{"logs.app.>", "logs.*.audit", ">"},
+			MinLevel: lvl, CloudWatch: &events.CloudWatchSink{LogGroup: "/datagrok/{export}", LogStream: "{subject}", Create: true, RetentionDays: 14},
+			Batch: &events.BatchPolicy{MaxEvents: 10000, MaxBytes: 1 << 20, MaxWait: events.Duration(1500 * time.Millisecond)}})
+	}
+	out = append(out, events.Export{Name: "gl", Connection: "gcp-sm-chem", Subjects: []string{"logs.app.web"}, Truncate: true,
+		CloudLogging: &events.CloudLoggingSink{Project: "chem-data-prod", LogID: "datagrok.app",
+			Resource: &events.MonitoredResource{Type: "generic_node", Labels: map[string]string{"node_id": "w1", "location": "eu"}}}})
+	out = append(out, events.Export{Name: "gl-min", Connection: "gcp-sm-chem", Subjects: []string{"logs.>"},
+		CloudLogging: &events.CloudLoggingSink{Project: "chem-data-prod", LogID: "app"}})
+	return out
+}
+
+type goValue struct {
+	schema string
+	what   string
+	v      any
+}
+
+// goValues builds a value of every message type, covering every provider,
+// auth method, error code, level and dead-letter reason of package events.
+func goValues(t *testing.T) []goValue {
+	var vals []goValue
+	add := func(schema, what string, v any) { vals = append(vals, goValue{schema, what, v}) }
+	var stored []events.Connection
+	for _, c := range connections(t) {
+		add("connection", c.Name, c)
+		stored = append(stored, c.Redact())
+		add("connection-stored", c.Name, c.Redact())
+	}
+	add("connection-list", "all", events.ConnectionList{Connections: stored})
+	add("connection-list", "none", events.ConnectionList{Connections: []events.Connection{}})
+	for _, e := range exports() {
+		add("export", e.Name, e)
+	}
+	add("export-list", "all", events.ExportList{Exports: exports()})
+	add("export-list", "none", events.ExportList{Exports: []events.Export{}})
+	add("name-request", "conn", events.NameRequest{Name: "aws-sm-bio"})
+	add("empty", "empty", events.Empty{})
+	add("secret-put", "object", events.SecretPut{Connection: "local-bio", Name: "biodb01", Value: json.RawMessage(`{"login":"user01","password":"password01"}`)})
+	add("secret-put", "string", events.SecretPut{Connection: "local-bio", Name: "team/biodb01.ro", Value: json.RawMessage(`"password01"`)})
+	add("secret-ref", "ref", events.SecretRef{Connection: "local-bio", Name: "biodb01"})
+	add("secret-list-request", "list", events.SecretListRequest{Connection: "local-bio"})
+	add("secret-names", "names", events.SecretNames{Names: []string{"biodb01", "team/biodb01.ro"}})
+	add("secret-names", "none", events.SecretNames{Names: []string{}})
+	add("rekey-reply", "rekey", events.RekeyReply{Resealed: 3, Current: "k2"})
+	add("invalidate-request", "conn", events.InvalidateRequest{Connection: "aws-sm-bio"})
+	add("invalidate-request", "secret", events.InvalidateRequest{Connection: "aws-sm-bio", Secret: "biodb01"})
+	add("resolve-request", "plain", events.ResolveRequest{Secret: "biodb01"})
+	add("resolve-request", "full", events.ResolveRequest{Secret: "projects/chem-data-prod/secrets/chemdb/versions/3", Version: "latest", Keys: []string{"login"}, Fresh: true})
+	str := "password01"
+	add("resolve-reply", "credentials", events.ResolveReply{Connection: "aws-sm-bio", Secret: "biodb01", Version: "v1",
+		Credentials: map[string]json.RawMessage{"login": json.RawMessage(`"user01"`), "port": json.RawMessage(`5432`)}, FetchedAt: fetched})
+	add("resolve-reply", "value", events.ResolveReply{Connection: "aws-sm-bio", Secret: "biodb01", Value: &str, Cached: true, Stale: true, FetchedAt: fetched})
+	empty := ""
+	add("resolve-reply", "empty-value", events.ResolveReply{Connection: "aws-sm-bio", Secret: "biodb01", Value: &empty, FetchedAt: fetched})
+	add("resolve-reply", "binary", events.ResolveReply{Connection: "aws-sm-bio", Secret: "cert", Binary: []byte{0, 1, 2, 0xfe, 0xff}, FetchedAt: fetched})
+	add("test-request", "empty", events.TestRequest{})
+	add("test-request", "keys", events.TestRequest{Secret: "biodb01", Keys: []string{"login", "password"}})
+	var ok, failed events.TestReply
+	ok.Add(events.PassStep(events.StepSecret, "read"))
+	ok.Add(events.PassStep(events.StepKeys, "login, password"))
+	failed.Add(events.PassStep(events.StepCredentials, ""))
+	failed.Add(events.PassStep(events.StepIdentity, "arn:aws:iam::123456789012:user/cb"))
+	failed.Add(events.FailStep(events.StepSecret, fmt.Errorf("reading biodb02: %w", events.ErrNotFound)))
+	failed.Add(events.FailStep(events.StepKeys, errors.New("a bug")))
+	add("test-reply", "ok", ok)
+	add("test-reply", "failed", failed)
+	add("token-request", "empty", events.TokenRequest{})
+	add("token-request", "full", events.TokenRequest{Scopes: []string{"https://www.googleapis.com/auth/cloud-platform"}, Duration: events.Duration(time.Hour)})
+	add("token-reply", "aws", events.TokenReply{Provider: events.ProviderAWS, AWS: &events.AWSCredentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "s", SessionToken: "t", Expiration: fetched}})
+	add("token-reply", "gcp", events.TokenReply{Provider: events.ProviderGCP, GCP: &events.GCPToken{AccessToken: "ya29.x", TokenType: "Bearer", Expiry: fetched}})
+	for _, code := range events.Codes() {
+		add("error-reply", string(code), events.ErrorReply{Error: events.Errorf(code, "something %s", code)})
+		add("error-reply", "wire-"+string(code), events.ErrorReply{Error: events.AsWire(fmt.Errorf("doing x: %w", &events.Error{Code: code}))})
+	}
+	add("error-reply", "plain-error", events.ErrorReply{Error: events.AsWire(errors.New("boom"))})
+	add("exported-event", "batch", events.ExportedEvent{Export: "cw-info", Events: 10, Bytes: 1000, FirstSeq: 1, LastSeq: 12, Rejected: 1, Dead: 1, DurationMS: 42})
+	for _, reason := range deadReasons {
+		add("dead-letter", reason, events.DeadLetter{Export: "cw-info", Subject: "logs.app.web", Seq: 7, Reason: reason,
+			Detail: "why", Payload: []byte(`{"msg":"hi"}`), Time: fetched})
+	}
+	return vals
+}
+
+// deadReasons are the dead-letter reasons of package events.
+var deadReasons = []string{events.DeadTooLarge, events.DeadTooOld, events.DeadExpired, events.DeadInvalid, events.DeadRejected, events.DeadUndeliverable}
+
+func TestGoValuesValidate(t *testing.T) {
+	covered := map[string]bool{}
+	for _, gv := range goValues(t) {
+		covered[gv.schema] = true
+		t.Run(gv.schema+"/"+gv.what, func(t *testing.T) {
+			want := reflect.TypeOf(goTypes[gv.schema]()).Elem()
+			if reflect.TypeOf(gv.v) != want {
+				t.Fatalf("value is %T, schema %s describes %v", gv.v, gv.schema, want)
+			}
+			if val, ok := reflect.New(want).Interface().(validator); ok {
+				reflect.ValueOf(val).Elem().Set(reflect.ValueOf(gv.v))
+				if err := val.Validate(); err != nil {
+					t.Fatalf("test value is not a valid request: %v", err)
+				}
+			}
+			b, err := json.Marshal(gv.v)
+			if err != nil {
+				t.Fatalf("encode: %v", err)
+			}
+			if err := schemas.Validate(gv.schema, b); err != nil {
+				t.Errorf("%v\n%s", err, b)
+			}
+		})
+	}
+	for _, n := range schemas.Names() {
+		if !covered[n] {
+			t.Errorf("no Go value of schema %s in goValues", n)
+		}
+	}
+}
+
+// TestEnumsMatchEvents ties the schemas' enums to the constants of events, so
+// adding a code, level or reason without updating the schema fails.
+func TestEnumsMatchEvents(t *testing.T) {
+	var codes []string
+	for _, c := range events.Codes() {
+		codes = append(codes, string(c))
+	}
+	tests := []struct {
+		schema, pointer string
+		want            []string
+	}{
+		{"defs", "/$defs/code/enum", codes},
+		{"defs", "/$defs/level/enum", events.Levels},
+		{"dead-letter", "/properties/reason/enum", deadReasons},
+		{"connection", "/properties/provider/enum", []string{events.ProviderAWS, events.ProviderGCP, events.ProviderBuiltin}},
+		{"connection", "/$defs/aws/properties/auth/enum", []string{events.AWSAuthAccessKey, events.AWSAuthTaskRole, events.AWSAuthDefault}},
+		{"connection", "/$defs/gcp/properties/auth/enum", []string{events.GCPAuthServiceAccountKey, events.GCPAuthImpersonation, events.GCPAuthDefault}},
+		{"token-reply", "/properties/provider/enum", []string{events.ProviderAWS, events.ProviderGCP}},
+		{"defs", "/$defs/name/pattern", []string{events.NamePattern}},
+	}
+	for _, tc := range tests {
+		b, err := schemas.Schema(tc.schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var node any
+		if err := json.Unmarshal(b, &node); err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range strings.Split(strings.TrimPrefix(tc.pointer, "/"), "/") {
+			m, _ := node.(map[string]any)
+			node = m[tok]
+		}
+		var got []string
+		switch n := node.(type) {
+		case []any:
+			for _, v := range n {
+				got = append(got, fmt.Sprint(v))
+			}
+		case string:
+			got = []string{n}
+		}
+		a, w := append([]string(nil), got...), append([]string(nil), tc.want...)
+		sort.Strings(a)
+		sort.Strings(w)
+		if !reflect.DeepEqual(a, w) {
+			t.Errorf("%s#%s = %v, events has %v", tc.schema, tc.pointer, got, tc.want)
+		}
+	}
+}
