@@ -1,10 +1,13 @@
 package service
 
 import (
+	"context"
+
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
 	awsprov "github.com/cloudbridge/cloudbridge/internal/aws"
+	"github.com/cloudbridge/cloudbridge/internal/gcp"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
@@ -12,5 +15,12 @@ import (
 func cloudFactories(log zerolog.Logger) map[string]provider.Factory {
 	return map[string]provider.Factory{
 		events.ProviderAWS: awsprov.Factory(awsprov.WithLogger(log)),
+		events.ProviderGCP: func(ctx context.Context, c events.Connection) (provider.Resolver, error) {
+			p, err := gcp.New(ctx, c, gcp.WithLogger(log))
+			if err != nil {
+				return nil, err
+			}
+			return p, nil
+		},
 	}
 }
