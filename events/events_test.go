@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,25 @@ func TestMatchGlob(t *testing.T) {
 			t.Errorf("MatchGlob(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
 		}
 	}
+}
+
+func TestValidNameMatchesPattern(t *testing.T) {
+	re := regexp.MustCompile(NamePattern)
+	for _, n := range []string{"", "a", "bio", "local-bio", "a_b", "-a", "_a", "A", "a.b", "a b", "0", strings.Repeat("a", 64), strings.Repeat("a", 65), "é", "a*", "a>"} {
+		if ValidName(n) != re.MatchString(n) {
+			t.Errorf("ValidName(%q) = %v, pattern says %v", n, ValidName(n), re.MatchString(n))
+		}
+	}
+}
+
+func FuzzValidName(f *testing.F) {
+	re := regexp.MustCompile(NamePattern)
+	f.Add("local-bio")
+	f.Fuzz(func(t *testing.T, n string) {
+		if ValidName(n) != re.MatchString(n) {
+			t.Fatalf("ValidName(%q) disagrees with the pattern", n)
+		}
+	})
 }
 
 func TestSubjects(t *testing.T) {

@@ -9,10 +9,23 @@ import (
 // NamePattern is the pattern of group, connection and export names.
 const NamePattern = `^[a-z0-9][a-z0-9_-]{0,63}$`
 
-var nameRE = regexp.MustCompile(NamePattern)
-
-// ValidName reports whether s is a legal group, connection or export name.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
+// ValidName reports whether s is a legal group, connection or export name
+// (NamePattern, checked without a regexp: it is on every request's path).
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // CheckName returns a bad_request error naming field when s is not a legal name.
 func CheckName(field, s string) error {

@@ -66,6 +66,7 @@ func (k key) flight(gen uint64) string {
 }
 
 type entry struct {
+	owner      *cached
 	sec        provider.Secret
 	gen        uint64
 	validated  time.Time
@@ -122,6 +123,32 @@ func (s *Store) Invalidate(conn, secret string) {
 	metrics.CacheEntries.Set(float64(s.lru.Len()))
 }
 
+// Peek returns a value of connection conn that is cached and within its TTL,
+// as Resolve would (refreshing it ahead of expiry in the background), without
+// ever calling the provider: the fast path of a hit. ok is false for a miss,
+// an expired value, or a fresh request.
+func (s *Store) Peek(conn string, req provider.Request) (provider.Secret, bool) {
+	if req.Fresh {
+		return provider.Secret{}, false
+	}
+	k := key{conn: conn, secret: req.Secret, version: req.Version}
+	e, ok := s.lru.Get(k)
+	if !ok || e.gen != s.gen(conn) {
+		return provider.Secret{}, false
+	}
+	now := s.opts.Now()
+	if !now.Before(e.validated.Add(e.ttl)) {
+		return provider.Secret{}, false
+	}
+	metrics.Cache.WithLabelValues("hit").Inc()
+	if now.After(e.validated.Add(time.Duration(float64(e.ttl)*s.opts.RefreshAhead))) && e.refreshing.CompareAndSwap(false, true) {
+		e.owner.refreshInBackground(k, e.gen, e, req)
+	}
+	out := e.sec
+	out.Cached = true
+	return out, true
+}
+
 // Wrap returns next behind the cache for connection conn.
 func (s *Store) Wrap(conn string, p Policy, next provider.Resolver) provider.Resolver {
 	if p.TTL <= 0 {
@@ -140,21 +167,14 @@ type cached struct {
 // Resolve serves from the cache or calls the provider.
 func (c *cached) Resolve(ctx context.Context, req provider.Request) (provider.Secret, error) {
 	s := c.s
+	if sec, ok := s.Peek(c.conn, req); ok {
+		return sec, nil
+	}
 	k := key{conn: c.conn, secret: req.Secret, version: req.Version}
 	gen := s.gen(c.conn)
 	var old *entry
 	if e, ok := s.lru.Get(k); ok && e.gen == gen {
 		old = e
-		now := s.opts.Now()
-		if !req.Fresh && now.Before(e.validated.Add(e.ttl)) {
-			metrics.Cache.WithLabelValues("hit").Inc()
-			if now.After(e.validated.Add(time.Duration(float64(e.ttl)*s.opts.RefreshAhead))) && e.refreshing.CompareAndSwap(false, true) {
-				c.refreshInBackground(k, gen, e, req)
-			}
-			out := e.sec
-			out.Cached = true
-			return out, nil
-		}
 	}
 	metrics.Cache.WithLabelValues("miss").Inc()
 	sec, err := c.fetch(ctx, k, gen, old, req)
@@ -185,7 +205,7 @@ func (c *cached) fetch(ctx context.Context, k key, gen uint64, old *entry, req p
 	ch := c.s.sf.DoChan(flight, func() (any, error) {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.s.opts.UpstreamTimeout)
 		defer cancel()
-		return c.load(uctx, k, gen, old, req)
+		return c.load(uctx, k, gen, old, req, false)
 	})
 	select {
 	case r := <-ch:
@@ -202,7 +222,7 @@ func (c *cached) fetch(ctx context.Context, k key, gen uint64, old *entry, req p
 }
 
 // load asks the provider, re-validating old by version when it can, and stores the result.
-func (c *cached) load(ctx context.Context, k key, gen uint64, old *entry, req provider.Request) (sec provider.Secret, err error) {
+func (c *cached) load(ctx context.Context, k key, gen uint64, old *entry, req provider.Request, refresh bool) (sec provider.Secret, err error) {
 	// A provider call runs on a goroutine of its own: a panic there would
 	// end the process, so it becomes an internal error (its value, which may
 	// hold a payload, is dropped).
@@ -212,6 +232,15 @@ func (c *cached) load(ctx context.Context, k key, gen uint64, old *entry, req pr
 		}
 	}()
 	s := c.s
+	// A request that missed just before the previous flight stored its value
+	// starts a new flight: it finds the value here instead of calling again.
+	if !req.Fresh && !refresh {
+		if e, ok := s.lru.Get(k); ok && e.gen == gen && s.opts.Now().Before(e.validated.Add(e.ttl)) {
+			sec := e.sec
+			sec.Cached = true
+			return sec, nil
+		}
+	}
 	req.Fresh = true
 	if old != nil && old.sec.Version != "" {
 		if vc, ok := c.next.(provider.VersionChecker); ok {
@@ -245,7 +274,7 @@ func (c *cached) store(k key, gen uint64, sec provider.Secret) {
 		return
 	}
 	sec.Cached, sec.Stale = false, false
-	s.lru.Add(k, &entry{sec: sec, gen: gen, validated: s.opts.Now(), ttl: c.policy.TTL})
+	s.lru.Add(k, &entry{owner: c, sec: sec, gen: gen, validated: s.opts.Now(), ttl: c.policy.TTL})
 	metrics.CacheEntries.Set(float64(s.lru.Len()))
 }
 
@@ -258,7 +287,7 @@ func (c *cached) refreshInBackground(k key, gen uint64, e *entry, req provider.R
 		defer e.refreshing.Store(false)
 		ctx, cancel := context.WithTimeout(s.bgCtx, s.opts.UpstreamTimeout)
 		defer cancel()
-		_, _, _ = s.sf.Do(k.flight(gen), func() (any, error) { return c.load(ctx, k, gen, e, req) })
+		_, _, _ = s.sf.Do(k.flight(gen), func() (any, error) { return c.load(ctx, k, gen, e, req, true) })
 	}()
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
@@ -34,6 +35,7 @@ type Func func(ctx context.Context, req micro.Request, f *Fields) (any, error)
 
 // Runner runs handlers.
 type Runner struct {
+	nc      *nats.Conn
 	log     zerolog.Logger
 	timeout time.Duration
 	sem     chan struct{}
@@ -41,15 +43,15 @@ type Runner struct {
 }
 
 // NewRunner returns a runner allowing maxInFlight concurrent requests, each
-// under timeout.
-func NewRunner(log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runner {
+// under timeout, replying on nc.
+func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runner {
 	if maxInFlight <= 0 {
 		maxInFlight = 1024
 	}
 	if timeout <= 0 {
 		timeout = 8 * time.Second
 	}
-	return &Runner{log: log, timeout: timeout, sem: make(chan struct{}, maxInFlight)}
+	return &Runner{nc: nc, log: log, timeout: timeout, sem: make(chan struct{}, maxInFlight)}
 }
 
 // Handler adapts fn to a micro handler for endpoint name. When the runner is
@@ -62,6 +64,33 @@ func (r *Runner) Handler(name string, fn Func) micro.Handler {
 			defer func() { <-r.sem; r.wg.Done() }()
 			r.run(name, fn, req)
 		}()
+	})
+}
+
+// FastFunc tries to answer a request at once, on the subscription's
+// goroutine, without blocking: it returns the reply body, or ok false to
+// hand the request to the regular handler.
+type FastFunc func(req micro.Request, f *Fields) (reply []byte, ok bool)
+
+// Fast adapts fast and fn to a micro handler: fast answers what it can inline
+// (a cache hit), everything else runs as Handler runs it.
+func (r *Runner) Fast(name string, fast FastFunc, fn Func) micro.Handler {
+	slow := r.Handler(name, fn)
+	ok := metrics.Requests.WithLabelValues(name, "ok")
+	latency := metrics.RequestDuration.WithLabelValues(name)
+	return micro.HandlerFunc(func(req micro.Request) {
+		start := time.Now()
+		var f Fields
+		body, done := fast(req, &f)
+		if !done {
+			slow.Handle(req)
+			return
+		}
+		_ = req.Respond(body)
+		d := time.Since(start)
+		ok.Inc()
+		latency.Observe(d.Seconds())
+		r.logOutcome(name, req.Subject(), f, "ok", d, nil)
 	})
 }
 
@@ -92,19 +121,26 @@ func (r *Runner) run(name string, fn Func, req micro.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
 	var f Fields
-	reply, err := r.call(ctx, fn, req, &f)
+	out, err := r.call(ctx, fn, req, &f)
 	var body []byte
 	if err == nil {
-		body, err = json.Marshal(reply)
+		body, err = json.Marshal(out)
 	}
 	code := "ok"
+	// The reply is published on the runner's connection, not through
+	// req.Respond or req.Error: micro reads the request's state once the
+	// handler returned, while this goroutine may still be working.
+	reply := &nats.Msg{Subject: req.Reply(), Data: body}
 	if err != nil {
 		we := events.AsWire(err)
 		code = string(we.Code)
-		body, _ = json.Marshal(events.ErrorReply{Error: we})
-		_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body)
-	} else {
-		_ = req.Respond(body)
+		reply.Data, _ = json.Marshal(events.ErrorReply{Error: we})
+		reply.Header = nats.Header{}
+		reply.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(we.Code.Number()))
+		reply.Header.Set(micro.ErrorHeader, we.Message)
+	}
+	if reply.Subject != "" {
+		_ = r.nc.PublishMsg(reply)
 	}
 	d := time.Since(start)
 	metrics.Requests.WithLabelValues(name, code).Inc()

@@ -45,6 +45,7 @@ type Worker struct {
 	// when the connection changes.
 	built map[string]*built
 	sf    singleflight.Group
+	fast  *fastPath
 }
 
 type built struct {
@@ -55,7 +56,7 @@ type built struct {
 
 // New returns a worker.
 func New(cfg Config) *Worker {
-	return &Worker{cfg: cfg, built: map[string]*built{}}
+	return &Worker{cfg: cfg, built: map[string]*built{}, fast: newFastPath()}
 }
 
 // Register adds the worker's endpoints to the micro service.
@@ -67,7 +68,7 @@ func (w *Worker) Register(svc micro.Service) error {
 		handler micro.Handler
 		opts    []micro.EndpointOpt
 	}{
-		{"resolve", s.OpWildcard(events.OpResolve), r.Handler("resolve", w.handleResolve), nil},
+		{"resolve", s.OpWildcard(events.OpResolve), r.Fast("resolve", w.fastResolve, w.handleResolve), nil},
 		{"test", s.OpWildcard(events.OpTest), r.Handler("test", w.handleTest), nil},
 		{"token", s.OpWildcard(events.OpToken), r.Handler("token", w.handleToken), nil},
 		{"invalidate", s.Invalidate(), r.Inline("invalidate", w.handleInvalidate), []micro.EndpointOpt{micro.WithEndpointQueueGroupDisabled()}},
@@ -88,6 +89,7 @@ func (w *Worker) ConnectionChanged(name string) {
 	delete(w.built, name)
 	w.mu.Unlock()
 	w.cfg.Cache.Invalidate(name, "")
+	w.fast.forget(name)
 	if b != nil {
 		closeProvider(b.raw)
 	}

@@ -103,7 +103,7 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	s.cache = cache.New(cache.Options{MaxEntries: cfg.CacheMaxEntries})
-	s.runner = endpoint.NewRunner(log, cfg.RequestTimeout, cfg.MaxInFlight)
+	s.runner = endpoint.NewRunner(s.nc, log, cfg.RequestTimeout, cfg.MaxInFlight)
 	factories := map[string]provider.Factory{
 		events.ProviderBuiltin: func(_ context.Context, c events.Connection) (provider.Resolver, error) {
 			return builtin.New(s.reg, c.Name), nil
@@ -133,6 +133,11 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	if err := admin.New(subjects, s.reg, s.resolver, s.runner).Register(s.svc); err != nil {
 		return err
+	}
+	// The server has the endpoints' subscriptions once a flush returns: from
+	// then on, requests find this worker.
+	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
+		return fmt.Errorf("registering endpoints with NATS: %w", err)
 	}
 	if cfg.HTTPAddr != "off" {
 		if s.http, err = monitor.Start(cfg.HTTPAddr, s.ready); err != nil {

@@ -307,7 +307,7 @@ func TestCacheThroughNATS(t *testing.T) {
 	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)), WithProvider(events.ProviderAWS, cloud.factory))
 	nc, c := connect(t, srv.ClientURL())
 	conn := events.Connection{Name: "cloud", Provider: events.ProviderAWS, Groups: []string{"bio"}, Secrets: []string{"*"},
-		Cache: &events.CachePolicy{TTL: events.Duration(200 * time.Millisecond), MaxStale: events.Duration(time.Hour)},
+		Cache: &events.CachePolicy{TTL: events.Duration(time.Hour), MaxStale: events.Duration(time.Hour)},
 		AWS:   &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthDefault}}
 	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)
 
@@ -347,6 +347,11 @@ func TestCacheThroughNATS(t *testing.T) {
 	}
 
 	// Stale while the provider is down, past the TTL.
+	conn.Cache.TTL = events.Duration(100 * time.Millisecond)
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)
+	if _, err := resolveReq(c, "bio", "cloud", events.ResolveRequest{Secret: "db"}); err != nil {
+		t.Fatal(err)
+	}
 	cloud.setDown(true)
 	natstest.Eventually(t, 5*time.Second, "a stale reply", func() bool {
 		got, err := resolveReq(c, "bio", "cloud", events.ResolveRequest{Secret: "db"})

@@ -1,0 +1,128 @@
+package resolve
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+)
+
+// The fast path answers a cached resolve on the subscription's goroutine,
+// with the checks of the regular path (strict decoding, group, allowlist)
+// from memos: request bodies already decoded and validated, and replies
+// already rendered for the cached value. Anything else (a miss, an error, a
+// stale value, fresh) goes to the regular path.
+
+// memoLimit bounds each memo; a full memo is emptied.
+const memoLimit = 4096
+
+// maxMemoBody is the largest request body worth memoizing.
+const maxMemoBody = 512
+
+type fastPath struct {
+	mu      sync.RWMutex
+	bodies  map[string]events.ResolveRequest
+	replies map[string]renderedReply
+}
+
+type renderedReply struct {
+	version string
+	fetched time.Time
+	body    []byte
+}
+
+func newFastPath() *fastPath {
+	return &fastPath{bodies: map[string]events.ResolveRequest{}, replies: map[string]renderedReply{}}
+}
+
+// decoded returns the valid request in body, decoding and validating it once.
+func (p *fastPath) decoded(body []byte) (events.ResolveRequest, bool) {
+	if len(body) > maxMemoBody {
+		return events.ResolveRequest{}, false
+	}
+	p.mu.RLock()
+	in, ok := p.bodies[string(body)]
+	p.mu.RUnlock()
+	if ok {
+		return in, true
+	}
+	if events.Decode(body, &in) != nil || in.Validate() != nil {
+		return events.ResolveRequest{}, false
+	}
+	p.mu.Lock()
+	if len(p.bodies) >= memoLimit {
+		clear(p.bodies)
+	}
+	p.bodies[string(body)] = in
+	p.mu.Unlock()
+	return in, true
+}
+
+// rendered returns the reply body for sec, rendering it once per value.
+func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.Secret) ([]byte, bool) {
+	key := conn + "\x00" + in.Secret + "\x00" + in.Version + "\x00" + strings.Join(in.Keys, "\x00")
+	p.mu.RLock()
+	r, ok := p.replies[key]
+	p.mu.RUnlock()
+	if ok && r.version == sec.Version && r.fetched.Equal(sec.FetchedAt) {
+		return r.body, true
+	}
+	out, err := Shape(conn, in.Secret, sec, in.Keys)
+	if err != nil {
+		return nil, false
+	}
+	body, err := json.Marshal(out)
+	if err != nil {
+		return nil, false
+	}
+	p.mu.Lock()
+	if len(p.replies) >= memoLimit {
+		clear(p.replies)
+	}
+	p.replies[key] = renderedReply{version: sec.Version, fetched: sec.FetchedAt, body: body}
+	p.mu.Unlock()
+	return body, true
+}
+
+// forget drops the rendered replies of a connection.
+func (p *fastPath) forget(conn string) {
+	p.mu.Lock()
+	for k := range p.replies {
+		if strings.HasPrefix(k, conn+"\x00") {
+			delete(p.replies, k)
+		}
+	}
+	p.mu.Unlock()
+}
+
+// fastResolve answers a cached resolve inline, or declines.
+func (w *Worker) fastResolve(req micro.Request, f *endpoint.Fields) ([]byte, bool) {
+	group, name, err := w.cfg.Subjects.ParseOp(events.OpResolve, req.Subject())
+	if err != nil {
+		return nil, false
+	}
+	in, ok := w.fast.decoded(req.Data())
+	if !ok || in.Fresh {
+		return nil, false
+	}
+	c, ok := w.cfg.Connections.Connection(name)
+	if !ok || !c.AllowsGroup(group) || !c.AllowsSecret(in.Secret) {
+		return nil, false
+	}
+	sec, ok := w.cfg.Cache.Peek(name, provider.Request{Secret: in.Secret, Version: in.Version})
+	if !ok {
+		return nil, false
+	}
+	body, ok := w.fast.rendered(name, in, sec)
+	if !ok {
+		return nil, false
+	}
+	f.Group, f.Conn = group, name
+	return body, true
+}
