@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,4 +135,16 @@ func TestServeDefaults(t *testing.T) {
 		t.Fatalf("kong defaults differ from config.Defaults():\n%s\nvs\n%s", g, w)
 	}
 	_ = events.DefaultPrefix
+}
+
+// lockedWriter makes a writer safe for the logger's goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
