@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -46,6 +47,13 @@ func (c *connPutCmd) Run(e *env) error {
 
 // request sends an admin request and decodes the reply.
 func (f *clientFlags) request(e *env, resource, verb string, req, out any) error {
+	return f.with(e, func(ctx context.Context, client *events.Client) error {
+		return client.Request(ctx, client.Subjects().Admin(resource, verb), req, out)
+	})
+}
+
+// with connects, runs fn with a client under the --timeout deadline, and closes.
+func (f *clientFlags) with(e *env, fn func(ctx context.Context, client *events.Client) error) error {
 	nc, client, err := f.connect()
 	if err != nil {
 		return err
@@ -53,7 +61,7 @@ func (f *clientFlags) request(e *env, resource, verb string, req, out any) error
 	defer nc.Close()
 	ctx, cancel := f.context(e.ctx)
 	defer cancel()
-	return client.Request(ctx, client.Subjects().Admin(resource, verb), req, out)
+	return fn(ctx, client)
 }
 
 type connGetCmd struct {
@@ -113,14 +121,11 @@ type connTestCmd struct {
 }
 
 func (c *connTestCmd) Run(e *env) error {
-	nc, client, err := c.connect()
-	if err != nil {
+	var out *events.TestReply
+	err := c.with(e, func(ctx context.Context, client *events.Client) (err error) {
+		out, err = client.Test(ctx, c.Group, c.Name, events.TestRequest{Secret: c.Secret, Keys: c.Keys})
 		return err
-	}
-	defer nc.Close()
-	ctx, cancel := c.context(e.ctx)
-	defer cancel()
-	out, err := client.Test(ctx, c.Group, c.Name, events.TestRequest{Secret: c.Secret, Keys: c.Keys})
+	})
 	if err != nil {
 		return err
 	}

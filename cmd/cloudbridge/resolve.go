@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 
@@ -18,14 +19,11 @@ type resolveCmd struct {
 }
 
 func (c *resolveCmd) Run(e *env) error {
-	nc, client, err := c.connect()
-	if err != nil {
+	var out *events.ResolveReply
+	err := c.with(e, func(ctx context.Context, client *events.Client) (err error) {
+		out, err = client.Resolve(ctx, c.Group, c.Conn, events.ResolveRequest{Secret: c.Secret, Keys: c.Keys, Fresh: c.Fresh, Version: c.Version})
 		return err
-	}
-	defer nc.Close()
-	ctx, cancel := c.context(e.ctx)
-	defer cancel()
-	out, err := client.Resolve(ctx, c.Group, c.Conn, events.ResolveRequest{Secret: c.Secret, Keys: c.Keys, Fresh: c.Fresh, Version: c.Version})
+	})
 	if err != nil {
 		return err
 	}
@@ -49,14 +47,11 @@ type tokenCmd struct {
 }
 
 func (c *tokenCmd) Run(e *env) error {
-	nc, client, err := c.connect()
-	if err != nil {
+	var out *events.TokenReply
+	err := c.with(e, func(ctx context.Context, client *events.Client) (err error) {
+		out, err = client.Token(ctx, c.Group, c.Conn, events.TokenRequest{Scopes: c.Scopes, Duration: c.Duration})
 		return err
-	}
-	defer nc.Close()
-	ctx, cancel := c.context(e.ctx)
-	defer cancel()
-	out, err := client.Token(ctx, c.Group, c.Conn, events.TokenRequest{Scopes: c.Scopes, Duration: c.Duration})
+	})
 	if err != nil {
 		return err
 	}
@@ -74,14 +69,9 @@ func (c *invalidateCmd) Run(e *env) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	nc, client, err := c.connect()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	ctx, cancel := c.context(e.ctx)
-	defer cancel()
-	if err := client.Request(ctx, client.Subjects().Invalidate(), req, nil); err != nil {
+	if err := c.with(e, func(ctx context.Context, client *events.Client) error {
+		return client.Request(ctx, client.Subjects().Invalidate(), req, nil)
+	}); err != nil {
 		return err
 	}
 	if c.JSON {
@@ -100,15 +90,10 @@ type rekeyCmd struct {
 }
 
 func (c *rekeyCmd) Run(e *env) error {
-	nc, client, err := c.connect()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	ctx, cancel := c.context(e.ctx)
-	defer cancel()
 	var out events.RekeyReply
-	if err := client.Request(ctx, client.Subjects().AdminRekey(), events.Empty{}, &out); err != nil {
+	if err := c.with(e, func(ctx context.Context, client *events.Client) error {
+		return client.Request(ctx, client.Subjects().AdminRekey(), events.Empty{}, &out)
+	}); err != nil {
 		return err
 	}
 	if c.JSON {

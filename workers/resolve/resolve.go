@@ -14,19 +14,8 @@ import (
 )
 
 func (w *Worker) handleResolve(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
-	group, name, err := w.cfg.Subjects.ParseOp(events.OpResolve, req.Subject())
-	if err != nil {
-		return nil, err
-	}
-	f.Group, f.Conn = group, name
 	var in events.ResolveRequest
-	if err := events.Decode(req.Data(), &in); err != nil {
-		return nil, err
-	}
-	if err := in.Validate(); err != nil {
-		return nil, err
-	}
-	c, err := w.authorize(ctx, group, name)
+	c, err := w.accept(ctx, events.OpResolve, req, f, &in)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +30,7 @@ func (w *Worker) handleResolve(ctx context.Context, req micro.Request, f *endpoi
 	if err != nil {
 		return nil, err
 	}
-	return Shape(name, in.Secret, sec, in.Keys)
+	return Shape(c.Name, in.Secret, sec, in.Keys)
 }
 
 // Shape builds the resolve reply: a JSON-object secret becomes credentials

@@ -14,19 +14,8 @@ import (
 )
 
 func (w *Worker) handleTest(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
-	group, name, err := w.cfg.Subjects.ParseOp(events.OpTest, req.Subject())
-	if err != nil {
-		return nil, err
-	}
-	f.Group, f.Conn = group, name
 	var in events.TestRequest
-	if err := events.Decode(req.Data(), &in); err != nil {
-		return nil, err
-	}
-	if err := in.Validate(); err != nil {
-		return nil, err
-	}
-	c, err := w.authorize(ctx, group, name)
+	c, err := w.accept(ctx, events.OpTest, req, f, &in)
 	if err != nil {
 		return nil, err
 	}

@@ -11,19 +11,8 @@ import (
 )
 
 func (w *Worker) handleToken(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
-	group, name, err := w.cfg.Subjects.ParseOp(events.OpToken, req.Subject())
-	if err != nil {
-		return nil, err
-	}
-	f.Group, f.Conn = group, name
 	var in events.TokenRequest
-	if err := events.Decode(req.Data(), &in); err != nil {
-		return nil, err
-	}
-	if err := in.Validate(); err != nil {
-		return nil, err
-	}
-	c, err := w.authorize(ctx, group, name)
+	c, err := w.accept(ctx, events.OpToken, req, f, &in)
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +22,7 @@ func (w *Worker) handleToken(ctx context.Context, req micro.Request, f *endpoint
 	}
 	t, ok := b.raw.(provider.Tokener)
 	if !ok {
-		return nil, events.Errorf(events.CodeBadRequest, "connection %q (provider %s) does not vend cloud credentials", name, c.Provider)
+		return nil, events.Errorf(events.CodeBadRequest, "connection %q (provider %s) does not vend cloud credentials", c.Name, c.Provider)
 	}
 	return t.Token(ctx, in)
 }

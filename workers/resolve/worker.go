@@ -115,6 +115,29 @@ func closeProvider(r provider.Resolver) {
 	}
 }
 
+// request is a request body that can check itself.
+type request interface {
+	Validate() error
+}
+
+// accept reads a request on connection subject op.<group>.<conn>: it parses
+// the subject, decodes and validates the body into in, and authorizes the
+// group on the connection.
+func (w *Worker) accept(ctx context.Context, op string, req micro.Request, f *endpoint.Fields, in request) (events.Connection, error) {
+	group, name, err := w.cfg.Subjects.ParseOp(op, req.Subject())
+	if err != nil {
+		return events.Connection{}, err
+	}
+	f.Group, f.Conn = group, name
+	if err := events.Decode(req.Data(), in); err != nil {
+		return events.Connection{}, err
+	}
+	if err := in.Validate(); err != nil {
+		return events.Connection{}, err
+	}
+	return w.authorize(ctx, group, name)
+}
+
 // authorize finds the connection and checks the group may use it. A negative
 // answer from the watched view is confirmed against the bucket, so a change
 // made a moment ago through another worker is already in force.
