@@ -75,6 +75,12 @@ func TestWalkthroughWithCLI(t *testing.T) {
 		{[]string{"resolve", "bio", "local-bio", "biodb01", "--keys", "host"}, "", 13, ""},
 		{[]string{"secret", "rm", "local-bio", "biodb02"}, "", 0, "deleted"},
 		{[]string{"admin", "rekey"}, "", 0, "re-sealed 0 records"},
+		{[]string{"logs", "send", "logs.app.web", `{"level":"info","msg":"hello"}`}, "", 0, "1 event(s) stored on logs.app.web"},
+		{[]string{"logs", "send", "logs.app.web", "-"}, "line one\nline two\n", 0, "2 event(s) stored"},
+		{[]string{"logs", "send", "logs.*", "x"}, "", 2, ""},
+		{[]string{"export", "ls"}, "", 0, "NAME"},
+		{[]string{"export", "get", "nope"}, "", 13, ""},
+		{[]string{"export", "put", "-f", "-"}, `{"name":"e","connection":"local-bio","subjects":["logs.>"],"cloudwatch":{"log_group":"g"}}`, 10, ""},
 		{[]string{"conn", "rm", "local-bio"}, "", 0, "deleted"},
 		{[]string{"conn", "get", "local-bio"}, "", 13, ""},
 	}

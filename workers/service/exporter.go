@@ -2,26 +2,107 @@ package service
 
 import (
 	"context"
+	"fmt"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"google.golang.org/api/option"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	awsprov "github.com/cloudbridge/cloudbridge/internal/aws"
 	"github.com/cloudbridge/cloudbridge/internal/config"
+	"github.com/cloudbridge/cloudbridge/internal/gcp"
+	"github.com/cloudbridge/cloudbridge/workers/export"
 )
 
-// exporter is what the service needs of the log export worker.
-type exporter interface {
-	Apply(exports []events.Export, conns map[string]events.Connection)
-	Stop(ctx context.Context) error
+// reconciler applies the registry's export blocks to the export worker on its
+// own goroutine: Apply waits for changed blocks to flush, and the registry's
+// watchers must never wait for that. Changes that arrive meanwhile coalesce
+// into one more Apply.
+type reconciler struct {
+	w       *export.Worker
+	state   func() ([]events.Export, map[string]events.Connection)
+	kick    chan struct{}
+	stopped chan struct{}
+	cancel  context.CancelFunc
 }
 
-type noExporter struct{}
+func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subjects events.Subjects, cfg config.Serve,
+	log zerolog.Logger, state func() ([]events.Export, map[string]events.Connection)) (*reconciler, error) {
+	stream := cfg.LogsStream
+	if stream == "" {
+		stream = "CLOUDBRIDGE_LOGS"
+	}
+	w, err := export.New(export.Config{
+		NC: nc, JS: js, Subjects: subjects,
+		LogsStream: stream, LogsSubjects: cfg.LogsSubjects, BindStream: cfg.LogsStream != "",
+		MaxAge: cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
+		Sinks:  export.NewSinkFactory(sinkAWSConfig(log), sinkGCPOptions(log)),
+		Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring log export: %w", err)
+	}
+	if err := w.Start(ctx); err != nil {
+		return nil, fmt.Errorf("starting log export: %w", err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	r := &reconciler{w: w, state: state, kick: make(chan struct{}, 1), stopped: make(chan struct{}), cancel: cancel}
+	go r.loop(rctx)
+	return r, nil
+}
 
-func (noExporter) Apply([]events.Export, map[string]events.Connection) {}
-func (noExporter) Stop(context.Context) error                          { return nil }
+// Changed asks for the export blocks to be applied again.
+func (r *reconciler) Changed() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
 
-func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subjects events.Subjects, cfg config.Serve, log zerolog.Logger) (exporter, error) {
-	return noExporter{}, nil
+func (r *reconciler) loop(ctx context.Context) {
+	defer close(r.stopped)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+			exports, conns := r.state()
+			r.w.Apply(exports, conns)
+		}
+	}
+}
+
+// Stop stops applying changes, then stops the export worker, which flushes
+// and acks its batches.
+func (r *reconciler) Stop(ctx context.Context) error {
+	r.cancel()
+	select {
+	case <-r.stopped:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return r.w.Stop(ctx)
+}
+
+// sinkAWSConfig gives a CloudWatch sink the SDK config of its connection,
+// with the connection's own credentials.
+func sinkAWSConfig(log zerolog.Logger) func(context.Context, events.Connection) (awssdk.Config, error) {
+	return func(ctx context.Context, c events.Connection) (awssdk.Config, error) {
+		return awsprov.SDKConfig(ctx, c, awsprov.WithLogger(log))
+	}
+}
+
+// sinkGCPOptions gives a Cloud Logging sink the client options of its
+// connection: endpoint and the connection's own token source.
+func sinkGCPOptions(log zerolog.Logger) func(context.Context, events.Connection) ([]option.ClientOption, error) {
+	return func(ctx context.Context, c events.Connection) ([]option.ClientOption, error) {
+		p, err := gcp.New(ctx, c, gcp.WithLogger(log))
+		if err != nil {
+			return nil, err
+		}
+		return p.ClientOptions(), nil
+	}
 }

@@ -49,7 +49,7 @@ type Service struct {
 	runner    *endpoint.Runner
 	svc       micro.Service
 	resolver  *resolve.Worker
-	exporter  exporter
+	exporter  *reconciler
 	http      *monitor.Server
 	factories map[string]provider.Factory
 	stopOnce  sync.Once
@@ -114,7 +114,9 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	s.resolver = resolve.New(resolve.Config{Subjects: subjects, Connections: s.reg, Cache: s.cache,
 		Factories: factories, Runner: s.runner, Logger: log})
-	s.exporter, err = newExporter(ctx, s.nc, js, subjects, cfg, log)
+	s.exporter, err = newExporter(ctx, s.nc, js, subjects, cfg, log, func() ([]events.Export, map[string]events.Connection) {
+		return s.reg.Exports(), s.connectionMap()
+	})
 	if err != nil {
 		return err
 	}
@@ -122,7 +124,7 @@ func (s *Service) start(ctx context.Context) error {
 	if err := s.reg.Start(ctx); err != nil {
 		return err
 	}
-	s.exporter.Apply(s.reg.Exports(), s.connectionMap())
+	s.exporter.Changed()
 	s.svc, err = micro.AddService(s.nc, micro.Config{Name: Name, Version: Version,
 		Description: "cloudbridge: credentials and log export for data platforms"})
 	if err != nil {
@@ -215,11 +217,11 @@ func (s *Service) onChange(c registry.Change) {
 	switch c.Kind {
 	case registry.KindConnection:
 		s.resolver.ConnectionChanged(c.Name)
-		s.exporter.Apply(s.reg.Exports(), s.connectionMap())
+		s.exporter.Changed()
 	case registry.KindSecret:
 		s.resolver.SecretChanged(c.Conn, c.Name)
 	case registry.KindExport:
-		s.exporter.Apply(s.reg.Exports(), s.connectionMap())
+		s.exporter.Changed()
 	}
 }
 

@@ -1,0 +1,340 @@
+// Package cloudwatch is the CloudWatch Logs sink of log export: it turns
+// batches of log records into PutLogEvents calls that obey every limit of
+// design.md section 6, creates missing groups and streams when asked to, and
+// reads rejectedLogEventsInfo into per-record outcomes.
+package cloudwatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/rs/zerolog"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/logevent"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
+)
+
+// The limits of PutLogEvents (design.md section 6).
+const (
+	// MaxBatchBytes is the most bytes in one call, counting EventOverhead per event.
+	MaxBatchBytes = 1_048_576
+	// EventOverhead is what CloudWatch adds to each event's UTF-8 message bytes.
+	EventOverhead = 26
+	// MaxBatchEvents is the most events in one call.
+	MaxBatchEvents = 10_000
+	// MaxMessageBytes is the largest message that fits in a call on its own.
+	MaxMessageBytes = MaxBatchBytes - EventOverhead
+	// MaxSpan is the widest time span of one call.
+	MaxSpan = 24 * time.Hour
+)
+
+// API is the part of the CloudWatch Logs client the sink uses.
+type API interface {
+	PutLogEvents(ctx context.Context, in *cloudwatchlogs.PutLogEventsInput, opts ...func(*cloudwatchlogs.Options)) (*cloudwatchlogs.PutLogEventsOutput, error)
+	CreateLogGroup(ctx context.Context, in *cloudwatchlogs.CreateLogGroupInput, opts ...func(*cloudwatchlogs.Options)) (*cloudwatchlogs.CreateLogGroupOutput, error)
+	CreateLogStream(ctx context.Context, in *cloudwatchlogs.CreateLogStreamInput, opts ...func(*cloudwatchlogs.Options)) (*cloudwatchlogs.CreateLogStreamOutput, error)
+	PutRetentionPolicy(ctx context.Context, in *cloudwatchlogs.PutRetentionPolicyInput, opts ...func(*cloudwatchlogs.Options)) (*cloudwatchlogs.PutRetentionPolicyOutput, error)
+}
+
+// NewClient builds the CloudWatch Logs client for a connection. The SDK's own
+// retries are off: the export worker retries with backoff itself, so that
+// retries show in metrics and the messages' ack deadlines are extended.
+func NewClient(cfg aws.Config, conn events.Connection) *cloudwatchlogs.Client {
+	return cloudwatchlogs.NewFromConfig(cfg, func(o *cloudwatchlogs.Options) {
+		o.Retryer = aws.NopRetryer{}
+		if conn.AWS != nil && conn.AWS.Endpoint != "" && o.BaseEndpoint == nil {
+			o.BaseEndpoint = aws.String(conn.AWS.Endpoint)
+		}
+	})
+}
+
+// Sink writes log records of one export block to CloudWatch Logs.
+type Sink struct {
+	api      API
+	export   string
+	cfg      events.CloudWatchSink
+	truncate bool
+	log      zerolog.Logger
+
+	mu    sync.Mutex
+	ready map[string]bool // "group\x00stream" known to exist
+	names map[string]streamKey
+}
+
+// streamKey is a log group and stream.
+type streamKey struct{ group, stream string }
+
+// maxNames bounds the memo of names per subject.
+const maxNames = 4096
+
+// key is the group and stream of subject, memoized.
+func (s *Sink) key(subject string) streamKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k, ok := s.names[subject]; ok {
+		return k
+	}
+	if len(s.names) >= maxNames {
+		clear(s.names)
+	}
+	k := streamKey{GroupName(s.cfg.LogGroup, subject, s.export), StreamName(s.cfg.LogStream, subject, s.export)}
+	s.names[subject] = k
+	return k
+}
+
+// New returns the sink of export exp (which has a cloudwatch block).
+func New(api API, exp events.Export, log zerolog.Logger) *Sink {
+	cfg := events.CloudWatchSink{}
+	if exp.CloudWatch != nil {
+		cfg = *exp.CloudWatch
+	}
+	return &Sink{api: api, export: exp.Name, cfg: cfg, truncate: exp.Truncate, log: log, ready: map[string]bool{}, names: map[string]streamKey{}}
+}
+
+// Limits are the per-call limits of PutLogEvents.
+func (s *Sink) Limits() logevent.Limits {
+	return logevent.Limits{MaxEvents: MaxBatchEvents, MaxBytes: MaxBatchBytes}
+}
+
+// Size is what a record counts against MaxBatchBytes: its message bytes (as
+// sent, after truncation) plus the 26-byte overhead.
+func (s *Sink) Size(r *logevent.Record) int {
+	n := len(r.Message)
+	if n > MaxMessageBytes {
+		if !s.truncate {
+			return 0 // dead-lettered, never sent
+		}
+		n = MaxMessageBytes
+	}
+	return n + EventOverhead
+}
+
+// Close releases nothing: the client has no resources of its own.
+func (s *Sink) Close() error { return nil }
+
+type item struct {
+	idx int
+	ts  int64
+	msg []byte
+}
+
+// Write sends the records still Pending in out, grouped by log stream, sorted
+// by time and cut into calls within the limits. It sets each record's outcome;
+// on error the records not yet carried by a successful call stay Pending and
+// the error (wrapping an events sentinel) says whether to retry.
+func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent.Outcome) error {
+	byStream := map[streamKey][]item{}
+	var order []streamKey
+	for i := range recs {
+		if out[i].Status != logevent.Pending {
+			continue
+		}
+		r := &recs[i]
+		msg := r.Message
+		if len(msg) > MaxMessageBytes {
+			if !s.truncate {
+				out[i] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadTooLarge,
+					Detail: "event larger than CloudWatch's 1 MB event limit"}
+				continue
+			}
+			msg = logevent.Truncate(msg, MaxMessageBytes)
+			out[i].Truncated = true
+		}
+		if len(msg) == 0 {
+			out[i] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadInvalid, Detail: "empty message"}
+			continue
+		}
+		k := s.key(r.Subject)
+		if _, ok := byStream[k]; !ok {
+			order = append(order, k)
+		}
+		byStream[k] = append(byStream[k], item{idx: i, ts: r.Time.UnixMilli(), msg: msg})
+	}
+	for _, k := range order {
+		items := byStream[k]
+		sort.SliceStable(items, func(a, b int) bool { return items[a].ts < items[b].ts })
+		for len(items) > 0 {
+			n := chunk(items)
+			if err := s.put(ctx, k.group, k.stream, items[:n], out); err != nil {
+				return err
+			}
+			items = items[n:]
+		}
+	}
+	return nil
+}
+
+// chunk is how many of the sorted items fit one call: ≤ 10,000 events,
+// ≤ 1,048,576 bytes with the overhead, a span of ≤ 24 h.
+func chunk(items []item) int {
+	bytes := 0
+	first := items[0].ts
+	for i, it := range items {
+		b := len(it.msg) + EventOverhead
+		if i == MaxBatchEvents || bytes+b > MaxBatchBytes || time.Duration(it.ts-first)*time.Millisecond > MaxSpan {
+			return i
+		}
+		bytes += b
+	}
+	return len(items)
+}
+
+func (s *Sink) put(ctx context.Context, group, stream string, items []item, out []logevent.Outcome) error {
+	in := &cloudwatchlogs.PutLogEventsInput{
+		LogGroupName:  aws.String(group),
+		LogStreamName: aws.String(stream),
+		LogEvents:     make([]types.InputLogEvent, len(items)),
+	}
+	ts := make([]int64, len(items))
+	msgs := make([]string, len(items))
+	for i, it := range items {
+		ts[i], msgs[i] = it.ts, string(it.msg)
+		in.LogEvents[i] = types.InputLogEvent{Timestamp: &ts[i], Message: &msgs[i]}
+	}
+	start := time.Now()
+	res, err := s.api.PutLogEvents(ctx, in)
+	if err != nil && s.cfg.Create && isCode(err, "ResourceNotFoundException") {
+		if cerr := s.ensure(ctx, group, stream); cerr != nil {
+			metrics.ObserveUpstream(events.ProviderAWS, "PutLogEvents", start, cerr)
+			return cerr
+		}
+		res, err = s.api.PutLogEvents(ctx, in)
+	}
+	err = classify("putting log events", err)
+	metrics.ObserveUpstream(events.ProviderAWS, "PutLogEvents", start, err)
+	if err != nil {
+		if errors.Is(err, events.ErrBadRequest) {
+			// The call itself was refused: retrying it cannot help.
+			for _, it := range items {
+				out[it.idx] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadRejected, Detail: err.Error()}
+			}
+			return nil
+		}
+		return err
+	}
+	s.markReady(group, stream)
+	tooOld, expired, tooNew := -1, -1, len(items)
+	if info := res.RejectedLogEventsInfo; info != nil {
+		if info.TooOldLogEventEndIndex != nil {
+			tooOld = int(*info.TooOldLogEventEndIndex)
+		}
+		if info.ExpiredLogEventEndIndex != nil {
+			expired = int(*info.ExpiredLogEventEndIndex)
+		}
+		if info.TooNewLogEventStartIndex != nil {
+			tooNew = int(*info.TooNewLogEventStartIndex)
+		}
+	}
+	for i, it := range items {
+		o := &out[it.idx]
+		switch {
+		case i < expired:
+			o.Status, o.Reason, o.Detail = logevent.Dead, events.DeadExpired, "older than the log group's retention"
+		case i < tooOld:
+			o.Status, o.Reason, o.Detail = logevent.Dead, events.DeadTooOld, "older than 14 days"
+		case i >= tooNew:
+			o.Status, o.Detail = logevent.RetryLater, "more than 2 hours in the future"
+		default:
+			o.Status = logevent.Delivered
+		}
+	}
+	return nil
+}
+
+func (s *Sink) markReady(group, stream string) {
+	s.mu.Lock()
+	s.ready[group+"\x00"+stream] = true
+	s.mu.Unlock()
+}
+
+// ensure creates the group (with its retention) and the stream, tolerating
+// that another worker created them first.
+func (s *Sink) ensure(ctx context.Context, group, stream string) error {
+	_, err := s.api.CreateLogStream(ctx, &cloudwatchlogs.CreateLogStreamInput{LogGroupName: &group, LogStreamName: &stream})
+	if err == nil || isCode(err, "ResourceAlreadyExistsException") {
+		return nil
+	}
+	if !isCode(err, "ResourceNotFoundException") {
+		return classify("creating log stream", err)
+	}
+	_, err = s.api.CreateLogGroup(ctx, &cloudwatchlogs.CreateLogGroupInput{LogGroupName: &group})
+	if err != nil && !isCode(err, "ResourceAlreadyExistsException") {
+		return classify("creating log group", err)
+	}
+	if err == nil {
+		s.log.Info().Str("export", s.export).Str("group", group).Msg("created log group")
+	}
+	if s.cfg.RetentionDays > 0 {
+		days := int32(s.cfg.RetentionDays)
+		if _, err := s.api.PutRetentionPolicy(ctx, &cloudwatchlogs.PutRetentionPolicyInput{LogGroupName: &group, RetentionInDays: &days}); err != nil {
+			return classify("setting retention", err)
+		}
+	}
+	_, err = s.api.CreateLogStream(ctx, &cloudwatchlogs.CreateLogStreamInput{LogGroupName: &group, LogStreamName: &stream})
+	if err != nil && !isCode(err, "ResourceAlreadyExistsException") {
+		return classify("creating log stream", err)
+	}
+	return nil
+}
+
+func isCode(err error, code string) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == code
+}
+
+// classify translates an SDK error into an events sentinel with a message
+// free of request ids: throttled and unavailable are worth retrying.
+func classify(doing string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", doing, err)
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code := events.CodeInternal
+		switch ae.ErrorCode() {
+		case "ThrottlingException", "LimitExceededException", "RequestLimitExceeded", "TooManyRequestsException":
+			code = events.CodeThrottled
+		case "ServiceUnavailableException", "InternalFailure", "InternalServerError", "ServiceUnavailable":
+			code = events.CodeUnavailable
+		case "ResourceNotFoundException":
+			code = events.CodeNotFound
+		case "AccessDeniedException", "AccessDenied":
+			code = events.CodeForbidden
+		case "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException", "IncompleteSignature":
+			code = events.CodeUnauthorized
+		case "InvalidParameterException", "SerializationException", "ValidationException":
+			code = events.CodeBadRequest
+		default:
+			if st := httpStatus(err); st >= 500 {
+				code = events.CodeUnavailable
+			}
+		}
+		return events.Errorf(code, "%s: cloudwatch %s: %s", doing, ae.ErrorCode(), ae.ErrorMessage())
+	}
+	if st := httpStatus(err); st >= 500 {
+		return events.Errorf(events.CodeUnavailable, "%s: cloudwatch answered HTTP %d", doing, st)
+	}
+	return events.Errorf(events.CodeUnavailable, "%s: cloudwatch unreachable", doing)
+}
+
+func httpStatus(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		return re.Response.StatusCode
+	}
+	return http.StatusOK
+}
