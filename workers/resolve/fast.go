@@ -28,7 +28,13 @@ const maxMemoBody = 512
 type fastPath struct {
 	mu      sync.RWMutex
 	bodies  map[string]events.ResolveRequest
-	replies map[string]renderedReply
+	replies map[replyKey]renderedReply
+}
+
+// replyKey names a rendered reply: the request's connection, secret,
+// version and keys (joined with NUL).
+type replyKey struct {
+	conn, secret, version, keys string
 }
 
 type renderedReply struct {
@@ -38,7 +44,7 @@ type renderedReply struct {
 }
 
 func newFastPath() *fastPath {
-	return &fastPath{bodies: map[string]events.ResolveRequest{}, replies: map[string]renderedReply{}}
+	return &fastPath{bodies: map[string]events.ResolveRequest{}, replies: map[replyKey]renderedReply{}}
 }
 
 // decoded returns the valid request in body, decoding and validating it once.
@@ -66,7 +72,7 @@ func (p *fastPath) decoded(body []byte) (events.ResolveRequest, bool) {
 
 // rendered returns the reply body for sec, rendering it once per value.
 func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.Secret) ([]byte, bool) {
-	key := conn + "\x00" + in.Secret + "\x00" + in.Version + "\x00" + strings.Join(in.Keys, "\x00")
+	key := replyKey{conn: conn, secret: in.Secret, version: in.Version, keys: strings.Join(in.Keys, "\x00")}
 	p.mu.RLock()
 	r, ok := p.replies[key]
 	p.mu.RUnlock()
@@ -94,7 +100,7 @@ func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.
 func (p *fastPath) forget(conn string) {
 	p.mu.Lock()
 	for k := range p.replies {
-		if strings.HasPrefix(k, conn+"\x00") {
+		if k.conn == conn {
 			delete(p.replies, k)
 		}
 	}
