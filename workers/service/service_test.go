@@ -420,3 +420,30 @@ func TestBuiltinSecretChangeSeenEverywhere(t *testing.T) {
 		return true
 	})
 }
+
+// Deleting a connection takes effect at once, even for a cached secret, and
+// takes its built-in secrets with it.
+func TestDeleteConnectionDropsEverything(t *testing.T) {
+	srv := natstest.Server(t)
+	startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	_, c := connect(t, srv.ClientURL())
+	walkthrough(t, c)
+	for i := 0; i < 3; i++ { // warm the cache and the fast path
+		if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adminReq(t, c, events.ResourceConnections, events.VerbDelete, events.NameRequest{Name: "local-bio"}, nil)
+	if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"}); !errors.Is(err, events.ErrNotFound) {
+		t.Fatalf("resolve right after delete: %v, want not_found", err)
+	}
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, localBio, nil)
+	var names events.SecretNames
+	adminReq(t, c, events.ResourceSecrets, events.VerbList, events.SecretListRequest{Connection: "local-bio"}, &names)
+	if len(names.Names) != 0 {
+		t.Fatalf("secrets survived their connection: %v", names.Names)
+	}
+	if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"}); !errors.Is(err, events.ErrNotFound) {
+		t.Fatalf("a recreated connection resolved an old secret: %v", err)
+	}
+}
