@@ -306,3 +306,28 @@ func TestDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestSubjectWithin(t *testing.T) {
+	cases := []struct {
+		filter string
+		of     []string
+		want   bool
+	}{
+		{"logs.app.>", []string{"logs.>"}, true},
+		{"logs.app.web", []string{"logs.>"}, true},
+		{"logs.*.web", []string{"logs.>"}, true},
+		{"logs.>", []string{"logs.>"}, true},
+		{"logs", []string{"logs.>"}, false},
+		{"other.>", []string{"logs.>"}, false},
+		{"logs.app.>", []string{"logs.*"}, false},
+		{"logs.app", []string{"logs.*"}, true},
+		{"logs.*", []string{"logs.app"}, false},
+		{"cloudbridge.v1.>", []string{"logs.>", "audit.>"}, false},
+		{"audit.x", []string{"logs.>", "audit.>"}, true},
+	}
+	for _, tc := range cases {
+		if got := SubjectWithin(tc.filter, tc.of); got != tc.want {
+			t.Errorf("SubjectWithin(%q, %v) = %v, want %v", tc.filter, tc.of, got, tc.want)
+		}
+	}
+}

@@ -230,3 +230,36 @@ type DeadLetter struct {
 	Payload []byte    `json:"payload"`
 	Time    time.Time `json:"time"`
 }
+
+// SubjectWithin reports whether every subject matching filter also matches
+// one of the filters in of: whether a consumer with filter fits a stream
+// capturing of.
+func SubjectWithin(filter string, of []string) bool {
+	for _, o := range of {
+		if subjectSubset(strings.Split(filter, "."), strings.Split(o, ".")) {
+			return true
+		}
+	}
+	return false
+}
+
+func subjectSubset(f, o []string) bool {
+	for i, tok := range f {
+		if i >= len(o) {
+			return false
+		}
+		switch o[i] {
+		case ">":
+			return true
+		case "*":
+			if tok == ">" {
+				return false
+			}
+		default:
+			if tok != o[i] {
+				return false
+			}
+		}
+	}
+	return len(f) == len(o)
+}

@@ -72,6 +72,14 @@ func (r *Registry) PutExport(ctx context.Context, x events.Export) (events.Expor
 	if err := x.Validate(); err != nil {
 		return events.Export{}, err
 	}
+	if len(r.opts.LogsSubjects) > 0 {
+		for i, f := range x.Subjects {
+			if !events.SubjectWithin(f, r.opts.LogsSubjects) {
+				return events.Export{}, events.Errorf(events.CodeBadRequest,
+					"subjects[%d]: %q is outside the logs stream's subjects %v", i, f, r.opts.LogsSubjects)
+			}
+		}
+	}
 	c, err := r.LookupConnection(ctx, x.Connection)
 	if err != nil {
 		return events.Export{}, err

@@ -44,12 +44,16 @@ type Options struct {
 	Prefix string
 	// Replicas of each bucket (1 unless clustered).
 	Replicas int
-	Logger   zerolog.Logger
+	// LogsSubjects, when set, are the subjects the logs stream captures:
+	// an export's subject filters must lie within them.
+	LogsSubjects []string
+	Logger       zerolog.Logger
 }
 
 // Registry reads and writes the KV buckets and keeps a watched in-memory view
 // of connections and exports.
 type Registry struct {
+	opts    Options
 	js      jetstream.JetStream
 	sealer  *seal.Sealer
 	log     zerolog.Logger
@@ -120,7 +124,7 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 	if opts.Replicas <= 0 {
 		opts.Replicas = 1
 	}
-	r := &Registry{js: js, sealer: sealer, log: opts.Logger,
+	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
 		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{}}
 	for _, b := range []struct {
 		dst  **bucket

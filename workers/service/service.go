@@ -98,7 +98,7 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	subjects := events.Subjects{Prefix: cfg.Prefix}
-	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log})
+	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log, LogsSubjects: logsSubjects(cfg)})
 	if err != nil {
 		return err
 	}
@@ -375,4 +375,13 @@ func Run(ctx context.Context, cfg config.Serve, log zerolog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return s.Stop(sctx)
+}
+
+// logsSubjects are the subjects export filters must lie within: the
+// configured ones, unless an existing stream is bound (its own subjects rule).
+func logsSubjects(cfg config.Serve) []string {
+	if cfg.LogsStream != "" {
+		return nil
+	}
+	return cfg.LogsSubjects
 }

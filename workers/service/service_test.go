@@ -233,6 +233,7 @@ func TestErrorCodes(t *testing.T) {
 		{"secret list unknown connection", s.Admin("secrets", "list"), `{"connection":"nope"}`, events.CodeNotFound, "nope"},
 		{"export without sink", s.Admin("exports", "put"), `{"name":"e","connection":"cloud","subjects":["logs.>"]}`, events.CodeBadRequest, "sink"},
 		{"export wrong provider", s.Admin("exports", "put"), `{"name":"e","connection":"local-bio","subjects":["logs.>"],"cloudwatch":{"log_group":"g"}}`, events.CodeBadRequest, "aws"},
+		{"export outside the logs stream", s.Admin("exports", "put"), `{"name":"e","connection":"cloud","subjects":["audit.>"],"cloudwatch":{"log_group":"g"}}`, events.CodeBadRequest, "outside"},
 		{"export get unknown", s.Admin("exports", "get"), `{"name":"nope"}`, events.CodeNotFound, "nope"},
 		{"invalidate bad body", s.Invalidate(), `{"conn":"x"}`, events.CodeBadRequest, "conn"},
 	}
