@@ -273,7 +273,7 @@ func (s *Sink) ensure(ctx context.Context, group, stream string) error {
 		return classify("creating log group", err)
 	}
 	if err == nil {
-		s.log.Info().Str("export", s.export).Str("group", group).Msg("created log group")
+		s.log.Info().Str("export", s.export).Str("log_group", group).Msg("created log group")
 	}
 	if s.cfg.RetentionDays > 0 {
 		days := int32(s.cfg.RetentionDays)
