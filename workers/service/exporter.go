@@ -2,7 +2,9 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"sync"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/nats-io/nats.go"
@@ -23,6 +25,7 @@ import (
 // into one more Apply.
 type reconciler struct {
 	w       *export.Worker
+	gcp     *gcpCredentials
 	state   func() ([]events.Export, map[string]events.Connection)
 	kick    chan struct{}
 	stopped chan struct{}
@@ -31,6 +34,7 @@ type reconciler struct {
 
 func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subjects events.Subjects, cfg config.Serve,
 	log zerolog.Logger, state func() ([]events.Export, map[string]events.Connection)) (*reconciler, error) {
+	gcpCreds := &gcpCredentials{log: log, by: map[string]gcpEntry{}}
 	stream := cfg.LogsStream
 	if stream == "" {
 		stream = "CLOUDBRIDGE_LOGS"
@@ -39,7 +43,7 @@ func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, sub
 		NC: nc, JS: js, Subjects: subjects,
 		LogsStream: stream, LogsSubjects: cfg.LogsSubjects, BindStream: cfg.LogsStream != "",
 		MaxAge: cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
-		Sinks:  export.NewSinkFactory(sinkAWSConfig(log), sinkGCPOptions(log)),
+		Sinks:  export.NewSinkFactory(sinkAWSConfig(log), gcpCreds.options),
 		Logger: log,
 	})
 	if err != nil {
@@ -49,7 +53,7 @@ func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, sub
 		return nil, fmt.Errorf("starting log export: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	r := &reconciler{w: w, state: state, kick: make(chan struct{}, 1), stopped: make(chan struct{}), cancel: cancel}
+	r := &reconciler{w: w, gcp: gcpCreds, state: state, kick: make(chan struct{}, 1), stopped: make(chan struct{}), cancel: cancel}
 	go r.loop(rctx)
 	return r, nil
 }
@@ -84,7 +88,9 @@ func (r *reconciler) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return r.w.Stop(ctx)
+	err := r.w.Stop(ctx)
+	r.gcp.Close()
+	return err
 }
 
 // sinkAWSConfig gives a CloudWatch sink the SDK config of its connection,
@@ -95,14 +101,50 @@ func sinkAWSConfig(log zerolog.Logger) func(context.Context, events.Connection) 
 	}
 }
 
-// sinkGCPOptions gives a Cloud Logging sink the client options of its
-// connection: endpoint and the connection's own token source.
-func sinkGCPOptions(log zerolog.Logger) func(context.Context, events.Connection) ([]option.ClientOption, error) {
-	return func(ctx context.Context, c events.Connection) ([]option.ClientOption, error) {
-		p, err := gcp.New(ctx, c, gcp.WithLogger(log))
-		if err != nil {
-			return nil, err
+// gcpCredentials keeps one GCP provider per connection for the Cloud Logging
+// sinks, so every sink of a connection shares its token cache, and a changed
+// connection gets a new one; Close releases them all.
+type gcpCredentials struct {
+	log zerolog.Logger
+	mu  sync.Mutex
+	by  map[string]gcpEntry
+}
+
+type gcpEntry struct {
+	fingerprint string
+	p           *gcp.Provider
+}
+
+// options gives a Cloud Logging sink the client options of its connection:
+// endpoint and the connection's own token source.
+func (g *gcpCredentials) options(ctx context.Context, c events.Connection) ([]option.ClientOption, error) {
+	fp, err := json.Marshal(c.GCP)
+	if err != nil {
+		return nil, fmt.Errorf("fingerprinting connection %s: %w", c.Name, err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if e, ok := g.by[c.Name]; ok {
+		if e.fingerprint == string(fp) {
+			return e.p.ClientOptions(), nil
 		}
-		return p.ClientOptions(), nil
+		_ = e.p.Close()
+		delete(g.by, c.Name)
+	}
+	p, err := gcp.New(ctx, c, gcp.WithLogger(g.log))
+	if err != nil {
+		return nil, err
+	}
+	g.by[c.Name] = gcpEntry{fingerprint: string(fp), p: p}
+	return p.ClientOptions(), nil
+}
+
+// Close releases every provider.
+func (g *gcpCredentials) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for name, e := range g.by {
+		_ = e.p.Close()
+		delete(g.by, name)
 	}
 }
