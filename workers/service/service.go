@@ -146,8 +146,8 @@ func (s *Service) start(ctx context.Context) error {
 			return err
 		}
 	}
-	log.Info().Str("nats", s.nc.ConnectedUrlRedacted()).Bool("embedded", s.embedded != nil).
-		Str("service", s.svc.Info().ID).Str("key_id", sealer.CurrentID()).Msg("cloudbridge worker started")
+	log.Info().Str("nats", s.ClientURL()).Bool("embedded", s.embedded != nil).Str("http", s.HTTPAddr()).
+		Str("instance", s.svc.Info().ID).Str("key_id", sealer.CurrentID()).Msg("cloudbridge worker started")
 	return nil
 }
 
