@@ -234,13 +234,18 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket
 // Ready reports whether the buckets are bound and the initial state loaded.
 func (r *Registry) Ready() bool { return r.ready.Load() }
 
-// Stop stops the watchers.
-func (r *Registry) Stop() {
+// Stop stops the watchers, waiting for them at most until ctx is done.
+func (r *Registry) Stop(ctx context.Context) {
 	r.ready.Store(false)
 	if r.cancel != nil {
 		r.cancel()
 	}
-	r.wg.Wait()
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 func (r *Registry) notify(c Change) {

@@ -283,13 +283,21 @@ func (s *Service) stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("finishing requests in flight: %w", err))
 		}
 	}
+	// Without a server nothing can be acked or unsubscribed: the export
+	// batches are redelivered later, so do not spend the whole deadline.
+	phase := ctx
+	if s.nc != nil && !s.nc.IsConnected() {
+		var cancel context.CancelFunc
+		phase, cancel = context.WithTimeout(ctx, time.Second)
+		defer cancel()
+	}
 	if s.exporter != nil {
-		if err := s.exporter.Stop(ctx); err != nil {
+		if err := s.exporter.Stop(phase); err != nil && s.nc.IsConnected() {
 			errs = append(errs, fmt.Errorf("stopping log export: %w", err))
 		}
 	}
 	if s.reg != nil {
-		s.reg.Stop()
+		s.reg.Stop(phase)
 	}
 	if s.resolver != nil {
 		s.resolver.Close()
@@ -339,6 +347,12 @@ func (s *Service) waitIdle(ctx context.Context) error {
 
 func drain(ctx context.Context, nc *nats.Conn) error {
 	if nc.IsClosed() {
+		return nil
+	}
+	if !nc.IsConnected() {
+		// Nothing can be drained without a server: waiting would only burn
+		// the shutdown deadline.
+		nc.Close()
 		return nil
 	}
 	closed := make(chan struct{})
