@@ -448,3 +448,39 @@ func TestDeleteConnectionDropsEverything(t *testing.T) {
 		t.Fatalf("a recreated connection resolved an old secret: %v", err)
 	}
 }
+
+// A configured prefix moves every subject, and two deployments with
+// different prefixes share one NATS without seeing each other.
+func TestPrefixSeparatesDeployments(t *testing.T) {
+	srv := natstest.Server(t)
+	key := newMasterKey(t)
+	acme := joinedConfig(srv.ClientURL(), key)
+	acme.Prefix = "acme.cb"
+	acme.LogsSubjects = []string{"acme-logs.>"} // streams may not overlap
+	startWorker(t, acme)
+	startWorker(t, joinedConfig(srv.ClientURL(), key))
+	nc, def := connect(t, srv.ClientURL())
+	c := events.NewClient(nc, "acme.cb")
+	walkthrough(t, c)
+	got, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"})
+	if err != nil {
+		t.Fatalf("resolve under the acme.cb prefix: %v", err)
+	}
+	if p, _ := got.String("password"); p != "password01" {
+		t.Fatalf("password %q", p)
+	}
+	if _, err := resolveReq(def, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"}); !errors.Is(err, events.ErrNotFound) {
+		t.Fatalf("the default deployment sees acme's connection: %v", err)
+	}
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, subject := range map[string]string{"ACME_CB_LOGS": "acme-logs.>", "ACME_CB_DEAD": "acme.cb.v1.dead.>",
+		"CLOUDBRIDGE_LOGS": "logs.>", "CLOUDBRIDGE_DEAD": "cloudbridge.v1.dead.>"} {
+		si, err := js.StreamInfo(name)
+		if err != nil || len(si.Config.Subjects) != 1 || si.Config.Subjects[0] != subject {
+			t.Fatalf("stream %s: %v %v", name, si, err)
+		}
+	}
+}
