@@ -241,17 +241,28 @@ type pipeline struct {
 	done  chan struct{}
 }
 
+// flushers is how many batches are delivered at once; one more is filled
+// meanwhile. CloudWatch no longer orders calls by sequence token, and Cloud
+// Logging deduplicates by insertId, so batches may go out side by side.
+const flushers = 2
+
 func newPipeline(r *runner) *pipeline {
-	p := &pipeline{r: r, queue: make(chan *batch), free: make(chan *batch, 2), done: make(chan struct{})}
-	p.free <- &batch{}
-	p.free <- &batch{}
-	go func() {
-		defer close(p.done)
-		for b := range p.queue {
-			r.flush(b)
-			p.free <- b
-		}
-	}()
+	p := &pipeline{r: r, queue: make(chan *batch), free: make(chan *batch, flushers+1), done: make(chan struct{})}
+	for range flushers + 1 {
+		p.free <- &batch{}
+	}
+	var wg sync.WaitGroup
+	for range flushers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range p.queue {
+				r.flush(b)
+				p.free <- b
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(p.done) }()
 	return p
 }
 
