@@ -105,11 +105,7 @@ func (c *connRmCmd) Run(e *env) error {
 	if err := c.request(e, events.ResourceConnections, events.VerbDelete, events.NameRequest{Name: c.Name}, nil); err != nil {
 		return err
 	}
-	if c.JSON {
-		return printJSON(e.stdout, events.Empty{})
-	}
-	fmt.Fprintf(e.stdout, "connection %s deleted\n", c.Name)
-	return nil
+	return c.done(e, "connection %s deleted", c.Name)
 }
 
 type connTestCmd struct {

@@ -93,11 +93,7 @@ func (c *exportRmCmd) Run(e *env) error {
 	if err := c.request(e, events.ResourceExports, events.VerbDelete, events.NameRequest{Name: c.Name}, nil); err != nil {
 		return err
 	}
-	if c.JSON {
-		return printJSON(e.stdout, events.Empty{})
-	}
-	fmt.Fprintf(e.stdout, "export %s deleted\n", c.Name)
-	return nil
+	return c.done(e, "export %s deleted", c.Name)
 }
 
 type logsCmd struct {

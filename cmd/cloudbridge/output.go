@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/cloudbridge/cloudbridge/events"
 )
 
 // printJSON writes v as indented JSON.
@@ -54,4 +56,13 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// done reports a verb that returns nothing: {} with --json, else a sentence.
+func (f *clientFlags) done(e *env, format string, args ...any) error {
+	if f.JSON {
+		return printJSON(e.stdout, events.Empty{})
+	}
+	_, err := fmt.Fprintf(e.stdout, format+"\n", args...)
+	return err
 }

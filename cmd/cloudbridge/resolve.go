@@ -74,11 +74,7 @@ func (c *invalidateCmd) Run(e *env) error {
 	}); err != nil {
 		return err
 	}
-	if c.JSON {
-		return printJSON(e.stdout, events.Empty{})
-	}
-	fmt.Fprintf(e.stdout, "cache entries of %s dropped on every worker\n", c.Conn)
-	return nil
+	return c.done(e, "cache entries of %s dropped on every worker", c.Conn)
 }
 
 type adminCmd struct {

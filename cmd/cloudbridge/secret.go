@@ -38,11 +38,7 @@ func (c *secretPutCmd) Run(e *env) error {
 	if err := c.request(e, events.ResourceSecrets, events.VerbPut, req, nil); err != nil {
 		return err
 	}
-	if c.JSON {
-		return printJSON(e.stdout, events.Empty{})
-	}
-	fmt.Fprintf(e.stdout, "secret %s stored in %s\n", c.Name, c.Conn)
-	return nil
+	return c.done(e, "secret %s stored in %s", c.Name, c.Conn)
 }
 
 // value builds the secret value from pairs, a file, a prompt or stdin.
@@ -130,9 +126,5 @@ func (c *secretRmCmd) Run(e *env) error {
 	if err := c.request(e, events.ResourceSecrets, events.VerbDelete, events.SecretRef{Connection: c.Conn, Name: c.Name}, nil); err != nil {
 		return err
 	}
-	if c.JSON {
-		return printJSON(e.stdout, events.Empty{})
-	}
-	fmt.Fprintf(e.stdout, "secret %s deleted from %s\n", c.Name, c.Conn)
-	return nil
+	return c.done(e, "secret %s deleted from %s", c.Name, c.Conn)
 }
