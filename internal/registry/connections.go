@@ -156,17 +156,6 @@ func (r *Registry) DeleteConnection(ctx context.Context, name string) error {
 	if err := r.deleteSecretsOf(ctx, name); err != nil {
 		return err
 	}
-	r.waitKeyGone(ctx, name)
+	r.conns.waitLatest(ctx)
 	return nil
-}
-
-// waitKeyGone waits until the watched view no longer has the connection.
-func (r *Registry) waitKeyGone(ctx context.Context, name string) {
-	st, err := r.conns.kv.Status(ctx)
-	if err != nil {
-		return
-	}
-	if si, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo }); ok {
-		r.conns.waitSeen(ctx, si.StreamInfo().State.LastSeq)
-	}
 }

@@ -108,11 +108,6 @@ func (r *Registry) DeleteExport(ctx context.Context, name string) error {
 	if err := r.exports.kv.Purge(ctx, name); err != nil {
 		return translate("deleting export", err)
 	}
-	st, err := r.exports.kv.Status(ctx)
-	if err == nil {
-		if si, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo }); ok {
-			r.exports.waitSeen(ctx, si.StreamInfo().State.LastSeq)
-		}
-	}
+	r.exports.waitLatest(ctx)
 	return nil
 }

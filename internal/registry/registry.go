@@ -111,6 +111,18 @@ func (b *bucket) waitSeen(ctx context.Context, rev uint64) {
 	}
 }
 
+// waitLatest waits until the watcher has applied the bucket's last write,
+// a delete included (which returns no revision to wait for).
+func (b *bucket) waitLatest(ctx context.Context) {
+	st, err := b.kv.Status(ctx)
+	if err != nil {
+		return
+	}
+	if si, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo }); ok {
+		b.waitSeen(ctx, si.StreamInfo().State.LastSeq)
+	}
+}
+
 // BucketName is the name of a bucket under prefix.
 func BucketName(prefix, what string) string {
 	if prefix == "" {
