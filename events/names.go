@@ -1,7 +1,6 @@
 package events
 
 import (
-	"fmt"
 	"regexp"
 	"strings"
 )
@@ -105,11 +104,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "") + "…"
-}
-
-func fieldf(parent, child string) string {
-	if parent == "" {
-		return child
-	}
-	return fmt.Sprintf("%s.%s", parent, child)
 }
