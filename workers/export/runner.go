@@ -291,7 +291,6 @@ type batch struct {
 	out   []logevent.Outcome
 	bytes int
 	sent  int // records handed to the sink
-	lag   uint64
 }
 
 func (b *batch) empty() bool { return len(b.msgs) == 0 }
