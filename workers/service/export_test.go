@@ -13,6 +13,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/cloudwatchfake"
 	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/schemas"
 )
 
 // Log export through the whole worker: an export block put over admin, events
@@ -104,6 +105,9 @@ func TestLogExportEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("result events: %v after %d events", err, total)
 		}
+		if err := schemas.Validate("exported-event", msg.Data); err != nil {
+			t.Fatalf("result event %s: %v", msg.Data, err)
+		}
 		var ev events.ExportedEvent
 		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Export != "cw-app" {
 			t.Fatalf("result event %s: %v", msg.Data, err)
@@ -118,6 +122,9 @@ func TestLogExportEndToEnd(t *testing.T) {
 	msg, err := dead.NextMsg(10 * time.Second)
 	if err != nil {
 		t.Fatalf("no dead letter: %v", err)
+	}
+	if err := schemas.Validate("dead-letter", msg.Data); err != nil {
+		t.Fatalf("dead letter %s: %v", msg.Data, err)
 	}
 	var dl events.DeadLetter
 	if err := json.Unmarshal(msg.Data, &dl); err != nil || dl.Reason == "" || dl.Subject != "logs.app.web" || dl.Seq == 0 {
