@@ -3,11 +3,11 @@ package deploy
 import (
 	_ "embed"
 	"errors"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -32,7 +32,7 @@ var SampleUsers = map[string]string{
 // StartSampleServer starts an in-process nats-server from the sample
 // configuration, on a random loopback port, JetStream in t.TempDir(),
 // monitoring off, shut down when the test ends.
-func StartSampleServer(t testing.TB) *server.Server {
+func StartSampleServer(t testenv.TB) *server.Server {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "nats-server.conf")
@@ -73,7 +73,7 @@ type Client struct {
 
 // ConnectAs connects to s as user with its sample password, closed when the
 // test ends. opts are applied after the credentials.
-func ConnectAs(t testing.TB, s *server.Server, user string, opts ...nats.Option) *Client {
+func ConnectAs(t testenv.TB, s *server.Server, user string, opts ...nats.Option) *Client {
 	t.Helper()
 	pw, ok := SampleUsers[user]
 	if !ok {

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/cloudwatch"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
+	"github.com/cloudbridge/cloudbridge/internal/sink/cloudwatch"
 )
 
 // BenchmarkExportCloudWatch exports 200-byte JSON events to the fake

@@ -13,10 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/cloudwatch"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/sink/cloudwatch"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 // TestManyEventsTwoBlocks: 100,000 events over several subjects reach both

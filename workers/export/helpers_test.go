@@ -19,10 +19,10 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/cloudwatchfake"
-	"github.com/cloudbridge/cloudbridge/internal/loggingfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/cloudwatchfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/loggingfake"
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 const testKeyID = "AKIDEXPORTWORKER01"

@@ -8,9 +8,9 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/cloudlogging"
-	"github.com/cloudbridge/cloudbridge/internal/cloudwatch"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
+	"github.com/cloudbridge/cloudbridge/internal/sink/cloudlogging"
+	"github.com/cloudbridge/cloudbridge/internal/sink/cloudwatch"
 )
 
 // Sink delivers batches of log records of one export block to a cloud.

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/awsfake"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
-	"github.com/cloudbridge/cloudbridge/internal/pgtest"
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/pgtest"
 )
 
 // The platform docs' AWS story end to end: the secret is created in (fake)

@@ -9,9 +9,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/gcpfake"
-	"github.com/cloudbridge/cloudbridge/internal/loggingfake"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/fake/gcpfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/loggingfake"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 // Log export to Cloud Logging through the whole worker, with the

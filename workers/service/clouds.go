@@ -6,9 +6,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	awsprov "github.com/cloudbridge/cloudbridge/internal/aws"
-	"github.com/cloudbridge/cloudbridge/internal/gcp"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
+	awsprov "github.com/cloudbridge/cloudbridge/internal/provider/aws"
+	"github.com/cloudbridge/cloudbridge/internal/provider/gcp"
 )
 
 // cloudFactories returns the factories of the cloud providers.

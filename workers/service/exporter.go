@@ -14,9 +14,9 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	awsprov "github.com/cloudbridge/cloudbridge/internal/aws"
 	"github.com/cloudbridge/cloudbridge/internal/config"
-	"github.com/cloudbridge/cloudbridge/internal/gcp"
+	awsprov "github.com/cloudbridge/cloudbridge/internal/provider/aws"
+	"github.com/cloudbridge/cloudbridge/internal/provider/gcp"
 	"github.com/cloudbridge/cloudbridge/workers/export"
 )
 

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/gcpfake"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/fake/gcpfake"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 // A GCP connection through the whole worker: put (sealed, redacted), test,

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 // mutate damages a valid body the ways hostile clients do.

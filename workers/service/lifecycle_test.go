@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 func httpGet(t *testing.T, url string) (int, string) {

@@ -4,8 +4,9 @@ import (
 	"testing"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
-	"github.com/cloudbridge/cloudbridge/internal/pgtest"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/pgtest"
 )
 
 // The platform docs' story for real: the admin creates user01/password01 and
@@ -14,7 +15,7 @@ import (
 func TestBiodb01LogsInToPostgres(t *testing.T) {
 	servers := []struct {
 		name string
-		pg   func(testing.TB) *pgtest.Server
+		pg   func(testenv.TB) *pgtest.Server
 	}{
 		{"local server on 5432", pgtest.Local},
 		{"private server with scram-sha-256", pgtest.Scram},

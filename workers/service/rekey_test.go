@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 func stopWorker(t *testing.T, w *worker) {

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 func TestWalkthroughOnTwoWorkers(t *testing.T) {

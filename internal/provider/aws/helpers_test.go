@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/awsfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
 )
 
 // isolate keeps the SDK away from the real machine: no shared config files,

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -16,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,7 +37,7 @@ func (s *Server) DSN(user, password, db string) string {
 
 // Local returns the machine's server on 127.0.0.1:5432. It skips the test when
 // the server is not reachable, except under CI (CI=true), where it fails.
-func Local(t testing.TB) *Server {
+func Local(t testenv.TB) *Server {
 	t.Helper()
 	s := &Server{Host: "127.0.0.1", Port: 5432, admin: "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&connect_timeout=5"}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -53,7 +53,7 @@ func Local(t testing.TB) *Server {
 // Scram starts a private PostgreSQL with scram-sha-256 authentication from the
 // installed server binaries, in a temp dir on a free port, stopped when the
 // test ends. It skips when the binaries are missing, except under CI.
-func Scram(t testing.TB) *Server {
+func Scram(t testenv.TB) *Server {
 	t.Helper()
 	bin := binDir()
 	if bin == "" {
@@ -120,7 +120,7 @@ func Scram(t testing.TB) *Server {
 
 // CreateLogin creates (or resets) a login role with password and a database
 // it owns, as the admin would before storing the credentials.
-func (s *Server) CreateLogin(t testing.TB, role, password, db string) {
+func (s *Server) CreateLogin(t testenv.TB, role, password, db string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -179,7 +179,7 @@ func escapeLiteral(s string) string {
 	return string(out)
 }
 
-func unavailable(t testing.TB, why string) {
+func unavailable(t testenv.TB, why string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("%s (required under CI)", why)
@@ -221,7 +221,7 @@ func unprivileged(dir string) (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-func freePort(t testing.TB) int {
+func freePort(t testenv.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

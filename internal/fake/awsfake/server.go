@@ -16,11 +16,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -130,7 +130,7 @@ type Server struct {
 }
 
 // New starts a fake on 127.0.0.1, closed when the test ends.
-func New(t testing.TB) *Server {
+func New(t testenv.TB) *Server {
 	t.Helper()
 	s := &Server{
 		creds:      map[string]*Credentials{},

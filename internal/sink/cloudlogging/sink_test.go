@@ -11,8 +11,8 @@ import (
 	ltype "google.golang.org/genproto/googleapis/logging/type"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/fake/loggingfake"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
-	"github.com/cloudbridge/cloudbridge/internal/loggingfake"
 )
 
 func newSink(t *testing.T, truncate bool) (*Sink, *loggingfake.Fake) {

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/gcpfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/gcpfake"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 

@@ -2,10 +2,10 @@ package gcpfake
 
 import (
 	"encoding/json"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -20,7 +20,7 @@ type Metadata struct {
 
 // StartMetadata starts a metadata server whose default service account is
 // email (known to the fake, so its tokens work on the gRPC services) in project.
-func (s *Server) StartMetadata(t testing.TB, email, project string) *Metadata {
+func (s *Server) StartMetadata(t testenv.TB, email, project string) *Metadata {
 	t.Helper()
 	s.mu.Lock()
 	if _, ok := s.accounts[email]; !ok {

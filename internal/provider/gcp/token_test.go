@@ -12,7 +12,7 @@ import (
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/gcpfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/gcpfake"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 

@@ -18,11 +18,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"net"
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"cloud.google.com/go/iam/credentials/apiv1/credentialspb"
@@ -95,7 +95,7 @@ func Caller(ctx context.Context) (string, bool) {
 }
 
 // New starts the fake; it stops when the test ends.
-func New(t testing.TB, opts ...Option) *Server {
+func New(t testenv.TB, opts ...Option) *Server {
 	t.Helper()
 	s := &Server{
 		accounts:      map[string]*ServiceAccount{},

@@ -15,7 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/cloudwatchfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/cloudwatchfake"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/gcpfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/gcpfake"
 )
 
 const project = "bio-prod"

@@ -2,7 +2,7 @@
 package natstest
 
 import (
-	"testing"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -11,14 +11,14 @@ import (
 
 // Server starts a nats-server with JetStream on a random loopback port, its
 // store in a fresh t.TempDir(), shut down when the test ends.
-func Server(t testing.TB) *server.Server {
+func Server(t testenv.TB) *server.Server {
 	t.Helper()
 	return ServerWith(t, &server.Options{})
 }
 
 // ServerWith starts a server from opts, filling in a random port, JetStream in
 // t.TempDir() (unless opts.StoreDir is set) and no logging.
-func ServerWith(t testing.TB, opts *server.Options) *server.Server {
+func ServerWith(t testenv.TB, opts *server.Options) *server.Server {
 	t.Helper()
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
@@ -47,7 +47,7 @@ func ServerWith(t testing.TB, opts *server.Options) *server.Server {
 }
 
 // Connect connects to s, closed when the test ends.
-func Connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
+func Connect(t testenv.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL(), opts...)
 	if err != nil {
@@ -58,7 +58,7 @@ func Connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 }
 
 // Eventually polls cond until it holds or the deadline passes, then fails the test.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+func Eventually(t testenv.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {

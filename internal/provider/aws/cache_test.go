@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/awsfake"
 	"github.com/cloudbridge/cloudbridge/internal/cache"
-	"github.com/cloudbridge/cloudbridge/internal/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 // clock is a manual clock for the cache.

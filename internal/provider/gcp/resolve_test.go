@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/gcpfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/gcpfake"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
