@@ -1,0 +1,343 @@
+// Package procs runs the real binaries for out-of-process tests: nats-server
+// 2.15 (built from the module's github.com/nats-io/nats-server/v2) as single
+// servers or clusters that can be killed with SIGKILL and restarted on the
+// same ports and store, and cloudbridge workers as processes that can be
+// signalled or killed.
+package procs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
+)
+
+// Binaries are the paths of the built programs.
+type Binaries struct {
+	NATSServer  string
+	Cloudbridge string
+}
+
+// Build builds nats-server and cloudbridge into a fresh directory of the
+// test. The Go build cache makes every build after the first one quick.
+func Build(t testenv.TB) Binaries {
+	t.Helper()
+	dir := t.TempDir()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatalf("finding the module root: %v", err)
+	}
+	b := Binaries{NATSServer: filepath.Join(dir, "nats-server"), Cloudbridge: filepath.Join(dir, "cloudbridge")}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, target := range []struct{ out, pkg string }{
+		{b.NATSServer, "github.com/nats-io/nats-server/v2"},
+		{b.Cloudbridge, "./cmd/cloudbridge"},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command("go", "build", "-o", target.out, target.pkg)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("go build %s: %v\n%s", target.pkg, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+	return b
+}
+
+func moduleRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", fmt.Errorf("no caller information")
+	}
+	// file is <root>/internal/testenv/procs/procs.go
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", "..")), nil
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testenv.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Node is one nats-server process.
+type Node struct {
+	Name        string
+	Port        int
+	ClusterPort int
+	Dir         string
+	t           testenv.TB
+	bin         string
+	conf        string
+	mu          sync.Mutex
+	cmd         *exec.Cmd
+	done        chan struct{}
+	logs        *syncBuffer
+}
+
+// ClientURL is the node's client URL.
+func (n *Node) ClientURL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.Port) }
+
+// Cluster is a set of nats-server processes routed to each other (a single
+// node when it has one).
+type Cluster struct {
+	Nodes []*Node
+	t     testenv.TB
+}
+
+// StartCluster starts size nats-server processes with JetStream, routed into
+// one cluster when size > 1, and waits until JetStream answers on every node.
+// They are killed when the test ends.
+func StartCluster(t testenv.TB, bins Binaries, size int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t}
+	for i := 0; i < size; i++ {
+		n := &Node{Name: fmt.Sprintf("n%d", i+1), Port: FreePort(t), Dir: t.TempDir(), t: t, bin: bins.NATSServer}
+		if size > 1 {
+			n.ClusterPort = FreePort(t)
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	for _, n := range c.Nodes {
+		n.writeConfig(c.Nodes)
+	}
+	for _, n := range c.Nodes {
+		n.Start()
+	}
+	t.Cleanup(func() {
+		for _, n := range c.Nodes {
+			n.Kill()
+		}
+	})
+	c.WaitReady(60 * time.Second)
+	return c
+}
+
+// URLs is every node's client URL, comma-separated, for a client that fails over.
+func (c *Cluster) URLs() string {
+	urls := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		urls[i] = n.ClientURL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// WaitReady waits until every running node answers a JetStream request.
+func (c *Cluster) WaitReady(within time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		for {
+			err := n.jetStreamReady()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("nats-server %s: JetStream not ready after %s: %v\n%s", n.Name, within, err, n.Logs())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+func (n *Node) jetStreamReady() error {
+	nc, err := nats.Connect(n.ClientURL(), nats.Timeout(time.Second), nats.NoReconnect())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = js.AccountInfo(ctx)
+	return err
+}
+
+func (n *Node) writeConfig(all []*Node) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "server_name: %s\nlisten: 127.0.0.1:%d\n", n.Name, n.Port)
+	fmt.Fprintf(&b, "jetstream { store_dir: %q }\n", filepath.Join(n.Dir, "js"))
+	if n.ClusterPort != 0 {
+		var routes []string
+		for _, o := range all {
+			if o != n {
+				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", o.ClusterPort))
+			}
+		}
+		fmt.Fprintf(&b, "cluster { name: cbtest\n listen: 127.0.0.1:%d\n routes: [%s] }\n", n.ClusterPort, strings.Join(routes, ", "))
+	}
+	n.conf = filepath.Join(n.Dir, "nats.conf")
+	if err := os.WriteFile(n.conf, []byte(b.String()), 0o600); err != nil {
+		n.t.Fatalf("writing %s: %v", n.conf, err)
+	}
+}
+
+// Start starts (or restarts) the node on its ports and store.
+func (n *Node) Start() {
+	n.t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		n.t.Fatalf("nats-server %s already running", n.Name)
+	}
+	if n.logs == nil {
+		n.logs = &syncBuffer{}
+	}
+	cmd := exec.Command(n.bin, "-c", n.conf)
+	cmd.Stdout, cmd.Stderr = n.logs, n.logs
+	if err := cmd.Start(); err != nil {
+		n.t.Fatalf("starting nats-server %s: %v", n.Name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	n.cmd, n.done = cmd, done
+}
+
+// Running reports whether the node's process is up.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (n *Node) Kill() {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.cmd = nil
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// Logs is what the node printed so far.
+func (n *Node) Logs() string {
+	if n.logs == nil {
+		return ""
+	}
+	return n.logs.String()
+}
+
+// MasterKey is a fixed test master key (base64 of 32 bytes) for workers that
+// must share sealed records.
+const MasterKey = "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
+
+// Worker is a cloudbridge process.
+type Worker struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	logs *syncBuffer
+}
+
+// StartWorker runs the cloudbridge binary with args (e.g. "serve",
+// "--nats-url", …) and an environment without CLOUDBRIDGE_ variables plus
+// env. It is killed when the test ends.
+func StartWorker(t testenv.TB, bins Binaries, env []string, args ...string) *Worker {
+	t.Helper()
+	w := &Worker{logs: &syncBuffer{}, done: make(chan struct{})}
+	cmd := exec.Command(bins.Cloudbridge, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CLOUDBRIDGE_") && !strings.HasPrefix(kv, "NATS_URL=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stdout, cmd.Stderr = w.logs, w.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting cloudbridge: %v", err)
+	}
+	w.cmd = cmd
+	go func() { w.err = cmd.Wait(); close(w.done) }()
+	t.Cleanup(func() { w.Kill() })
+	return w
+}
+
+// Signal sends sig to the worker.
+func (w *Worker) Signal(sig os.Signal) { _ = w.cmd.Process.Signal(sig) }
+
+// Kill sends SIGKILL and waits for the process to end.
+func (w *Worker) Kill() {
+	_ = w.cmd.Process.Signal(syscall.SIGKILL)
+	<-w.done
+}
+
+// Wait waits up to within for the worker to exit and returns its exit code
+// (-1 when it did not exit in time or was killed by a signal).
+func (w *Worker) Wait(within time.Duration) (code int, exited bool) {
+	select {
+	case <-w.done:
+	case <-time.After(within):
+		return -1, false
+	}
+	if w.cmd.ProcessState == nil {
+		return -1, true
+	}
+	return w.cmd.ProcessState.ExitCode(), true
+}
+
+// Exited reports whether the worker's process has ended.
+func (w *Worker) Exited() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Logs is what the worker printed so far.
+func (w *Worker) Logs() string { return w.logs.String() }
+
+// syncBuffer is a bytes.Buffer safe for a process writer and test readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
