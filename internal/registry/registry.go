@@ -273,16 +273,18 @@ func isDelete(e jetstream.KeyValueEntry) bool {
 	return e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
 }
 
-// translate maps KV errors to wire sentinels.
+// translate maps KV errors to wire errors whose message is doing (built from
+// names only) and the code; the KV error's own text stays in the cause, for
+// the log, never in a reply.
 func translate(doing string, err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s: %w", doing, events.ErrTimeout)
+		return events.Wrap(events.CodeTimeout, err, "%s: timeout", doing)
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-		return fmt.Errorf("%s: %w", doing, events.ErrNotFound)
+		return events.Wrap(events.CodeNotFound, err, "%s: not found", doing)
 	default:
-		return fmt.Errorf("%s: %w: %w", doing, events.ErrUnavailable, err)
+		return events.Wrap(events.CodeUnavailable, err, "%s: the registry (JetStream KV) is unavailable", doing)
 	}
 }
