@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +39,8 @@ type Change struct {
 
 // Options configure the registry.
 type Options struct {
-	// Prefix names the buckets: <prefix>_connections, _secrets, _exports.
+	// Prefix names the buckets (events.Subjects.Bucket): <prefix>_connections,
+	// _secrets, _exports.
 	Prefix string
 	// Replicas of each bucket (1 unless clustered).
 	Replicas int
@@ -123,14 +123,6 @@ func (b *bucket) waitLatest(ctx context.Context) {
 	}
 }
 
-// BucketName is the name of a bucket under prefix.
-func BucketName(prefix, what string) string {
-	if prefix == "" {
-		prefix = events.DefaultPrefix
-	}
-	return strings.ReplaceAll(prefix, ".", "_") + "_" + what
-}
-
 // Open creates or binds the buckets, idempotently.
 func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts Options) (*Registry, error) {
 	if opts.Replicas <= 0 {
@@ -143,11 +135,11 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 		what string
 		desc string
 	}{
-		{&r.conns, "connections", "cloudbridge connections (sensitive fields sealed)"},
-		{&r.secrets, "secrets", "cloudbridge built-in secrets (sealed)"},
-		{&r.exports, "exports", "cloudbridge log export blocks"},
+		{&r.conns, events.BucketConnections, "cloudbridge connections (sensitive fields sealed)"},
+		{&r.secrets, events.BucketSecrets, "cloudbridge built-in secrets (sealed)"},
+		{&r.exports, events.BucketExports, "cloudbridge log export blocks"},
 	} {
-		name := BucketName(opts.Prefix, b.what)
+		name := events.Subjects{Prefix: opts.Prefix}.Bucket(b.what)
 		kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: name, Description: b.desc,
 			History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas})
 		if err != nil {

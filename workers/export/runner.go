@@ -131,7 +131,7 @@ func (r *runner) session() error {
 		}
 	}
 	cons, err := w.cfg.JS.CreateOrUpdateConsumer(r.fetchCtx, w.cfg.LogsStream, jetstream.ConsumerConfig{
-		Durable:        consumerPrefix + r.name,
+		Durable:        events.ExportConsumer(r.name),
 		Description:    "cloudbridge log export " + r.name,
 		FilterSubjects: r.spec.exp.Subjects,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
