@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -365,21 +366,7 @@ func checkEndpoint(field, s string) error {
 }
 
 func fieldIdx(field string, i int) string {
-	return field + "[" + itoa(i) + "]"
-}
-
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var b [20]byte
-	n := len(b)
-	for i > 0 {
-		n--
-		b[n] = byte('0' + i%10)
-		i /= 10
-	}
-	return string(b[n:])
+	return field + "[" + strconv.Itoa(i) + "]"
 }
 
 // Redact returns a copy of the connection with every sensitive field replaced by Redacted.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -42,7 +43,7 @@ func jsonProblem(err error) string {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se):
-		return "malformed JSON at byte " + itoa(int(se.Offset))
+		return "malformed JSON at byte " + strconv.FormatInt(se.Offset, 10)
 	case errors.As(err, &te):
 		f := te.Field
 		if f == "" {

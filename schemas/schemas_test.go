@@ -65,6 +65,7 @@ var nestedTypes = map[string]string{
 // notMessages are struct types of events that never go on the wire.
 var notMessages = map[string]bool{
 	"Client":   true,
+	"CodeInfo": true, // a row of the error table (events.ErrorTable)
 	"Subjects": true,
 }
 

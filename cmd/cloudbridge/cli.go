@@ -72,21 +72,14 @@ type usageError struct{ err error }
 func (u usageError) Error() string { return u.err.Error() }
 func (u usageError) Unwrap() error { return u.err }
 
-// Exit codes: 0 success, 1 failure without a wire code, 2 usage, and one per
-// wire error code.
-var exitCodes = map[events.Code]int{
-	events.CodeBadRequest: 10, events.CodeUnauthorized: 11, events.CodeForbidden: 12, events.CodeNotFound: 13,
-	events.CodeTooLarge: 14, events.CodeThrottled: 15, events.CodeInternal: 16, events.CodeUnavailable: 17,
-	events.CodeTimeout: 18,
-}
-
-const cliDescription = `cloudbridge resolves data-connection credentials from AWS Secrets Manager, Google Secret
+// cliDescription is the top of --help; its exit codes come from the error
+// table of package events.
+var cliDescription = `cloudbridge resolves data-connection credentials from AWS Secrets Manager, Google Secret
 Manager or its own encrypted store, vends short-lived cloud credentials, and exports log
 streams to CloudWatch Logs and Google Cloud Logging, as a service on NATS.
 
 Every flag has an environment twin CLOUDBRIDGE_<FLAG>, e.g. --nats-url and CLOUDBRIDGE_NATS_URL.
-Exit codes: 0 ok, 1 error, 2 usage, 10 bad_request, 11 unauthorized, 12 forbidden, 13 not_found,
-14 too_large, 15 throttled, 16 internal, 17 unavailable, 18 timeout.`
+Exit codes: ` + events.ExitCodesHelp() + "."
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var c cli
@@ -142,10 +135,7 @@ func report(stderr io.Writer, err error) int {
 	var we *events.Error
 	if errors.As(err, &we) {
 		fmt.Fprintf(stderr, "cloudbridge: %s: %s\n", we.Code, err.Error())
-		if c, ok := exitCodes[we.Code]; ok {
-			return c
-		}
-		return 1
+		return we.Code.ExitCode()
 	}
 	fmt.Fprintf(stderr, "cloudbridge: %v\n", err)
 	return 1

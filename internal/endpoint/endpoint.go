@@ -168,11 +168,16 @@ func (r *Runner) logOutcome(name, subject string, f Fields, code string, d time.
 	case "ok":
 		ev = r.log.Debug()
 	case string(events.CodeInternal):
-		ev = r.log.Error().AnErr("err", err)
+		ev = r.log.Error()
 	case string(events.CodeUnavailable), string(events.CodeTimeout), string(events.CodeThrottled):
-		ev = r.log.Warn().Str("err", events.AsWire(err).Message)
+		ev = r.log.Warn()
 	default:
-		ev = r.log.Info().Str("err", events.AsWire(err).Message)
+		ev = r.log.Info()
+	}
+	if err != nil && ev.Enabled() {
+		// The full cause (the NATS, SDK or registry error behind the wire
+		// error) goes to the log; the reply carried the safe message only.
+		ev = ev.Str("err", events.Detail(err))
 	}
 	if ev == nil || !ev.Enabled() {
 		return

@@ -242,7 +242,7 @@ func counter(name, label string) float64 {
 
 func consumerPending(t testing.TB, js jetstream.JetStream, export string) (ackPending int, pending uint64) {
 	t.Helper()
-	c, err := js.Consumer(context.Background(), DefaultLogsStream, consumerPrefix+export)
+	c, err := js.Consumer(context.Background(), DefaultLogsStream, events.ExportConsumer(export))
 	if err != nil {
 		return -1, 0
 	}

@@ -20,9 +20,6 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
 )
 
-// statusDropped marks a record below min_level: acked, counted, not sent.
-const statusDropped logevent.Status = 100
-
 // runner runs one export block: fetch, batch, deliver, ack.
 type runner struct {
 	w    *Worker
@@ -131,7 +128,7 @@ func (r *runner) session() error {
 		}
 	}
 	cons, err := w.cfg.JS.CreateOrUpdateConsumer(r.fetchCtx, w.cfg.LogsStream, jetstream.ConsumerConfig{
-		Durable:        consumerPrefix + r.name,
+		Durable:        events.ExportConsumer(r.name),
 		Description:    "cloudbridge log export " + r.name,
 		FilterSubjects: r.spec.exp.Subjects,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -332,7 +329,7 @@ func (r *runner) prepare(msg jetstream.Msg) (logevent.Record, logevent.Outcome, 
 	case rec.Empty:
 		return rec, logevent.Outcome{Status: logevent.Dead, Reason: events.DeadInvalid, Detail: "empty message"}, 0
 	case logevent.Below(rec.Level, r.spec.exp.MinLevel):
-		return rec, logevent.Outcome{Status: statusDropped}, 0
+		return rec, logevent.Outcome{Status: logevent.Dropped}, 0
 	}
 	return rec, logevent.Outcome{}, r.sink.Size(&rec)
 }
@@ -393,7 +390,7 @@ func (r *runner) settle(b *batch, start time.Time) {
 				ev.FirstSeq = rec.Seq
 			}
 			ev.LastSeq = max(ev.LastSeq, rec.Seq)
-		case statusDropped:
+		case logevent.Dropped:
 			r.mDropped.Inc()
 		case logevent.RetryLater:
 			ahead := rec.Time.Sub(now)
@@ -412,7 +409,7 @@ func (r *runner) settle(b *batch, start time.Time) {
 	ev.Dead = len(dead)
 	for i, m := range b.msgs {
 		switch b.out[i].Status {
-		case logevent.Delivered, statusDropped:
+		case logevent.Delivered, logevent.Dropped:
 			_ = m.Ack()
 		case logevent.Dead:
 			if deadOK[i] {
@@ -505,7 +502,7 @@ func (r *runner) deadLetterChunk(b *batch, idx []int, ok map[int]bool) {
 func (r *runner) abandon(b *batch) {
 	n := 0
 	for i, m := range b.msgs {
-		if b.out[i].Status != statusDropped {
+		if b.out[i].Status != logevent.Dropped {
 			_ = m.Nak()
 			n++
 		}
