@@ -282,6 +282,9 @@ func translate(doing string, err error) error {
 		return fmt.Errorf("%s: %w", doing, events.ErrTimeout)
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		return fmt.Errorf("%s: %w", doing, events.ErrNotFound)
+	case errors.Is(err, jetstream.ErrInvalidKey):
+		// A name that cannot be a key names nothing stored.
+		return fmt.Errorf("%s: %w", doing, events.ErrNotFound)
 	default:
 		return fmt.Errorf("%s: %w: %w", doing, events.ErrUnavailable, err)
 	}
