@@ -352,8 +352,8 @@ func TestSecretsPutListDelete(t *testing.T) {
 		t.Fatalf("overwrite: %q rev %d → %d", after.Value, before.Revision, after.Revision)
 	}
 
-	wantCode(t, r.PutSecret(c, "a", "db01", []byte(`"x"`)), events.CodeBadRequest)    // not builtin
-	wantCode(t, r.PutSecret(c, "nope", "db01", []byte(`"x"`)), events.CodeNotFound)   // no connection
+	wantCode(t, r.PutSecret(c, "a", "db01", []byte(`"x"`)), events.CodeBadRequest)  // not builtin
+	wantCode(t, r.PutSecret(c, "nope", "db01", []byte(`"x"`)), events.CodeNotFound) // no connection
 	wantCode(t, func() error { _, err := r.SecretNames(c, "nope"); return err }(), events.CodeNotFound)
 	wantCode(t, func() error { _, err := r.Secret(c, "b", "missing"); return err }(), events.CodeNotFound)
 	wantCode(t, r.DeleteSecret(c, "b", "missing"), events.CodeNotFound)
