@@ -98,6 +98,9 @@ func (r *Registry) Connections() []events.Connection {
 // PutConnection validates and stores a connection, sealed. Sensitive fields
 // given as events.Redacted keep their stored values.
 func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (events.Connection, error) {
+	if err := events.CheckName("name", c.Name); err != nil {
+		return events.Connection{}, err
+	}
 	prev, err := r.LookupConnection(ctx, c.Name)
 	var prevp *events.Connection
 	switch {

@@ -276,6 +276,9 @@ func translate(doing string, err error) error {
 		return events.Wrap(events.CodeTimeout, err, "%s: timeout", doing)
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		return events.Wrap(events.CodeNotFound, err, "%s: not found", doing)
+	case errors.Is(err, jetstream.ErrInvalidKey):
+		// A name that cannot be a key names nothing stored.
+		return events.Wrap(events.CodeNotFound, err, "%s: not found", doing)
 	default:
 		return events.Wrap(events.CodeUnavailable, err, "%s: the registry (JetStream KV) is unavailable", doing)
 	}
