@@ -118,9 +118,7 @@ func TestInvalidDocumentsAreRejected(t *testing.T) {
 			v := goTypes[tc.schema]()
 			werr := events.Decode([]byte(tc.doc), v)
 			if werr == nil {
-				if val, ok := v.(validator); ok {
-					werr = val.Validate()
-				}
+				werr = workerValidate(v)
 			}
 			if werr == nil {
 				t.Errorf("schema rejects it but the worker's decode and Validate accept it")
@@ -270,10 +268,8 @@ func TestValidDocumentsAreAccepted(t *testing.T) {
 			if err := events.Decode([]byte(tc.doc), v); err != nil {
 				t.Fatalf("worker's decode rejects it: %v", err)
 			}
-			if val, ok := v.(validator); ok {
-				if err := val.Validate(); err != nil {
-					t.Fatalf("worker's Validate rejects it: %v", err)
-				}
+			if err := workerValidate(v); err != nil {
+				t.Fatalf("worker's Validate rejects it: %v", err)
 			}
 		})
 	}
