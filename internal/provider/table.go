@@ -78,7 +78,7 @@ func (t *Table) Validate(c *events.Connection) error {
 	}
 	var others []string
 	for _, o := range t.kinds {
-		if o != k && o.HasBlock(c) {
+		if o.Name() != k.Name() && o.HasBlock(c) {
 			others = append(others, o.Name())
 		}
 	}
