@@ -427,7 +427,7 @@ func TestEnumsMatchEvents(t *testing.T) {
 		{"defs", "/$defs/code/enum", codes},
 		{"defs", "/$defs/level/enum", events.Levels},
 		{"dead-letter", "/properties/reason/enum", deadReasons},
-		{"connection", "/properties/provider/enum", []string{events.ProviderAWS, events.ProviderGCP, events.ProviderBuiltin}},
+		{"connection", "/properties/provider/enum", all.Table.Names()},
 		{"connection", "/$defs/aws/properties/auth/enum", []string{events.AWSAuthAccessKey, events.AWSAuthTaskRole, events.AWSAuthDefault}},
 		{"connection", "/$defs/gcp/properties/auth/enum", []string{events.GCPAuthServiceAccountKey, events.GCPAuthImpersonation, events.GCPAuthDefault}},
 		{"token-reply", "/properties/provider/enum", []string{events.ProviderAWS, events.ProviderGCP}},
