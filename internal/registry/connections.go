@@ -95,8 +95,10 @@ func (r *Registry) Connections() []events.Connection {
 	return out
 }
 
-// PutConnection validates and stores a connection, sealed. Sensitive fields
-// given as events.Redacted keep their stored values.
+// PutConnection validates and stores a connection, sealed, through the
+// provider table (Options.Providers). Sensitive fields given as
+// events.Redacted keep their stored values, unless the put changes a field
+// that routes credentials: that is a bad_request.
 func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (events.Connection, error) {
 	if err := events.CheckName("name", c.Name); err != nil {
 		return events.Connection{}, err
@@ -111,10 +113,10 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 		return events.Connection{}, err
 	}
 	c.Normalize()
-	if err := c.Validate(); err != nil {
+	if err := r.opts.Providers.Validate(&c); err != nil {
 		return events.Connection{}, err
 	}
-	if err := c.KeepRedacted(prevp); err != nil {
+	if err := r.opts.Providers.KeepRedacted(&c, prevp); err != nil {
 		return events.Connection{}, err
 	}
 	if prevp != nil && prevp.Provider != c.Provider {
@@ -127,7 +129,7 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 	if err != nil {
 		return events.Connection{}, fmt.Errorf("encoding connection: %w", err)
 	}
-	val, err := r.sealValue(r.conns.name, c.Name, pt, c.Redact())
+	val, err := r.sealValue(r.conns.name, c.Name, pt, r.opts.Providers.Redact(c))
 	if err != nil {
 		return events.Connection{}, err
 	}

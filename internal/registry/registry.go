@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 )
 
@@ -48,6 +49,17 @@ type Options struct {
 	// an export's subject filters must lie within them.
 	LogsSubjects []string
 	Logger       zerolog.Logger
+	// Providers checks, redacts and keeps the redacted fields of connections
+	// put (default: all.Table, every provider of the worker).
+	Providers Providers
+}
+
+// Providers is what the registry needs of the provider table
+// (internal/provider.Table).
+type Providers interface {
+	Validate(c *events.Connection) error
+	KeepRedacted(c, prev *events.Connection) error
+	Redact(c events.Connection) events.Connection
 }
 
 // Registry reads and writes the KV buckets and keeps a watched in-memory view
@@ -127,6 +139,9 @@ func (b *bucket) waitLatest(ctx context.Context) {
 func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts Options) (*Registry, error) {
 	if opts.Replicas <= 0 {
 		opts.Replicas = 1
+	}
+	if opts.Providers == nil {
+		opts.Providers = all.Table
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
 		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{}}

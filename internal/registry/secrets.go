@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
 func secretKey(conn, name string) string { return conn + "." + name }
@@ -22,11 +23,9 @@ func (r *Registry) applySecret(e jetstream.KeyValueEntry) {
 	r.notify(Change{Kind: KindSecret, Conn: conn, Name: name, Deleted: isDelete(e)})
 }
 
-// StoredSecret is a built-in secret's value and its revision.
-type StoredSecret struct {
-	Value    []byte
-	Revision uint64
-}
+// StoredSecret is a built-in secret's value and its revision (the type the
+// builtin provider reads through provider.SecretStore).
+type StoredSecret = provider.StoredSecret
 
 // PutSecret stores a built-in secret of a builtin connection, sealed.
 func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byte) error {

@@ -11,12 +11,33 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
-	"github.com/cloudbridge/cloudbridge/internal/registry"
 )
 
 // Store is what the provider needs of the registry.
-type Store interface {
-	Secret(ctx context.Context, conn, name string) (registry.StoredSecret, error)
+type Store = provider.SecretStore
+
+// Kind is the builtin provider's entry in the provider table. A builtin
+// connection has no block and nothing sensitive: its secrets are records of
+// their own, sealed by the registry.
+var Kind provider.Kind = kind{}
+
+type kind struct{}
+
+func (kind) Name() string                                 { return events.ProviderBuiltin }
+func (kind) HasBlock(*events.Connection) bool             { return false }
+func (kind) Validate(*events.Connection) error            { return nil }
+func (kind) Redact(c events.Connection) events.Connection { return c }
+func (kind) Redacted(*events.Connection) []string         { return nil }
+func (kind) KeepRedacted(_, _ *events.Connection) error   { return nil }
+func (kind) Routing(*events.Connection) []provider.Field  { return nil }
+
+func (kind) Factory(env provider.Env) provider.Factory {
+	return func(_ context.Context, c events.Connection) (provider.Resolver, error) {
+		if env.Secrets == nil {
+			return nil, events.Errorf(events.CodeInternal, "connection %q: no built-in store", c.Name)
+		}
+		return New(env.Secrets, c.Name), nil
+	}
 }
 
 // Provider resolves the built-in secrets of one connection.

@@ -48,8 +48,8 @@ func (p *Provider) keyCredentials(key []byte, scopes []string) (*auth.Credential
 
 // checkKey parses the key's identity and private key, so an unusable key is
 // reported when the connection is built, not on first use.
-func checkKey(raw []byte) (*events.ServiceAccountKey, error) {
-	k, err := events.ParseServiceAccountKey(raw)
+func checkKey(raw []byte) (*ServiceAccountKey, error) {
+	k, err := ParseServiceAccountKey(raw)
 	if err != nil {
 		return nil, err
 	}

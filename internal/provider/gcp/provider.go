@@ -123,7 +123,7 @@ func New(ctx context.Context, conn events.Connection, opts ...Option) (*Provider
 	if conn.GCP == nil {
 		return nil, events.Errorf(events.CodeBadRequest, "gcp: required with provider gcp")
 	}
-	if err := conn.GCP.Validate(); err != nil {
+	if err := validate(conn.GCP); err != nil {
 		return nil, err
 	}
 	ep, err := parseEndpoint(conn.GCP.Endpoint)
