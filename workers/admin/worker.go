@@ -64,6 +64,13 @@ func New(subjects events.Subjects, reg Registry, inv Invalidator, runner *endpoi
 	return &Worker{subjects: subjects, reg: reg, inv: inv, runner: runner, prov: all.Table}
 }
 
+// WithProviders makes the worker check connections with p (the worker's
+// table with its endpoint allowlist) in place of all.Table.
+func (w *Worker) WithProviders(p Providers) *Worker {
+	w.prov = p
+	return w
+}
+
 // Register adds the admin endpoints to the micro service.
 func (w *Worker) Register(svc micro.Service) error {
 	type ep struct {

@@ -25,6 +25,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 	"github.com/cloudbridge/cloudbridge/internal/monitor"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
+	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 	"github.com/cloudbridge/cloudbridge/workers/admin"
@@ -94,7 +95,13 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	subjects := events.Subjects{Prefix: cfg.Prefix}
-	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log, LogsSubjects: logsSubjects(cfg)})
+	allow, err := cfg.Allowlist()
+	if err != nil {
+		return err
+	}
+	table := all.Table.WithEndpoints(allow)
+	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log,
+		LogsSubjects: logsSubjects(cfg), Providers: table})
 	if err != nil {
 		return err
 	}
@@ -102,7 +109,7 @@ func (s *Service) start(ctx context.Context) error {
 	s.runner = endpoint.NewRunner(s.nc, log, cfg.RequestTimeout, cfg.MaxInFlight)
 	factories := providerFactories(log, s.reg, s.factories)
 	s.resolver = resolve.New(resolve.Config{Subjects: subjects, Connections: s.reg, Cache: s.cache,
-		Factories: factories, Runner: s.runner, Logger: log})
+		Factories: factories, Runner: s.runner, Logger: log, Endpoints: table})
 	s.exporter, err = newExporter(ctx, s.nc, js, subjects, cfg, log, func() ([]events.Export, map[string]events.Connection) {
 		return s.reg.Exports(), s.connectionMap()
 	})
@@ -122,7 +129,7 @@ func (s *Service) start(ctx context.Context) error {
 	if err := s.resolver.Register(s.svc); err != nil {
 		return err
 	}
-	if err := admin.New(subjects, s.reg, s.resolver, s.runner).Register(s.svc); err != nil {
+	if err := admin.New(subjects, s.reg, s.resolver, s.runner).WithProviders(table).Register(s.svc); err != nil {
 		return err
 	}
 	// The server has the endpoints' subscriptions once a flush returns: from
