@@ -73,6 +73,11 @@ type Registry struct {
 	secrets *bucket
 	exports *bucket
 
+	// seenGen is the highest generation read or written per bucket/key:
+	// an older record is refused (rollback protection).
+	genMu   sync.Mutex
+	seenGen map[string]uint64
+
 	mu          sync.RWMutex
 	connections map[string]events.Connection
 	exportsByNm map[string]events.Export
@@ -144,7 +149,8 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 		opts.Providers = all.Table
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
-		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{}}
+		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{},
+		seenGen: map[string]uint64{}}
 	for _, b := range []struct {
 		dst  **bucket
 		what string

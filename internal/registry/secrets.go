@@ -33,7 +33,13 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 		return err
 	}
 	key := secretKey(conn, name)
-	val, err := r.sealValue(r.secrets.name, key, value, nil)
+	var floor uint64
+	if e, err := r.secrets.kv.Get(ctx, key); err == nil {
+		floor = storedGen(e.Value())
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return translate("reading secret", err)
+	}
+	val, err := r.sealValue(r.secrets.name, key, floor, value, nil)
 	if err != nil {
 		return err
 	}
@@ -79,9 +85,10 @@ func (r *Registry) secretNames(ctx context.Context, conn string) ([]string, erro
 	return names, nil
 }
 
-// DeleteSecret removes a built-in secret.
+// DeleteSecret removes a built-in secret, even one whose record (or whose
+// connection's record) cannot be opened.
 func (r *Registry) DeleteSecret(ctx context.Context, conn, name string) error {
-	if _, err := r.LookupConnection(ctx, conn); err != nil {
+	if _, _, _, err := r.lookupConnection(ctx, conn); err != nil {
 		return err
 	}
 	key := secretKey(conn, name)

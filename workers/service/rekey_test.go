@@ -43,6 +43,15 @@ func TestRekeyRotatesTheMasterKey(t *testing.T) {
 	if !strings.Contains(w.logs.String(), "unreadable connection record") {
 		t.Fatal("an unreadable record was not logged")
 	}
+	// A rekey without the old key goes on past every record it cannot open
+	// and names them.
+	var failed events.RekeyReply
+	if err := c.Request(context.Background(), c.Subjects().AdminRekey(), events.Empty{}, &failed); err != nil {
+		t.Fatal(err)
+	}
+	if failed.Resealed != 0 || strings.Join(failed.Failed, ",") != "local-bio,local-bio.biodb01" || failed.Current == "" {
+		t.Fatalf("rekey without the old key = %+v", failed)
+	}
 	stopWorker(t, w)
 
 	// New key plus the previous one: reads, then rekey re-seals both records.
@@ -57,7 +66,7 @@ func TestRekeyRotatesTheMasterKey(t *testing.T) {
 	if err := c.Request(ctx, c.Subjects().AdminRekey(), events.Empty{}, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Resealed != 2 || rep.Current == "" {
+	if rep.Resealed != 2 || rep.Current == "" || rep.Failed == nil || len(rep.Failed) != 0 {
 		t.Fatalf("rekey = %+v, want 2 records", rep)
 	}
 	if err := c.Request(ctx, c.Subjects().AdminRekey(), events.Empty{}, &rep); err != nil || rep.Resealed != 0 {
