@@ -135,6 +135,7 @@ func (p *pipeline) submit(b *batch) *batch {
 	if b.empty() {
 		return b
 	}
+	p.r.alive.add(b)
 	p.queue <- b
 	return p.next()
 }

@@ -3,6 +3,7 @@ package export
 import (
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,9 +20,10 @@ import (
 // call carried get their outcome and their messages are acked at once, so a
 // retry resends only what no call accepted yet, and a long retry of one log
 // stream cannot let another stream's accepted messages run out of AckWait and
-// come back. The sink classifies each failed call (internal/sink); the policy
-// is here: backoff (retry.go), keeping messages alive, dead-lettering a
-// refused call's records, and abandoning the batch at the stop deadline.
+// come back; keepAlive extends the AckWait of every message of a batch queued
+// or in delivery. The sink classifies each failed call (internal/sink); the
+// policy is here: backoff (retry.go), dead-lettering a refused call's
+// records, and abandoning the batch at the stop deadline.
 
 // flush delivers the batch, retrying what failed until it is delivered or the
 // stop deadline passes; then it dead-letters, acks, naks and reports, and
@@ -33,7 +35,9 @@ func (r *runner) flush(b *batch) {
 	defer b.reset()
 	start := time.Now()
 	r.mLag.Set(float64(r.lag.Load()))
-	if !r.deliver(b) {
+	ok := r.deliver(b)
+	r.alive.remove(b)
+	if !ok {
 		r.abandon(b)
 		return
 	}
@@ -44,7 +48,6 @@ func (r *runner) flush(b *batch) {
 // the stop deadline passed first.
 func (r *runner) deliver(b *batch) bool {
 	ctx := r.flushCtx
-	lastAlive := time.Now()
 	for attempt := 0; b.sent > 0; {
 		err := r.sink.Write(ctx, b.recs, b.out)
 		if r.ackAccepted(b) > 0 {
@@ -65,10 +68,6 @@ func (r *runner) deliver(b *batch) bool {
 		}
 		metrics.ExportRetries.WithLabelValues(r.name, retryReason(err)).Inc()
 		r.log.Warn().Err(err).Int("attempt", attempt+1).Str("class", f.Class.String()).Msg("delivery failed; retrying")
-		if time.Since(lastAlive) > r.w.cfg.AckWait/3 {
-			r.keepAlive(b)
-			lastAlive = time.Now()
-		}
 		if !sleep(ctx, r.retry.wait(attempt, f, r.w.cfg.AckWait/2)) {
 			return false
 		}
@@ -104,10 +103,57 @@ func (r *runner) refuse(b *batch, f *sink.Failure) int {
 	return n
 }
 
-// keepAlive extends the ack deadline of the messages still waiting for a call.
-func (r *runner) keepAlive(b *batch) {
-	for i, m := range b.msgs {
-		if !b.acked[i] && b.out[i].Status == logevent.Pending {
+// keepAlive keeps the messages of submitted batches alive: every period it
+// sends InProgress for each message of a batch waiting for a flusher or being
+// delivered, so neither a queue behind a slow sink nor a long call or retry
+// lets them run out of AckWait and come back as duplicates. (InProgress on a
+// message already acked does nothing.)
+type keepAlive struct {
+	mu      sync.Mutex
+	batches map[*batch]struct{}
+}
+
+func newKeepAlive() *keepAlive { return &keepAlive{batches: map[*batch]struct{}{}} }
+
+// add starts keeping b's messages alive; b is no longer being filled.
+func (k *keepAlive) add(b *batch) {
+	k.mu.Lock()
+	k.batches[b] = struct{}{}
+	k.mu.Unlock()
+}
+
+// remove stops it, before b's messages are settled and b is reset.
+func (k *keepAlive) remove(b *batch) {
+	k.mu.Lock()
+	delete(k.batches, b)
+	k.mu.Unlock()
+}
+
+// run ticks every period until the returned stop is called.
+func (k *keepAlive) run(period time.Duration) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				k.tick()
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
+}
+
+func (k *keepAlive) tick() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for b := range k.batches {
+		for _, m := range b.msgs {
 			_ = m.InProgress()
 		}
 	}

@@ -31,6 +31,7 @@ type runner struct {
 	sink  Sink
 	lim   limits        // batch limits
 	retry backoff       // retry policy
+	alive *keepAlive    // InProgress for the messages of submitted batches
 	lag   atomic.Uint64 // messages not yet delivered to any worker, at the last message
 
 	mIn, mExported, mDropped prometheus.Counter
@@ -44,6 +45,7 @@ func newRunner(w *Worker, sp spec) *runner {
 		w: w, spec: sp, name: name, done: make(chan struct{}),
 		log:          w.log.With().Str("export", name).Logger(),
 		retry:        backoff{min: w.cfg.RetryMin, max: w.cfg.RetryMax},
+		alive:        newKeepAlive(),
 		mIn:          metrics.ExportEventsIn.WithLabelValues(name),
 		mExported:    metrics.ExportEventsExported.WithLabelValues(name),
 		mDropped:     metrics.ExportDroppedLevel.WithLabelValues(name),
@@ -128,6 +130,8 @@ func (r *runner) session() error {
 	// batch goes to the flusher, and while both batches are busy the handler
 	// blocks, the client stops taking messages and stops pulling once
 	// MaxMessages are outstanding: back-pressure, bounded memory.
+	stopAlive := r.alive.run(w.cfg.AckWait / 3)
+	defer stopAlive()
 	c := &collector{r: r, p: newPipeline(r)}
 	c.b = c.p.next()
 	cc, err := cons.Consume(c.handle, jetstream.PullMaxMessagesWithBytesLimit(r.lim.maxEvents, max(2*r.lim.maxBytes, 16<<20)),
