@@ -48,6 +48,7 @@ func (s *syncBuffer) String() string {
 type harness struct {
 	t      *testing.T
 	nc     *nats.Conn // the requester
+	wnc    *nats.Conn // the worker's connection
 	svc    micro.Service
 	runner *endpoint.Runner
 	logs   *syncBuffer
@@ -72,7 +73,7 @@ func newHarness(t *testing.T, timeout time.Duration, maxInFlight int) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
-	return &harness{t: t, nc: natstest.Connect(t, srv), svc: svc,
+	return &harness{t: t, nc: natstest.Connect(t, srv), wnc: wnc, svc: svc,
 		runner: endpoint.NewRunner(wnc, log, timeout, maxInFlight), logs: logs}
 }
 
@@ -83,7 +84,9 @@ func (h *harness) add(name, subject string, handler micro.Handler) {
 	}
 	// AddEndpoint subscribes on the worker's connection; a round trip there
 	// makes sure the server has the subscription before a request is sent.
-	_ = h.nc.Flush()
+	if err := h.wnc.Flush(); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 func (h *harness) request(subject string, body []byte) *nats.Msg {
