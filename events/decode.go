@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 )
@@ -13,8 +14,9 @@ import (
 const MaxRequestSize = 64 << 10
 
 // Decode reads a request body strictly into v: at most MaxRequestSize bytes,
-// one JSON object, no unknown fields, nothing after it. An empty body reads as
-// {}. Errors are bad_request or too_large.
+// one JSON object, no unknown fields, no name given twice or in another case,
+// nothing after it. An empty body reads as {}. Errors are bad_request or
+// too_large.
 func Decode(data []byte, v any) error {
 	if len(data) > MaxRequestSize {
 		return Errorf(CodeTooLarge, "request body is %d bytes, over the %d-byte limit", len(data), MaxRequestSize)
@@ -34,7 +36,7 @@ func Decode(data []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Errorf(CodeBadRequest, "invalid request body: data after the JSON object")
 	}
-	return nil
+	return checkStrict(data, reflect.TypeOf(v))
 }
 
 // jsonProblem describes a decoding error without echoing large parts of the input.

@@ -242,10 +242,10 @@ func stringValues(v any) []string {
 }
 
 // validDocs are documents the schema must accept although they are not
-// golden examples (their Go re-encoding differs), such as the connection of
-// design.md with its empty optional fields spelled out.
+// golden examples (their Go re-encoding differs), such as the README's
+// connection example ("Connections") with its empty optional fields spelled out.
 var validDocs = []struct{ name, schema, doc string }{
-	{"design.md connection", "connection", `{"name": "aws-sm-bio", "provider": "aws", "groups": ["bio"], "secrets": ["biodb*"],
+	{"README connection, empty fields spelled out", "connection", `{"name": "aws-sm-bio", "provider": "aws", "groups": ["bio"], "secrets": ["biodb*"],
 		"cache": {"ttl": "5m", "max_stale": "1h"},
 		"aws": {"region": "us-east-1", "auth": "access_key", "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "wJalrXUtnFEMI",
 		"session_token": "", "role_arn": "", "external_id": "", "endpoint": ""}}`},

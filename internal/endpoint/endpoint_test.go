@@ -48,7 +48,7 @@ func (s *syncBuffer) String() string {
 type harness struct {
 	t      *testing.T
 	nc     *nats.Conn // the requester
-	wnc    *nats.Conn // the worker's
+	wnc    *nats.Conn // the worker's connection
 	svc    micro.Service
 	runner *endpoint.Runner
 	logs   *syncBuffer
