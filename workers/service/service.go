@@ -136,6 +136,9 @@ func (s *Service) start(ctx context.Context) error {
 	if err := admin.New(subjects, s.reg, s.resolver, s.runner).Register(s.svc); err != nil {
 		return err
 	}
+	if err := admin.NewDead(subjects, js, streamName(cfg.Prefix, "DEAD"), s.runner).Register(s.svc); err != nil {
+		return err
+	}
 	// The server has the endpoints' subscriptions once a flush returns: from
 	// then on, requests find this worker.
 	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
