@@ -164,3 +164,27 @@ func TestCLICases(t *testing.T) {
 		}
 	}
 }
+
+// health probes /readyz: 0 for a ready worker, 1 when nothing answers.
+func TestHealthVerb(t *testing.T) {
+	clearNATSEnv(t)
+	cfg := config.Defaults()
+	httpAddr := freeAddr(t)
+	cfg.Listen, cfg.DataDir, cfg.HTTPAddr = "127.0.0.1:0", t.TempDir(), httpAddr
+	w, err := service.Start(context.Background(), cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = w.Stop(ctx)
+	})
+	_, port, _ := strings.Cut(httpAddr, ":")
+	if out, errOut, code := cb(t, "", "health", "--http-addr", "0.0.0.0:"+port); code != 0 {
+		t.Fatalf("health of a ready worker: exit %d %s %s", code, out, errOut)
+	}
+	if _, errOut, code := cb(t, "", "health", "--http-addr", freeAddr(t), "--timeout", "2s"); code != 1 || !strings.Contains(errOut, "/readyz") {
+		t.Fatalf("health of nothing: exit %d %s", code, errOut)
+	}
+}

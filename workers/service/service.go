@@ -125,7 +125,8 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	s.exporter.Changed()
-	s.svc, err = micro.AddService(s.nc, micro.Config{Name: Name, Version: Version,
+	// The queue group is named after the service (micro's default is "q").
+	s.svc, err = micro.AddService(s.nc, micro.Config{Name: Name, Version: Version, QueueGroup: Name,
 		Description: "cloudbridge: credentials and log export for data platforms"})
 	if err != nil {
 		return fmt.Errorf("registering micro service: %w", err)
