@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/fake/cloudwatchfake"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
@@ -44,6 +46,20 @@ func TestDeadLettersReplayEndToEnd(t *testing.T) {
 	}
 	if out := must("", "dead", "ls", "cw-app"); !strings.Contains(out, "no dead letters") {
 		t.Fatalf("empty dead ls: %s", out)
+	}
+	// On the wire: subjects not HTML-escaped, the queue group named after the service.
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msg, err := nc.Request(events.Subjects{}.Admin(events.ResourceExports, events.VerbGet), []byte(`{"name":"cw-app"}`), 5*time.Second)
+	if err != nil || !strings.Contains(string(msg.Data), `"logs.app.>"`) {
+		t.Fatalf("export get on the wire: %v %s", err, msg.Data)
+	}
+	info, err := nc.Request("$SRV.INFO.cloudbridge", nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(info.Data), `"queue_group":"cloudbridge"`) || strings.Contains(string(info.Data), `"queue_group":"q"`) {
+		t.Fatalf("service info: %v %s", err, info.Data)
 	}
 
 	const n = 5
