@@ -147,6 +147,9 @@ func TestCLICases(t *testing.T) {
 		{[]string{"conn", "ls", "--nats-url", url, "--prefix", "nobody"}, "", 17, "", url},
 		{[]string{"logs", "send", "logs.app.long", "-", "--nats-url", url}, "ok\n" + long, 14, "1 event(s) stored", "1 MiB"},
 		{[]string{"--nats-url", url, "export", "ls"}, "", 0, "no exports", ""},
+		{[]string{"logs", "send", "other.subject", "x", "--nats-url", url}, "", 13, "", "not stored"},
+		{[]string{"invalidate", "nosuch", "--nats-url", url}, "", 13, "", "not_found"},
+		{[]string{"secret", "ls", "nosuch", "--nats-url", url}, "", 13, "", ""},
 		{[]string{"conn", "ls", "--nats-url", url}, "", 0, "no connections", ""},
 		{[]string{"export", "put", "-f", "-", "--nats-url", url}, `{"name":"e1","connection":"nosuch","subjects":["logs.app.>"],"cloudwatch":{"log_group":"g"}}`, 13, "", ""},
 	}
