@@ -125,7 +125,7 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 				"provider: connection %q is used by export %q; changing its provider would break it", c.Name, used[0])
 		}
 	}
-	pt, err := json.Marshal(c)
+	pt, err := events.Marshal(c)
 	if err != nil {
 		return events.Connection{}, fmt.Errorf("encoding connection: %w", err)
 	}

@@ -114,7 +114,8 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	s.exporter.Changed()
-	s.svc, err = micro.AddService(s.nc, micro.Config{Name: Name, Version: Version,
+	// The queue group is named after the service (micro's default is "q").
+	s.svc, err = micro.AddService(s.nc, micro.Config{Name: Name, Version: Version, QueueGroup: Name,
 		Description: "cloudbridge: credentials and log export for data platforms"})
 	if err != nil {
 		return fmt.Errorf("registering micro service: %w", err)
@@ -123,6 +124,9 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	if err := admin.New(subjects, s.reg, s.resolver, s.runner).Register(s.svc); err != nil {
+		return err
+	}
+	if err := admin.NewDead(subjects, js, subjects.DeadStream(), s.runner).Register(s.svc); err != nil {
 		return err
 	}
 	// The server has the endpoints' subscriptions once a flush returns: from
