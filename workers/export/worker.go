@@ -267,7 +267,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.runners = map[string]*runner{}
 	w.mu.Unlock()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(runners))
+	errs := make(chan error, len(runners)+1) // one per runner, and ctx.Err below
 	for _, r := range runners {
 		wg.Add(1)
 		go func() {
