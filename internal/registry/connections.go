@@ -80,7 +80,7 @@ func unreadable(what, name string, err error) error {
 	case errors.Is(err, seal.ErrOpen):
 		why = "its record failed authentication (wrong master key, or tampered)"
 	}
-	return events.Errorf(events.CodeUnavailable, "%s %q cannot be read: %s", what, name, why)
+	return events.Wrap(events.CodeUnavailable, err, "%s %q cannot be read: %s", what, name, why)
 }
 
 // Connections lists the watched connections, sorted by name.
