@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats.go/micro"
@@ -44,8 +45,11 @@ type Worker struct {
 	// built holds each connection's provider, built on first use and dropped
 	// when the connection changes.
 	built map[string]*built
-	sf    singleflight.Group
-	fast  *fastPath
+	// epochs counts each connection's changes: a provider whose build
+	// began under an older epoch is closed, never kept.
+	epochs map[string]uint64
+	sf     singleflight.Group
+	fast   *fastPath
 }
 
 type built struct {
@@ -56,7 +60,7 @@ type built struct {
 
 // New returns a worker.
 func New(cfg Config) *Worker {
-	return &Worker{cfg: cfg, built: map[string]*built{}, fast: newFastPath()}
+	return &Worker{cfg: cfg, built: map[string]*built{}, epochs: map[string]uint64{}, fast: newFastPath()}
 }
 
 // Register adds the worker's endpoints to the micro service.
@@ -87,6 +91,7 @@ func (w *Worker) ConnectionChanged(name string) {
 	w.mu.Lock()
 	b := w.built[name]
 	delete(w.built, name)
+	w.epochs[name]++
 	w.mu.Unlock()
 	w.cfg.Cache.Invalidate(name, "")
 	w.fast.forget(name)
@@ -166,17 +171,42 @@ func checkSecretAllowed(c events.Connection, secret string) error {
 	return nil
 }
 
-// provider returns the connection's provider, building it once.
+// provider returns the connection's provider, building it once. A build
+// that raced with a change of the connection is thrown away and made again
+// from the changed connection, so no provider of an old connection is kept.
 func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, error) {
-	w.mu.Lock()
-	b, ok := w.built[c.Name]
-	w.mu.Unlock()
-	if ok {
-		return b, nil
-	}
-	v, err, _ := w.sf.Do(c.Name, func() (any, error) {
+	for attempt := 0; ; attempt++ {
 		w.mu.Lock()
-		if b, ok := w.built[c.Name]; ok {
+		b, ok := w.built[c.Name]
+		epoch := w.epochs[c.Name]
+		w.mu.Unlock()
+		if ok {
+			return b, nil
+		}
+		b, err := w.build(ctx, c, epoch)
+		if err == nil || !errors.Is(err, errChanged) {
+			return b, err
+		}
+		if attempt >= 3 || ctx.Err() != nil {
+			return nil, events.Errorf(events.CodeUnavailable, "connection %q keeps changing; try again", c.Name)
+		}
+		current, ok := w.cfg.Connections.Connection(c.Name)
+		if !ok {
+			return nil, events.Errorf(events.CodeNotFound, "connection %q not found", c.Name)
+		}
+		c = current
+	}
+}
+
+// errChanged says the connection changed while its provider was built.
+var errChanged = errors.New("connection changed during provider build")
+
+// build makes the provider of c under epoch, one build per connection and
+// epoch at a time.
+func (w *Worker) build(ctx context.Context, c events.Connection, epoch uint64) (*built, error) {
+	v, err, _ := w.sf.Do(c.Name+"\x00"+strconv.FormatUint(epoch, 10), func() (any, error) {
+		w.mu.Lock()
+		if b, ok := w.built[c.Name]; ok && w.epochs[c.Name] == epoch {
 			w.mu.Unlock()
 			return b, nil
 		}
@@ -192,6 +222,11 @@ func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, err
 		nb := &built{conn: c, raw: raw,
 			cached: w.cfg.Cache.Wrap(c.Name, cache.Policy{TTL: c.TTL(), MaxStale: c.MaxStale()}, raw)}
 		w.mu.Lock()
+		if w.epochs[c.Name] != epoch {
+			w.mu.Unlock()
+			closeProvider(raw)
+			return nil, errChanged
+		}
 		w.built[c.Name] = nb
 		w.mu.Unlock()
 		return nb, nil
