@@ -51,6 +51,7 @@ var nestedTypes = map[string]string{
 	"AWSConfig":         "connection",
 	"GCPConfig":         "connection",
 	"CachePolicy":       "connection",
+	"Limits":            "connection",
 	"ServiceAccountKey": "connection",
 	"CloudWatchSink":    "export",
 	"CloudLoggingSink":  "export",
