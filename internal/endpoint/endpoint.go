@@ -1,5 +1,6 @@
 // Package endpoint runs micro endpoint handlers the way every cloudbridge
-// endpoint needs: each request in its own goroutine (bounded), under a
+// endpoint needs: each request in its own goroutine, bounded without ever
+// blocking the subscription (past the bound, throttled at once), under a
 // deadline, with a recovered panic turned into an internal error, the wire
 // error (micro headers and JSON body) sent on failure, one log event and the
 // metrics per outcome, and a Wait that drains requests in flight.
@@ -35,15 +36,16 @@ type Func func(ctx context.Context, req micro.Request, f *Fields) (any, error)
 
 // Runner runs handlers.
 type Runner struct {
-	nc      *nats.Conn
-	log     zerolog.Logger
-	timeout time.Duration
-	sem     chan struct{}
-	wg      sync.WaitGroup
+	nc        *nats.Conn
+	log       zerolog.Logger
+	throttled zerolog.Logger
+	timeout   time.Duration
+	max       int
+	wg        sync.WaitGroup
 }
 
-// NewRunner returns a runner allowing maxInFlight concurrent requests, each
-// under timeout, replying on nc.
+// NewRunner returns a runner allowing maxInFlight concurrent requests per
+// endpoint run by Handler, each under timeout, replying on nc.
 func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runner {
 	if maxInFlight <= 0 {
 		maxInFlight = 1024
@@ -51,20 +53,52 @@ func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFl
 	if timeout <= 0 {
 		timeout = 8 * time.Second
 	}
-	return &Runner{nc: nc, log: log, timeout: timeout, sem: make(chan struct{}, maxInFlight)}
+	// Fast failures come in floods: one log line per second tells the cause.
+	throttled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
+	return &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight}
 }
 
-// Handler adapts fn to a micro handler for endpoint name. When the runner is
-// full the subscription's goroutine waits, which applies back-pressure.
+// Timeout is the deadline of each request.
+func (r *Runner) Timeout() time.Duration { return r.timeout }
+
+// Limiter bounds requests in progress without ever blocking: Enter reserves
+// a place or reports that there is none.
+type Limiter struct{ slots chan struct{} }
+
+// NewLimiter returns a limiter of n places.
+func NewLimiter(n int) *Limiter {
+	if n < 1 {
+		n = 1
+	}
+	return &Limiter{slots: make(chan struct{}, n)}
+}
+
+// Enter reserves a place; release gives it back. ok is false when full.
+func (l *Limiter) Enter() (release func(), ok bool) {
+	select {
+	case l.slots <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-l.slots }) }, true
+	default:
+		return nil, false
+	}
+}
+
+// InUse is the number of places taken.
+func (l *Limiter) InUse() int { return len(l.slots) }
+
+// Handler adapts fn to a micro handler for endpoint name, with a bound of its
+// own (maxInFlight requests at once): past it a request fails at once with
+// throttled, so one busy endpoint never holds up another.
 func (r *Runner) Handler(name string, fn Func) micro.Handler {
-	return micro.HandlerFunc(func(req micro.Request) {
-		r.sem <- struct{}{}
-		r.wg.Add(1)
-		go func() {
-			defer func() { <-r.sem; r.wg.Done() }()
-			r.run(name, fn, req)
-		}()
-	})
+	l := NewLimiter(r.max)
+	return r.Limited(name, nil, func(micro.Request, *Fields) (func(), error) {
+		release, ok := l.Enter()
+		if !ok {
+			return nil, events.Errorf(events.CodeThrottled, "%s: %d requests already in progress in this worker; try again later", name, r.max)
+		}
+		return release, nil
+	}, fn)
 }
 
 // FastFunc tries to answer a request at once, on the subscription's
@@ -72,25 +106,42 @@ func (r *Runner) Handler(name string, fn Func) micro.Handler {
 // hand the request to the regular handler.
 type FastFunc func(req micro.Request, f *Fields) (reply []byte, ok bool)
 
-// Fast adapts fast and fn to a micro handler: fast answers what it can inline
-// (a cache hit), everything else runs as Handler runs it.
-func (r *Runner) Fast(name string, fast FastFunc, fn Func) micro.Handler {
-	slow := r.Handler(name, fn)
+// AdmitFunc decides, on the subscription's goroutine and without blocking,
+// whether a request may run: it returns a release called when the request is
+// done, or the error replied at once.
+type AdmitFunc func(req micro.Request, f *Fields) (release func(), err error)
+
+// Limited adapts fast, admit and fn to a micro handler: fast (when not nil)
+// answers what it can inline (a cache hit, behind no queue); admit bounds the
+// rest without blocking, failing a request at once past its bound; an
+// admitted request runs fn on a goroutine of its own, under the deadline.
+func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) micro.Handler {
 	ok := metrics.Requests.WithLabelValues(name, "ok")
 	latency := metrics.RequestDuration.WithLabelValues(name)
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := time.Now()
 		var f Fields
-		body, done := fast(req, &f)
-		if !done {
-			slow.Handle(req)
+		if fast != nil {
+			if body, done := fast(req, &f); done {
+				_ = req.Respond(body)
+				d := time.Since(start)
+				ok.Inc()
+				latency.Observe(d.Seconds())
+				r.logOutcome(name, req.Subject(), f, "ok", d, nil)
+				return
+			}
+			f = Fields{}
+		}
+		release, err := admit(req, &f)
+		if err != nil {
+			r.reply(name, req, f, start, nil, err)
 			return
 		}
-		_ = req.Respond(body)
-		d := time.Since(start)
-		ok.Inc()
-		latency.Observe(d.Seconds())
-		r.logOutcome(name, req.Subject(), f, "ok", d, nil)
+		r.wg.Add(1)
+		go func() {
+			defer func() { release(); r.wg.Done() }()
+			r.run(name, fn, req, start)
+		}()
 	})
 }
 
@@ -100,7 +151,7 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		r.wg.Add(1)
 		defer r.wg.Done()
-		r.run(name, fn, req)
+		r.run(name, fn, req, time.Now())
 	})
 }
 
@@ -116,12 +167,16 @@ func (r *Runner) Wait(ctx context.Context) error {
 	}
 }
 
-func (r *Runner) run(name string, fn Func, req micro.Request) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
 	defer cancel()
 	var f Fields
 	out, err := r.call(ctx, fn, req, &f)
+	r.reply(name, req, f, start, out, err)
+}
+
+// reply sends out (or err's wire form), and counts and logs the outcome.
+func (r *Runner) reply(name string, req micro.Request, f Fields, start time.Time, out any, err error) {
 	var body []byte
 	if err == nil {
 		body, err = json.Marshal(out)
@@ -169,7 +224,9 @@ func (r *Runner) logOutcome(name, subject string, f Fields, code string, d time.
 		ev = r.log.Debug()
 	case string(events.CodeInternal):
 		ev = r.log.Error().AnErr("err", err)
-	case string(events.CodeUnavailable), string(events.CodeTimeout), string(events.CodeThrottled):
+	case string(events.CodeThrottled):
+		ev = r.throttled.Warn().Str("err", events.AsWire(err).Message)
+	case string(events.CodeUnavailable), string(events.CodeTimeout):
 		ev = r.log.Warn().Str("err", events.AsWire(err).Message)
 	default:
 		ev = r.log.Info().Str("err", events.AsWire(err).Message)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
@@ -50,17 +51,27 @@ type Worker struct {
 	epochs map[string]uint64
 	sf     singleflight.Group
 	fast   *fastPath
+	// bulkheads bound each connection's upstream work.
+	bulkheads map[string]*bulkhead
+	queueWait time.Duration
 }
 
 type built struct {
-	conn   events.Connection
-	raw    provider.Resolver
-	cached provider.Resolver
+	conn events.Connection
+	raw  provider.Resolver
+	// cached is raw behind the connection's bulkhead and the cache.
+	cached   provider.Resolver
+	bulkhead *bulkhead
 }
 
 // New returns a worker.
 func New(cfg Config) *Worker {
-	return &Worker{cfg: cfg, built: map[string]*built{}, epochs: map[string]uint64{}, fast: newFastPath()}
+	wait := 8 * time.Second
+	if cfg.Runner != nil {
+		wait = cfg.Runner.Timeout()
+	}
+	return &Worker{cfg: cfg, built: map[string]*built{}, epochs: map[string]uint64{}, fast: newFastPath(),
+		bulkheads: map[string]*bulkhead{}, queueWait: wait}
 }
 
 // Register adds the worker's endpoints to the micro service.
@@ -72,9 +83,9 @@ func (w *Worker) Register(svc micro.Service) error {
 		handler micro.Handler
 		opts    []micro.EndpointOpt
 	}{
-		{"resolve", s.OpWildcard(events.OpResolve), r.Fast("resolve", w.fastResolve, w.handleResolve), nil},
-		{"test", s.OpWildcard(events.OpTest), r.Handler("test", w.handleTest), nil},
-		{"token", s.OpWildcard(events.OpToken), r.Handler("token", w.handleToken), nil},
+		{"resolve", s.OpWildcard(events.OpResolve), r.Limited("resolve", w.fastResolve, w.admit(events.OpResolve), w.handleResolve), nil},
+		{"test", s.OpWildcard(events.OpTest), r.Limited("test", nil, w.admit(events.OpTest), w.handleTest), nil},
+		{"token", s.OpWildcard(events.OpToken), r.Limited("token", nil, w.admit(events.OpToken), w.handleToken), nil},
 		{"invalidate", s.Invalidate(), r.Inline("invalidate", w.handleInvalidate), []micro.EndpointOpt{micro.WithEndpointQueueGroupDisabled()}},
 	} {
 		opts := append([]micro.EndpointOpt{micro.WithEndpointSubject(ep.subject)}, ep.opts...)
@@ -91,6 +102,7 @@ func (w *Worker) ConnectionChanged(name string) {
 	w.mu.Lock()
 	b := w.built[name]
 	delete(w.built, name)
+	delete(w.bulkheads, name)
 	w.epochs[name]++
 	w.mu.Unlock()
 	w.cfg.Cache.Invalidate(name, "")
@@ -219,8 +231,8 @@ func (w *Worker) build(ctx context.Context, c events.Connection, epoch uint64) (
 		if err != nil {
 			return nil, fmt.Errorf("connection %q: setting up provider: %w", c.Name, err)
 		}
-		nb := &built{conn: c, raw: raw,
-			cached: w.cfg.Cache.Wrap(c.Name, cache.Policy{TTL: c.TTL(), MaxStale: c.MaxStale()}, raw)}
+		nb := &built{conn: c, raw: raw, bulkhead: w.bulkheadFor(c.Name)}
+		nb.cached = w.cfg.Cache.Wrap(c.Name, cache.Policy{TTL: c.TTL(), MaxStale: c.MaxStale()}, limit(nb.bulkhead, raw))
 		w.mu.Lock()
 		if w.epochs[c.Name] != epoch {
 			w.mu.Unlock()
