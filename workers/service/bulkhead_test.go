@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"sort"
@@ -260,5 +261,47 @@ func BenchmarkCachedResolveUnderFlood(b *testing.B) {
 		b.ReportMetric(float64(throttled)/float64(max(sent, 1)), "fast-fail-share")
 		b.Logf("cached p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2); flood: %d sent, %d answered so far, %d throttled at once (%.1f%%)",
 			p99(idle), p99(flooded), ratio, sent, got, throttled, 100*float64(throttled)/float64(max(sent, 1)))
+	}
+}
+
+// TestInvalidateOneSecretKeepsSiblingCached: invalidate CONN SECRET and a
+// secret put drop that secret only; its sibling is still cached: true.
+func TestInvalidateOneSecretKeepsSiblingCached(t *testing.T) {
+	srv := natstest.Server(t)
+	startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	_, c := connect(t, srv.ClientURL())
+	walkthrough(t, c)
+	adminReq(t, c, events.ResourceSecrets, events.VerbPut,
+		events.SecretPut{Connection: "local-bio", Name: "biodb02", Value: []byte(`{"login":"user02","password":"password02"}`)}, nil)
+	for _, s := range []string{"biodb01", "biodb02"} {
+		if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cached := func(secret string) bool {
+		t.Helper()
+		r, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Cached
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Request(ctx, c.Subjects().Invalidate(), events.InvalidateRequest{Connection: "local-bio", Secret: "biodb01"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cached("biodb01") {
+		t.Fatal("biodb01 still cached after invalidate local-bio biodb01")
+	}
+	if !cached("biodb02") {
+		t.Fatal("invalidating biodb01 dropped its sibling biodb02")
+	}
+	// A secret put drops that secret only, too.
+	adminReq(t, c, events.ResourceSecrets, events.VerbPut,
+		events.SecretPut{Connection: "local-bio", Name: "biodb01", Value: []byte(`{"login":"user01","password":"changed"}`)}, nil)
+	natstest.Eventually(t, 5*time.Second, "the put to reach the cache", func() bool { return !cached("biodb01") })
+	if !cached("biodb02") {
+		t.Fatal("a secret put of biodb01 dropped its sibling biodb02")
 	}
 }
