@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 )
 
@@ -148,8 +149,15 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 		{&r.exports, "exports", "cloudbridge log export blocks"},
 	} {
 		name := BucketName(opts.Prefix, b.what)
-		kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: name, Description: b.desc,
-			History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas})
+		var kv jetstream.KeyValue
+		// A cluster still forming, or a JetStream not ready yet, answers with
+		// timeouts and 503s: start-up waits it out until ctx is done.
+		err := bus.Retry(ctx, opts.Logger, "binding bucket "+name, func(ctx context.Context) error {
+			var err error
+			kv, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: name, Description: b.desc,
+				History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas})
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -198,7 +206,12 @@ func (r *Registry) Start(ctx context.Context) error {
 		{r.exports, r.applyExport, nil},
 		{r.secrets, r.applySecret, []jetstream.WatchOpt{jetstream.MetaOnly()}},
 	} {
-		kw, err := w.b.kv.WatchAll(wctx, w.opts...)
+		var kw jetstream.KeyWatcher
+		err := bus.Retry(ctx, r.log, "watching bucket "+w.b.name, func(context.Context) error {
+			var err error
+			kw, err = w.b.kv.WatchAll(wctx, w.opts...)
+			return err
+		})
 		if err != nil {
 			cancel()
 			return fmt.Errorf("watching bucket %s: %w", w.b.name, err)
