@@ -67,9 +67,15 @@ type Registry struct {
 	exportsByNm map[string]events.Export
 	listeners   []func(Change)
 
-	ready  atomic.Bool
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ready atomic.Bool
+	// sealedOut holds the connection records this worker's master key
+	// cannot open, and stopped the buckets whose watcher has stopped: either
+	// makes the worker unhealthy.
+	healthMu  sync.Mutex
+	sealedOut map[string]error
+	stopped   map[string]error
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // bucket is one KV bucket and the last revision its watcher has applied.
@@ -138,7 +144,8 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 		opts.Replicas = 1
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
-		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{}}
+		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{},
+		sealedOut: map[string]error{}, stopped: map[string]error{}}
 	for _, b := range []struct {
 		dst  **bucket
 		what string
@@ -217,7 +224,7 @@ func (r *Registry) Start(ctx context.Context) error {
 			return fmt.Errorf("watching bucket %s: %w", w.b.name, err)
 		}
 		r.wg.Add(1)
-		go r.watch(wctx, kw, w.b, w.apply, loaded)
+		go r.watch(wctx, kw, w.b, w.apply, loaded, w.opts)
 	}
 	for i := 0; i < 3; i++ {
 		select {
@@ -231,10 +238,32 @@ func (r *Registry) Start(ctx context.Context) error {
 	return nil
 }
 
-func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket, apply func(jetstream.KeyValueEntry), loaded chan<- struct{}) {
+func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket, apply func(jetstream.KeyValueEntry), loaded chan<- struct{}, opts []jetstream.WatchOpt) {
 	defer r.wg.Done()
-	defer func() { _ = kw.Stop() }()
 	initial := true
+	for {
+		r.follow(ctx, kw, b, apply, &initial, loaded)
+		_ = kw.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		// The watcher stopped on its own: the worker is unhealthy (its view
+		// no longer follows the bucket) until a new one runs.
+		r.setStopped(b.name, errors.New("its watcher stopped"))
+		err := bus.Retry(ctx, r.log, "re-watching bucket "+b.name, func(context.Context) error {
+			var err error
+			kw, err = b.kv.WatchAll(ctx, opts...)
+			return err
+		})
+		if err != nil {
+			return
+		}
+		r.setStopped(b.name, nil)
+	}
+}
+
+// follow applies the watcher's updates until it stops or ctx is done.
+func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, b *bucket, apply func(jetstream.KeyValueEntry), initial *bool, loaded chan<- struct{}) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -244,8 +273,8 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket
 				return
 			}
 			if e == nil {
-				if initial {
-					initial = false
+				if *initial {
+					*initial = false
 					loaded <- struct{}{}
 				}
 				continue
@@ -254,6 +283,51 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket
 			b.markSeen(e.Revision())
 		}
 	}
+}
+
+func (r *Registry) setStopped(bucket string, err error) {
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	if err == nil {
+		delete(r.stopped, bucket)
+		return
+	}
+	r.stopped[bucket] = err
+}
+
+// setSealedOut records whether connection name's record could be opened.
+func (r *Registry) setSealedOut(name string, err error) {
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	if err == nil || !(errors.Is(err, seal.ErrUnknownKey) || errors.Is(err, seal.ErrOpen)) {
+		delete(r.sealedOut, name)
+		return
+	}
+	r.sealedOut[name] = err
+}
+
+// Health says why the registry cannot serve, or nil: a watcher that stopped,
+// or stored records this worker's master key cannot open. The reasons name
+// buckets and records, never their content.
+func (r *Registry) Health() error {
+	if !r.ready.Load() {
+		return errors.New("registry buckets not ready")
+	}
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	for name, err := range r.stopped {
+		return fmt.Errorf("bucket %s: %v", name, err)
+	}
+	if n := len(r.sealedOut); n > 0 {
+		var one string
+		for name := range r.sealedOut {
+			if one == "" || name < one {
+				one = name
+			}
+		}
+		return fmt.Errorf("the master key cannot open %d stored connection record(s), e.g. %q: %s", n, one, unreadableWhy(r.sealedOut[one]))
+	}
+	return nil
 }
 
 // Ready reports whether the buckets are bound and the initial state loaded.
