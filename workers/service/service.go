@@ -40,26 +40,26 @@ const (
 
 // Service is a running worker.
 type Service struct {
-	cfg       config.Serve
-	log       zerolog.Logger
-	embedded  *bus.Embedded
-	nc        *nats.Conn
-	reg       *registry.Registry
-	cache     *cache.Store
-	runner    *endpoint.Runner
-	svcMu     sync.Mutex
-	svc       micro.Service // nil while not taking requests
-	stopping  bool
-	admin     *admin.Worker
-	resolver  *resolve.Worker
+	cfg      config.Serve
+	log      zerolog.Logger
+	embedded *bus.Embedded
+	nc       *nats.Conn
+	reg      *registry.Registry
+	cache    *cache.Store
+	runner   *endpoint.Runner
+	svcMu    sync.Mutex
+	svc      micro.Service // nil while not taking requests
+	stopping bool
+	admin    *admin.Worker
+	resolver *resolve.Worker
 	// stopHealth ends the health watch; healthDone is closed when it has.
 	stopHealth context.CancelFunc
 	healthDone chan struct{}
-	exporter  *reconciler
-	http      *monitor.Server
-	factories map[string]provider.Factory
-	stopOnce  sync.Once
-	stopErr   error
+	exporter   *reconciler
+	http       *monitor.Server
+	factories  map[string]provider.Factory
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 // Option changes how a worker is assembled.
