@@ -42,6 +42,49 @@ type Runner struct {
 	timeout   time.Duration
 	max       int
 	wg        sync.WaitGroup
+
+	statsMu sync.Mutex
+	stats   map[string]*Stats
+}
+
+// Stats are an endpoint's counts as /metrics has them: every request to its
+// reply, asynchronous ones included. micro's own fields see only what is
+// answered on the subscription's goroutine (cache hits and fast failures)
+// and the hand-off of the rest; these go in the data of $SRV.STATS.
+type Stats struct {
+	NumRequests           int           `json:"num_requests"`
+	NumErrors             int           `json:"num_errors"`
+	LastError             string        `json:"last_error,omitempty"`
+	ProcessingTime        time.Duration `json:"processing_time"`
+	AverageProcessingTime time.Duration `json:"average_processing_time"`
+}
+
+func (r *Runner) count(name string, d time.Duration, we *events.Error) {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	st := r.stats[name]
+	if st == nil {
+		st = &Stats{}
+		r.stats[name] = st
+	}
+	st.NumRequests++
+	st.ProcessingTime += d
+	st.AverageProcessingTime = st.ProcessingTime / time.Duration(st.NumRequests)
+	if we != nil {
+		st.NumErrors++
+		st.LastError = strconv.Itoa(we.Code.Number()) + ":" + we.Message
+	}
+}
+
+// EndpointStats is the micro StatsHandler: the endpoint's Stats, for the data
+// of its $SRV.STATS entry.
+func (r *Runner) EndpointStats(e *micro.Endpoint) any {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	if st := r.stats[e.Name]; st != nil {
+		return *st
+	}
+	return Stats{}
 }
 
 // NewRunner returns a runner allowing maxInFlight concurrent requests per
@@ -55,7 +98,7 @@ func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFl
 	}
 	// Fast failures come in floods: one log line per second tells the cause.
 	throttled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
-	return &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight}
+	return &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight, stats: map[string]*Stats{}}
 }
 
 // Timeout is the deadline of each request.
@@ -127,6 +170,7 @@ func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) m
 				d := time.Since(start)
 				ok.Inc()
 				latency.Observe(d.Seconds())
+				r.count(name, d, nil)
 				r.logOutcome(name, req.Subject(), f, "ok", d, nil)
 				return
 			}
@@ -134,7 +178,7 @@ func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) m
 		}
 		release, err := admit(req, &f)
 		if err != nil {
-			r.reply(name, req, f, start, nil, err)
+			r.replyInline(name, req, f, start, err)
 			return
 		}
 		r.wg.Add(1)
@@ -151,7 +195,27 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		r.wg.Add(1)
 		defer r.wg.Done()
-		r.run(name, fn, req, time.Now())
+		start := time.Now()
+		ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
+		defer cancel()
+		var f Fields
+		out, err := r.call(ctx, fn, req, &f)
+		var body []byte
+		if err == nil {
+			body, err = json.Marshal(out)
+		}
+		if err != nil {
+			r.replyInline(name, req, f, start, err)
+			return
+		}
+		// On the subscription's goroutine: through the request, so micro's
+		// stats count it.
+		_ = req.Respond(body)
+		d := time.Since(start)
+		metrics.Requests.WithLabelValues(name, "ok").Inc()
+		metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
+		r.count(name, d, nil)
+		r.logOutcome(name, req.Subject(), f, "ok", d, nil)
 	})
 }
 
@@ -175,6 +239,19 @@ func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time) {
 	r.reply(name, req, f, start, out, err)
 }
 
+// replyInline sends err's wire form through the micro request, on the
+// subscription's goroutine, so micro's own stats count the error too.
+func (r *Runner) replyInline(name string, req micro.Request, f Fields, start time.Time, err error) {
+	we := events.AsWire(err)
+	body, _ := json.Marshal(events.ErrorReply{Error: we})
+	_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body)
+	d := time.Since(start)
+	metrics.Requests.WithLabelValues(name, string(we.Code)).Inc()
+	metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
+	r.count(name, d, we)
+	r.logOutcome(name, req.Subject(), f, string(we.Code), d, err)
+}
+
 // reply sends out (or err's wire form), and counts and logs the outcome.
 func (r *Runner) reply(name string, req micro.Request, f Fields, start time.Time, out any, err error) {
 	var body []byte
@@ -182,12 +259,13 @@ func (r *Runner) reply(name string, req micro.Request, f Fields, start time.Time
 		body, err = json.Marshal(out)
 	}
 	code := "ok"
+	var we *events.Error
 	// The reply is published on the runner's connection, not through
 	// req.Respond or req.Error: micro reads the request's state once the
 	// handler returned, while this goroutine may still be working.
 	reply := &nats.Msg{Subject: req.Reply(), Data: body}
 	if err != nil {
-		we := events.AsWire(err)
+		we = events.AsWire(err)
 		code = string(we.Code)
 		reply.Data, _ = json.Marshal(events.ErrorReply{Error: we})
 		reply.Header = nats.Header{}
@@ -200,6 +278,7 @@ func (r *Runner) reply(name string, req micro.Request, f Fields, start time.Time
 	d := time.Since(start)
 	metrics.Requests.WithLabelValues(name, code).Inc()
 	metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
+	r.count(name, d, we)
 	r.logOutcome(name, req.Subject(), f, code, d, err)
 }
 

@@ -86,10 +86,13 @@ func (w *Worker) admit(op string) endpoint.AdmitFunc {
 	return func(req micro.Request, f *endpoint.Fields) (func(), error) {
 		group, name, err := w.cfg.Subjects.ParseOp(op, req.Subject())
 		if err != nil {
-			// Malformed subjects fail in the handler, under a bound of their own.
-			name = unknownConn
+			return nil, err
 		}
 		f.Group, f.Conn = group, name
+		// A bad body fails at once, answered (and counted) inline.
+		if err := checkBody(op, req.Data()); err != nil {
+			return nil, err
+		}
 		b := w.bulkheadFor(name)
 		release, ok := b.admit.Enter()
 		if !ok {
@@ -136,4 +139,23 @@ func limit(b *bulkhead, next provider.Resolver) provider.Resolver {
 		return limitedChecker{limited: l, vc: vc}
 	}
 	return l
+}
+
+// checkBody decodes and validates a request body of op.
+func checkBody(op string, body []byte) error {
+	var in request
+	switch op {
+	case events.OpResolve:
+		in = &events.ResolveRequest{}
+	case events.OpTest:
+		in = &events.TestRequest{}
+	case events.OpToken:
+		in = &events.TokenRequest{}
+	default:
+		return nil
+	}
+	if err := events.Decode(body, in); err != nil {
+		return err
+	}
+	return in.Validate()
 }

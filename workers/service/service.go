@@ -163,7 +163,8 @@ func (s *Service) addEndpoints() error {
 		return nil
 	}
 	svc, err := micro.AddService(s.nc, micro.Config{Name: Name, Version: Version,
-		Description: "cloudbridge: credentials and log export for data platforms"})
+		Description:  "cloudbridge: credentials and log export for data platforms",
+		StatsHandler: s.runner.EndpointStats})
 	if err != nil {
 		return fmt.Errorf("registering micro service: %w", err)
 	}
