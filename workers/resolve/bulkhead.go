@@ -89,9 +89,12 @@ func (w *Worker) admit(op string) endpoint.AdmitFunc {
 			return nil, err
 		}
 		f.Group, f.Conn = group, name
-		// A bad body fails at once, answered (and counted) inline.
-		if err := checkBody(op, req.Data()); err != nil {
-			return nil, err
+		// A bad body fails at once, answered (and counted) inline. A resolve
+		// body the fast path already decoded is known good.
+		if _, ok := w.fast.known(req.Data()); !ok || op != events.OpResolve {
+			if err := checkBody(op, req.Data()); err != nil {
+				return nil, err
+			}
 		}
 		b := w.bulkheadFor(name)
 		release, ok := b.admit.Enter()

@@ -72,6 +72,17 @@ func (p *fastPath) decoded(body []byte) (events.ResolveRequest, bool) {
 	return in, true
 }
 
+// known returns a request body already decoded and found valid.
+func (p *fastPath) known(body []byte) (events.ResolveRequest, bool) {
+	if len(body) > maxMemoBody {
+		return events.ResolveRequest{}, false
+	}
+	p.mu.RLock()
+	in, ok := p.bodies[string(body)]
+	p.mu.RUnlock()
+	return in, ok
+}
+
 // rendered returns the reply body for sec, rendering it once per value.
 func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.Secret) ([]byte, bool) {
 	key := replyKey{conn: conn, secret: in.Secret, version: in.Version, keys: joinKeys(in.Keys)}
