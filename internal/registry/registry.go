@@ -250,13 +250,27 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket
 		// The watcher stopped on its own: the worker is unhealthy (its view
 		// no longer follows the bucket) until a new one runs.
 		r.setStopped(b.name, errors.New("its watcher stopped"))
-		err := bus.Retry(ctx, r.log, "re-watching bucket "+b.name, func(context.Context) error {
-			var err error
-			kw, err = b.kv.WatchAll(ctx, opts...)
-			return err
-		})
-		if err != nil {
-			return
+		r.log.Error().Str("bucket", b.name).Msg("registry watcher stopped; watching again")
+		for {
+			err := bus.Retry(ctx, r.log, "re-watching bucket "+b.name, func(context.Context) error {
+				var err error
+				kw, err = b.kv.WatchAll(ctx, opts...)
+				return err
+			})
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			// Even an error retrying cannot cure (the bucket deleted) may be
+			// cured by an operator: keep trying, slowly.
+			r.log.Error().Err(err).Str("bucket", b.name).Msg("cannot watch bucket; trying again in 5s")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
 		}
 		r.setStopped(b.name, nil)
 	}
