@@ -194,6 +194,11 @@ func (s *Service) removeEndpoints() error {
 	}
 	err := s.svc.Stop()
 	s.svc = nil
+	// Once the server has the unsubscribes, it sends this worker no more
+	// requests.
+	if s.nc.IsConnected() {
+		_ = s.nc.FlushTimeout(2 * time.Second)
+	}
 	return err
 }
 
