@@ -56,6 +56,7 @@ var nestedTypes = map[string]string{
 	"AWSConfig":         "connection",
 	"GCPConfig":         "connection",
 	"CachePolicy":       "connection",
+	"Limits":            "connection",
 	"CloudWatchSink":    "export",
 	"CloudLoggingSink":  "export",
 	"MonitoredResource": "export",

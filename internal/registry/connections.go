@@ -19,10 +19,12 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry) {
 		r.mu.Lock()
 		delete(r.connections, name)
 		r.mu.Unlock()
+		r.setSealedOut(name, nil)
 		r.notify(Change{Kind: KindConnection, Name: name, Deleted: true})
 		return
 	}
 	c, err := r.decodeConnection(name, e.Value())
+	r.setSealedOut(name, err)
 	if err != nil {
 		r.log.Error().Str("conn", name).Err(err).Msg("ignoring unreadable connection record")
 		r.mu.Lock()
@@ -73,14 +75,18 @@ func (r *Registry) LookupConnection(ctx context.Context, name string) (events.Co
 
 // unreadable explains a record this worker cannot open, without its content.
 func unreadable(what, name string, err error) error {
-	why := "its record is corrupt"
+	return events.Wrap(events.CodeUnavailable, err, "%s %q cannot be read: %s", what, name, unreadableWhy(err))
+}
+
+// unreadableWhy explains why a record cannot be opened, from safe parts.
+func unreadableWhy(err error) string {
 	switch {
 	case errors.Is(err, seal.ErrUnknownKey):
-		why = "it is sealed under a master key this worker does not have (check --master-key-file and --previous-master-key-file)"
+		return "it is sealed under a master key this worker does not have (check --master-key-file and --previous-master-key-file)"
 	case errors.Is(err, seal.ErrOpen):
-		why = "its record failed authentication (wrong master key, or tampered)"
+		return "its record failed authentication (wrong master key, or tampered)"
 	}
-	return events.Wrap(events.CodeUnavailable, err, "%s %q cannot be read: %s", what, name, why)
+	return "its record is corrupt"
 }
 
 // Connections lists the watched connections, sorted by name.

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -221,7 +220,7 @@ func (r *runner) settle(b *batch, start time.Time) {
 		r.mBatchSize.Observe(float64(ev.Bytes))
 	}
 	if ev.Events+ev.Dead+ev.Rejected > 0 {
-		if body, err := json.Marshal(ev); err == nil {
+		if body, err := events.Marshal(ev); err == nil {
 			_ = r.w.cfg.NC.Publish(r.w.cfg.Subjects.Exported(r.name), body)
 		}
 	}
@@ -254,7 +253,7 @@ func (r *runner) deadLetterChunk(b *batch, idx []int, ok map[int]bool) {
 		o, rec := b.out[i], b.recs[i]
 		dl := events.DeadLetter{Export: r.name, Subject: rec.Subject, Seq: rec.Seq, Reason: o.Reason,
 			Detail: o.Detail, Payload: b.msgs[i].Data(), Time: r.w.cfg.Now().UTC()}
-		body, err := json.Marshal(dl)
+		body, err := events.Marshal(dl)
 		if err != nil {
 			continue
 		}
