@@ -39,6 +39,7 @@ type sqsAPI interface {
 type RotationSource struct {
 	queueURL string
 	sqs      sqsAPI
+	wait     int32 // long-poll seconds (tests shorten it)
 }
 
 var _ rotation.Source = (*RotationSource)(nil)
@@ -51,7 +52,7 @@ func NewRotationSource(cfg awssdk.Config, ev events.AWSEvents) *RotationSource {
 }
 
 func newRotationSource(api sqsAPI, queueURL string) *RotationSource {
-	return &RotationSource{queueURL: queueURL, sqs: api}
+	return &RotationSource{queueURL: queueURL, sqs: api, wait: rotationWaitSeconds}
 }
 
 // Receive long-polls the queue (20 s, up to 10 messages) and parses each message.
@@ -59,7 +60,7 @@ func (s *RotationSource) Receive(ctx context.Context) ([]rotation.Message, error
 	out, err := s.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
 		QueueUrl:            awssdk.String(s.queueURL),
 		MaxNumberOfMessages: rotationMaxMessages,
-		WaitTimeSeconds:     rotationWaitSeconds,
+		WaitTimeSeconds:     s.wait,
 	})
 	if err != nil {
 		return nil, sqsError("ReceiveMessage", err)

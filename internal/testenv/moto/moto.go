@@ -34,7 +34,7 @@ const (
 // Server is a running moto server.
 type Server struct {
 	// URL is the endpoint of every service, http://127.0.0.1:PORT.
-	URL string
+	URL    string
 	cmd    *exec.Cmd
 	out    *syncBuffer
 	exited chan error
