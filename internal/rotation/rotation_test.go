@@ -3,8 +3,10 @@ package rotation
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,6 +122,11 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+var connSeq atomic.Int64
+
+// uniq makes a connection name unique per run, since metrics are global (-count=N).
+func uniq(name string) string { return fmt.Sprintf("%s-%d", name, connSeq.Add(1)) }
+
 func allowDB(s string) bool { return strings.HasPrefix(s, "db/") }
 
 func start(t *testing.T, conn string, src Source, rec *recorder) *Runner {
@@ -141,7 +148,7 @@ func ch(secret string, kind Kind, id string, at time.Time) Change {
 }
 
 func TestDuplicatesReorderedMalformedForeign(t *testing.T) {
-	const conn = "rot-mixed"
+	conn := uniq("rot-mixed")
 	now := time.Now()
 	src := newFake()
 	rec := &recorder{}
@@ -198,11 +205,12 @@ func TestDuplicatesReorderedMalformedForeign(t *testing.T) {
 func TestHandleFailureLeavesMessageForRedelivery(t *testing.T) {
 	src := newFake()
 	rec := &recorder{fail: map[string]int{"db/a": 1}}
-	start(t, "rot-fail", src, rec)
+	conn := uniq("rot-fail")
+	start(t, conn, src, rec)
 	m := src.msg("e1", "PutSecretValue", ch("db/a", Changed, "e1", time.Now()))
 	src.push(result{msgs: []Message{m}})
 	eventually(t, "the failed attempt counted", func() bool {
-		return testutil.ToFloat64(metricEvents.WithLabelValues("rot-fail", "PutSecretValue", resultFailed)) == 1
+		return testutil.ToFloat64(metricEvents.WithLabelValues(conn, "PutSecretValue", resultFailed)) == 1
 	})
 	if len(src.ackedIDs()) != 0 {
 		t.Fatal("a message whose handling failed was acked")
@@ -215,7 +223,7 @@ func TestHandleFailureLeavesMessageForRedelivery(t *testing.T) {
 }
 
 func TestQueueDisappearsDegradedThenRecovers(t *testing.T) {
-	const conn = "rot-degraded"
+	conn := uniq("rot-degraded")
 	src := newFake()
 	rec := &recorder{}
 	var mu sync.Mutex
