@@ -32,7 +32,8 @@ type motoEnv struct {
 }
 
 func newMotoEnv(t *testing.T) *motoEnv {
-	srv := moto.Start(t) // before isolate, which moves HOME
+	moto.RequireModules(t, "jsonpath_ng") // EventBridge targets
+	srv := moto.Start(t)                  // before isolate, which moves HOME
 	isolate(t)
 	conn := events.Connection{Name: "aws-sm-bio", Provider: events.ProviderAWS, AWS: &events.AWSConfig{
 		Region: "us-east-1", Auth: events.AWSAuthAccessKey, AccessKeyID: moto.AccessKeyID,

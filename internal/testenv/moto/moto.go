@@ -199,3 +199,21 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// RequireModules skips the test (fails it under CI) unless moto's Python can
+// import every module: some moto features need optional dependencies, such as
+// jsonpath_ng for EventBridge rule targets (Debian: python3-jsonpath-ng).
+func RequireModules(t testenv.TB, modules ...string) {
+	t.Helper()
+	root := Root()
+	if root == "" {
+		unavailable(t, "moto is not installed (run /work/shared/tools/setup-moto)")
+	}
+	for _, m := range modules {
+		cmd := exec.Command(python, "-c", "import "+m)
+		cmd.Env = append(os.Environ(), "PYTHONPATH="+root, "PYTHONDONTWRITEBYTECODE=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			unavailable(t, fmt.Sprintf("moto's python cannot import %s (%v): install its Debian package next to moto\n%s", m, err, out))
+		}
+	}
+}
