@@ -170,7 +170,10 @@ func TestRotationEventsThroughEventBridgeAndSQS(t *testing.T) {
 	log := &changeLog{}
 	startRunner(t, src, log)
 
+	t0 := time.Now()
 	e.emit(t, "PutSecretValue", "ct-1", "arn:aws:secretsmanager:us-east-1:123456789012:secret:db/app-AbC123")
+	waitFor(t, 5*time.Second, "the first change", func() bool { return len(log.list()) >= 1 })
+	t.Logf("PutEvents to handled change: %s", time.Since(t0).Round(time.Millisecond))
 	e.emit(t, "PutSecretValue", "ct-2", "other/secret") // outside the allowlist
 	e.emit(t, "RotationSucceeded", "ct-3", "arn:aws:secretsmanager:us-east-1:123456789012:secret:db/rotated-x1Y2z3")
 	e.emit(t, "DeleteSecret", "ct-4", "db/gone")
