@@ -151,10 +151,10 @@ func TestSampleConfigRefusesOtherSubjects(t *testing.T) {
 		{"bio", "$JS.API.STREAM.LIST"},
 		{"chem", subj.Resolve("bio", "local-bio")},
 		{"admin", subj.Resolve("bio", "local-bio")},
-		{"admin", "$KV.cloudbridge_connections.aws-sm-bio"},
+		{"admin", "$KV." + subj.Bucket(events.BucketConnections) + ".aws-sm-bio"},
 		{"logs", subj.Resolve("bio", "local-bio")},
 		{"logs", subj.Admin(events.ResourceConnections, events.VerbGet)},
-		{"worker", "logs.app.web"},
+		{"worker", "other.app.web"}, // only logs.> (dead-letter replay republishes there)
 		{"worker", subj.Admin(events.ResourceConnections, events.VerbDelete)},
 	}
 	for _, tc := range tests {
@@ -245,7 +245,7 @@ func TestSampleConfigWorkerJetStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "cloudbridge_connections"})
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: events.Subjects{}.Bucket(events.BucketConnections)})
 	if err != nil {
 		t.Fatalf("worker creating a KV bucket: %v", err)
 	}
@@ -267,7 +267,7 @@ func TestSampleConfigWorkerJetStream(t *testing.T) {
 		}
 	}
 
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "CLOUDBRIDGE_LOGS", Subjects: []string{"logs.>"}})
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: events.Subjects{}.LogsStream(), Subjects: []string{"logs.>"}})
 	if err != nil {
 		t.Fatalf("worker creating the logs stream: %v", err)
 	}
@@ -279,7 +279,7 @@ func TestSampleConfigWorkerJetStream(t *testing.T) {
 	if _, err := ljs.Publish(ctx, "logs.app.web", []byte(`{"level":"info","msg":"user01 connected to biodb01"}`)); err != nil {
 		t.Fatalf("logs user publishing with an ack: %v (async %v)", err, logs.Errors())
 	}
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "app-to-cloudwatch", AckPolicy: jetstream.AckExplicitPolicy})
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: events.ExportConsumer("app-to-cloudwatch"), AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatalf("worker creating a consumer: %v", err)
 	}

@@ -105,3 +105,40 @@ func truncate(s string, n int) string {
 	}
 	return strings.ToValidUTF8(s[:n], "") + "…"
 }
+
+// The KV buckets of the registry, under the prefix (see Subjects.Bucket).
+const (
+	BucketConnections = "connections"
+	BucketSecrets     = "secrets"
+	BucketExports     = "exports"
+)
+
+// ExportConsumerPrefix starts the name of every export's durable consumer.
+const ExportConsumerPrefix = "cloudbridge-export-"
+
+// prefixName is the prefix as one name token: dots become underscores.
+func (s Subjects) prefixName() string {
+	p := s.Prefix
+	if p == "" {
+		p = DefaultPrefix
+	}
+	return strings.ReplaceAll(p, ".", "_")
+}
+
+// LogsStream is the name of the stream log events are captured in:
+// CLOUDBRIDGE_LOGS for the default prefix, ACME_CB_LOGS for "acme.cb", so
+// deployments with other prefixes on the same NATS keep their own.
+func (s Subjects) LogsStream() string { return strings.ToUpper(s.prefixName()) + "_LOGS" }
+
+// DeadStream is the name of the dead-letter stream (subjects DeadWildcard):
+// CLOUDBRIDGE_DEAD for the default prefix.
+func (s Subjects) DeadStream() string { return strings.ToUpper(s.prefixName()) + "_DEAD" }
+
+// Bucket is the name of the registry's KV bucket what (BucketConnections,
+// BucketSecrets, BucketExports): cloudbridge_connections for the default prefix.
+func (s Subjects) Bucket(what string) string { return s.prefixName() + "_" + what }
+
+// ExportConsumer is the name of export's durable pull consumer on the logs
+// stream, cloudbridge-export-<export>, whatever the prefix: each deployment
+// has its own logs stream.
+func ExportConsumer(export string) string { return ExportConsumerPrefix + export }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/schemas"
 )
 
@@ -25,6 +26,10 @@ var goTypes = map[string]func() any{
 	"connection-stored":   func() any { return new(events.Connection) },
 	"connection-list":     func() any { return new(events.ConnectionList) },
 	"dead-letter":         func() any { return new(events.DeadLetter) },
+	"dead-list":           func() any { return new(events.DeadList) },
+	"dead-query":          func() any { return new(events.DeadQuery) },
+	"dead-ref":            func() any { return new(events.DeadRef) },
+	"dead-result":         func() any { return new(events.DeadResult) },
 	"empty":               func() any { return new(events.Empty) },
 	"error-reply":         func() any { return new(events.ErrorReply) },
 	"export":              func() any { return new(events.Export) },
@@ -51,12 +56,12 @@ var nestedTypes = map[string]string{
 	"AWSConfig":         "connection",
 	"GCPConfig":         "connection",
 	"CachePolicy":       "connection",
-	"ServiceAccountKey": "connection",
 	"CloudWatchSink":    "export",
 	"CloudLoggingSink":  "export",
 	"MonitoredResource": "export",
 	"BatchPolicy":       "export",
 	"Step":              "test-reply",
+	"DeadSummary":       "dead-list",
 	"Error":             "error-reply",
 	"AWSCredentials":    "token-reply",
 	"GCPToken":          "token-reply",
@@ -67,11 +72,25 @@ var nestedTypes = map[string]string{
 // notMessages are struct types of events that never go on the wire.
 var notMessages = map[string]bool{
 	"Client":   true,
+	"CodeInfo": true, // a row of the error table (events.ErrorTable)
 	"Subjects": true,
 }
 
 // validator is implemented by request types that the worker checks after decoding.
 type validator interface{ Validate() error }
+
+// workerValidate runs the worker's checks of a decoded message: its Validate,
+// and for a connection the provider table, whose Validate runs the generic
+// events.Connection.Validate and then the provider's own rules.
+func workerValidate(v any) error {
+	if c, ok := v.(*events.Connection); ok {
+		return all.Table.Validate(c)
+	}
+	if val, ok := v.(validator); ok {
+		return val.Validate()
+	}
+	return nil
+}
 
 func TestNamesMatchFilesAndGoTypes(t *testing.T) {
 	names := schemas.Names()
@@ -123,8 +142,23 @@ func TestEveryEventsStructHasASchema(t *testing.T) {
 		t.Fatalf("listing events sources: %v (%d files)", err, len(files))
 	}
 	covered := map[string]bool{}
+	// A message type covers the struct types of its fields (a provider's
+	// block type such as AWSConfig), found by reflection.
+	var cover func(t reflect.Type)
+	cover = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || t.PkgPath() != reflect.TypeOf(events.Connection{}).PkgPath() || covered[t.Name()] {
+			return
+		}
+		covered[t.Name()] = true
+		for i := 0; i < t.NumField(); i++ {
+			cover(t.Field(i).Type)
+		}
+	}
 	for _, f := range goTypes {
-		covered[reflect.TypeOf(f()).Elem().Name()] = true
+		cover(reflect.TypeOf(f()))
 	}
 	fset := token.NewFileSet()
 	for _, path := range files {
@@ -210,10 +244,8 @@ func TestGoldenExamplesRoundTrip(t *testing.T) {
 				if err := dec.Decode(v); err != nil {
 					t.Fatalf("strict decode into %T: %v", v, err)
 				}
-				if val, ok := v.(validator); ok {
-					if err := val.Validate(); err != nil {
-						t.Fatalf("worker rejects a golden example: %v", err)
-					}
+				if err := workerValidate(v); err != nil {
+					t.Fatalf("worker rejects a golden example: %v", err)
 				}
 				out, err := json.Marshal(v)
 				if err != nil {
@@ -313,8 +345,8 @@ func goValues(t *testing.T) []goValue {
 	var stored []events.Connection
 	for _, c := range connections(t) {
 		add("connection", c.Name, c)
-		stored = append(stored, c.Redact())
-		add("connection-stored", c.Name, c.Redact())
+		stored = append(stored, all.Table.Redact(c))
+		add("connection-stored", c.Name, all.Table.Redact(c))
 	}
 	add("connection-list", "all", events.ConnectionList{Connections: stored})
 	add("connection-list", "none", events.ConnectionList{Connections: []events.Connection{}})
@@ -368,6 +400,16 @@ func goValues(t *testing.T) []goValue {
 		add("dead-letter", reason, events.DeadLetter{Export: "cw-info", Subject: "logs.app.web", Seq: 7, Reason: reason,
 			Detail: "why", Payload: []byte(`{"msg":"hi"}`), Time: fetched})
 	}
+	since := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	for _, reason := range deadReasons {
+		add("dead-query", reason, events.DeadQuery{Export: "cw-info", Reason: reason, Since: &since})
+		add("dead-list", reason, events.DeadList{Export: "cw-info", DeadLetters: []events.DeadSummary{{Seq: 7, Subject: "logs.app.web", Reason: reason, Detail: "x", Size: 3, Time: since}}, Truncated: true})
+	}
+	add("dead-query", "all", events.DeadQuery{Export: "cw-info"})
+	add("dead-list", "empty", events.DeadList{Export: "cw-info", DeadLetters: []events.DeadSummary{}})
+	add("dead-ref", "seq", events.DeadRef{Export: "cw-info", Seq: 7})
+	add("dead-result", "more", events.DeadResult{Export: "cw-info", Count: 1000, More: true})
+	add("dead-result", "none", events.DeadResult{Export: "cw-info"})
 	return vals
 }
 
@@ -383,11 +425,10 @@ func TestGoValuesValidate(t *testing.T) {
 			if reflect.TypeOf(gv.v) != want {
 				t.Fatalf("value is %T, schema %s describes %v", gv.v, gv.schema, want)
 			}
-			if val, ok := reflect.New(want).Interface().(validator); ok {
-				reflect.ValueOf(val).Elem().Set(reflect.ValueOf(gv.v))
-				if err := val.Validate(); err != nil {
-					t.Fatalf("test value is not a valid request: %v", err)
-				}
+			pv := reflect.New(want)
+			pv.Elem().Set(reflect.ValueOf(gv.v))
+			if err := workerValidate(pv.Interface()); err != nil {
+				t.Fatalf("test value is not a valid request: %v", err)
 			}
 			b, err := json.Marshal(gv.v)
 			if err != nil {
@@ -419,7 +460,7 @@ func TestEnumsMatchEvents(t *testing.T) {
 		{"defs", "/$defs/code/enum", codes},
 		{"defs", "/$defs/level/enum", events.Levels},
 		{"dead-letter", "/properties/reason/enum", deadReasons},
-		{"connection", "/properties/provider/enum", []string{events.ProviderAWS, events.ProviderGCP, events.ProviderBuiltin}},
+		{"connection", "/properties/provider/enum", all.Table.Names()},
 		{"connection", "/$defs/aws/properties/auth/enum", []string{events.AWSAuthAccessKey, events.AWSAuthTaskRole, events.AWSAuthDefault}},
 		{"connection", "/$defs/gcp/properties/auth/enum", []string{events.GCPAuthServiceAccountKey, events.GCPAuthImpersonation, events.GCPAuthDefault}},
 		{"token-reply", "/properties/provider/enum", []string{events.ProviderAWS, events.ProviderGCP}},

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,7 +66,7 @@ type key struct {
 }
 
 func (k key) flight(gen uint64) string {
-	return k.conn + "\x00" + k.secret + "\x00" + k.version + "\x00" + itoa(gen)
+	return k.conn + "\x00" + k.secret + "\x00" + k.version + "\x00" + strconv.FormatUint(gen, 10)
 }
 
 type entry struct {
@@ -292,17 +293,4 @@ func (c *cached) refreshInBackground(k key, gen uint64, e *entry, req provider.R
 		defer cancel()
 		_, _, _ = s.sf.Do(k.flight(gen), func() (any, error) { return c.load(ctx, k, gen, e, req, true) })
 	}()
-}
-
-func itoa(n uint64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }

@@ -7,7 +7,6 @@ package endpoint
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"runtime/debug"
 	"strconv"
@@ -124,7 +123,7 @@ func (r *Runner) run(name string, fn Func, req micro.Request) {
 	out, err := r.call(ctx, fn, req, &f)
 	var body []byte
 	if err == nil {
-		body, err = json.Marshal(out)
+		body, err = events.Marshal(out)
 	}
 	code := "ok"
 	// The reply is published on the runner's connection, not through
@@ -134,7 +133,7 @@ func (r *Runner) run(name string, fn Func, req micro.Request) {
 	if err != nil {
 		we := events.AsWire(err)
 		code = string(we.Code)
-		reply.Data, _ = json.Marshal(events.ErrorReply{Error: we})
+		reply.Data, _ = events.Marshal(events.ErrorReply{Error: we})
 		reply.Header = nats.Header{}
 		reply.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(we.Code.Number()))
 		reply.Header.Set(micro.ErrorHeader, we.Message)
@@ -168,11 +167,16 @@ func (r *Runner) logOutcome(name, subject string, f Fields, code string, d time.
 	case "ok":
 		ev = r.log.Debug()
 	case string(events.CodeInternal):
-		ev = r.log.Error().AnErr("err", err)
+		ev = r.log.Error()
 	case string(events.CodeUnavailable), string(events.CodeTimeout), string(events.CodeThrottled):
-		ev = r.log.Warn().Str("err", events.AsWire(err).Message)
+		ev = r.log.Warn()
 	default:
-		ev = r.log.Info().Str("err", events.AsWire(err).Message)
+		ev = r.log.Info()
+	}
+	if err != nil && ev.Enabled() {
+		// The full cause (the NATS, SDK or registry error behind the wire
+		// error) goes to the log; the reply carried the safe message only.
+		ev = ev.Str("err", events.Detail(err))
 	}
 	if ev == nil || !ev.Enabled() {
 		return

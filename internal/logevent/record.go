@@ -11,7 +11,7 @@ type Record struct {
 	Seq uint64
 }
 
-// Status is what became of a record handed to a sink.
+// Status is what became of a record on its way to a sink.
 type Status int
 
 // Record outcomes.
@@ -24,6 +24,8 @@ const (
 	Dead
 	// RetryLater: the cloud rejected it for now (a timestamp too far ahead).
 	RetryLater
+	// Dropped: below the export's min_level; acked and counted, never sent.
+	Dropped
 )
 
 // Outcome is the result of one record.

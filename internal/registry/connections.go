@@ -95,9 +95,14 @@ func (r *Registry) Connections() []events.Connection {
 	return out
 }
 
-// PutConnection validates and stores a connection, sealed. Sensitive fields
-// given as events.Redacted keep their stored values.
+// PutConnection validates and stores a connection, sealed, through the
+// provider table (Options.Providers). Sensitive fields given as
+// events.Redacted keep their stored values, unless the put changes a field
+// that routes credentials: that is a bad_request.
 func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (events.Connection, error) {
+	if err := events.CheckName("name", c.Name); err != nil {
+		return events.Connection{}, err
+	}
 	prev, err := r.LookupConnection(ctx, c.Name)
 	var prevp *events.Connection
 	switch {
@@ -108,10 +113,10 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 		return events.Connection{}, err
 	}
 	c.Normalize()
-	if err := c.Validate(); err != nil {
+	if err := r.opts.Providers.Validate(&c); err != nil {
 		return events.Connection{}, err
 	}
-	if err := c.KeepRedacted(prevp); err != nil {
+	if err := r.opts.Providers.KeepRedacted(&c, prevp); err != nil {
 		return events.Connection{}, err
 	}
 	if prevp != nil && prevp.Provider != c.Provider {
@@ -120,11 +125,11 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 				"provider: connection %q is used by export %q; changing its provider would break it", c.Name, used[0])
 		}
 	}
-	pt, err := json.Marshal(c)
+	pt, err := events.Marshal(c)
 	if err != nil {
 		return events.Connection{}, fmt.Errorf("encoding connection: %w", err)
 	}
-	val, err := r.sealValue(r.conns.name, c.Name, pt, c.Redact())
+	val, err := r.sealValue(r.conns.name, c.Name, pt, r.opts.Providers.Redact(c))
 	if err != nil {
 		return events.Connection{}, err
 	}

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 )
 
@@ -40,7 +40,8 @@ type Change struct {
 
 // Options configure the registry.
 type Options struct {
-	// Prefix names the buckets: <prefix>_connections, _secrets, _exports.
+	// Prefix names the buckets (events.Subjects.Bucket): <prefix>_connections,
+	// _secrets, _exports.
 	Prefix string
 	// Replicas of each bucket (1 unless clustered).
 	Replicas int
@@ -48,6 +49,17 @@ type Options struct {
 	// an export's subject filters must lie within them.
 	LogsSubjects []string
 	Logger       zerolog.Logger
+	// Providers checks, redacts and keeps the redacted fields of connections
+	// put (default: all.Table, every provider of the worker).
+	Providers Providers
+}
+
+// Providers is what the registry needs of the provider table
+// (internal/provider.Table).
+type Providers interface {
+	Validate(c *events.Connection) error
+	KeepRedacted(c, prev *events.Connection) error
+	Redact(c events.Connection) events.Connection
 }
 
 // Registry reads and writes the KV buckets and keeps a watched in-memory view
@@ -123,18 +135,13 @@ func (b *bucket) waitLatest(ctx context.Context) {
 	}
 }
 
-// BucketName is the name of a bucket under prefix.
-func BucketName(prefix, what string) string {
-	if prefix == "" {
-		prefix = events.DefaultPrefix
-	}
-	return strings.ReplaceAll(prefix, ".", "_") + "_" + what
-}
-
 // Open creates or binds the buckets, idempotently.
 func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts Options) (*Registry, error) {
 	if opts.Replicas <= 0 {
 		opts.Replicas = 1
+	}
+	if opts.Providers == nil {
+		opts.Providers = all.Table
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
 		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{}}
@@ -143,11 +150,11 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 		what string
 		desc string
 	}{
-		{&r.conns, "connections", "cloudbridge connections (sensitive fields sealed)"},
-		{&r.secrets, "secrets", "cloudbridge built-in secrets (sealed)"},
-		{&r.exports, "exports", "cloudbridge log export blocks"},
+		{&r.conns, events.BucketConnections, "cloudbridge connections (sensitive fields sealed)"},
+		{&r.secrets, events.BucketSecrets, "cloudbridge built-in secrets (sealed)"},
+		{&r.exports, events.BucketExports, "cloudbridge log export blocks"},
 	} {
-		name := BucketName(opts.Prefix, b.what)
+		name := events.Subjects{Prefix: opts.Prefix}.Bucket(b.what)
 		kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: name, Description: b.desc,
 			History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas})
 		if err != nil {
@@ -273,16 +280,21 @@ func isDelete(e jetstream.KeyValueEntry) bool {
 	return e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
 }
 
-// translate maps KV errors to wire sentinels.
+// translate maps KV errors to wire errors whose message is doing (built from
+// names only) and the code; the KV error's own text stays in the cause, for
+// the log, never in a reply.
 func translate(doing string, err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s: %w", doing, events.ErrTimeout)
+		return events.Wrap(events.CodeTimeout, err, "%s: timeout", doing)
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-		return fmt.Errorf("%s: %w", doing, events.ErrNotFound)
+		return events.Wrap(events.CodeNotFound, err, "%s: not found", doing)
+	case errors.Is(err, jetstream.ErrInvalidKey):
+		// A name that cannot be a key names nothing stored.
+		return events.Wrap(events.CodeNotFound, err, "%s: not found", doing)
 	default:
-		return fmt.Errorf("%s: %w: %w", doing, events.ErrUnavailable, err)
+		return events.Wrap(events.CodeUnavailable, err, "%s: the registry (JetStream KV) is unavailable", doing)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -45,7 +44,11 @@ func (r *Registry) rekeyOne(ctx context.Context, b *bucket, key string) (bool, e
 	}
 	pt, kid, err := r.openValue(b.name, key, e.Value())
 	if err != nil {
-		return false, fmt.Errorf("rekeying: %w", err)
+		what := "connection"
+		if b == r.secrets {
+			what = "secret"
+		}
+		return false, unreadable(what, key, err)
 	}
 	if kid == r.sealer.CurrentID() {
 		return false, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 )
 
 // Registry is what the worker needs of the registry.
@@ -32,6 +33,16 @@ type Registry interface {
 	CurrentKeyID() string
 }
 
+// Providers is what the worker needs of the provider table
+// (internal/provider.Table): the whole check of a connection put, and the
+// redaction of every connection it replies with. The registry runs the same
+// table again on put, with the stored connection at hand (keep-redacted and
+// the routing check).
+type Providers interface {
+	Validate(c *events.Connection) error
+	Redact(c events.Connection) events.Connection
+}
+
 // Invalidator drops cache entries when a secret changes through this worker;
 // other workers see the change through their registry watch.
 type Invalidator interface {
@@ -44,11 +55,13 @@ type Worker struct {
 	reg      Registry
 	inv      Invalidator
 	runner   *endpoint.Runner
+	prov     Providers
 }
 
-// New returns an admin worker.
+// New returns an admin worker checking connections with the worker's
+// provider table (all.Table).
 func New(subjects events.Subjects, reg Registry, inv Invalidator, runner *endpoint.Runner) *Worker {
-	return &Worker{subjects: subjects, reg: reg, inv: inv, runner: runner}
+	return &Worker{subjects: subjects, reg: reg, inv: inv, runner: runner, prov: all.Table}
 }
 
 // Register adds the admin endpoints to the micro service.
@@ -101,14 +114,14 @@ func (w *Worker) putConnection(ctx context.Context, req micro.Request, f *endpoi
 		return nil, err
 	}
 	f.Conn = c.Name
-	if err := c.Validate(); err != nil {
+	if err := w.prov.Validate(&c); err != nil {
 		return nil, err
 	}
 	stored, err := w.reg.PutConnection(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	return stored.Redact(), nil
+	return w.prov.Redact(stored), nil
 }
 
 func (w *Worker) getConnection(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
@@ -121,7 +134,7 @@ func (w *Worker) getConnection(ctx context.Context, req micro.Request, f *endpoi
 	if err != nil {
 		return nil, err
 	}
-	return c.Redact(), nil
+	return w.prov.Redact(c), nil
 }
 
 func (w *Worker) listConnections(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
@@ -131,7 +144,7 @@ func (w *Worker) listConnections(ctx context.Context, req micro.Request, f *endp
 	}
 	out := events.ConnectionList{Connections: []events.Connection{}}
 	for _, c := range w.reg.Connections() {
-		out.Connections = append(out.Connections, c.Redact())
+		out.Connections = append(out.Connections, w.prov.Redact(c))
 	}
 	return out, nil
 }

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/fake/cloudwatchfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
 	"github.com/cloudbridge/cloudbridge/internal/fake/loggingfake"
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
@@ -33,7 +33,7 @@ type env struct {
 	srv *server.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	cw  *cloudwatchfake.Fake
+	cw  *awsfake.Logs
 	cl  *loggingfake.Fake
 }
 
@@ -45,8 +45,9 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cw := cloudwatchfake.New()
-	t.Cleanup(cw.Close)
+	af := awsfake.New(t)
+	af.AddCredentials(awsfake.Credentials{AccessKeyID: testKeyID, SecretAccessKey: "secret"})
+	cw := af.Logs()
 	cl, err := loggingfake.New()
 	if err != nil {
 		t.Fatal(err)
@@ -162,9 +163,9 @@ func (e *env) waitPublished() {
 }
 
 // cwIDs counts stored CloudWatch events by id.
-func cwIDs(f *cloudwatchfake.Fake) map[int]int {
+func cwIDs(f *awsfake.Logs) map[int]int {
 	ids := map[int]int{}
-	f.AllEvents(func(_, _ string, ev cloudwatchfake.Event) {
+	f.AllEvents(func(_, _ string, ev awsfake.LogEvent) {
 		var e event
 		if json.Unmarshal([]byte(ev.Message), &e) == nil {
 			ids[e.ID]++
@@ -241,7 +242,7 @@ func counter(name, label string) float64 {
 
 func consumerPending(t testing.TB, js jetstream.JetStream, export string) (ackPending int, pending uint64) {
 	t.Helper()
-	c, err := js.Consumer(context.Background(), DefaultLogsStream, consumerPrefix+export)
+	c, err := js.Consumer(context.Background(), DefaultLogsStream, events.ExportConsumer(export))
 	if err != nil {
 		return -1, 0
 	}

@@ -29,15 +29,19 @@ import (
 
 // Defaults.
 const (
-	DefaultLogsStream   = "CLOUDBRIDGE_LOGS"
-	DefaultDeadStream   = "CLOUDBRIDGE_DEAD"
 	DefaultAckWait      = 30 * time.Second
 	DefaultRetryMin     = 100 * time.Millisecond
 	DefaultRetryMax     = 5 * time.Second
 	DefaultTooNewMax    = 10 * time.Minute
 	DefaultStopTimeout  = 30 * time.Second
-	consumerPrefix      = "cloudbridge-export-"
 	futureDeadLetterAge = 14 * 24 * time.Hour
+)
+
+// The streams' names for the default prefix (events.Subjects.LogsStream and
+// DeadStream).
+var (
+	DefaultLogsStream = events.Subjects{}.LogsStream()
+	DefaultDeadStream = events.Subjects{}.DeadStream()
 )
 
 // DefaultLogsSubjects are the subjects of the logs stream unless configured.
@@ -236,7 +240,7 @@ func (w *Worker) reconcile() (stopping []chan struct{}) {
 				w.log.Warn().Str("export", name).Err(err).Msg("export stopped before its batch was flushed")
 			}
 			if !keep {
-				if err := w.cfg.JS.DeleteConsumer(ctx, w.cfg.LogsStream, consumerPrefix+name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				if err := w.cfg.JS.DeleteConsumer(ctx, w.cfg.LogsStream, events.ExportConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 					w.log.Warn().Str("export", name).Err(err).Msg("deleting the export's consumer")
 				}
 			}
@@ -263,7 +267,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.runners = map[string]*runner{}
 	w.mu.Unlock()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(runners))
+	errs := make(chan error, len(runners)+1) // +1: the deadline below never blocks
 	for _, r := range runners {
 		wg.Add(1)
 		go func() {

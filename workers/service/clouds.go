@@ -1,26 +1,19 @@
 package service
 
 import (
-	"context"
-
 	"github.com/rs/zerolog"
 
-	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
-	awsprov "github.com/cloudbridge/cloudbridge/internal/provider/aws"
-	"github.com/cloudbridge/cloudbridge/internal/provider/gcp"
+	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 )
 
-// cloudFactories returns the factories of the cloud providers.
-func cloudFactories(log zerolog.Logger) map[string]provider.Factory {
-	return map[string]provider.Factory{
-		events.ProviderAWS: awsprov.Factory(awsprov.WithLogger(log)),
-		events.ProviderGCP: func(ctx context.Context, c events.Connection) (provider.Resolver, error) {
-			p, err := gcp.New(ctx, c, gcp.WithLogger(log))
-			if err != nil {
-				return nil, err
-			}
-			return p, nil
-		},
+// providerFactories returns the factory of every provider of the table
+// (internal/provider/all), built with the worker's logger and built-in store,
+// with the factories given by WithProvider in their place.
+func providerFactories(log zerolog.Logger, store provider.SecretStore, overrides map[string]provider.Factory) map[string]provider.Factory {
+	out := all.Table.Factories(provider.Env{Log: log, Secrets: store})
+	for name, f := range overrides {
+		out[name] = f
 	}
+	return out
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/fake/cloudwatchfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 	"github.com/cloudbridge/cloudbridge/schemas"
 )
@@ -20,8 +20,9 @@ import (
 // published to logs.app.web, delivered to (fake) CloudWatch Logs signed with
 // the connection's key, result events published, bad events dead-lettered.
 func TestLogExportEndToEnd(t *testing.T) {
-	cw := cloudwatchfake.New()
-	t.Cleanup(cw.Close)
+	awsSrv := awsfake.New(t)
+	awsSrv.AddCredentials(awsfake.Credentials{AccessKeyID: "AKIDLOGSEXAMPLE00001", SecretAccessKey: "logs-secret"})
+	cw := awsSrv.Logs()
 	srv := natstest.Server(t)
 	startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
 	nc, c := connect(t, srv.ClientURL())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -38,12 +37,12 @@ func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, sub
 	gcpCreds := &gcpCredentials{log: log, by: map[string]gcpEntry{}}
 	stream := cfg.LogsStream
 	if stream == "" {
-		stream = streamName(cfg.Prefix, "LOGS")
+		stream = subjects.LogsStream()
 	}
 	w, err := export.New(export.Config{
 		NC: nc, JS: js, Subjects: subjects,
 		LogsStream: stream, LogsSubjects: cfg.LogsSubjects, BindStream: cfg.LogsStream != "",
-		DeadStream: streamName(cfg.Prefix, "DEAD"),
+		DeadStream: subjects.DeadStream(),
 		MaxAge:     cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
 		Sinks:  export.NewSinkFactory(sinkAWSConfig(log), gcpCreds.options),
 		Logger: log,
@@ -149,11 +148,4 @@ func (g *gcpCredentials) Close() {
 		_ = e.p.Close()
 		delete(g.by, name)
 	}
-}
-
-// streamName names a stream of the deployment with prefix: CLOUDBRIDGE_LOGS
-// and CLOUDBRIDGE_DEAD for the default prefix, so deployments with other
-// prefixes on the same NATS keep their own.
-func streamName(prefix, what string) string {
-	return strings.ToUpper(strings.ReplaceAll(prefix, ".", "_")) + "_" + what
 }

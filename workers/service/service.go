@@ -25,7 +25,6 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 	"github.com/cloudbridge/cloudbridge/internal/monitor"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
-	"github.com/cloudbridge/cloudbridge/internal/provider/builtin"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 	"github.com/cloudbridge/cloudbridge/workers/admin"
@@ -71,9 +70,6 @@ func Start(ctx context.Context, cfg config.Serve, log zerolog.Logger, opts ...Op
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: log, factories: map[string]provider.Factory{}}
-	for name, f := range cloudFactories(log) {
-		s.factories[name] = f
-	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -104,14 +100,7 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	s.cache = cache.New(cache.Options{MaxEntries: cfg.CacheMaxEntries})
 	s.runner = endpoint.NewRunner(s.nc, log, cfg.RequestTimeout, cfg.MaxInFlight)
-	factories := map[string]provider.Factory{
-		events.ProviderBuiltin: func(_ context.Context, c events.Connection) (provider.Resolver, error) {
-			return builtin.New(s.reg, c.Name), nil
-		},
-	}
-	for name, f := range s.factories {
-		factories[name] = f
-	}
+	factories := providerFactories(log, s.reg, s.factories)
 	s.resolver = resolve.New(resolve.Config{Subjects: subjects, Connections: s.reg, Cache: s.cache,
 		Factories: factories, Runner: s.runner, Logger: log})
 	s.exporter, err = newExporter(ctx, s.nc, js, subjects, cfg, log, func() ([]events.Export, map[string]events.Connection) {
@@ -125,7 +114,8 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	s.exporter.Changed()
-	s.svc, err = micro.AddService(s.nc, micro.Config{Name: Name, Version: Version,
+	// The queue group is named after the service (micro's default is "q").
+	s.svc, err = micro.AddService(s.nc, micro.Config{Name: Name, Version: Version, QueueGroup: Name,
 		Description: "cloudbridge: credentials and log export for data platforms"})
 	if err != nil {
 		return fmt.Errorf("registering micro service: %w", err)
@@ -134,6 +124,9 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	if err := admin.New(subjects, s.reg, s.resolver, s.runner).Register(s.svc); err != nil {
+		return err
+	}
+	if err := admin.NewDead(subjects, js, subjects.DeadStream(), s.runner).Register(s.svc); err != nil {
 		return err
 	}
 	// The server has the endpoints' subscriptions once a flush returns: from

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -240,7 +241,7 @@ func TestErrorCodes(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := rawRequest(t, nc, tc.subject, []byte(tc.body))
-			if got := msg.Header.Get(micro.ErrorCodeHeader); got != itoa(tc.code.Number()) {
+			if got := msg.Header.Get(micro.ErrorCodeHeader); got != strconv.Itoa(tc.code.Number()) {
 				t.Fatalf("%s header = %q, want %d (body %s)", micro.ErrorCodeHeader, got, tc.code.Number(), msg.Data)
 			}
 			if msg.Header.Get(micro.ErrorHeader) == "" {
@@ -274,8 +275,6 @@ func TestErrorCodes(t *testing.T) {
 		t.Fatalf("a panic or bug logged its payload:\n%s", logs)
 	}
 }
-
-func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 func TestReplyShapes(t *testing.T) {
 	srv := natstest.Server(t)

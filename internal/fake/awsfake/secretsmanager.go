@@ -66,7 +66,7 @@ func (s *Server) serveSecretsManager(w http.ResponseWriter, r *http.Request) {
 	case authUnknownKey, authBadToken:
 		writeSMError(w, "UnrecognizedClientException", "")
 		return
-	case authBadSignature:
+	case authBadSignature, authBadContentHash:
 		writeSMError(w, "InvalidSignatureException", "")
 		return
 	case authExpired:
@@ -103,7 +103,7 @@ func (s *Server) serveSecretsManager(w http.ResponseWriter, r *http.Request) {
 }
 
 // lookup finds a secret by name or ARN and checks the caller may read it. Callers hold s.mu.
-func (s *Server) lookup(w http.ResponseWriter, caller Credentials, id string) *secret {
+func (s *Server) lookup(w http.ResponseWriter, caller Credentials, op, id string) *secret {
 	if id == "" || len(id) > 2048 {
 		writeSMError(w, "ValidationException", "1 validation error detected: Value at 'secretId' failed to satisfy constraint: Member must have length between 1 and 2048")
 		return nil
@@ -120,7 +120,7 @@ func (s *Server) lookup(w http.ResponseWriter, caller Credentials, id string) *s
 		writeSMError(w, "ResourceNotFoundException", "Secrets Manager can't find the specified secret.")
 		return nil
 	}
-	if sec.denied[caller.ARN] {
+	if sec.denied[caller.ARN] || !s.allowedLocked(caller, "secretsmanager:"+op, sec.name) {
 		writeSMError(w, "AccessDeniedException", "")
 		return nil
 	}
@@ -138,7 +138,7 @@ func (s *Server) getSecretValue(w http.ResponseWriter, caller Credentials, id, v
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sec := s.lookup(w, caller, id)
+	sec := s.lookup(w, caller, OpGetSecretValue, id)
 	if sec == nil {
 		return
 	}
@@ -187,7 +187,7 @@ func hasStage(v *version, stage string) bool {
 func (s *Server) describeSecret(w http.ResponseWriter, caller Credentials, id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sec := s.lookup(w, caller, id)
+	sec := s.lookup(w, caller, OpDescribeSecret, id)
 	if sec == nil {
 		return
 	}

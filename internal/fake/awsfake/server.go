@@ -1,12 +1,17 @@
 // Package awsfake is an in-process stand-in for the AWS services cloudbridge
-// talks to, for tests driven by the real aws-sdk-go-v2 clients: Secrets
-// Manager (AWS JSON 1.1), STS (query protocol, XML replies), the EC2 instance
-// metadata service with IMDSv2 session tokens, and the ECS container
-// credentials endpoint.
+// talks to, for tests driven by the real aws-sdk-go-v2 clients, all on one
+// URL: Secrets Manager (AWS JSON 1.1), CloudWatch Logs (AWS JSON 1.1, see
+// Logs), S3 (REST/XML, path-style and virtual-hosted-style, see S3), STS
+// (query protocol, XML replies), the EC2 instance metadata service with
+// IMDSv2 session tokens, and the ECS container credentials endpoint.
+// Requests are dispatched by X-Amz-Target, then by the service of the SigV4
+// credential scope.
 //
 // Every signed call is checked like AWS does: the SigV4 signature is
-// recomputed with the registered secret key, the session token must match,
-// and expired credentials are refused, each with AWS's own error shape. Calls
+// recomputed with the registered secret key, x-amz-content-sha256 must be
+// the body's hash, the session token must match, and expired credentials are
+// refused, each with the service's own error shape. Deny refuses an
+// operation to an identity, as a missing IAM permission would. Calls
 // are counted per operation and per access key id so tests can prove which
 // credentials signed what, and faults and latency can be injected per
 // operation.
@@ -126,7 +131,11 @@ type Server struct {
 	imdsRejected  int
 	ecsRejected   int
 	lastAssume    map[string]string
+	denials       []denial
 	now           func() time.Time
+
+	logs *Logs
+	s3   *S3
 }
 
 // New starts a fake on 127.0.0.1, closed when the test ends.
@@ -143,13 +152,15 @@ func New(t testenv.TB) *Server {
 		latency:    map[string]time.Duration{},
 		now:        time.Now,
 	}
+	s.logs = newLogs(s)
+	s.s3 = newS3(s)
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	t.Cleanup(s.srv.Close)
 	return s
 }
 
-// URL is the base URL of every service: the endpoint for Secrets Manager and
-// STS, and AWS_EC2_METADATA_SERVICE_ENDPOINT for IMDS.
+// URL is the base URL of every service: the endpoint for Secrets Manager,
+// CloudWatch Logs, S3 and STS, and AWS_EC2_METADATA_SERVICE_ENDPOINT for IMDS.
 func (s *Server) URL() string { return s.srv.URL }
 
 // ContainerCredentialsPath is the path of the ECS credentials endpoint, the
@@ -469,15 +480,29 @@ func (s *Server) delay(r *http.Request, op string) {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	target := r.Header.Get("X-Amz-Target")
+	scope := ""
+	if a, err := ParseAuthorization(r.Header.Get("Authorization")); err == nil {
+		scope = a.Service
+	}
 	switch {
+	case s.s3.virtualBucket(r.Host) != "":
+		s.s3.serve(w, r)
 	case strings.HasPrefix(r.URL.Path, "/latest/"):
 		s.serveIMDS(w, r)
 	case r.URL.Path == ContainerCredentialsPath:
 		s.serveContainer(w, r)
-	case strings.HasPrefix(r.Header.Get("X-Amz-Target"), "secretsmanager."):
+	case strings.HasPrefix(target, "secretsmanager."):
 		s.serveSecretsManager(w, r)
-	case r.Method == http.MethodPost && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded"):
+	case strings.HasPrefix(target, "Logs_20140328."):
+		s.logs.serve(w, r)
+	case scope == "s3":
+		s.s3.serve(w, r)
+	case scope == "sts" || (scope == "" && r.Method == http.MethodPost &&
+		strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded")):
 		s.serveSTS(w, r)
+	case scope == "" && target == "":
+		s.s3.serve(w, r) // anonymous S3 requests: AccessDenied
 	default:
 		http.Error(w, fmt.Sprintf("awsfake: no service at %s %s", r.Method, r.URL.Path), http.StatusNotFound)
 	}

@@ -112,7 +112,7 @@ func (s *Server) serveSTS(w http.ResponseWriter, r *http.Request) {
 	case authUnknownKey, authBadToken:
 		writeSTSError(w, "InvalidClientTokenId", "")
 		return
-	case authBadSignature:
+	case authBadSignature, authBadContentHash:
 		writeSTSError(w, "SignatureDoesNotMatch", "")
 		return
 	case authExpired:

@@ -122,8 +122,8 @@ func (p *Provider) baseConfig(ctx context.Context, retryer func() awssdk.Retryer
 		dc, err := config.LoadDefaultConfig(ctx, lopts...)
 		if err != nil {
 			// The error text can quote a shared config file; keep it out of replies.
-			return awssdk.Config{}, &upstreamError{code: events.ErrUnavailable,
-				msg: "aws: loading the default credential chain failed (check AWS_* environment and shared config files)", cause: err}
+			return awssdk.Config{}, events.Wrap(events.CodeUnavailable, err,
+				"aws: loading the default credential chain failed (check AWS_* environment and shared config files)")
 		}
 		if dc.Credentials == nil {
 			return awssdk.Config{}, events.Errorf(events.CodeUnauthorized, "aws: the default credential chain found no credentials")

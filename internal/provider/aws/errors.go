@@ -12,19 +12,6 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 )
 
-// upstreamError is an AWS failure translated for requesters: Error() is a
-// message safe to send (no secret value, key or request id), errors.Is
-// matches the events sentinel of its code, and the SDK error stays reachable
-// with errors.As for operators.
-type upstreamError struct {
-	code  *events.Error
-	msg   string
-	cause error
-}
-
-func (e *upstreamError) Error() string   { return e.msg }
-func (e *upstreamError) Unwrap() []error { return []error{e.code, e.cause} }
-
 // Codes AWS uses for a request whose credentials are not valid.
 var unauthorizedCodes = map[string]bool{
 	"UnrecognizedClientException":         true,
@@ -40,7 +27,10 @@ var unauthorizedCodes = map[string]bool{
 }
 
 // mapError translates an error of the AWS call op (about subject, e.g. the
-// secret name; may be empty) into a wire error of package events.
+// secret name; may be empty) into a wire error of package events: its message
+// is safe to send (the operation, the subject and AWS's error code; no secret
+// value, key, request id or SDK text), and the SDK error stays its cause, for
+// the log and for errors.As.
 func mapError(ctx context.Context, op, subject string, err error) error {
 	if err == nil {
 		return nil
@@ -54,7 +44,7 @@ func mapError(ctx context.Context, op, subject string, err error) error {
 		what = "aws: obtaining credentials (" + ce.stage + ")"
 	}
 	mk := func(code *events.Error, format string, args ...any) error {
-		return &upstreamError{code: code, msg: what + ": " + fmt.Sprintf(format, args...), cause: err}
+		return events.Wrap(code.Code, err, "%s: %s", what, fmt.Sprintf(format, args...))
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return mk(events.ErrTimeout, "deadline exceeded")

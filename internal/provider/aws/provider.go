@@ -118,7 +118,7 @@ func New(ctx context.Context, conn events.Connection, opts ...Option) (*Provider
 	if conn.Provider != events.ProviderAWS || conn.AWS == nil {
 		return nil, events.Errorf(events.CodeBadRequest, "connection %q: not an aws connection", conn.Name)
 	}
-	if err := conn.AWS.Validate(); err != nil {
+	if err := validate(conn.AWS); err != nil {
 		return nil, err
 	}
 	o := options{log: zerolog.Nop(), maxAttempts: DefaultMaxAttempts, maxBackoff: DefaultMaxBackoff}

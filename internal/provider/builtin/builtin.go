@@ -11,12 +11,33 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
-	"github.com/cloudbridge/cloudbridge/internal/registry"
 )
 
 // Store is what the provider needs of the registry.
-type Store interface {
-	Secret(ctx context.Context, conn, name string) (registry.StoredSecret, error)
+type Store = provider.SecretStore
+
+// Kind is the builtin provider's entry in the provider table. A builtin
+// connection has no block and nothing sensitive: its secrets are records of
+// their own, sealed by the registry.
+var Kind provider.Kind = kind{}
+
+type kind struct{}
+
+func (kind) Name() string                                 { return events.ProviderBuiltin }
+func (kind) HasBlock(*events.Connection) bool             { return false }
+func (kind) Validate(*events.Connection) error            { return nil }
+func (kind) Redact(c events.Connection) events.Connection { return c }
+func (kind) Redacted(*events.Connection) []string         { return nil }
+func (kind) KeepRedacted(_, _ *events.Connection) error   { return nil }
+func (kind) Routing(*events.Connection) []provider.Field  { return nil }
+
+func (kind) Factory(env provider.Env) provider.Factory {
+	return func(_ context.Context, c events.Connection) (provider.Resolver, error) {
+		if env.Secrets == nil {
+			return nil, events.Errorf(events.CodeInternal, "connection %q: no built-in store", c.Name)
+		}
+		return New(env.Secrets, c.Name), nil
+	}
 }
 
 // Provider resolves the built-in secrets of one connection.
@@ -28,8 +49,8 @@ type Provider struct {
 // New returns the provider of connection conn.
 func New(store Store, conn string) *Provider { return &Provider{store: store, conn: conn} }
 
-// Resolve reads a secret. Its version is the store's revision; the store keeps
-// only the current one.
+// Resolve reads a secret. Its version counts the secret's puts (1, 2, 3…);
+// the store keeps only the current one.
 func (p *Provider) Resolve(ctx context.Context, req provider.Request) (provider.Secret, error) {
 	if err := events.CheckBuiltinSecretName("secret", req.Secret); err != nil {
 		return provider.Secret{}, fmt.Errorf("secret %q: %w", req.Secret, events.ErrNotFound)
@@ -38,7 +59,7 @@ func (p *Provider) Resolve(ctx context.Context, req provider.Request) (provider.
 	if err != nil {
 		return provider.Secret{}, err
 	}
-	version := strconv.FormatUint(st.Revision, 10)
+	version := strconv.FormatUint(st.Version, 10)
 	if req.Version != "" && req.Version != version {
 		return provider.Secret{}, events.Errorf(events.CodeNotFound,
 			"secret %q: version %q not found (the built-in store keeps only the current version, %s)", req.Secret, req.Version, version)

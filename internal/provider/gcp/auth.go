@@ -48,8 +48,8 @@ func (p *Provider) keyCredentials(key []byte, scopes []string) (*auth.Credential
 
 // checkKey parses the key's identity and private key, so an unusable key is
 // reported when the connection is built, not on first use.
-func checkKey(raw []byte) (*events.ServiceAccountKey, error) {
-	k, err := events.ParseServiceAccountKey(raw)
+func checkKey(raw []byte) (*ServiceAccountKey, error) {
+	k, err := ParseServiceAccountKey(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +86,7 @@ func (p *Provider) initDefault(ctx context.Context) error {
 	creds, err := credentials.DetectDefault(p.detectOptions([]string{CloudPlatformScope}))
 	if err != nil {
 		return fmt.Errorf("finding application default credentials: %w",
-			events.Errorf(events.CodeUnavailable, "no application default credentials on this worker"))
+			events.Wrap(events.CodeUnavailable, err, "no application default credentials on this worker"))
 	}
 	p.creds = p.cached(creds)
 	p.identity = adcIdentity(creds)
@@ -160,14 +160,14 @@ func (p *Provider) initImpersonation(ctx context.Context) error {
 		caller, err = credentials.DetectDefault(p.detectOptions([]string{CloudPlatformScope}))
 		if err != nil {
 			return fmt.Errorf("finding application default credentials: %w",
-				events.Errorf(events.CodeUnavailable, "no application default credentials on this worker to impersonate with"))
+				events.Wrap(events.CodeUnavailable, err, "no application default credentials on this worker to impersonate with"))
 		}
 		p.caller = adcIdentity(caller)
 		caller = p.cached(caller)
 	}
 	iam, err := iamcredentials.NewIamCredentialsClient(ctx, clientOptions(p.endpoint, caller, p.set.tlsConfig)...)
 	if err != nil {
-		return fmt.Errorf("creating IAM Credentials client: %w", events.Errorf(events.CodeInternal, "cannot create the IAM Credentials client"))
+		return fmt.Errorf("creating IAM Credentials client: %w", events.Wrap(events.CodeInternal, err, "cannot create the IAM Credentials client"))
 	}
 	iam.CallOptions.GenerateAccessToken = nil
 	p.iam = iam
@@ -244,13 +244,13 @@ func (im *impersonator) Token(ctx context.Context) (*auth.Token, error) {
 func impersonationError(ctx context.Context, err error) error {
 	switch status.Code(err) {
 	case codes.PermissionDenied:
-		return events.Errorf(events.CodeForbidden, "generateAccessToken denied: the caller needs roles/iam.serviceAccountTokenCreator on the target and on every delegate")
+		return events.Wrap(events.CodeForbidden, err, "generateAccessToken denied: the caller needs roles/iam.serviceAccountTokenCreator on the target and on every delegate")
 	case codes.NotFound:
-		return events.Errorf(events.CodeForbidden, "generateAccessToken: the service account does not exist")
+		return events.Wrap(events.CodeForbidden, err, "generateAccessToken: the service account does not exist")
 	case codes.Unauthenticated:
-		return events.Errorf(events.CodeUnauthorized, "IAM Credentials rejected the caller's credentials")
+		return events.Wrap(events.CodeUnauthorized, err, "IAM Credentials rejected the caller's credentials")
 	case codes.InvalidArgument:
-		return events.Errorf(events.CodeBadRequest, "IAM Credentials rejected the request (service account, delegates, scopes or lifetime)")
+		return events.Wrap(events.CodeBadRequest, err, "IAM Credentials rejected the request (service account, delegates, scopes or lifetime)")
 	}
 	return grpcError(ctx, err, "IAM Credentials")
 }
@@ -263,30 +263,30 @@ func classifyTokenError(err error) error {
 		return err
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return events.Errorf(events.CodeTimeout, "the token request ran past the deadline")
+		return events.Wrap(events.CodeTimeout, err, "the token request ran past the deadline")
 	}
 	if errors.Is(err, context.Canceled) {
-		return events.Errorf(events.CodeUnavailable, "the token request was cancelled")
+		return events.Wrap(events.CodeUnavailable, err, "the token request was cancelled")
 	}
 	var ae *auth.Error
 	if errors.As(err, &ae) && ae.Response != nil {
 		code := oauthErrorCode(ae.Body)
 		switch sc := ae.Response.StatusCode; {
 		case sc == 400 || sc == 401:
-			return events.Errorf(events.CodeUnauthorized, "the token endpoint rejected the credentials (HTTP %d%s)", sc, code)
+			return events.Wrap(events.CodeUnauthorized, err, "the token endpoint rejected the credentials (HTTP %d%s)", sc, code)
 		case sc == 403:
-			return events.Errorf(events.CodeForbidden, "the token endpoint refused the credentials (HTTP 403%s)", code)
+			return events.Wrap(events.CodeForbidden, err, "the token endpoint refused the credentials (HTTP 403%s)", code)
 		case sc == 429:
-			return events.Errorf(events.CodeThrottled, "the token endpoint throttled the request (HTTP 429)")
+			return events.Wrap(events.CodeThrottled, err, "the token endpoint throttled the request (HTTP 429)")
 		default:
-			return events.Errorf(events.CodeUnavailable, "the token endpoint failed (HTTP %d)", sc)
+			return events.Wrap(events.CodeUnavailable, err, "the token endpoint failed (HTTP %d)", sc)
 		}
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {
-		return events.Errorf(events.CodeUnavailable, "the token endpoint is unreachable")
+		return events.Wrap(events.CodeUnavailable, err, "the token endpoint is unreachable")
 	}
-	return events.Errorf(events.CodeUnauthorized, "the credentials cannot produce an access token")
+	return events.Wrap(events.CodeUnauthorized, err, "the credentials cannot produce an access token")
 }
 
 var oauthCodeRE = regexp.MustCompile(`^[a-z_]{1,64}$`)

@@ -123,7 +123,7 @@ func New(ctx context.Context, conn events.Connection, opts ...Option) (*Provider
 	if conn.GCP == nil {
 		return nil, events.Errorf(events.CodeBadRequest, "gcp: required with provider gcp")
 	}
-	if err := conn.GCP.Validate(); err != nil {
+	if err := validate(conn.GCP); err != nil {
 		return nil, err
 	}
 	ep, err := parseEndpoint(conn.GCP.Endpoint)
@@ -156,7 +156,7 @@ func New(ctx context.Context, conn events.Connection, opts ...Option) (*Provider
 	sm, err := secretmanager.NewClient(dialCtx, clientOptions(ep, p.creds, set.tlsConfig)...)
 	if err != nil {
 		_ = p.Close()
-		return nil, fmt.Errorf("creating Secret Manager client: %w", events.Errorf(events.CodeInternal, "cannot create the Secret Manager client"))
+		return nil, fmt.Errorf("creating Secret Manager client: %w", events.Wrap(events.CodeInternal, err, "cannot create the Secret Manager client"))
 	}
 	// Retries are ours (ResourceExhausted only, bounded); the client's own
 	// default would retry for minutes.

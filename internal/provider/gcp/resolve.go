@@ -103,17 +103,17 @@ func (p *Provider) access(ctx context.Context, name string) (*secretmanagerpb.Ac
 func (p *Provider) secretError(ctx context.Context, err error, attempts int) error {
 	switch status.Code(err) {
 	case codes.NotFound:
-		return events.Errorf(events.CodeNotFound, "no such secret or version")
+		return events.Wrap(events.CodeNotFound, err, "no such secret or version")
 	case codes.FailedPrecondition:
-		return events.Errorf(events.CodeNotFound, "the version is disabled or destroyed")
+		return events.Wrap(events.CodeNotFound, err, "the version is disabled or destroyed")
 	case codes.PermissionDenied:
-		return events.Errorf(events.CodeForbidden, "permission denied for %s (needs roles/secretmanager.secretAccessor)", p.Identity())
+		return events.Wrap(events.CodeForbidden, err, "permission denied for %s (needs roles/secretmanager.secretAccessor)", p.Identity())
 	case codes.Unauthenticated:
-		return events.Errorf(events.CodeUnauthorized, "Secret Manager rejected the credentials of %s", p.Identity())
+		return events.Wrap(events.CodeUnauthorized, err, "Secret Manager rejected the credentials of %s", p.Identity())
 	case codes.ResourceExhausted:
-		return events.Errorf(events.CodeThrottled, "Secret Manager throttled the request (%d attempts)", attempts)
+		return events.Wrap(events.CodeThrottled, err, "Secret Manager throttled the request (%d attempts)", attempts)
 	case codes.InvalidArgument:
-		return events.Errorf(events.CodeBadRequest, "Secret Manager rejected the secret name")
+		return events.Wrap(events.CodeBadRequest, err, "Secret Manager rejected the secret name")
 	}
 	return grpcError(ctx, err, "Secret Manager")
 }
@@ -127,21 +127,21 @@ func grpcError(ctx context.Context, err error, service string) error {
 	code := status.Code(err)
 	switch {
 	case code == codes.DeadlineExceeded || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return events.Errorf(events.CodeTimeout, "%s did not answer before the deadline", service)
+		return events.Wrap(events.CodeTimeout, err, "%s did not answer before the deadline", service)
 	case code == codes.Canceled:
-		return events.Errorf(events.CodeUnavailable, "the call to %s was cancelled", service)
+		return events.Wrap(events.CodeUnavailable, err, "the call to %s was cancelled", service)
 	case code == codes.Unavailable:
-		return events.Errorf(events.CodeUnavailable, "%s is unavailable", service)
+		return events.Wrap(events.CodeUnavailable, err, "%s is unavailable", service)
 	case code == codes.ResourceExhausted:
-		return events.Errorf(events.CodeThrottled, "%s throttled the request", service)
+		return events.Wrap(events.CodeThrottled, err, "%s throttled the request", service)
 	case code == codes.Unauthenticated:
-		return events.Errorf(events.CodeUnauthorized, "%s rejected the credentials", service)
+		return events.Wrap(events.CodeUnauthorized, err, "%s rejected the credentials", service)
 	case code == codes.PermissionDenied:
-		return events.Errorf(events.CodeForbidden, "%s denied permission", service)
+		return events.Wrap(events.CodeForbidden, err, "%s denied permission", service)
 	case code == codes.NotFound:
-		return events.Errorf(events.CodeNotFound, "%s: not found", service)
+		return events.Wrap(events.CodeNotFound, err, "%s: not found", service)
 	}
-	return events.Errorf(events.CodeUnavailable, "%s failed (%s)", service, code)
+	return events.Wrap(events.CodeUnavailable, err, "%s failed (%s)", service, code)
 }
 
 // versionOf is the version number at the end of a version's resource name.

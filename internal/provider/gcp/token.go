@@ -94,7 +94,7 @@ func (p *Provider) newTokenProvider(scopes []string, lifetime time.Duration) (au
 		creds, err := credentials.DetectDefault(p.detectOptions(scopes))
 		if err != nil {
 			return nil, fmt.Errorf("finding application default credentials: %w",
-				events.Errorf(events.CodeUnavailable, "no application default credentials on this worker"))
+				events.Wrap(events.CodeUnavailable, err, "no application default credentials on this worker"))
 		}
 		return p.cached(creds).TokenProvider, nil
 	}

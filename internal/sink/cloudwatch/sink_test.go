@@ -15,16 +15,17 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/fake/cloudwatchfake"
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
 )
 
 const testKeyID = "AKIDEXPORTTEST0001"
 
-func newSink(t *testing.T, cw events.CloudWatchSink, truncate bool) (*Sink, *cloudwatchfake.Fake) {
+func newSink(t *testing.T, cw events.CloudWatchSink, truncate bool) (*Sink, *awsfake.Logs) {
 	t.Helper()
-	fake := cloudwatchfake.New()
-	t.Cleanup(fake.Close)
+	srv := awsfake.New(t)
+	srv.AddCredentials(awsfake.Credentials{AccessKeyID: testKeyID, SecretAccessKey: "secret"})
+	fake := srv.Logs()
 	cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(testKeyID, "secret", "")}
 	conn := events.Connection{Name: "aws-logs", Provider: events.ProviderAWS, AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthAccessKey, Endpoint: fake.URL()}}
 	exp := events.Export{Name: "cw-app", Connection: "aws-logs", Subjects: []string{"logs.>"}, CloudWatch: &cw, Truncate: truncate}
@@ -35,7 +36,7 @@ func rec(subject string, seq uint64, at time.Time, msg string) logevent.Record {
 	return logevent.Record{Event: logevent.Event{Time: at, Message: []byte(msg)}, Subject: subject, Stream: "CLOUDBRIDGE_LOGS", Seq: seq}
 }
 
-func checkCalls(t *testing.T, fake *cloudwatchfake.Fake) {
+func checkCalls(t *testing.T, fake *awsfake.Logs) {
 	t.Helper()
 	for i, c := range fake.Calls() {
 		if c.Op != "PutLogEvents" {
@@ -205,14 +206,14 @@ func TestCreateGroupAndStream(t *testing.T) {
 func TestErrorsAreClassified(t *testing.T) {
 	tests := []struct {
 		name   string
-		setup  func(f *cloudwatchfake.Fake)
+		setup  func(f *awsfake.Logs)
 		create bool
 		want   error
 	}{
 		{name: "missing group without create", want: events.ErrNotFound},
-		{name: "throttled", create: true, setup: func(f *cloudwatchfake.Fake) { f.ThrottleNext(1) }, want: events.ErrThrottled},
-		{name: "503", create: true, setup: func(f *cloudwatchfake.Fake) { f.FailNext(1, http.StatusServiceUnavailable) }, want: events.ErrUnavailable},
-		{name: "500", create: true, setup: func(f *cloudwatchfake.Fake) { f.FailNext(1, http.StatusInternalServerError) }, want: events.ErrUnavailable},
+		{name: "throttled", create: true, setup: func(f *awsfake.Logs) { f.ThrottleNext(1) }, want: events.ErrThrottled},
+		{name: "503", create: true, setup: func(f *awsfake.Logs) { f.FailNext(1, http.StatusServiceUnavailable) }, want: events.ErrUnavailable},
+		{name: "500", create: true, setup: func(f *awsfake.Logs) { f.FailNext(1, http.StatusInternalServerError) }, want: events.ErrUnavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
