@@ -87,7 +87,9 @@ func TestRotationBlocksDecode(t *testing.T) {
 	if err := Decode([]byte(`{"subscription":"projects/bio-prod/subscriptions/s1","degraded_ttl":"30s"}`), &ev); err != nil || ev.TTL() != 30*time.Second {
 		t.Fatalf("decode: %v %+v", err, ev)
 	}
-	if err := Decode([]byte(`{"subscription":"x","topic":"y"}`), &ev); err == nil {
-		t.Error("unknown field accepted")
+	for _, bad := range []string{`{"subscription":"x","topic":"y"}`, `{"Subscription":"x"}`, `{"subscription":"x","subscription":"y"}`} {
+		if err := Decode([]byte(bad), &ev); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
 	}
 }
