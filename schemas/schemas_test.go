@@ -66,6 +66,8 @@ var nestedTypes = map[string]string{
 	"Error":             "error-reply",
 	"AWSCredentials":    "token-reply",
 	"GCPToken":          "token-reply",
+	"AWSEvents":         "connection",
+	"GCPEvents":         "connection",
 }
 
 // notMessages are struct types of events that never go on the wire.
