@@ -10,9 +10,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/cloudbridge/cloudbridge/internal/config"
 )
 
 const repoRoot = ".."
@@ -339,5 +342,60 @@ func TestDeployEnvIsKnownToTheBinary(t *testing.T) {
 		if strings.HasPrefix(k, "CLOUDBRIDGE_") && !known[k] {
 			t.Errorf("%s is not the env twin of any flag", k)
 		}
+	}
+}
+
+// The compose file: workers health-checked by the binary (distroless has no
+// shell), resource limits, a stop grace period longer than the shutdown
+// timeout, images pinned to the versions the tests use.
+func TestComposeOperations(t *testing.T) {
+	p := loadCompose(t)
+	nats, err := p.GetService("nats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := p.GetService("cloudbridge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := cb.HealthCheck
+	if hc == nil || len(hc.Test) < 3 || hc.Test[0] != "CMD" || hc.Test[1] != "/cloudbridge" || hc.Test[2] != "health" {
+		t.Errorf("cloudbridge healthcheck %+v, want [CMD /cloudbridge health ...]", hc)
+	}
+	for _, svc := range []types.ServiceConfig{nats, cb} {
+		if svc.Deploy == nil || svc.Deploy.Resources.Limits == nil || svc.Deploy.Resources.Limits.MemoryBytes == 0 || svc.Deploy.Resources.Limits.NanoCPUs == 0 {
+			t.Errorf("%s has no cpu and memory limits: %+v", svc.Name, svc.Deploy)
+		}
+	}
+	var env string
+	if v := cb.Environment["CLOUDBRIDGE_SHUTDOWN_TIMEOUT"]; v != nil {
+		env = *v
+	}
+	shutdown, err := time.ParseDuration(env)
+	if err != nil {
+		shutdown = config.Defaults().ShutdownTimeout
+	}
+	if cb.StopGracePeriod == nil || time.Duration(*cb.StopGracePeriod) <= shutdown {
+		t.Errorf("stop_grace_period %v is not longer than the shutdown timeout %s", cb.StopGracePeriod, shutdown)
+	}
+	// nats pinned to the nats-server of go.mod.
+	gomod, err := os.ReadFile(filepath.Join(repoRoot, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`github.com/nats-io/nats-server/v2 v(\d+\.\d+\.\d+)`).FindSubmatch(gomod)
+	if m == nil {
+		t.Fatal("no nats-server in go.mod")
+	}
+	if want := "nats:" + string(m[1]); !strings.HasPrefix(nats.Image, want) {
+		t.Errorf("nats image %q, want %s (what the tests run)", nats.Image, want)
+	}
+	// The Go builder pinned to a patch release of go.mod's Go.
+	df, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^FROM golang:1\.26\.\d+ AS build`).Match(df) {
+		t.Error("the Dockerfile's Go builder is not pinned to a 1.26.x release")
 	}
 }

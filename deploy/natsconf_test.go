@@ -154,7 +154,7 @@ func TestSampleConfigRefusesOtherSubjects(t *testing.T) {
 		{"admin", "$KV." + subj.Bucket(events.BucketConnections) + ".aws-sm-bio"},
 		{"logs", subj.Resolve("bio", "local-bio")},
 		{"logs", subj.Admin(events.ResourceConnections, events.VerbGet)},
-		{"worker", "logs.app.web"},
+		{"worker", "other.app.web"}, // only logs.> (dead-letter replay republishes there)
 		{"worker", subj.Admin(events.ResourceConnections, events.VerbDelete)},
 	}
 	for _, tc := range tests {

@@ -68,7 +68,7 @@ func (c *Client) Token(ctx context.Context, group, conn string, req TokenRequest
 // ErrNotFound) and friends work; no responders is unavailable and a missed
 // deadline is timeout.
 func (c *Client) Request(ctx context.Context, subject string, req, out any) error {
-	body, err := json.Marshal(req)
+	body, err := Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encoding request: %w", err)
 	}

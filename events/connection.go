@@ -59,8 +59,10 @@ type Connection struct {
 	// Tokens opts the connection in to token vending; without it (or with
 	// enabled false) a token request is forbidden.
 	Tokens *TokenPolicy `json:"tokens,omitempty"`
-	AWS    *AWSConfig   `json:"aws,omitempty"`
-	GCP    *GCPConfig   `json:"gcp,omitempty"`
+	// Limits bound the connection's upstream work in each worker.
+	Limits *Limits    `json:"limits,omitempty"`
+	AWS    *AWSConfig `json:"aws,omitempty"`
+	GCP    *GCPConfig `json:"gcp,omitempty"`
 }
 
 // CachePolicy is a connection's per-worker cache policy.
@@ -223,6 +225,9 @@ func (c *Connection) Validate() error {
 			}
 		}
 	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
 	if c.Cache != nil {
 		if c.Cache.TTL.D() > 24*time.Hour {
 			return Errorf(CodeBadRequest, "cache.ttl: at most 24h")
@@ -241,3 +246,48 @@ func fieldIdx(field string, i int) string {
 // Clip shortens s to at most n bytes of valid UTF-8, marking a cut with "…",
 // for quoting input in an error message.
 func Clip(s string, n int) string { return truncate(s, n) }
+
+// Default limits of a connection's upstream work, per worker.
+const (
+	DefaultMaxConcurrent = 16
+	DefaultMaxQueue      = 128
+	maxLimit             = 10000
+)
+
+// Limits bound a connection's upstream work in each worker: requests that
+// need the provider (a cache miss, a test, a token) run at most MaxConcurrent
+// at a time, at most MaxQueue more wait, and past that a request fails at
+// once with throttled. Cache hits never count.
+type Limits struct {
+	// MaxConcurrent is how many requests may call the provider at once (default 16).
+	MaxConcurrent int `json:"max_concurrent,omitempty"`
+	// MaxQueue is how many more may wait for their turn (default 128).
+	MaxQueue int `json:"max_queue,omitempty"`
+}
+
+// UpstreamLimits are the connection's limits, defaulted.
+func (c *Connection) UpstreamLimits() Limits {
+	l := Limits{MaxConcurrent: DefaultMaxConcurrent, MaxQueue: DefaultMaxQueue}
+	if c.Limits != nil {
+		if c.Limits.MaxConcurrent > 0 {
+			l.MaxConcurrent = c.Limits.MaxConcurrent
+		}
+		if c.Limits.MaxQueue > 0 {
+			l.MaxQueue = c.Limits.MaxQueue
+		}
+	}
+	return l
+}
+
+func (c *Connection) validateLimits() error {
+	if c.Limits == nil {
+		return nil
+	}
+	if n := c.Limits.MaxConcurrent; n < 0 || n > maxLimit {
+		return Errorf(CodeBadRequest, "limits.max_concurrent: between 1 and %d (0 or absent: default %d)", maxLimit, DefaultMaxConcurrent)
+	}
+	if n := c.Limits.MaxQueue; n < 0 || n > maxLimit {
+		return Errorf(CodeBadRequest, "limits.max_queue: between 1 and %d (0 or absent: default %d)", maxLimit, DefaultMaxQueue)
+	}
+	return nil
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -13,8 +15,9 @@ import (
 const MaxRequestSize = 64 << 10
 
 // Decode reads a request body strictly into v: at most MaxRequestSize bytes,
-// one JSON object, no unknown fields, nothing after it. An empty body reads as
-// {}. Errors are bad_request or too_large.
+// one JSON object, no unknown fields, no name given twice or in another case,
+// nothing after it. An empty body reads as {}. Errors are bad_request or
+// too_large.
 func Decode(data []byte, v any) error {
 	if len(data) > MaxRequestSize {
 		return Errorf(CodeTooLarge, "request body is %d bytes, over the %d-byte limit", len(data), MaxRequestSize)
@@ -29,12 +32,18 @@ func Decode(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var ve *valueError
+		if errors.As(err, &ve) {
+			if path := findValue(data, ve.raw); path != "" {
+				return Errorf(CodeBadRequest, "invalid request body: %s: %s", path, ve.msg)
+			}
+		}
 		return Errorf(CodeBadRequest, "invalid request body: %s", jsonProblem(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Errorf(CodeBadRequest, "invalid request body: data after the JSON object")
 	}
-	return nil
+	return checkStrict(data, reflect.TypeOf(v))
 }
 
 // jsonProblem describes a decoding error without echoing large parts of the input.
@@ -55,4 +64,44 @@ func jsonProblem(err error) string {
 	}
 	msg := strings.TrimPrefix(err.Error(), "json: ")
 	return truncate(msg, 200)
+}
+
+// findValue returns the dotted path (cache.ttl, items[2].ttl) of the first
+// value in the JSON document data equal to raw, or "".
+func findValue(data, raw []byte) string {
+	want := bytes.TrimSpace(raw)
+	var walk func(path string, v json.RawMessage) string
+	walk = func(path string, v json.RawMessage) string {
+		v = bytes.TrimSpace(v)
+		if bytes.Equal(v, want) {
+			return path
+		}
+		var obj map[string]json.RawMessage
+		if len(v) > 0 && v[0] == '{' && json.Unmarshal(v, &obj) == nil {
+			keys := make([]string, 0, len(obj))
+			for k := range obj {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				if got := walk(p, obj[k]); got != "" {
+					return got
+				}
+			}
+		}
+		var arr []json.RawMessage
+		if len(v) > 0 && v[0] == '[' && json.Unmarshal(v, &arr) == nil {
+			for i, el := range arr {
+				if got := walk(path+"["+strconv.Itoa(i)+"]", el); got != "" {
+					return got
+				}
+			}
+		}
+		return ""
+	}
+	return walk("", data)
 }

@@ -33,15 +33,24 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"5m\"")
+		return &valueError{raw: b, msg: "duration must be a string such as \"5m\""}
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q", truncate(s, 40))
+		return &valueError{raw: b, msg: fmt.Sprintf("invalid duration %q (want e.g. \"5m\", \"90s\", \"1h30m\")", truncate(s, 40))}
 	}
 	if v < 0 {
-		return fmt.Errorf("duration %q is negative", s)
+		return &valueError{raw: b, msg: fmt.Sprintf("duration %q is negative", s)}
 	}
 	*d = Duration(v)
 	return nil
 }
+
+// valueError is a field value a custom decoder refused. encoding/json does
+// not say which field it was, so Decode finds the path (cache.ttl) itself.
+type valueError struct {
+	raw []byte // the refused JSON value, as in the body
+	msg string
+}
+
+func (e *valueError) Error() string { return e.msg }

@@ -117,3 +117,14 @@ func (s Subjects) DeadWildcard() string { return s.base() + ".dead.>" }
 
 // ExportedWildcard matches every result event.
 func (s Subjects) ExportedWildcard() string { return s.base() + ".exported.*" }
+
+// Dead-letter admin: cloudbridge.v1.admin.dead.{list,get,replay,purge}.
+const (
+	ResourceDead = "dead"
+	VerbReplay   = "replay"
+	VerbPurge    = "purge"
+)
+
+// AdminDead is the subject of a dead-letter admin request, e.g.
+// AdminDead(VerbList) = cloudbridge.v1.admin.dead.list.
+func (s Subjects) AdminDead(verb string) string { return s.Admin(ResourceDead, verb) }

@@ -58,6 +58,9 @@ var invalidDocs = []struct {
 	{"tokens scope with space", "connection", `{"name":"c","provider":"gcp","gcp":{"auth":"default"},"tokens":{"enabled":true,"scopes":["a b"]}}`, "pattern", true},
 	{"tokens bad max_duration", "connection", `{"name":"c","provider":"gcp","gcp":{"auth":"default"},"tokens":{"enabled":true,"max_duration":"1 hour"}}`, "pattern", true},
 	{"bad cache ttl", "connection", `{"name":"c","provider":"builtin","cache":{"ttl":"5"}}`, "pattern", true},
+	{"negative max_concurrent", "connection", `{"name":"c","provider":"builtin","limits":{"max_concurrent":-1}}`, "minimum", true},
+	{"huge max_queue", "connection", `{"name":"c","provider":"builtin","limits":{"max_queue":10001}}`, "maximum", true},
+	{"unknown limit", "connection", `{"name":"c","provider":"builtin","limits":{"max_inflight":8}}`, "additionalProperties", true},
 	{"impersonation without target", "connection", `{"name":"c","provider":"gcp","gcp":{"auth":"impersonation"}}`, "required", true},
 	{"bad impersonate email", "connection", `{"name":"c","provider":"gcp","gcp":{"auth":"impersonation","impersonate":"me@gmail.com"}}`, "pattern", true},
 	{"key of wrong type", "connection", `{"name":"c","provider":"gcp","gcp":{"auth":"service_account_key","service_account_key":{"type":"user","private_key":"-----BEGIN PRIVATE KEY-----","client_email":"a@b.iam.gserviceaccount.com"}}}`, "const", true},
@@ -247,10 +250,10 @@ func stringValues(v any) []string {
 }
 
 // validDocs are documents the schema must accept although they are not
-// golden examples (their Go re-encoding differs), such as the connection of
-// design.md with its empty optional fields spelled out.
+// golden examples (their Go re-encoding differs), such as the README's
+// connection example ("Connections") with its empty optional fields spelled out.
 var validDocs = []struct{ name, schema, doc string }{
-	{"design.md connection", "connection", `{"name": "aws-sm-bio", "provider": "aws", "groups": ["bio"], "secrets": ["biodb*"],
+	{"README connection, empty fields spelled out", "connection", `{"name": "aws-sm-bio", "provider": "aws", "groups": ["bio"], "secrets": ["biodb*"],
 		"cache": {"ttl": "5m", "max_stale": "1h"},
 		"aws": {"region": "us-east-1", "auth": "access_key", "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "wJalrXUtnFEMI",
 		"session_token": "", "role_arn": "", "external_id": "", "endpoint": ""}}`},

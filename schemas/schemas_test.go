@@ -26,6 +26,10 @@ var goTypes = map[string]func() any{
 	"connection-stored":   func() any { return new(events.Connection) },
 	"connection-list":     func() any { return new(events.ConnectionList) },
 	"dead-letter":         func() any { return new(events.DeadLetter) },
+	"dead-list":           func() any { return new(events.DeadList) },
+	"dead-query":          func() any { return new(events.DeadQuery) },
+	"dead-ref":            func() any { return new(events.DeadRef) },
+	"dead-result":         func() any { return new(events.DeadResult) },
 	"empty":               func() any { return new(events.Empty) },
 	"error-reply":         func() any { return new(events.ErrorReply) },
 	"export":              func() any { return new(events.Export) },
@@ -52,14 +56,18 @@ var nestedTypes = map[string]string{
 	"AWSConfig":         "connection",
 	"GCPConfig":         "connection",
 	"CachePolicy":       "connection",
+	"Limits":            "connection",
 	"CloudWatchSink":    "export",
 	"CloudLoggingSink":  "export",
 	"MonitoredResource": "export",
 	"BatchPolicy":       "export",
 	"Step":              "test-reply",
+	"DeadSummary":       "dead-list",
 	"Error":             "error-reply",
 	"AWSCredentials":    "token-reply",
 	"GCPToken":          "token-reply",
+	"AWSEvents":         "connection",
+	"GCPEvents":         "connection",
 }
 
 // notMessages are struct types of events that never go on the wire.
@@ -394,6 +402,16 @@ func goValues(t *testing.T) []goValue {
 		add("dead-letter", reason, events.DeadLetter{Export: "cw-info", Subject: "logs.app.web", Seq: 7, Reason: reason,
 			Detail: "why", Payload: []byte(`{"msg":"hi"}`), Time: fetched})
 	}
+	since := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	for _, reason := range deadReasons {
+		add("dead-query", reason, events.DeadQuery{Export: "cw-info", Reason: reason, Since: &since})
+		add("dead-list", reason, events.DeadList{Export: "cw-info", DeadLetters: []events.DeadSummary{{Seq: 7, Subject: "logs.app.web", Reason: reason, Detail: "x", Size: 3, Time: since}}, Truncated: true})
+	}
+	add("dead-query", "all", events.DeadQuery{Export: "cw-info"})
+	add("dead-list", "empty", events.DeadList{Export: "cw-info", DeadLetters: []events.DeadSummary{}})
+	add("dead-ref", "seq", events.DeadRef{Export: "cw-info", Seq: 7})
+	add("dead-result", "more", events.DeadResult{Export: "cw-info", Count: 1000, More: true})
+	add("dead-result", "none", events.DeadResult{Export: "cw-info"})
 	return vals
 }
 

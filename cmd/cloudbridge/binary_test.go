@@ -54,7 +54,7 @@ func TestBinaryServeAndSIGTERM(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if out, code := cli("", "conn", "ls", "--timeout", "1s"); code == 0 && strings.Contains(out, "NAME") {
+		if out, code := cli("", "conn", "ls", "--timeout", "1s"); code == 0 && strings.Contains(out, "no connections") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -68,8 +68,8 @@ func TestBinaryServeAndSIGTERM(t *testing.T) {
 	if out, code := cli("", "secret", "put", "local-bio", "biodb01", "login=user01", "password=password01"); code != 0 {
 		t.Fatalf("secret put: %d %s", code, out)
 	}
-	out, code := cli("", "resolve", "bio", "local-bio", "biodb01")
-	if code != 0 || !strings.Contains(out, `"password":"password01"`) {
+	out, code := cli("", "resolve", "bio", "local-bio", "biodb01", "--json")
+	if code != 0 || !strings.Contains(out, `"password": "password01"`) {
 		t.Fatalf("resolve: %d %s", code, out)
 	}
 	if _, code := cli("", "resolve", "chem", "local-bio", "biodb01"); code != 12 {

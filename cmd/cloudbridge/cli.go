@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -15,23 +18,33 @@ import (
 )
 
 // cli is the command line: serve, and the verbs that talk to workers over NATS.
+// The global flags (clientFlags) are accepted before or after the verb.
 type cli struct {
+	clientFlags `embed:""`
+
 	Serve      serveCmd      `cmd:"" help:"Run a worker. Without --nats-url it starts an embedded NATS server with JetStream (data in --data-dir)."`
 	Conn       connCmd       `cmd:"" help:"Manage connections: put, get, ls, rm, test."`
 	Secret     secretCmd     `cmd:"" help:"Manage secrets of the built-in store: put, ls, rm."`
 	Export     exportCmd     `cmd:"" help:"Manage log export blocks: put, get, ls, rm."`
+	Dead       deadCmd       `cmd:"" help:"Dead letters of an export: ls, show, replay, purge."`
 	Resolve    resolveCmd    `cmd:"" help:"Resolve a secret through a connection, as a group."`
 	Token      tokenCmd      `cmd:"" help:"Get short-lived cloud credentials through a connection, as a group."`
 	Invalidate invalidateCmd `cmd:"" help:"Drop cached values of a connection (or one secret) on every worker."`
 	Admin      adminCmd      `cmd:"" help:"Administrative operations: rekey."`
 	Logs       logsCmd       `cmd:"" help:"Log pipeline helpers: send."`
+	Health     healthCmd     `cmd:"" help:"Probe a worker's /readyz (for container health checks): exit 0 when ready, 1 otherwise."`
+	VersionCmd versionCmd    `cmd:"" name:"version" help:"Print the version."`
 }
 
-// clientFlags are the flags of every verb that talks to a worker.
+// clientFlags are the global flags: how to reach NATS, and output.
 type clientFlags struct {
 	config.NATS `embed:""`
-	JSON        bool          `name:"json" help:"Print JSON for scripts instead of tables."`
+	JSON        bool          `name:"json" help:"Print JSON for scripts (the wire's shape) instead of tables."`
 	Timeout     time.Duration `name:"timeout" env:"CLOUDBRIDGE_TIMEOUT" default:"10s" help:"How long to wait for a reply."`
+	InboxPrefix string        `name:"inbox-prefix" env:"CLOUDBRIDGE_INBOX_PREFIX" help:"Prefix of the reply subjects (inboxes), e.g. _INBOX_logs for a NATS user that may only subscribe to _INBOX_logs.>. Default _INBOX." placeholder:"PREFIX"`
+
+	url   string     // the URL connected to
+	async chan error // permission violations reported by the server
 }
 
 // env is what a verb runs with.
@@ -40,6 +53,7 @@ type env struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	f      *clientFlags
 }
 
 // connect opens a NATS connection for a CLI verb and returns a client.
@@ -47,23 +61,90 @@ func (f *clientFlags) connect() (*nats.Conn, *events.Client, error) {
 	if err := f.NATS.Validate(); err != nil {
 		return nil, nil, usageError{err}
 	}
-	url := f.URL
-	if url == "" {
-		url = "nats://127.0.0.1:4222"
+	if f.InboxPrefix != "" {
+		if err := events.CheckSubjectFilter("--inbox-prefix", f.InboxPrefix); err != nil || strings.ContainsAny(f.InboxPrefix, "*>") {
+			return nil, nil, usageError{fmt.Errorf("--inbox-prefix %q: want a literal subject prefix such as _INBOX_logs", f.InboxPrefix)}
+		}
 	}
+	f.url = f.CLIURL(os.Getenv)
 	auth, err := f.Auth().Options()
 	if err != nil {
 		return nil, nil, usageError{err}
 	}
-	nc, err := nats.Connect(url, append(auth, nats.Name("cloudbridge-cli"), nats.Timeout(5*time.Second))...)
-	if err != nil {
-		return nil, nil, events.Errorf(events.CodeUnavailable, "connecting to NATS at %s: %v (start a worker with 'cloudbridge serve', or pass --nats-url)", url, err)
+	f.async = make(chan error, 1)
+	opts := append(auth, nats.Name("cloudbridge-cli"), nats.Timeout(5*time.Second),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				select {
+				case f.async <- err:
+				default:
+				}
+			}
+		}))
+	if f.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(f.InboxPrefix))
+	}
+	nc, err := nats.Connect(f.url, opts...)
+	switch {
+	case err == nil:
+	case isAuthError(err):
+		return nil, nil, events.Errorf(events.CodeUnauthorized, "NATS at %s refused the credentials (%v): check --nats-user/--nats-password, --nats-token, --nats-nkey or --nats-creds", redactURL(f.url), err)
+	default:
+		return nil, nil, events.Errorf(events.CodeUnavailable, "connecting to NATS at %s: %v (start a worker with 'cloudbridge serve', or point --nats-url, CLOUDBRIDGE_NATS_URL or NATS_URL at your NATS)", redactURL(f.url), err)
 	}
 	return nc, events.NewClient(nc, f.Prefix), nil
 }
 
+func isAuthError(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) ||
+		strings.Contains(strings.ToLower(err.Error()), "authorization violation")
+}
+
+// redactURL drops user info from a URL for messages.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// context bounds a verb by --timeout, and ends it at once when the server
+// reports a permissions violation (which it does asynchronously).
 func (f *clientFlags) context(parent context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(parent, f.Timeout)
+	ctx, cancelT := context.WithTimeout(parent, f.Timeout)
+	ctx, cancelC := context.WithCancelCause(ctx)
+	async := f.async
+	go func() {
+		select {
+		case err := <-async:
+			cancelC(err)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancelC(nil); cancelT() }
+}
+
+// explain turns what a verb's request ran into into the error reported: a
+// permissions violation reported while it waited is forbidden, and "no
+// worker answers" names the NATS it asked.
+func (f *clientFlags) explain(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, nats.ErrPermissionViolation) {
+		return events.Errorf(events.CodeForbidden, "NATS at %s refused: %s (the NATS user lacks the permission)",
+			redactURL(f.url), strings.TrimPrefix(cause.Error(), nats.ErrPermissionViolation.Error()+": "))
+	}
+	var we *events.Error
+	if errors.As(err, &we) && we.Code == events.CodeUnavailable && !strings.Contains(we.Message, "NATS at") {
+		return events.Errorf(events.CodeUnavailable, "%s at NATS %s (start one with 'cloudbridge serve', or point --nats-url, CLOUDBRIDGE_NATS_URL or NATS_URL at the NATS your workers use)", we.Message, redactURL(f.url))
+	}
+	return err
 }
 
 // usageError is a mistake in the command line.
@@ -78,19 +159,40 @@ var cliDescription = `cloudbridge resolves data-connection credentials from AWS 
 Manager or its own encrypted store, vends short-lived cloud credentials, and exports log
 streams to CloudWatch Logs and Google Cloud Logging, as a service on NATS.
 
+cloudbridge --version (or: cloudbridge version) prints the version; cloudbridge help [COMMAND] is --help.
 Every flag has an environment twin CLOUDBRIDGE_<FLAG>, e.g. --nats-url and CLOUDBRIDGE_NATS_URL.
 Exit codes: ` + events.ExitCodesHelp() + "."
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "Usage: cloudbridge <command> [flags]\n\nRun 'cloudbridge --help' for the commands, 'cloudbridge <command> --help' for one of them.")
+		return 2
+	}
+	for _, a := range args { // --version before any verb (resolve has a --version of the secret)
+		if a == "--version" {
+			fmt.Fprintf(stdout, "cloudbridge %s\n", version())
+			return 0
+		}
+		if !strings.HasPrefix(a, "-") {
+			break
+		}
+	}
+	if args[0] == "help" { // cloudbridge help [command...] is --help
+		args = append(append([]string{}, args[1:]...), "--help")
+	}
 	var c cli
 	exit := -1
+	vars := kong.Vars{}
+	for k, v := range config.Vars() {
+		vars[k] = v
+	}
 	parser, err := kong.New(&c,
 		kong.Name("cloudbridge"),
 		kong.Description(cliDescription),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { exit = code; panic(exitPanic{}) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.UsageOnError(),
+		vars,
 	)
 	if err != nil {
 		fmt.Fprintf(stderr, "cloudbridge: %v\n", err)
@@ -102,13 +204,41 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cloudbridge: %v\n", err)
+		fmt.Fprintf(stderr, "%s\n", usageHint(args, err))
 		return 2
 	}
-	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, f: &c.clientFlags}
 	if err := kctx.Run(e); err != nil {
 		return report(stderr, err)
 	}
 	return 0
+}
+
+// usageHint is the line printed after a parse error.
+func usageHint(args []string, err error) string {
+	var verb []string
+	var pe *kong.ParseError
+	if errors.As(err, &pe) && pe.Context != nil {
+		for _, w := range strings.Fields(pe.Context.Command()) {
+			if !strings.HasPrefix(w, "<") {
+				verb = append(verb, w)
+			}
+		}
+	}
+	cmd := strings.Join(verb, " ")
+	if (cmd == "conn put" || cmd == "export put") && strings.Contains(err.Error(), "unexpected argument") {
+		file := "FILE"
+		for i, a := range args {
+			if i > 0 && args[i-1] == "put" && !strings.HasPrefix(a, "-") {
+				file = a
+			}
+		}
+		return fmt.Sprintf("Give the file with -f: cloudbridge %s -f %s (or -f - for stdin).", cmd, file)
+	}
+	if cmd != "" {
+		return fmt.Sprintf("Run 'cloudbridge %s --help' for its usage, 'cloudbridge --help' for the commands.", cmd)
+	}
+	return "Run 'cloudbridge --help' for the commands."
 }
 
 type exitPanic struct{}

@@ -60,15 +60,22 @@ func TestWalkthroughWithCLI(t *testing.T) {
 	}{
 		{[]string{"conn", "put", "-f", file}, "", 0, "connection local-bio stored"},
 		{[]string{"secret", "put", "local-bio", "biodb01", "login=user01", "password=password01"}, "", 0, "stored"},
-		{[]string{"resolve", "bio", "local-bio", "biodb01"}, "", 0, `"credentials":{"login":"user01","password":"password01"}`},
-		{[]string{"resolve", "bio", "local-bio", "biodb01", "--keys", "login"}, "", 0, `"credentials":{"login":"user01"}`},
+		{[]string{"resolve", "bio", "local-bio", "biodb01"}, "", 0, "credentials.password  password01"},
+		{[]string{"resolve", "bio", "local-bio", "biodb01", "--json"}, "", 0, `"password": "password01"`},
+		{[]string{"--json", "resolve", "bio", "local-bio", "biodb01", "--keys", "login"}, "", 0, `"login": "user01"`},
 		{[]string{"conn", "ls"}, "", 0, "local-bio  builtin"},
-		{[]string{"conn", "get", "local-bio"}, "", 0, `"provider": "builtin"`},
+		{[]string{"conn", "get", "local-bio"}, "", 0, "provider  builtin"},
+		{[]string{"conn", "get", "local-bio", "--json"}, "", 0, `"provider": "builtin"`},
 		{[]string{"conn", "test", "bio", "local-bio", "--secret", "biodb01", "--keys", "login,password"}, "", 0, "keys present: login, password"},
 		{[]string{"conn", "test", "bio", "local-bio", "--secret", "biodb01", "--keys", "host"}, "", 1, "FAIL"},
 		{[]string{"secret", "ls", "local-bio", "--json"}, "", 0, `"biodb01"`},
 		{[]string{"secret", "put", "local-bio", "biodb02"}, "s3cret-from-stdin\n", 0, "stored"},
-		{[]string{"resolve", "bio", "local-bio", "biodb02"}, "", 0, `"value":"s3cret-from-stdin"`},
+		{[]string{"resolve", "bio", "local-bio", "biodb02"}, "", 0, "value       s3cret-from-stdin"},
+		{[]string{"resolve", "bio", "local-bio", "biodb02", "--json"}, "", 0, `"version": "1"`},
+		{[]string{"secret", "put", "local-bio", "biodb02", "v=2"}, "", 0, "stored"},
+		{[]string{"resolve", "bio", "local-bio", "biodb02", "--json"}, "", 0, `"version": "2"`},
+		{[]string{"resolve", "bio", "local-bio", "biodb01", "--json"}, "", 0, `"version": "1"`},
+		{[]string{"invalidate", "nosuch"}, "", 13, ""},
 		{[]string{"invalidate", "local-bio"}, "", 0, "dropped"},
 		{[]string{"resolve", "chem", "local-bio", "biodb01"}, "", 12, ""},
 		{[]string{"resolve", "bio", "nope", "biodb01"}, "", 13, ""},
@@ -78,7 +85,8 @@ func TestWalkthroughWithCLI(t *testing.T) {
 		{[]string{"logs", "send", "logs.app.web", `{"level":"info","msg":"hello"}`}, "", 0, "1 event(s) stored on logs.app.web"},
 		{[]string{"logs", "send", "logs.app.web", "-"}, "line one\nline two\n", 0, "2 event(s) stored"},
 		{[]string{"logs", "send", "logs.*", "x"}, "", 2, ""},
-		{[]string{"export", "ls"}, "", 0, "NAME"},
+		{[]string{"export", "ls"}, "", 0, "no exports"},
+		{[]string{"export", "ls", "--json"}, "", 0, `"exports": []`},
 		{[]string{"export", "get", "nope"}, "", 13, ""},
 		{[]string{"export", "put", "-f", "-"}, `{"name":"e","connection":"local-bio","subjects":["logs.>"],"cloudwatch":{"log_group":"g"}}`, 10, ""},
 		{[]string{"conn", "rm", "local-bio"}, "", 0, "deleted"},
@@ -119,7 +127,7 @@ func TestCLIUsageErrors(t *testing.T) {
 // The CLI's defaults (struct tags) and config.Defaults() must agree.
 func TestServeDefaults(t *testing.T) {
 	var c cli
-	p, err := kong.New(&c, kong.Exit(func(int) {}))
+	p, err := kong.New(&c, kong.Exit(func(int) {}), kong.Vars(config.Vars()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +141,7 @@ func TestServeDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := c.Serve.Serve
+	got.NATS = c.clientFlags.NATS // serve takes the global NATS flags
 	want := config.Defaults()
 	got.DataDir = want.DataDir // kong resolves the path to an absolute one
 	if !reflect.DeepEqual(got, want) {

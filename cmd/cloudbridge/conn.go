@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -18,24 +17,19 @@ type connCmd struct {
 }
 
 type connPutCmd struct {
-	clientFlags
 	File string `short:"f" required:"" help:"JSON file with the connection object, or - for stdin." placeholder:"FILE"`
 }
 
 func (c *connPutCmd) Run(e *env) error {
-	body, err := readInput(e, c.File, events.MaxRequestSize)
+	conn, err := readJSON(e, c.File, events.MaxRequestSize)
 	if err != nil {
 		return err
 	}
-	var conn json.RawMessage
-	if err := json.Unmarshal(body, &conn); err != nil {
-		return usageError{fmt.Errorf("%s: not JSON: %w", c.File, err)}
-	}
 	var out events.Connection
-	if err := c.request(e, events.ResourceConnections, events.VerbPut, conn, &out); err != nil {
+	if err := e.f.request(e, events.ResourceConnections, events.VerbPut, conn, &out); err != nil {
 		return err
 	}
-	if c.JSON {
+	if e.f.JSON {
 		return printJSON(e.stdout, out)
 	}
 	fmt.Fprintf(e.stdout, "connection %s stored (provider %s, groups %s)\n", out.Name, out.Provider, strings.Join(out.Groups, ","))
@@ -61,55 +55,51 @@ func (f *clientFlags) with(e *env, fn func(ctx context.Context, client *events.C
 	defer nc.Close()
 	ctx, cancel := f.context(e.ctx)
 	defer cancel()
-	return fn(ctx, client)
+	return f.explain(ctx, fn(ctx, client))
 }
 
 type connGetCmd struct {
-	clientFlags
 	Name string `arg:"" help:"Connection name."`
 }
 
 func (c *connGetCmd) Run(e *env) error {
 	var out events.Connection
-	if err := c.request(e, events.ResourceConnections, events.VerbGet, events.NameRequest{Name: c.Name}, &out); err != nil {
+	if err := e.f.request(e, events.ResourceConnections, events.VerbGet, events.NameRequest{Name: c.Name}, &out); err != nil {
 		return err
 	}
-	return printJSON(e.stdout, out)
+	return e.f.show(e, out)
 }
 
 type connLsCmd struct {
-	clientFlags
 }
 
 func (c *connLsCmd) Run(e *env) error {
 	var out events.ConnectionList
-	if err := c.request(e, events.ResourceConnections, events.VerbList, events.Empty{}, &out); err != nil {
+	if err := e.f.request(e, events.ResourceConnections, events.VerbList, events.Empty{}, &out); err != nil {
 		return err
 	}
-	if c.JSON {
+	if e.f.JSON {
 		return printJSON(e.stdout, out)
 	}
 	rows := make([][]string, 0, len(out.Connections))
 	for _, x := range out.Connections {
 		rows = append(rows, []string{x.Name, x.Provider, strings.Join(x.Groups, ","), orDash(strings.Join(x.Secrets, ",")), events.Duration(x.TTL()).String()})
 	}
-	return printTable(e.stdout, []string{"NAME", "PROVIDER", "GROUPS", "SECRETS", "CACHE TTL"}, rows)
+	return printTable(e.stdout, "connections", []string{"NAME", "PROVIDER", "GROUPS", "SECRETS", "CACHE TTL"}, rows)
 }
 
 type connRmCmd struct {
-	clientFlags
 	Name string `arg:"" help:"Connection name."`
 }
 
 func (c *connRmCmd) Run(e *env) error {
-	if err := c.request(e, events.ResourceConnections, events.VerbDelete, events.NameRequest{Name: c.Name}, nil); err != nil {
+	if err := e.f.request(e, events.ResourceConnections, events.VerbDelete, events.NameRequest{Name: c.Name}, nil); err != nil {
 		return err
 	}
-	return c.done(e, "connection %s deleted", c.Name)
+	return e.f.done(e, "connection %s deleted", c.Name)
 }
 
 type connTestCmd struct {
-	clientFlags
 	Group  string   `arg:"" help:"Group to test as."`
 	Name   string   `arg:"" help:"Connection name."`
 	Secret string   `help:"Also read this secret."`
@@ -118,14 +108,14 @@ type connTestCmd struct {
 
 func (c *connTestCmd) Run(e *env) error {
 	var out *events.TestReply
-	err := c.with(e, func(ctx context.Context, client *events.Client) (err error) {
+	err := e.f.with(e, func(ctx context.Context, client *events.Client) (err error) {
 		out, err = client.Test(ctx, c.Group, c.Name, events.TestRequest{Secret: c.Secret, Keys: c.Keys})
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if c.JSON {
+	if e.f.JSON {
 		if err := printJSON(e.stdout, out); err != nil {
 			return err
 		}
@@ -141,7 +131,7 @@ func (c *connTestCmd) Run(e *env) error {
 			}
 			rows = append(rows, []string{s.Name, status, detail})
 		}
-		if err := printTable(e.stdout, []string{"STEP", "RESULT", "DETAIL"}, rows); err != nil {
+		if err := printTable(e.stdout, "steps", []string{"STEP", "RESULT", "DETAIL"}, rows); err != nil {
 			return err
 		}
 	}

@@ -1,7 +1,8 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -18,24 +19,19 @@ type exportCmd struct {
 }
 
 type exportPutCmd struct {
-	clientFlags
 	File string `short:"f" required:"" help:"JSON file with the export block, or - for stdin." placeholder:"FILE"`
 }
 
 func (c *exportPutCmd) Run(e *env) error {
-	body, err := readInput(e, c.File, events.MaxRequestSize)
+	x, err := readJSON(e, c.File, events.MaxRequestSize)
 	if err != nil {
 		return err
 	}
-	var x json.RawMessage
-	if err := json.Unmarshal(body, &x); err != nil {
-		return usageError{fmt.Errorf("%s: not JSON: %w", c.File, err)}
-	}
 	var out events.Export
-	if err := c.request(e, events.ResourceExports, events.VerbPut, x, &out); err != nil {
+	if err := e.f.request(e, events.ResourceExports, events.VerbPut, x, &out); err != nil {
 		return err
 	}
-	if c.JSON {
+	if e.f.JSON {
 		return printJSON(e.stdout, out)
 	}
 	fmt.Fprintf(e.stdout, "export %s stored (%s via %s)\n", out.Name, sinkName(out), out.Connection)
@@ -53,47 +49,44 @@ func sinkName(x events.Export) string {
 }
 
 type exportGetCmd struct {
-	clientFlags
 	Name string `arg:"" help:"Export name."`
 }
 
 func (c *exportGetCmd) Run(e *env) error {
 	var out events.Export
-	if err := c.request(e, events.ResourceExports, events.VerbGet, events.NameRequest{Name: c.Name}, &out); err != nil {
+	if err := e.f.request(e, events.ResourceExports, events.VerbGet, events.NameRequest{Name: c.Name}, &out); err != nil {
 		return err
 	}
-	return printJSON(e.stdout, out)
+	return e.f.show(e, out)
 }
 
 type exportLsCmd struct {
-	clientFlags
 }
 
 func (c *exportLsCmd) Run(e *env) error {
 	var out events.ExportList
-	if err := c.request(e, events.ResourceExports, events.VerbList, events.Empty{}, &out); err != nil {
+	if err := e.f.request(e, events.ResourceExports, events.VerbList, events.Empty{}, &out); err != nil {
 		return err
 	}
-	if c.JSON {
+	if e.f.JSON {
 		return printJSON(e.stdout, out)
 	}
 	rows := [][]string{}
 	for _, x := range out.Exports {
 		rows = append(rows, []string{x.Name, x.Connection, strings.Join(x.Subjects, ","), orDash(x.MinLevel), sinkName(x)})
 	}
-	return printTable(e.stdout, []string{"NAME", "CONNECTION", "SUBJECTS", "MIN LEVEL", "SINK"}, rows)
+	return printTable(e.stdout, "exports", []string{"NAME", "CONNECTION", "SUBJECTS", "MIN LEVEL", "SINK"}, rows)
 }
 
 type exportRmCmd struct {
-	clientFlags
 	Name string `arg:"" help:"Export name."`
 }
 
 func (c *exportRmCmd) Run(e *env) error {
-	if err := c.request(e, events.ResourceExports, events.VerbDelete, events.NameRequest{Name: c.Name}, nil); err != nil {
+	if err := e.f.request(e, events.ResourceExports, events.VerbDelete, events.NameRequest{Name: c.Name}, nil); err != nil {
 		return err
 	}
-	return c.done(e, "export %s deleted", c.Name)
+	return e.f.done(e, "export %s deleted", c.Name)
 }
 
 type logsCmd struct {
@@ -101,7 +94,6 @@ type logsCmd struct {
 }
 
 type logsSendCmd struct {
-	clientFlags
 	Subject string `arg:"" help:"Subject, e.g. logs.app.web."`
 	Message string `arg:"" help:"The event (JSON or text), or - to send each line of stdin as one event."`
 }
@@ -110,34 +102,92 @@ func (c *logsSendCmd) Run(e *env) error {
 	if err := events.CheckSubjectFilter("subject", c.Subject); err != nil || strings.ContainsAny(c.Subject, "*>") {
 		return usageError{fmt.Errorf("subject %q: want a literal subject such as logs.app.web", c.Subject)}
 	}
-	nc, _, err := c.connect()
+	nc, _, err := e.f.connect()
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	// Before anything is published, check that the acks can come back: with
+	// an inbox the user may not subscribe to, the event would be stored while
+	// the CLI waits for an ack that never arrives and reports a failure.
+	if err := checkInbox(nc); err != nil {
+		return e.f.explainInbox(err)
+	}
 	js, err := nc.JetStream()
 	if err != nil {
 		return err
 	}
 	n := 0
+	var stream string
 	send := func(b []byte) error {
-		ctx, cancel := c.context(e.ctx)
+		ctx, cancel := e.f.context(e.ctx)
 		defer cancel()
-		if _, err := js.PublishMsg(&nats.Msg{Subject: c.Subject, Data: b}, nats.Context(ctx)); err != nil {
-			return events.Errorf(events.CodeUnavailable, "publishing to %s: %v (is the subject captured by the CLOUDBRIDGE_LOGS stream?)", c.Subject, err)
+		ack, err := js.PublishMsg(&nats.Msg{Subject: c.Subject, Data: b}, nats.Context(ctx))
+		if err != nil {
+			return c.failed(e, ctx, err, n)
 		}
+		stream = ack.Stream
 		n++
 		return nil
 	}
 	if c.Message == "-" {
-		if err := eachLine(e.stdin, send); err != nil {
-			return err
+		err = eachLine(e.stdin, send)
+	} else {
+		err = send([]byte(c.Message))
+	}
+	if err != nil {
+		if n > 0 && !e.f.JSON {
+			fmt.Fprintf(e.stdout, "%d event(s) stored on %s before the failure\n", n, c.Subject)
 		}
-	} else if err := send([]byte(c.Message)); err != nil {
 		return err
 	}
-	if !c.JSON {
-		fmt.Fprintf(e.stdout, "%d event(s) stored on %s\n", n, c.Subject)
+	if e.f.JSON {
+		return printJSON(e.stdout, map[string]any{"subject": c.Subject, "stream": stream, "stored": n})
+	}
+	fmt.Fprintf(e.stdout, "%d event(s) stored on %s\n", n, c.Subject)
+	return nil
+}
+
+// failed explains a publish that got no ack. Only a missed deadline leaves it
+// open whether the event was stored; every other failure means it was not.
+func (c *logsSendCmd) failed(e *env, ctx context.Context, err error, stored int) error {
+	if werr := e.f.explain(ctx, err); werr != err {
+		return werr // a permissions violation: the server dropped the event
+	}
+	switch {
+	case errors.Is(err, nats.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return events.Errorf(events.CodeNotFound, "no JetStream stream captures %s, so the event was not stored (serve captures --logs-subjects, default logs.>)", c.Subject)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return events.Errorf(events.CodeTimeout, "no ack from JetStream for %s within %s: the event may or may not be stored", c.Subject, e.f.Timeout)
+	}
+	var apiErr *nats.APIError
+	if errors.As(err, &apiErr) {
+		return events.Errorf(events.CodeUnavailable, "JetStream refused the event on %s (not stored): %s", c.Subject, apiErr.Description)
+	}
+	return events.Errorf(events.CodeUnavailable, "publishing to %s: %v", c.Subject, err)
+}
+
+// checkInbox subscribes to a reply inbox and waits for the server's answer:
+// a subscribe permissions violation arrives before the flush's PONG.
+func checkInbox(nc *nats.Conn) error {
+	sub, err := nc.SubscribeSync(nc.NewInbox())
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		return err
 	}
 	return nil
+}
+
+func (f *clientFlags) explainInbox(err error) error {
+	if errors.Is(err, nats.ErrPermissionViolation) {
+		return events.Errorf(events.CodeForbidden, "NATS at %s refused: %s; nothing was sent (a user limited to other inboxes needs --inbox-prefix, e.g. --inbox-prefix _INBOX_logs)",
+			redactURL(f.url), strings.TrimPrefix(err.Error(), nats.ErrPermissionViolation.Error()+": "))
+	}
+	return events.Errorf(events.CodeUnavailable, "NATS at %s: %v", redactURL(f.url), err)
 }

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/cloudbridge/cloudbridge/events"
 )
 
 type resolveCmd struct {
-	clientFlags
 	Group   string   `arg:"" help:"Group to resolve as."`
 	Conn    string   `arg:"" help:"Connection name."`
 	Secret  string   `arg:"" help:"Secret name, ARN or resource name."`
@@ -20,26 +18,17 @@ type resolveCmd struct {
 
 func (c *resolveCmd) Run(e *env) error {
 	var out *events.ResolveReply
-	err := c.with(e, func(ctx context.Context, client *events.Client) (err error) {
+	err := e.f.with(e, func(ctx context.Context, client *events.Client) (err error) {
 		out, err = client.Resolve(ctx, c.Group, c.Conn, events.ResolveRequest{Secret: c.Secret, Keys: c.Keys, Fresh: c.Fresh, Version: c.Version})
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if c.JSON {
-		return printJSON(e.stdout, out)
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(e.stdout, string(b))
-	return err
+	return e.f.show(e, out)
 }
 
 type tokenCmd struct {
-	clientFlags
 	Group    string          `arg:"" help:"Group to ask as."`
 	Conn     string          `arg:"" help:"Connection name."`
 	Scopes   []string        `help:"OAuth scopes (GCP; comma-separated)."`
@@ -48,18 +37,17 @@ type tokenCmd struct {
 
 func (c *tokenCmd) Run(e *env) error {
 	var out *events.TokenReply
-	err := c.with(e, func(ctx context.Context, client *events.Client) (err error) {
+	err := e.f.with(e, func(ctx context.Context, client *events.Client) (err error) {
 		out, err = client.Token(ctx, c.Group, c.Conn, events.TokenRequest{Scopes: c.Scopes, Duration: c.Duration})
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return printJSON(e.stdout, out)
+	return e.f.show(e, out)
 }
 
 type invalidateCmd struct {
-	clientFlags
 	Conn   string `arg:"" help:"Connection name."`
 	Secret string `arg:"" optional:"" help:"Only this secret."`
 }
@@ -69,12 +57,17 @@ func (c *invalidateCmd) Run(e *env) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	if err := c.with(e, func(ctx context.Context, client *events.Client) error {
+	if err := e.f.with(e, func(ctx context.Context, client *events.Client) error {
+		// The broadcast itself cannot tell an unknown connection: ask the
+		// registry first, so a typo fails with not_found.
+		if err := client.Request(ctx, client.Subjects().Admin(events.ResourceConnections, events.VerbGet), events.NameRequest{Name: c.Conn}, nil); err != nil {
+			return err
+		}
 		return client.Request(ctx, client.Subjects().Invalidate(), req, nil)
 	}); err != nil {
 		return err
 	}
-	return c.done(e, "cache entries of %s dropped on every worker", c.Conn)
+	return e.f.done(e, "cache entries of %s dropped on every worker", c.Conn)
 }
 
 type adminCmd struct {
@@ -82,17 +75,16 @@ type adminCmd struct {
 }
 
 type rekeyCmd struct {
-	clientFlags
 }
 
 func (c *rekeyCmd) Run(e *env) error {
 	var out events.RekeyReply
-	if err := c.with(e, func(ctx context.Context, client *events.Client) error {
+	if err := e.f.with(e, func(ctx context.Context, client *events.Client) error {
 		return client.Request(ctx, client.Subjects().AdminRekey(), events.Empty{}, &out)
 	}); err != nil {
 		return err
 	}
-	if c.JSON {
+	if e.f.JSON {
 		return printJSON(e.stdout, out)
 	}
 	fmt.Fprintf(e.stdout, "re-sealed %d records; every record is now sealed under key %s\n", out.Resealed, out.Current)

@@ -19,7 +19,6 @@ type secretCmd struct {
 }
 
 type secretPutCmd struct {
-	clientFlags
 	Conn     string   `arg:"" help:"Connection name (provider builtin)."`
 	Name     string   `arg:"" help:"Secret name."`
 	Pairs    []string `arg:"" optional:"" help:"key=value pairs; the secret becomes a JSON object. Without pairs or --from-file the value is prompted for (input hidden) or read from stdin." placeholder:"KEY=VALUE"`
@@ -35,10 +34,10 @@ func (c *secretPutCmd) Run(e *env) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	if err := c.request(e, events.ResourceSecrets, events.VerbPut, req, nil); err != nil {
+	if err := e.f.request(e, events.ResourceSecrets, events.VerbPut, req, nil); err != nil {
 		return err
 	}
-	return c.done(e, "secret %s stored in %s", c.Name, c.Conn)
+	return e.f.done(e, "secret %s stored in %s", c.Name, c.Conn)
 }
 
 // value builds the secret value from pairs, a file, a prompt or stdin.
@@ -98,33 +97,32 @@ func asValue(b []byte) (json.RawMessage, error) {
 }
 
 type secretLsCmd struct {
-	clientFlags
 	Conn string `arg:"" help:"Connection name."`
 }
 
 func (c *secretLsCmd) Run(e *env) error {
 	var out events.SecretNames
-	if err := c.request(e, events.ResourceSecrets, events.VerbList, events.SecretListRequest{Connection: c.Conn}, &out); err != nil {
+	if err := e.f.request(e, events.ResourceSecrets, events.VerbList, events.SecretListRequest{Connection: c.Conn}, &out); err != nil {
 		return err
 	}
-	if c.JSON {
+	if e.f.JSON {
 		return printJSON(e.stdout, out)
 	}
+	rows := make([][]string, 0, len(out.Names))
 	for _, n := range out.Names {
-		fmt.Fprintln(e.stdout, n)
+		rows = append(rows, []string{n})
 	}
-	return nil
+	return printTable(e.stdout, "secrets in "+c.Conn, []string{"NAME"}, rows)
 }
 
 type secretRmCmd struct {
-	clientFlags
 	Conn string `arg:"" help:"Connection name."`
 	Name string `arg:"" help:"Secret name."`
 }
 
 func (c *secretRmCmd) Run(e *env) error {
-	if err := c.request(e, events.ResourceSecrets, events.VerbDelete, events.SecretRef{Connection: c.Conn, Name: c.Name}, nil); err != nil {
+	if err := e.f.request(e, events.ResourceSecrets, events.VerbDelete, events.SecretRef{Connection: c.Conn, Name: c.Name}, nil); err != nil {
 		return err
 	}
-	return c.done(e, "secret %s deleted from %s", c.Name, c.Conn)
+	return e.f.done(e, "secret %s deleted from %s", c.Name, c.Conn)
 }

@@ -11,7 +11,10 @@ type serveCmd struct {
 }
 
 func (c *serveCmd) Run(e *env) error {
-	if err := c.Validate(); err != nil {
+	// The global NATS flags (serve does not read NATS_URL). kong validated
+	// serve before they were copied in, so validate again.
+	c.NATS = e.f.NATS
+	if err := c.Serve.Validate(); err != nil {
 		return usageError{err}
 	}
 	log, err := logging.New(c.LogLevel, c.LogFormat, e.stderr)

@@ -42,7 +42,7 @@ func TestServeRunsAndShutsDownCleanly(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		out, _, code := cb(t, "", "conn", "ls", "--nats-url", url, "--timeout", "1s")
-		if code == 0 && strings.Contains(out, "NAME") {
+		if code == 0 && strings.Contains(out, "no connections") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -50,8 +50,8 @@ func TestServeRunsAndShutsDownCleanly(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, _, code := cb(t, "", "conn", "put", "-f", "-", "--nats-url", url); code != 2 {
-		// stdin is empty: a usage error, nothing stored
+	if _, _, code := cb(t, "", "conn", "put", "-f", "-", "--nats-url", url); code != 10 {
+		// stdin is empty: bad_request, nothing stored
 		t.Fatalf("conn put with empty stdin exited %d", code)
 	}
 	cancel()

@@ -97,6 +97,11 @@ func Resilient(name string, log zerolog.Logger) []nats.Option {
 			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("nats connected")
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err == nil || nc.IsClosed() || nc.IsDraining() {
+				// Our own Close or Drain (a clean shutdown): not a fault.
+				log.Info().Msg("nats disconnected (closing)")
+				return
+			}
 			log.Warn().Err(err).Msg("nats disconnected; reconnecting")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -51,11 +51,15 @@ type Policy struct {
 
 // Store is the cache shared by all connections of a worker.
 type Store struct {
-	opts  Options
-	lru   *lru.Cache[key, *entry]
-	sf    singleflight.Group
-	mu    sync.Mutex
+	opts Options
+	lru  *lru.Cache[key, *entry]
+	sf   singleflight.Group
+	mu   sync.Mutex
+	// gens counts the invalidations of each connection, and sgens those of
+	// each secret (since its connection's last one): a value fetched under
+	// an older generation is never stored nor served.
 	gens  map[string]uint64
+	sgens map[secretKey]uint64
 	bgCtx context.Context
 	stop  context.CancelFunc
 	bg    sync.WaitGroup
@@ -65,14 +69,20 @@ type key struct {
 	conn, secret, version string
 }
 
-func (k key) flight(gen uint64) string {
-	return k.conn + "\x00" + k.secret + "\x00" + k.version + "\x00" + strconv.FormatUint(gen, 10)
+type secretKey struct{ conn, secret string }
+
+// generation is what a value was fetched under: its connection's and its
+// secret's invalidation counts.
+type generation struct{ conn, secret uint64 }
+
+func (k key) flight(g generation) string {
+	return k.conn + "\x00" + k.secret + "\x00" + k.version + "\x00" + strconv.FormatUint(g.conn, 10) + "\x00" + strconv.FormatUint(g.secret, 10)
 }
 
 type entry struct {
 	owner      *cached
 	sec        provider.Secret
-	gen        uint64
+	gen        generation
 	validated  time.Time
 	ttl        time.Duration
 	refreshing atomic.Bool
@@ -94,7 +104,7 @@ func New(o Options) *Store {
 	}
 	c, _ := lru.New[key, *entry](o.MaxEntries)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Store{opts: o, lru: c, gens: map[string]uint64{}, bgCtx: ctx, stop: cancel}
+	return &Store{opts: o, lru: c, gens: map[string]uint64{}, sgens: map[secretKey]uint64{}, bgCtx: ctx, stop: cancel}
 }
 
 // Close stops background refreshes and waits for them.
@@ -106,18 +116,29 @@ func (s *Store) Close() {
 // Len is the number of cached values.
 func (s *Store) Len() int { return s.lru.Len() }
 
-func (s *Store) gen(conn string) uint64 {
+func (s *Store) gen(conn, secret string) generation {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.gens[conn]
+	return generation{conn: s.gens[conn], secret: s.sgens[secretKey{conn, secret}]}
 }
 
 // Invalidate drops the entries of a connection, or of one of its secrets when
-// secret is not empty. A provider call already under way for them will not
+// secret is not empty (the connection's other secrets stay cached, with their
+// max_stale fallback). A provider call already under way for them will not
 // store its result.
 func (s *Store) Invalidate(conn, secret string) {
 	s.mu.Lock()
-	s.gens[conn]++
+	if secret == "" {
+		s.gens[conn]++
+		// The connection's generation now outdates every secret's.
+		for k := range s.sgens {
+			if k.conn == conn {
+				delete(s.sgens, k)
+			}
+		}
+	} else {
+		s.sgens[secretKey{conn, secret}]++
+	}
 	s.mu.Unlock()
 	for _, k := range s.lru.Keys() {
 		if k.conn == conn && (secret == "" || k.secret == secret) {
@@ -137,7 +158,7 @@ func (s *Store) Peek(conn string, req provider.Request) (provider.Secret, bool) 
 	}
 	k := key{conn: conn, secret: req.Secret, version: req.Version}
 	e, ok := s.lru.Get(k)
-	if !ok || e.gen != s.gen(conn) {
+	if !ok || e.gen != s.gen(conn, req.Secret) {
 		return provider.Secret{}, false
 	}
 	now := s.opts.Now()
@@ -175,7 +196,7 @@ func (c *cached) Resolve(ctx context.Context, req provider.Request) (provider.Se
 		return sec, nil
 	}
 	k := key{conn: c.conn, secret: req.Secret, version: req.Version}
-	gen := s.gen(c.conn)
+	gen := s.gen(c.conn, req.Secret)
 	var old *entry
 	if e, ok := s.lru.Get(k); ok && e.gen == gen {
 		old = e
@@ -201,7 +222,7 @@ func staleAllowed(err error) bool {
 }
 
 // fetch makes or joins the one provider call for k, waiting at most until ctx is done.
-func (c *cached) fetch(ctx context.Context, k key, gen uint64, old *entry, req provider.Request) (provider.Secret, error) {
+func (c *cached) fetch(ctx context.Context, k key, gen generation, old *entry, req provider.Request) (provider.Secret, error) {
 	flight := k.flight(gen)
 	if req.Fresh {
 		flight += "\x00fresh"
@@ -226,7 +247,7 @@ func (c *cached) fetch(ctx context.Context, k key, gen uint64, old *entry, req p
 }
 
 // load asks the provider, re-validating old by version when it can, and stores the result.
-func (c *cached) load(ctx context.Context, k key, gen uint64, old *entry, req provider.Request, refresh bool) (sec provider.Secret, err error) {
+func (c *cached) load(ctx context.Context, k key, gen generation, old *entry, req provider.Request, refresh bool) (sec provider.Secret, err error) {
 	// A provider call runs on a goroutine of its own: a panic there would
 	// end the process, so it becomes an internal error (its value, which may
 	// hold a payload, is dropped).
@@ -269,12 +290,9 @@ func (c *cached) load(ctx context.Context, k key, gen uint64, old *entry, req pr
 	return sec, nil
 }
 
-func (c *cached) store(k key, gen uint64, sec provider.Secret) {
+func (c *cached) store(k key, gen generation, sec provider.Secret) {
 	s := c.s
-	s.mu.Lock()
-	current := s.gens[k.conn] == gen
-	s.mu.Unlock()
-	if !current {
+	if s.gen(k.conn, k.secret) != gen {
 		return
 	}
 	sec.Cached, sec.Stale = false, false
@@ -282,7 +300,7 @@ func (c *cached) store(k key, gen uint64, sec provider.Secret) {
 	metrics.CacheEntries.Set(float64(s.lru.Len()))
 }
 
-func (c *cached) refreshInBackground(k key, gen uint64, e *entry, req provider.Request) {
+func (c *cached) refreshInBackground(k key, gen generation, e *entry, req provider.Request) {
 	s := c.s
 	metrics.Cache.WithLabelValues("refresh").Inc()
 	s.bg.Add(1)

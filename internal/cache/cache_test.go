@@ -278,3 +278,60 @@ func TestDeadlineIsTimeout(t *testing.T) {
 		t.Fatalf("err = %v, want timeout", err)
 	}
 }
+
+// TestInvalidateSecretKeepsSiblings: invalidating one secret leaves its
+// siblings cached, and with their max_stale fallback when the provider is down.
+func TestInvalidateSecretKeepsSiblings(t *testing.T) {
+	s, clk := newStore(t, 100)
+	p := &fakeProvider{version: "v1", value: "x"}
+	r := s.Wrap("c", Policy{TTL: time.Minute, MaxStale: time.Hour}, p)
+	ctx := context.Background()
+	for _, n := range []string{"db1", "db2"} {
+		if _, err := r.Resolve(ctx, provider.Request{Secret: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Invalidate("c", "db1")
+	sec, err := r.Resolve(ctx, provider.Request{Secret: "db2"})
+	if err != nil || !sec.Cached {
+		t.Fatalf("sibling after invalidate: cached=%v err=%v, want cached", sec.Cached, err)
+	}
+	if _, ok := s.Peek("c", provider.Request{Secret: "db1"}); ok {
+		t.Fatal("the invalidated secret is still cached")
+	}
+	// Past the TTL with the provider down, the sibling is served stale.
+	clk.add(2 * time.Minute)
+	p.set("v1", "x", events.ErrUnavailable)
+	sec, err = r.Resolve(ctx, provider.Request{Secret: "db2"})
+	if err != nil || !sec.Stale {
+		t.Fatalf("sibling with provider down: stale=%v err=%v, want stale", sec.Stale, err)
+	}
+}
+
+// TestInvalidateSecretDuringFetchDoesNotStore: a value of a secret fetched
+// while that secret was invalidated is not stored; a sibling's is.
+func TestInvalidateSecretDuringFetchDoesNotStore(t *testing.T) {
+	s, _ := newStore(t, 10)
+	p := &fakeProvider{version: "v1", value: "old", gate: make(chan struct{})}
+	r := s.Wrap("c", Policy{TTL: time.Hour}, p)
+	var wg sync.WaitGroup
+	for _, n := range []string{"db", "other"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = r.Resolve(context.Background(), provider.Request{Secret: n})
+		}()
+	}
+	for p.calls.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	s.Invalidate("c", "db")
+	close(p.gate)
+	wg.Wait()
+	if _, ok := s.Peek("c", provider.Request{Secret: "db"}); ok {
+		t.Fatal("a value fetched before its invalidation was stored")
+	}
+	if _, ok := s.Peek("c", provider.Request{Secret: "other"}); !ok {
+		t.Fatal("the sibling's value was not stored")
+	}
+}

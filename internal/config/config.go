@@ -15,9 +15,36 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
+// DefaultListen is the embedded NATS server's default client address. It is
+// deliberately not NATS's standard 4222: users often run a NATS server there
+// already. DefaultCLIURL, the CLI's default URL, follows it.
+const (
+	DefaultListen = "127.0.0.1:4333"
+	DefaultCLIURL = "nats://" + DefaultListen
+)
+
+// Vars are the values interpolated into the struct tags below (kong.Vars).
+func Vars() map[string]string {
+	return map[string]string{"default_listen": DefaultListen, "default_cli_url": DefaultCLIURL}
+}
+
+// CLIURL is the URL a CLI verb connects to: the flag or CLOUDBRIDGE_NATS_URL
+// (already in n.URL), else NATS_URL (as the nats CLI reads it), else
+// DefaultCLIURL. serve does not read NATS_URL: without a URL it starts the
+// embedded server.
+func (n NATS) CLIURL(getenv func(string) string) string {
+	if n.URL != "" {
+		return n.URL
+	}
+	if u := getenv("NATS_URL"); u != "" {
+		return u
+	}
+	return DefaultCLIURL
+}
+
 // NATS is how to reach NATS, shared by serve and the CLI verbs.
 type NATS struct {
-	URL      string `name:"nats-url" env:"CLOUDBRIDGE_NATS_URL" help:"NATS server URL(s), comma-separated. serve: without it, an embedded NATS server is started. CLI verbs: default nats://127.0.0.1:4222." placeholder:"URL"`
+	URL      string `name:"nats-url" env:"CLOUDBRIDGE_NATS_URL" help:"NATS server URL(s), comma-separated. serve: without it, an embedded NATS server is started. CLI verbs: --nats-url, else CLOUDBRIDGE_NATS_URL, else NATS_URL, else ${default_cli_url}." placeholder:"URL"`
 	User     string `name:"nats-user" env:"CLOUDBRIDGE_NATS_USER" help:"NATS user name."`
 	Password string `name:"nats-password" env:"CLOUDBRIDGE_NATS_PASSWORD" help:"NATS password (prefer the env twin)."`
 	Token    string `name:"nats-token" env:"CLOUDBRIDGE_NATS_TOKEN" help:"NATS auth token (prefer the env twin)."`
@@ -35,8 +62,11 @@ func (n NATS) Auth() bus.Auth {
 		TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey}
 }
 
-// Validate checks the NATS options.
+// Validate checks the NATS options. An empty prefix is the default one.
 func (n NATS) Validate() error {
+	if n.Prefix == "" {
+		return n.Auth().Validate()
+	}
 	if err := events.CheckPrefix(n.Prefix); err != nil {
 		return fmt.Errorf("--prefix: %w", err)
 	}
@@ -45,9 +75,9 @@ func (n NATS) Validate() error {
 
 // Serve configures `cloudbridge serve`.
 type Serve struct {
-	NATS `embed:""`
+	NATS `kong:"-"` // the global NATS flags of the CLI, copied in by serve
 
-	Listen  string `name:"listen" env:"CLOUDBRIDGE_LISTEN" default:"127.0.0.1:4222" help:"Embedded NATS: client listen address (only without --nats-url)."`
+	Listen  string `name:"listen" env:"CLOUDBRIDGE_LISTEN" default:"${default_listen}" help:"Embedded NATS: client listen address (only without --nats-url). Not NATS's usual 4222, so it does not collide with a NATS server already running."`
 	DataDir string `name:"data-dir" env:"CLOUDBRIDGE_DATA_DIR" default:"./data" help:"Embedded NATS: JetStream store and generated master key (only without --nats-url)." type:"path"`
 
 	MasterKeyFile         string `name:"master-key-file" env:"CLOUDBRIDGE_MASTER_KEY_FILE" help:"File holding the master key (base64 of 32 bytes) that seals stored credentials." type:"path"`
@@ -149,7 +179,7 @@ func (s *Serve) Allowlist() (provider.Allowlist, error) {
 func Defaults() Serve {
 	return Serve{
 		NATS:            NATS{Prefix: events.DefaultPrefix},
-		Listen:          "127.0.0.1:4222",
+		Listen:          DefaultListen,
 		DataDir:         "./data",
 		AllowEndpoints:  append([]string(nil), provider.DefaultAllowEndpoints...),
 		HTTPAddr:        "127.0.0.1:9464",

@@ -1,5 +1,6 @@
 // Package endpoint runs micro endpoint handlers the way every cloudbridge
-// endpoint needs: each request in its own goroutine (bounded), under a
+// endpoint needs: each request in its own goroutine, bounded without ever
+// blocking the subscription (past the bound, throttled at once), under a
 // deadline, with a recovered panic turned into an internal error, the wire
 // error (micro headers and JSON body) sent on failure, one log event and the
 // metrics per outcome, and a Wait that drains requests in flight.
@@ -7,7 +8,6 @@ package endpoint
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"runtime/debug"
 	"strconv"
@@ -35,15 +35,59 @@ type Func func(ctx context.Context, req micro.Request, f *Fields) (any, error)
 
 // Runner runs handlers.
 type Runner struct {
-	nc      *nats.Conn
-	log     zerolog.Logger
-	timeout time.Duration
-	sem     chan struct{}
-	wg      sync.WaitGroup
+	nc        *nats.Conn
+	log       zerolog.Logger
+	throttled zerolog.Logger
+	timeout   time.Duration
+	max       int
+	wg        sync.WaitGroup
+
+	statsMu sync.Mutex
+	stats   map[string]*Stats
 }
 
-// NewRunner returns a runner allowing maxInFlight concurrent requests, each
-// under timeout, replying on nc.
+// Stats are an endpoint's counts as /metrics has them: every request to its
+// reply, asynchronous ones included. micro's own fields see only what is
+// answered on the subscription's goroutine (cache hits and fast failures)
+// and the hand-off of the rest; these go in the data of $SRV.STATS.
+type Stats struct {
+	NumRequests           int           `json:"num_requests"`
+	NumErrors             int           `json:"num_errors"`
+	LastError             string        `json:"last_error,omitempty"`
+	ProcessingTime        time.Duration `json:"processing_time"`
+	AverageProcessingTime time.Duration `json:"average_processing_time"`
+}
+
+func (r *Runner) count(name string, d time.Duration, we *events.Error) {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	st := r.stats[name]
+	if st == nil {
+		st = &Stats{}
+		r.stats[name] = st
+	}
+	st.NumRequests++
+	st.ProcessingTime += d
+	st.AverageProcessingTime = st.ProcessingTime / time.Duration(st.NumRequests)
+	if we != nil {
+		st.NumErrors++
+		st.LastError = strconv.Itoa(we.Code.Number()) + ":" + we.Message
+	}
+}
+
+// EndpointStats is the micro StatsHandler: the endpoint's Stats, for the data
+// of its $SRV.STATS entry.
+func (r *Runner) EndpointStats(e *micro.Endpoint) any {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	if st := r.stats[e.Name]; st != nil {
+		return *st
+	}
+	return Stats{}
+}
+
+// NewRunner returns a runner allowing maxInFlight concurrent requests per
+// endpoint run by Handler, each under timeout, replying on nc.
 func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runner {
 	if maxInFlight <= 0 {
 		maxInFlight = 1024
@@ -51,20 +95,52 @@ func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFl
 	if timeout <= 0 {
 		timeout = 8 * time.Second
 	}
-	return &Runner{nc: nc, log: log, timeout: timeout, sem: make(chan struct{}, maxInFlight)}
+	// Fast failures come in floods: one log line per second tells the cause.
+	throttled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
+	return &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight, stats: map[string]*Stats{}}
 }
 
-// Handler adapts fn to a micro handler for endpoint name. When the runner is
-// full the subscription's goroutine waits, which applies back-pressure.
+// Timeout is the deadline of each request.
+func (r *Runner) Timeout() time.Duration { return r.timeout }
+
+// Limiter bounds requests in progress without ever blocking: Enter reserves
+// a place or reports that there is none.
+type Limiter struct{ slots chan struct{} }
+
+// NewLimiter returns a limiter of n places.
+func NewLimiter(n int) *Limiter {
+	if n < 1 {
+		n = 1
+	}
+	return &Limiter{slots: make(chan struct{}, n)}
+}
+
+// Enter reserves a place; release gives it back. ok is false when full.
+func (l *Limiter) Enter() (release func(), ok bool) {
+	select {
+	case l.slots <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-l.slots }) }, true
+	default:
+		return nil, false
+	}
+}
+
+// InUse is the number of places taken.
+func (l *Limiter) InUse() int { return len(l.slots) }
+
+// Handler adapts fn to a micro handler for endpoint name, with a bound of its
+// own (maxInFlight requests at once): past it a request fails at once with
+// throttled, so one busy endpoint never holds up another.
 func (r *Runner) Handler(name string, fn Func) micro.Handler {
-	return micro.HandlerFunc(func(req micro.Request) {
-		r.sem <- struct{}{}
-		r.wg.Add(1)
-		go func() {
-			defer func() { <-r.sem; r.wg.Done() }()
-			r.run(name, fn, req)
-		}()
-	})
+	l := NewLimiter(r.max)
+	return r.Limited(name, nil, func(micro.Request, *Fields) (func(), error) {
+		release, ok := l.Enter()
+		if !ok {
+			return nil, events.Errorf(events.CodeThrottled, "%s: %d requests already in progress in this worker; try again later", name, r.max)
+		}
+		return release, nil
+	}, fn)
 }
 
 // FastFunc tries to answer a request at once, on the subscription's
@@ -72,25 +148,43 @@ func (r *Runner) Handler(name string, fn Func) micro.Handler {
 // hand the request to the regular handler.
 type FastFunc func(req micro.Request, f *Fields) (reply []byte, ok bool)
 
-// Fast adapts fast and fn to a micro handler: fast answers what it can inline
-// (a cache hit), everything else runs as Handler runs it.
-func (r *Runner) Fast(name string, fast FastFunc, fn Func) micro.Handler {
-	slow := r.Handler(name, fn)
+// AdmitFunc decides, on the subscription's goroutine and without blocking,
+// whether a request may run: it returns a release called when the request is
+// done, or the error replied at once.
+type AdmitFunc func(req micro.Request, f *Fields) (release func(), err error)
+
+// Limited adapts fast, admit and fn to a micro handler: fast (when not nil)
+// answers what it can inline (a cache hit, behind no queue); admit bounds the
+// rest without blocking, failing a request at once past its bound; an
+// admitted request runs fn on a goroutine of its own, under the deadline.
+func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) micro.Handler {
 	ok := metrics.Requests.WithLabelValues(name, "ok")
 	latency := metrics.RequestDuration.WithLabelValues(name)
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := time.Now()
 		var f Fields
-		body, done := fast(req, &f)
-		if !done {
-			slow.Handle(req)
+		if fast != nil {
+			if body, done := fast(req, &f); done {
+				_ = req.Respond(body)
+				d := time.Since(start)
+				ok.Inc()
+				latency.Observe(d.Seconds())
+				r.count(name, d, nil)
+				r.logOutcome(name, req.Subject(), f, "ok", d, nil)
+				return
+			}
+			f = Fields{}
+		}
+		release, err := admit(req, &f)
+		if err != nil {
+			r.replyInline(name, req, f, start, err)
 			return
 		}
-		_ = req.Respond(body)
-		d := time.Since(start)
-		ok.Inc()
-		latency.Observe(d.Seconds())
-		r.logOutcome(name, req.Subject(), f, "ok", d, nil)
+		r.wg.Add(1)
+		go func() {
+			defer func() { release(); r.wg.Done() }()
+			r.run(name, fn, req, start)
+		}()
 	})
 }
 
@@ -100,7 +194,27 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		r.wg.Add(1)
 		defer r.wg.Done()
-		r.run(name, fn, req)
+		start := time.Now()
+		ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
+		defer cancel()
+		var f Fields
+		out, err := r.call(ctx, fn, req, &f)
+		var body []byte
+		if err == nil {
+			body, err = events.Marshal(out)
+		}
+		if err != nil {
+			r.replyInline(name, req, f, start, err)
+			return
+		}
+		// On the subscription's goroutine: through the request, so micro's
+		// stats count it.
+		_ = req.Respond(body)
+		d := time.Since(start)
+		metrics.Requests.WithLabelValues(name, "ok").Inc()
+		metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
+		r.count(name, d, nil)
+		r.logOutcome(name, req.Subject(), f, "ok", d, nil)
 	})
 }
 
@@ -116,25 +230,43 @@ func (r *Runner) Wait(ctx context.Context) error {
 	}
 }
 
-func (r *Runner) run(name string, fn Func, req micro.Request) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
 	defer cancel()
 	var f Fields
 	out, err := r.call(ctx, fn, req, &f)
+	r.reply(name, req, f, start, out, err)
+}
+
+// replyInline sends err's wire form through the micro request, on the
+// subscription's goroutine, so micro's own stats count the error too.
+func (r *Runner) replyInline(name string, req micro.Request, f Fields, start time.Time, err error) {
+	we := events.AsWire(err)
+	body, _ := events.Marshal(events.ErrorReply{Error: we})
+	_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body)
+	d := time.Since(start)
+	metrics.Requests.WithLabelValues(name, string(we.Code)).Inc()
+	metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
+	r.count(name, d, we)
+	r.logOutcome(name, req.Subject(), f, string(we.Code), d, err)
+}
+
+// reply sends out (or err's wire form), and counts and logs the outcome.
+func (r *Runner) reply(name string, req micro.Request, f Fields, start time.Time, out any, err error) {
 	var body []byte
 	if err == nil {
-		body, err = json.Marshal(out)
+		body, err = events.Marshal(out)
 	}
 	code := "ok"
+	var we *events.Error
 	// The reply is published on the runner's connection, not through
 	// req.Respond or req.Error: micro reads the request's state once the
 	// handler returned, while this goroutine may still be working.
 	reply := &nats.Msg{Subject: req.Reply(), Data: body}
 	if err != nil {
-		we := events.AsWire(err)
+		we = events.AsWire(err)
 		code = string(we.Code)
-		reply.Data, _ = json.Marshal(events.ErrorReply{Error: we})
+		reply.Data, _ = events.Marshal(events.ErrorReply{Error: we})
 		reply.Header = nats.Header{}
 		reply.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(we.Code.Number()))
 		reply.Header.Set(micro.ErrorHeader, we.Message)
@@ -145,6 +277,7 @@ func (r *Runner) run(name string, fn Func, req micro.Request) {
 	d := time.Since(start)
 	metrics.Requests.WithLabelValues(name, code).Inc()
 	metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
+	r.count(name, d, we)
 	r.logOutcome(name, req.Subject(), f, code, d, err)
 }
 
@@ -169,7 +302,9 @@ func (r *Runner) logOutcome(name, subject string, f Fields, code string, d time.
 		ev = r.log.Debug()
 	case string(events.CodeInternal):
 		ev = r.log.Error()
-	case string(events.CodeUnavailable), string(events.CodeTimeout), string(events.CodeThrottled):
+	case string(events.CodeThrottled):
+		ev = r.throttled.Warn()
+	case string(events.CodeUnavailable), string(events.CodeTimeout):
 		ev = r.log.Warn()
 	default:
 		ev = r.log.Info()

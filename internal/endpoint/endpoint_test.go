@@ -48,7 +48,7 @@ func (s *syncBuffer) String() string {
 type harness struct {
 	t      *testing.T
 	nc     *nats.Conn // the requester
-	wnc    *nats.Conn // the worker's
+	wnc    *nats.Conn // the worker's connection
 	svc    micro.Service
 	runner *endpoint.Runner
 	logs   *syncBuffer
@@ -320,8 +320,9 @@ func TestDeadline(t *testing.T) {
 	waitCounts(t, name, map[string]float64{"timeout": 1})
 }
 
-// Handlers run concurrently up to maxInFlight; past it the subscription
-// waits (back-pressure), and nothing is lost.
+// Handlers run concurrently up to maxInFlight; past it a request fails at
+// once with throttled (no queue behind a busy endpoint), and the admitted
+// ones all finish.
 func TestBoundedConcurrency(t *testing.T) {
 	const max = 3
 	h := newHarness(t, 10*time.Second, max)
@@ -343,10 +344,9 @@ func TestBoundedConcurrency(t *testing.T) {
 		}
 		return events.Empty{}, nil
 	}))
-	const total = 10
 	var wg sync.WaitGroup
-	errs := make(chan error, total)
-	for i := 0; i < total; i++ {
+	errs := make(chan error, max)
+	for i := 0; i < max; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -358,6 +358,10 @@ func TestBoundedConcurrency(t *testing.T) {
 		}()
 	}
 	natstest.Eventually(t, 5*time.Second, "the runner to fill", func() bool { return running.Load() == max })
+	// The bound is reached: the next request is refused at once.
+	for i := 0; i < 5; i++ {
+		wantError(t, h.request("t.conc", nil), events.CodeThrottled)
+	}
 	if running.Load() > max {
 		t.Fatalf("%d running, bound %d", running.Load(), max)
 	}
@@ -372,7 +376,7 @@ func TestBoundedConcurrency(t *testing.T) {
 	if peak.Load() != max {
 		t.Fatalf("peak %d, bound %d", peak.Load(), max)
 	}
-	waitCounts(t, name, map[string]float64{"ok": total})
+	waitCounts(t, name, map[string]float64{"ok": max, "throttled": 5})
 }
 
 // Wait drains requests in flight, and gives up at its deadline.
@@ -434,7 +438,7 @@ func TestFast(t *testing.T) {
 		}
 		return map[string]bool{"fast": false}, nil
 	}
-	h.add(name, "t.fast", h.runner.Fast(name, fast, slow))
+	h.add(name, "t.fast", h.runner.Limited(name, fast, func(micro.Request, *endpoint.Fields) (func(), error) { return func() {}, nil }, slow))
 	msg := h.request("t.fast", []byte("hit"))
 	wantOK(t, msg)
 	if string(msg.Data) != `{"fast":true}` || slowCalls.Load() != 0 {

@@ -64,9 +64,11 @@ type SecretStore interface {
 	Secret(ctx context.Context, conn, name string) (StoredSecret, error)
 }
 
-// StoredSecret is a built-in secret's value and its revision.
+// StoredSecret is a built-in secret's value, its version (1 for the first
+// put of the secret, then 2, 3…) and the bucket's revision of it.
 type StoredSecret struct {
 	Value    []byte
+	Version  uint64
 	Revision uint64
 }
 

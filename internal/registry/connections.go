@@ -19,6 +19,7 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry) {
 		r.mu.Lock()
 		delete(r.connections, name)
 		r.mu.Unlock()
+		r.setSealedOut(name, nil)
 		r.notify(Change{Kind: KindConnection, Name: name, Deleted: true})
 		return
 	}
@@ -28,6 +29,7 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry) {
 		// before (observeGen logged and counted it).
 		return
 	}
+	r.setSealedOut(name, err)
 	if err != nil {
 		r.log.Error().Str("conn", name).Err(err).Msg("ignoring unreadable connection record")
 		r.mu.Lock()
@@ -89,16 +91,20 @@ func (r *Registry) lookupConnection(ctx context.Context, name string) (c events.
 
 // unreadable explains a record this worker cannot open, without its content.
 func unreadable(what, name string, err error) error {
-	why := "its record is corrupt"
+	return events.Wrap(events.CodeUnavailable, err, "%s %q cannot be read: %s", what, name, unreadableWhy(err))
+}
+
+// unreadableWhy explains why a record cannot be opened, from safe parts.
+func unreadableWhy(err error) string {
 	switch {
 	case errors.Is(err, ErrRollback):
-		why = "its record is older than one this worker has already seen (an old value written back into the bucket); an admin may put or delete it"
+		return "its record is older than one this worker has already seen (an old value written back into the bucket); an admin may put or delete it"
 	case errors.Is(err, seal.ErrUnknownKey):
-		why = "it is sealed under a master key this worker does not have (check --master-key-file and --previous-master-key-file)"
+		return "it is sealed under a master key this worker does not have (check --master-key-file and --previous-master-key-file)"
 	case errors.Is(err, seal.ErrOpen):
-		why = "its record failed authentication (wrong master key, or tampered)"
+		return "its record failed authentication (wrong master key, or tampered)"
 	}
-	return events.Errorf(events.CodeUnavailable, "%s %q cannot be read: %s", what, name, why)
+	return "its record is corrupt"
 }
 
 // Connections lists the watched connections, sorted by name.
@@ -147,7 +153,7 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 				"provider: connection %q is used by export %q; changing its provider would break it", c.Name, used[0])
 		}
 	}
-	pt, err := json.Marshal(c)
+	pt, err := events.Marshal(c)
 	if err != nil {
 		return events.Connection{}, fmt.Errorf("encoding connection: %w", err)
 	}

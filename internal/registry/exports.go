@@ -88,7 +88,7 @@ func (r *Registry) PutExport(ctx context.Context, x events.Export) (events.Expor
 		return events.Export{}, events.Errorf(events.CodeBadRequest,
 			"connection: %q has provider %s; this sink needs a %s connection", x.Connection, c.Provider, want)
 	}
-	b, err := json.Marshal(x)
+	b, err := events.Marshal(x)
 	if err != nil {
 		return events.Export{}, fmt.Errorf("encoding export: %w", err)
 	}

@@ -27,7 +27,9 @@ type sealedRecord struct {
 	V      int             `json:"v"`
 	Gen    uint64          `json:"gen,omitempty"`
 	Public json.RawMessage `json:"public,omitempty"`
-	Sealed seal.Envelope   `json:"sealed"`
+	// Version counts the puts of a built-in secret: 1, 2, 3…
+	Version uint64        `json:"version,omitempty"`
+	Sealed  seal.Envelope `json:"sealed"`
 }
 
 // associatedData binds a ciphertext to its bucket, key and generation.

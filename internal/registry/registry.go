@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 )
@@ -83,9 +84,15 @@ type Registry struct {
 	exportsByNm map[string]events.Export
 	listeners   []func(Change)
 
-	ready  atomic.Bool
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ready atomic.Bool
+	// sealedOut holds the connection records this worker's master key
+	// cannot open, and stopped the buckets whose watcher has stopped: either
+	// makes the worker unhealthy.
+	healthMu  sync.Mutex
+	sealedOut map[string]error
+	stopped   map[string]error
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // bucket is one KV bucket and the last revision its watcher has applied.
@@ -150,7 +157,7 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
 		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{},
-		seenGen: map[string]uint64{}}
+		sealedOut: map[string]error{}, stopped: map[string]error{}, seenGen: map[string]uint64{}}
 	for _, b := range []struct {
 		dst  **bucket
 		what string
@@ -161,8 +168,15 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 		{&r.exports, events.BucketExports, "cloudbridge log export blocks"},
 	} {
 		name := events.Subjects{Prefix: opts.Prefix}.Bucket(b.what)
-		kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: name, Description: b.desc,
-			History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas})
+		var kv jetstream.KeyValue
+		// A cluster still forming, or a JetStream not ready yet, answers with
+		// timeouts and 503s: start-up waits it out until ctx is done.
+		err := bus.Retry(ctx, opts.Logger, "binding bucket "+name, func(ctx context.Context) error {
+			var err error
+			kv, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: name, Description: b.desc,
+				History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas})
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -211,13 +225,18 @@ func (r *Registry) Start(ctx context.Context) error {
 		{r.exports, r.applyExport, nil},
 		{r.secrets, r.applySecret, []jetstream.WatchOpt{jetstream.MetaOnly()}},
 	} {
-		kw, err := w.b.kv.WatchAll(wctx, w.opts...)
+		var kw jetstream.KeyWatcher
+		err := bus.Retry(ctx, r.log, "watching bucket "+w.b.name, func(context.Context) error {
+			var err error
+			kw, err = w.b.kv.WatchAll(wctx, w.opts...)
+			return err
+		})
 		if err != nil {
 			cancel()
 			return fmt.Errorf("watching bucket %s: %w", w.b.name, err)
 		}
 		r.wg.Add(1)
-		go r.watch(wctx, kw, w.b, w.apply, loaded)
+		go r.watch(wctx, kw, w.b, w.apply, loaded, w.opts)
 	}
 	for i := 0; i < 3; i++ {
 		select {
@@ -231,10 +250,46 @@ func (r *Registry) Start(ctx context.Context) error {
 	return nil
 }
 
-func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket, apply func(jetstream.KeyValueEntry), loaded chan<- struct{}) {
+func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket, apply func(jetstream.KeyValueEntry), loaded chan<- struct{}, opts []jetstream.WatchOpt) {
 	defer r.wg.Done()
-	defer func() { _ = kw.Stop() }()
 	initial := true
+	for {
+		r.follow(ctx, kw, b, apply, &initial, loaded)
+		_ = kw.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		// The watcher stopped on its own: the worker is unhealthy (its view
+		// no longer follows the bucket) until a new one runs.
+		r.setStopped(b.name, errors.New("its watcher stopped"))
+		r.log.Error().Str("bucket", b.name).Msg("registry watcher stopped; watching again")
+		for {
+			err := bus.Retry(ctx, r.log, "re-watching bucket "+b.name, func(context.Context) error {
+				var err error
+				kw, err = b.kv.WatchAll(ctx, opts...)
+				return err
+			})
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			// Even an error retrying cannot cure (the bucket deleted) may be
+			// cured by an operator: keep trying, slowly.
+			r.log.Error().Err(err).Str("bucket", b.name).Msg("cannot watch bucket; trying again in 5s")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+		r.setStopped(b.name, nil)
+	}
+}
+
+// follow applies the watcher's updates until it stops or ctx is done.
+func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, b *bucket, apply func(jetstream.KeyValueEntry), initial *bool, loaded chan<- struct{}) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -244,8 +299,8 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket
 				return
 			}
 			if e == nil {
-				if initial {
-					initial = false
+				if *initial {
+					*initial = false
 					loaded <- struct{}{}
 				}
 				continue
@@ -254,6 +309,62 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket
 			b.markSeen(e.Revision())
 		}
 	}
+}
+
+func (r *Registry) setStopped(bucket string, err error) {
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	if err == nil {
+		delete(r.stopped, bucket)
+		return
+	}
+	r.stopped[bucket] = err
+}
+
+// setSealedOut records whether connection name's record could be opened.
+func (r *Registry) setSealedOut(name string, err error) {
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	// Only a record under a key this worker lacks says the worker's keys are
+	// wrong; a tampered one (seal.ErrOpen) is refused at use and left for an
+	// admin to put again or delete, which needs the admin endpoints up.
+	if err == nil || !errors.Is(err, seal.ErrUnknownKey) {
+		delete(r.sealedOut, name)
+		return
+	}
+	r.sealedOut[name] = err
+}
+
+// Health says why the registry cannot serve, or nil: a watcher that stopped,
+// or stored connection records under a master key this worker lacks while
+// it opens none of them. The reasons name
+// buckets and records, never their content.
+func (r *Registry) Health() error {
+	if !r.ready.Load() {
+		return errors.New("registry buckets not ready")
+	}
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	for name, err := range r.stopped {
+		return fmt.Errorf("bucket %s: %v", name, err)
+	}
+	r.mu.RLock()
+	opened := len(r.connections)
+	r.mu.RUnlock()
+	// Unhealthy when the master key opens none of the stored connections:
+	// a worker started with the wrong key. A few records under an unknown
+	// key among readable ones (written by a misconfigured worker) are
+	// refused at use, and an admin may replace or delete them.
+	if n := len(r.sealedOut); n > 0 && opened == 0 {
+		var one string
+		for name := range r.sealedOut {
+			if one == "" || name < one {
+				one = name
+			}
+		}
+		return fmt.Errorf("the master key cannot open %d stored connection record(s), e.g. %q: %s", n, one, unreadableWhy(r.sealedOut[one]))
+	}
+	return nil
 }
 
 // Ready reports whether the buckets are bound and the initial state loaded.

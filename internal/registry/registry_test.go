@@ -115,7 +115,7 @@ func conn(t *testing.T, js string) events.Connection {
 
 func wire(t *testing.T, v any) string {
 	t.Helper()
-	b, err := json.Marshal(v)
+	b, err := events.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}

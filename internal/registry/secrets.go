@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -23,7 +24,8 @@ func (r *Registry) applySecret(e jetstream.KeyValueEntry) {
 	r.notify(Change{Kind: KindSecret, Conn: conn, Name: name, Deleted: isDelete(e)})
 }
 
-// StoredSecret is a built-in secret's value and its revision (the type the
+// StoredSecret is a built-in secret's value its version (1 for the first
+// put of the secret, then 2, 3…) and the bucket's revision (the type the
 // builtin provider reads through provider.SecretStore).
 type StoredSecret = provider.StoredSecret
 
@@ -33,22 +35,64 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 		return err
 	}
 	key := secretKey(conn, name)
-	var floor uint64
-	if e, err := r.secrets.kv.Get(ctx, key); err == nil {
-		floor = storedGen(e.Value())
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return translate("reading secret", err)
+	// Each put is the next version of this secret: create version 1, or
+	// update the entry just read (a concurrent put makes us read again).
+	for attempt := 0; ; attempt++ {
+		var version, prev, floor uint64 = 1, 0, 0
+		e, err := r.secrets.kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return translate("storing secret", err)
+		default:
+			version, prev, floor = secretVersion(e.Value())+1, e.Revision(), storedGen(e.Value())
+		}
+		val, err := r.sealValue(r.secrets.name, key, floor, value, nil)
+		if err != nil {
+			return err
+		}
+		if val, err = withVersion(val, version); err != nil {
+			return err
+		}
+		var rev uint64
+		if prev == 0 {
+			rev, err = r.secrets.kv.Create(ctx, key, val)
+		} else {
+			rev, err = r.secrets.kv.Update(ctx, key, val, prev)
+		}
+		if err != nil {
+			if attempt < 10 && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) && ctx.Err() == nil {
+				continue
+			}
+			return translate("storing secret", err)
+		}
+		r.secrets.waitSeen(ctx, rev)
+		return nil
 	}
-	val, err := r.sealValue(r.secrets.name, key, floor, value, nil)
-	if err != nil {
-		return err
+}
+
+// secretVersion reads the version of a stored secret record (1 for records
+// written before versions were counted).
+func secretVersion(stored []byte) uint64 {
+	var rec sealedRecord
+	if json.Unmarshal(stored, &rec) != nil || rec.Version == 0 {
+		return 1
 	}
-	rev, err := r.secrets.kv.Put(ctx, key, val)
-	if err != nil {
-		return translate("storing secret", err)
+	return rec.Version
+}
+
+func withVersion(val []byte, version uint64) ([]byte, error) {
+	var rec sealedRecord
+	if err := json.Unmarshal(val, &rec); err != nil {
+		return nil, err
 	}
-	r.secrets.waitSeen(ctx, rev)
-	return nil
+	rec.Version = version
+	return json.Marshal(rec)
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // Secret reads a built-in secret straight from the bucket.
@@ -61,7 +105,7 @@ func (r *Registry) Secret(ctx context.Context, conn, name string) (StoredSecret,
 	if err != nil {
 		return StoredSecret{}, unreadable("secret", name, err)
 	}
-	return StoredSecret{Value: pt, Revision: e.Revision()}, nil
+	return StoredSecret{Value: pt, Version: secretVersion(e.Value()), Revision: e.Revision()}, nil
 }
 
 // SecretNames lists the names of a connection's built-in secrets, sorted.

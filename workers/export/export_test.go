@@ -313,10 +313,16 @@ func TestStopFlushesInFlight(t *testing.T) {
 	exp := cwExport("stopper", "logs.stop.>")
 	exp.Batch.MaxWait = events.Duration(5 * time.Minute)
 	w := e.worker(nil, exp)
+	// In flight means in the worker's batch: the server counts a message as
+	// pending its ack as soon as it queues it for delivery, before the worker
+	// has received it; one still on its way when Stop unsubscribes is not
+	// the worker's to flush (it is redelivered after AckWait).
+	in := metrics.ExportEventsIn.WithLabelValues("stopper")
+	before := testutil.ToFloat64(in)
 	e.publish(0, 10, []string{"logs.stop.a"}, "")
 	natstest.Eventually(t, 10*time.Second, "batch in flight", func() bool {
 		a, _ := consumerPending(t, e.js, "stopper")
-		return a == 10
+		return a == 10 && testutil.ToFloat64(in)-before == 10
 	})
 	if e.cw.Count() != 0 {
 		t.Fatalf("delivered before max_wait")

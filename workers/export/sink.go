@@ -2,66 +2,29 @@ package export
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"google.golang.org/api/option"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/logevent"
-	"github.com/cloudbridge/cloudbridge/internal/sink/cloudlogging"
-	"github.com/cloudbridge/cloudbridge/internal/sink/cloudwatch"
+	"github.com/cloudbridge/cloudbridge/internal/sink"
+	"github.com/cloudbridge/cloudbridge/internal/sink/all"
 )
 
-// Sink delivers batches of log records of one export block to a cloud.
-// internal/cloudwatch and internal/cloudlogging implement it.
-type Sink interface {
-	// Limits are the per-call limits; the worker never hands Write a batch
-	// beyond them, so one batch of one log stream is one call.
-	Limits() logevent.Limits
-	// Size is what a record counts against Limits().MaxBytes.
-	Size(r *logevent.Record) int
-	// Write sends the records whose outcome is Pending and sets each outcome.
-	// On error the records not carried by a successful call stay Pending; the
-	// error wraps an events sentinel (throttled, unavailable, ...).
-	Write(ctx context.Context, recs []logevent.Record, out []logevent.Outcome) error
-	// Close releases the sink's client.
-	Close() error
-}
+// Sink is what the runner delivers through (internal/sink).
+type Sink = sink.Sink
 
 // SinkFactory builds the sink of an export block from its connection.
 type SinkFactory func(ctx context.Context, exp events.Export, conn events.Connection) (Sink, error)
 
-// NewSinkFactory returns the factory used by serve: awsConfig turns an aws
-// connection into an SDK config (internal/aws), gcpOptions turns a gcp
-// connection into client options (internal/gcp).
+// NewSinkFactory returns the factory used by serve: the kind registered for
+// the export's block (internal/sink/all) builds its sink; awsConfig turns an
+// aws connection into an SDK config, gcpOptions a gcp connection into client
+// options.
 func NewSinkFactory(awsConfig func(context.Context, events.Connection) (aws.Config, error),
 	gcpOptions func(context.Context, events.Connection) ([]option.ClientOption, error)) SinkFactory {
+	clients := sink.Clients{AWS: awsConfig, GCP: gcpOptions}
 	return func(ctx context.Context, exp events.Export, conn events.Connection) (Sink, error) {
-		switch {
-		case exp.CloudWatch != nil:
-			if conn.Provider != events.ProviderAWS || awsConfig == nil {
-				return nil, events.Errorf(events.CodeBadRequest, "export %s: connection %s is not an aws connection", exp.Name, conn.Name)
-			}
-			cfg, err := awsConfig(ctx, conn)
-			if err != nil {
-				return nil, fmt.Errorf("building aws config for export %s: %w", exp.Name, err)
-			}
-			return cloudwatch.New(cloudwatch.NewClient(cfg, conn), exp, nopLogger), nil
-		case exp.CloudLogging != nil:
-			if conn.Provider != events.ProviderGCP || gcpOptions == nil {
-				return nil, events.Errorf(events.CodeBadRequest, "export %s: connection %s is not a gcp connection", exp.Name, conn.Name)
-			}
-			opts, err := gcpOptions(ctx, conn)
-			if err != nil {
-				return nil, fmt.Errorf("building gcp options for export %s: %w", exp.Name, err)
-			}
-			client, err := cloudlogging.NewClient(ctx, conn, opts...)
-			if err != nil {
-				return nil, fmt.Errorf("creating cloud logging client for export %s: %w", exp.Name, err)
-			}
-			return cloudlogging.New(client, exp), nil
-		}
-		return nil, events.Errorf(events.CodeBadRequest, "export %s: no sink", exp.Name)
+		return all.Open(ctx, exp, conn, clients)
 	}
 }

@@ -267,7 +267,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.runners = map[string]*runner{}
 	w.mu.Unlock()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(runners))
+	errs := make(chan error, len(runners)+1) // +1: the deadline below never blocks
 	for _, r := range runners {
 		wg.Add(1)
 		go func() {

@@ -1,7 +1,7 @@
 package resolve
 
 import (
-	"encoding/json"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +32,8 @@ type fastPath struct {
 }
 
 // replyKey names a rendered reply: the request's connection, secret,
-// version and keys (joined with NUL).
+// version and keys (each prefixed with its length, so no two lists of keys
+// share an encoding).
 type replyKey struct {
 	conn, secret, version, keys string
 }
@@ -70,9 +71,20 @@ func (p *fastPath) decoded(body []byte) (events.ResolveRequest, bool) {
 	return in, true
 }
 
+// known returns a request body already decoded and found valid.
+func (p *fastPath) known(body []byte) (events.ResolveRequest, bool) {
+	if len(body) > maxMemoBody {
+		return events.ResolveRequest{}, false
+	}
+	p.mu.RLock()
+	in, ok := p.bodies[string(body)]
+	p.mu.RUnlock()
+	return in, ok
+}
+
 // rendered returns the reply body for sec, rendering it once per value.
 func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.Secret) ([]byte, bool) {
-	key := replyKey{conn: conn, secret: in.Secret, version: in.Version, keys: strings.Join(in.Keys, "\x00")}
+	key := replyKey{conn: conn, secret: in.Secret, version: in.Version, keys: joinKeys(in.Keys)}
 	p.mu.RLock()
 	r, ok := p.replies[key]
 	p.mu.RUnlock()
@@ -83,7 +95,7 @@ func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.
 	if err != nil {
 		return nil, false
 	}
-	body, err := json.Marshal(out)
+	body, err := events.Marshal(out)
 	if err != nil {
 		return nil, false
 	}
@@ -94,6 +106,18 @@ func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.
 	p.replies[key] = renderedReply{version: sec.Version, fetched: sec.FetchedAt, body: body}
 	p.mu.Unlock()
 	return body, true
+}
+
+// joinKeys encodes a list of keys unambiguously: ["a\x00b"] and ["a","b"]
+// differ.
+func joinKeys(keys []string) string {
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(strconv.Itoa(len(k)))
+		b.WriteByte(':')
+		b.WriteString(k)
+	}
+	return b.String()
 }
 
 // forget drops the rendered replies of a connection.

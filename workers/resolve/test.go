@@ -25,6 +25,11 @@ func (w *Worker) handleTest(ctx context.Context, req micro.Request, f *endpoint.
 		rep.Add(events.FailStep(events.StepCredentials, err))
 		return rep, nil
 	}
+	release, err := b.bulkhead.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if p, ok := b.raw.(provider.Prober); ok {
 		for _, st := range p.Probe(ctx) {
 			rep.Add(st)

@@ -27,6 +27,11 @@ func (w *Worker) handleToken(ctx context.Context, req micro.Request, f *endpoint
 	if !ok {
 		return nil, events.Errorf(events.CodeBadRequest, "connection %q (provider %s) does not vend cloud credentials", c.Name, c.Provider)
 	}
+	release, err := b.bulkhead.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	return t.Token(ctx, in)
 }
 

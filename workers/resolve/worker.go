@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
@@ -53,19 +55,32 @@ type Worker struct {
 	// built holds each connection's provider, built on first use and dropped
 	// when the connection changes.
 	built map[string]*built
-	sf    singleflight.Group
-	fast  *fastPath
+	// epochs counts each connection's changes: a provider whose build
+	// began under an older epoch is closed, never kept.
+	epochs map[string]uint64
+	sf     singleflight.Group
+	fast   *fastPath
+	// bulkheads bound each connection's upstream work.
+	bulkheads map[string]*bulkhead
+	queueWait time.Duration
 }
 
 type built struct {
-	conn   events.Connection
-	raw    provider.Resolver
-	cached provider.Resolver
+	conn events.Connection
+	raw  provider.Resolver
+	// cached is raw behind the connection's bulkhead and the cache.
+	cached   provider.Resolver
+	bulkhead *bulkhead
 }
 
 // New returns a worker.
 func New(cfg Config) *Worker {
-	return &Worker{cfg: cfg, built: map[string]*built{}, fast: newFastPath()}
+	wait := 8 * time.Second
+	if cfg.Runner != nil {
+		wait = cfg.Runner.Timeout()
+	}
+	return &Worker{cfg: cfg, built: map[string]*built{}, epochs: map[string]uint64{}, fast: newFastPath(),
+		bulkheads: map[string]*bulkhead{}, queueWait: wait}
 }
 
 // Register adds the worker's endpoints to the micro service.
@@ -77,9 +92,9 @@ func (w *Worker) Register(svc micro.Service) error {
 		handler micro.Handler
 		opts    []micro.EndpointOpt
 	}{
-		{"resolve", s.OpWildcard(events.OpResolve), r.Fast("resolve", w.fastResolve, w.handleResolve), nil},
-		{"test", s.OpWildcard(events.OpTest), r.Handler("test", w.handleTest), nil},
-		{"token", s.OpWildcard(events.OpToken), r.Handler("token", w.handleToken), nil},
+		{"resolve", s.OpWildcard(events.OpResolve), r.Limited("resolve", w.fastResolve, w.admit(events.OpResolve), w.handleResolve), nil},
+		{"test", s.OpWildcard(events.OpTest), r.Limited("test", nil, w.admit(events.OpTest), w.handleTest), nil},
+		{"token", s.OpWildcard(events.OpToken), r.Limited("token", nil, w.admit(events.OpToken), w.handleToken), nil},
 		{"invalidate", s.Invalidate(), r.Inline("invalidate", w.handleInvalidate), []micro.EndpointOpt{micro.WithEndpointQueueGroupDisabled()}},
 	} {
 		opts := append([]micro.EndpointOpt{micro.WithEndpointSubject(ep.subject)}, ep.opts...)
@@ -96,6 +111,8 @@ func (w *Worker) ConnectionChanged(name string) {
 	w.mu.Lock()
 	b := w.built[name]
 	delete(w.built, name)
+	delete(w.bulkheads, name)
+	w.epochs[name]++
 	w.mu.Unlock()
 	w.cfg.Cache.Invalidate(name, "")
 	w.fast.forget(name)
@@ -175,23 +192,48 @@ func checkSecretAllowed(c events.Connection, secret string) error {
 	return nil
 }
 
-// provider returns the connection's provider, building it once.
+// provider returns the connection's provider, building it once. A build
+// that raced with a change of the connection is thrown away and made again
+// from the changed connection, so no provider of an old connection is kept.
 func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, error) {
-	w.mu.Lock()
-	b, ok := w.built[c.Name]
-	w.mu.Unlock()
-	if ok {
-		return b, nil
-	}
-	if w.cfg.Endpoints != nil {
-		if err := w.cfg.Endpoints.CheckStored(&c); err != nil {
-			w.cfg.Logger.Warn().Str("conn", c.Name).Err(err).Msg("refusing a stored connection outside the endpoint allowlist")
-			return nil, err
-		}
-	}
-	v, err, _ := w.sf.Do(c.Name, func() (any, error) {
+	for attempt := 0; ; attempt++ {
 		w.mu.Lock()
-		if b, ok := w.built[c.Name]; ok {
+		b, ok := w.built[c.Name]
+		epoch := w.epochs[c.Name]
+		w.mu.Unlock()
+		if ok {
+			return b, nil
+		}
+		if w.cfg.Endpoints != nil {
+			if err := w.cfg.Endpoints.CheckStored(&c); err != nil {
+				w.cfg.Logger.Warn().Str("conn", c.Name).Err(err).Msg("refusing a stored connection outside the endpoint allowlist")
+				return nil, err
+			}
+		}
+		b, err := w.build(ctx, c, epoch)
+		if err == nil || !errors.Is(err, errChanged) {
+			return b, err
+		}
+		if attempt >= 3 || ctx.Err() != nil {
+			return nil, events.Errorf(events.CodeUnavailable, "connection %q keeps changing; try again", c.Name)
+		}
+		current, ok := w.cfg.Connections.Connection(c.Name)
+		if !ok {
+			return nil, events.Errorf(events.CodeNotFound, "connection %q not found", c.Name)
+		}
+		c = current
+	}
+}
+
+// errChanged says the connection changed while its provider was built.
+var errChanged = errors.New("connection changed during provider build")
+
+// build makes the provider of c under epoch, one build per connection and
+// epoch at a time.
+func (w *Worker) build(ctx context.Context, c events.Connection, epoch uint64) (*built, error) {
+	v, err, _ := w.sf.Do(c.Name+"\x00"+strconv.FormatUint(epoch, 10), func() (any, error) {
+		w.mu.Lock()
+		if b, ok := w.built[c.Name]; ok && w.epochs[c.Name] == epoch {
 			w.mu.Unlock()
 			return b, nil
 		}
@@ -204,9 +246,14 @@ func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, err
 		if err != nil {
 			return nil, fmt.Errorf("connection %q: setting up provider: %w", c.Name, err)
 		}
-		nb := &built{conn: c, raw: raw,
-			cached: w.cfg.Cache.Wrap(c.Name, cache.Policy{TTL: c.TTL(), MaxStale: c.MaxStale()}, raw)}
+		nb := &built{conn: c, raw: raw, bulkhead: w.bulkheadFor(c.Name)}
+		nb.cached = w.cfg.Cache.Wrap(c.Name, cache.Policy{TTL: c.TTL(), MaxStale: c.MaxStale()}, limit(nb.bulkhead, raw))
 		w.mu.Lock()
+		if w.epochs[c.Name] != epoch {
+			w.mu.Unlock()
+			closeProvider(raw)
+			return nil, errChanged
+		}
 		w.built[c.Name] = nb
 		w.mu.Unlock()
 		return nb, nil

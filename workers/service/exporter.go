@@ -13,6 +13,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/config"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	awsprov "github.com/cloudbridge/cloudbridge/internal/provider/aws"
@@ -57,7 +58,7 @@ func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, sub
 	if err != nil {
 		return nil, fmt.Errorf("configuring log export: %w", err)
 	}
-	if err := w.Start(ctx); err != nil {
+	if err := bus.Retry(ctx, log, "creating the log streams", w.Start); err != nil {
 		return nil, fmt.Errorf("starting log export: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.Background())

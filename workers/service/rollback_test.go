@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -81,5 +82,79 @@ func TestReplayedRecordKeepsAccessRevoked(t *testing.T) {
 	}
 	if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01", Fresh: true}); err != nil {
 		t.Fatalf("bio after the repair: %v", err)
+	}
+}
+
+// TestTamperedRecordIsRepairable: a record that cannot be opened (tampered
+// in the bucket) is refused at use, named by rekey (which re-seals the
+// rest), and an admin can replace it and delete it through the wire.
+func TestTamperedRecordIsRepairable(t *testing.T) {
+	srv := natstest.Server(t)
+	startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	nc, c := connect(t, srv.ClientURL())
+	for _, name := range []string{"good", "bad"} {
+		adminReq(t, c, events.ResourceConnections, events.VerbPut, events.Connection{Name: name, Provider: events.ProviderBuiltin,
+			Groups: []string{"bio"}, Secrets: []string{"*"}}, nil)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, c.Subjects().Bucket("connections"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, "bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["public"] = json.RawMessage(`{"name":"bad","provider":"builtin","groups":["*"]}`)
+	var env struct {
+		KID   string `json:"kid"`
+		Nonce []byte `json:"nonce"`
+		Data  []byte `json:"data"`
+	}
+	_ = json.Unmarshal(rec["sealed"], &env)
+	env.Data[0] ^= 1
+	rec["sealed"], _ = json.Marshal(env)
+	tampered, _ := json.Marshal(rec)
+	if _, err := kv.Put(ctx, "bad", tampered); err != nil {
+		t.Fatal(err)
+	}
+	var rep events.RekeyReply
+	natstest.Eventually(t, 5*time.Second, "the tampered record to be refused", func() bool {
+		_, err := resolveReq(c, "bio", "bad", events.ResolveRequest{Secret: "x"})
+		return errors.Is(err, events.ErrUnavailable) || errors.Is(err, events.ErrNotFound)
+	})
+	if err := c.Request(ctx, c.Subjects().AdminRekey(), events.Empty{}, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(rep.Failed, ",") != "bad" || rep.Current == "" {
+		t.Fatalf("rekey = %+v, want bad named as failed", rep)
+	}
+	// Replace it …
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, events.Connection{Name: "bad", Provider: events.ProviderBuiltin,
+		Groups: []string{"chem"}, Secrets: []string{"*"}}, nil)
+	var got events.Connection
+	adminReq(t, c, events.ResourceConnections, events.VerbGet, events.NameRequest{Name: "bad"}, &got)
+	if !got.AllowsGroup("chem") || got.AllowsGroup("bio") {
+		t.Fatalf("after the repair: %+v", got.Groups)
+	}
+	// … and delete a tampered one.
+	if _, err := kv.Put(ctx, "bad", tampered); err != nil {
+		t.Fatal(err)
+	}
+	adminReq(t, c, events.ResourceConnections, events.VerbDelete, events.NameRequest{Name: "bad"}, nil)
+	if _, err := kv.Get(ctx, "bad"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if _, err := resolveReq(c, "bio", "good", events.ResolveRequest{Secret: "x"}); !errors.Is(err, events.ErrNotFound) {
+		t.Fatalf("the good connection: %v", err)
 	}
 }

@@ -40,20 +40,27 @@ const (
 
 // Service is a running worker.
 type Service struct {
-	cfg       config.Serve
-	log       zerolog.Logger
-	embedded  *bus.Embedded
-	nc        *nats.Conn
-	reg       *registry.Registry
-	cache     *cache.Store
-	runner    *endpoint.Runner
-	svc       micro.Service
-	resolver  *resolve.Worker
-	exporter  *reconciler
-	http      *monitor.Server
-	factories map[string]provider.Factory
-	stopOnce  sync.Once
-	stopErr   error
+	cfg      config.Serve
+	log      zerolog.Logger
+	embedded *bus.Embedded
+	nc       *nats.Conn
+	reg      *registry.Registry
+	cache    *cache.Store
+	runner   *endpoint.Runner
+	svcMu    sync.Mutex
+	svc      micro.Service // nil while not taking requests
+	stopping bool
+	admin    *admin.Worker
+	dead     *admin.Dead
+	resolver *resolve.Worker
+	// stopHealth ends the health watch; healthDone is closed when it has.
+	stopHealth context.CancelFunc
+	healthDone chan struct{}
+	exporter   *reconciler
+	http       *monitor.Server
+	factories  map[string]provider.Factory
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 // Option changes how a worker is assembled.
@@ -121,31 +128,130 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	s.exporter.Changed()
-	s.svc, err = micro.AddService(s.nc, micro.Config{Name: Name, Version: Version,
-		Description: "cloudbridge: credentials and log export for data platforms"})
-	if err != nil {
-		return fmt.Errorf("registering micro service: %w", err)
-	}
-	if err := s.resolver.Register(s.svc); err != nil {
+	s.admin = admin.New(subjects, s.reg, s.resolver, s.runner).WithProviders(table)
+	s.dead = admin.NewDead(subjects, js, subjects.DeadStream(), s.runner)
+	// A worker takes requests only while healthy: its endpoints join the
+	// queue groups once it is, and leave them when it is no longer.
+	if why := s.health(); why != nil {
+		log.Error().Str("why", why.Error()).Msg("worker not ready: not taking requests until it is")
+	} else if err := s.addEndpoints(); err != nil {
 		return err
-	}
-	if err := admin.New(subjects, s.reg, s.resolver, s.runner).WithProviders(table).Register(s.svc); err != nil {
-		return err
-	}
-	// The server has the endpoints' subscriptions once a flush returns: from
-	// then on, requests find this worker.
-	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
-		return fmt.Errorf("registering endpoints with NATS: %w", err)
 	}
 	if cfg.HTTPAddr != "off" {
 		if s.http, err = monitor.Start(cfg.HTTPAddr, s.ready); err != nil {
 			return err
 		}
 	}
+	hctx, cancel := context.WithCancel(context.Background())
+	s.stopHealth = cancel
+	s.healthDone = make(chan struct{})
+	go s.watchHealth(hctx)
 	log.Info().Str("nats", s.ClientURL()).Bool("embedded", s.embedded != nil).Str("http", s.HTTPAddr()).
-		Str("instance", s.svc.Info().ID).Str("key_id", sealer.CurrentID()).Msg("cloudbridge worker started")
+		Str("instance", s.ServiceID()).Str("key_id", sealer.CurrentID()).Msg("cloudbridge worker started")
 	return nil
 }
+
+// addEndpoints registers the micro service and its endpoints, and waits
+// until the server has their subscriptions: from then on, requests find this
+// worker.
+func (s *Service) addEndpoints() error {
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
+	if s.svc != nil || s.stopping {
+		return nil
+	}
+	// The queue group is named after the service (micro's default is "q").
+	svc, err := micro.AddService(s.nc, micro.Config{Name: Name, Version: Version, QueueGroup: Name,
+		Description:  "cloudbridge: credentials and log export for data platforms",
+		StatsHandler: s.runner.EndpointStats})
+	if err != nil {
+		return fmt.Errorf("registering micro service: %w", err)
+	}
+	if err := s.resolver.Register(svc); err != nil {
+		_ = svc.Stop()
+		return err
+	}
+	if err := s.admin.Register(svc); err != nil {
+		_ = svc.Stop()
+		return err
+	}
+	if err := s.dead.Register(svc); err != nil {
+		_ = svc.Stop()
+		return err
+	}
+	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
+		_ = svc.Stop()
+		return fmt.Errorf("registering endpoints with NATS: %w", err)
+	}
+	s.svc = svc
+	return nil
+}
+
+// removeEndpoints stops the micro service: its subscriptions drain, so the
+// queue groups stop sending this worker requests.
+func (s *Service) removeEndpoints() error {
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
+	if s.svc == nil {
+		return nil
+	}
+	err := s.svc.Stop()
+	s.svc = nil
+	// Once the server has the unsubscribes, it sends this worker no more
+	// requests.
+	if s.nc.IsConnected() {
+		_ = s.nc.FlushTimeout(2 * time.Second)
+	}
+	return err
+}
+
+// health says why the worker cannot serve requests, or nil. NATS being
+// disconnected is not among the reasons: its subscriptions come back with
+// the connection.
+func (s *Service) health() error {
+	if s.reg == nil {
+		return errors.New("registry buckets not ready")
+	}
+	return s.reg.Health()
+}
+
+// watchHealth takes the endpoints out while the worker is unhealthy, and
+// puts them back once it is healthy again, logging each change with why.
+func (s *Service) watchHealth(ctx context.Context) {
+	defer close(s.healthDone)
+	tick := time.NewTicker(healthEvery)
+	defer tick.Stop()
+	var last string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		why := s.health()
+		switch {
+		case why != nil:
+			if why.Error() != last {
+				s.log.Error().Str("why", why.Error()).Msg("worker not ready: leaving the queue groups")
+				last = why.Error()
+			}
+			if err := s.removeEndpoints(); err != nil {
+				s.log.Warn().Err(err).Msg("removing endpoints")
+			}
+		default:
+			if last != "" {
+				s.log.Info().Msg("worker ready again: taking requests")
+				last = ""
+			}
+			if err := s.addEndpoints(); err != nil {
+				s.log.Warn().Err(err).Msg("adding endpoints")
+			}
+		}
+	}
+}
+
+// healthEvery is how often the worker checks its health.
+const healthEvery = 500 * time.Millisecond
 
 func (s *Service) sealer() (*seal.Sealer, error) {
 	var cur seal.Key
@@ -233,10 +339,7 @@ func (s *Service) ready() error {
 	if s.nc == nil || !s.nc.IsConnected() {
 		return errors.New("NATS not connected")
 	}
-	if s.reg == nil || !s.reg.Ready() {
-		return errors.New("registry buckets not ready")
-	}
-	return nil
+	return s.health()
 }
 
 // ClientURL is the NATS URL the worker is connected to (for the embedded
@@ -256,8 +359,16 @@ func (s *Service) HTTPAddr() string {
 	return s.http.Addr()
 }
 
-// ServiceID is the micro service instance id.
-func (s *Service) ServiceID() string { return s.svc.Info().ID }
+// ServiceID is the micro service instance id, or "" while the worker is not
+// taking requests.
+func (s *Service) ServiceID() string {
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
+	if s.svc == nil {
+		return ""
+	}
+	return s.svc.Info().ID
+}
 
 // Stop stops taking requests, finishes those in flight, stops the export
 // consumers after flushing their batches, drains the NATS connection and
@@ -269,10 +380,15 @@ func (s *Service) Stop(ctx context.Context) error {
 
 func (s *Service) stop(ctx context.Context) error {
 	var errs []error
-	if s.svc != nil {
-		if err := s.svc.Stop(); err != nil {
-			errs = append(errs, fmt.Errorf("stopping micro service: %w", err))
-		}
+	if s.stopHealth != nil {
+		s.stopHealth()
+		<-s.healthDone
+	}
+	s.svcMu.Lock()
+	s.stopping = true
+	s.svcMu.Unlock()
+	if err := s.removeEndpoints(); err != nil {
+		errs = append(errs, fmt.Errorf("stopping micro service: %w", err))
 	}
 	if s.runner != nil {
 		if err := s.waitIdle(ctx); err != nil {

@@ -57,8 +57,8 @@ type Provider struct {
 // New returns the provider of connection conn.
 func New(store Store, conn string) *Provider { return &Provider{store: store, conn: conn} }
 
-// Resolve reads a secret. Its version is the store's revision; the store keeps
-// only the current one.
+// Resolve reads a secret. Its version counts the secret's puts (1, 2, 3…);
+// the store keeps only the current one.
 func (p *Provider) Resolve(ctx context.Context, req provider.Request) (provider.Secret, error) {
 	if err := events.CheckBuiltinSecretName("secret", req.Secret); err != nil {
 		return provider.Secret{}, fmt.Errorf("secret %q: %w", req.Secret, events.ErrNotFound)
@@ -67,7 +67,7 @@ func (p *Provider) Resolve(ctx context.Context, req provider.Request) (provider.
 	if err != nil {
 		return provider.Secret{}, err
 	}
-	version := strconv.FormatUint(st.Revision, 10)
+	version := strconv.FormatUint(st.Version, 10)
 	if req.Version != "" && req.Version != version {
 		return provider.Secret{}, events.Errorf(events.CodeNotFound,
 			"secret %q: version %q not found (the built-in store keeps only the current version, %s)", req.Secret, req.Version, version)

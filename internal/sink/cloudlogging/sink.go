@@ -3,15 +3,16 @@
 // entry per record with severity from its level, jsonPayload for JSON events
 // and textPayload otherwise, labels subject and export, the block's monitored
 // resource, and insertId = stream name + sequence so a redelivery does not
-// duplicate an entry.
+// duplicate an entry. It classifies failed calls (internal/sink) and never
+// retries: the export runner does.
 package cloudlogging
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/genproto/googleapis/api/monitoredres"
 	ltype "google.golang.org/genproto/googleapis/logging/type"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -31,9 +33,29 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
+	"github.com/cloudbridge/cloudbridge/internal/sink"
 )
 
-// The limits of WriteLogEntries (design.md section 6).
+// Kind registers the cloud_logging block (internal/sink/all).
+var Kind = sink.Kind{Block: "cloud_logging", New: open}
+
+// open builds the sink of an export with a cloud_logging block from its gcp connection.
+func open(ctx context.Context, exp events.Export, conn events.Connection, c sink.Clients) (sink.Sink, error) {
+	if c.GCP == nil {
+		return nil, fmt.Errorf("export %s: no gcp client options", exp.Name)
+	}
+	opts, err := c.GCP(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("building gcp options for export %s: %w", exp.Name, err)
+	}
+	client, err := NewClient(ctx, conn, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating cloud logging client for export %s: %w", exp.Name, err)
+	}
+	return New(client, exp), nil
+}
+
+// The limits of WriteLogEntries (docs/cloud-limits.md).
 const (
 	// MaxRequestBytes is the most bytes in one request.
 	MaxRequestBytes = 10 << 20
@@ -166,7 +188,9 @@ func (s *Sink) entry(r *logevent.Record) *loggingpb.LogEntry {
 }
 
 // Write sends the records still Pending in out in requests of at most
-// MaxRequestBytes with partialSuccess, and sets each record's outcome.
+// MaxRequestBytes with partialSuccess, and sets the outcome of each record a
+// successful call carried; at the first failed call it returns a
+// *sink.Failure classifying it, and the records not yet carried stay Pending.
 func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent.Outcome) error {
 	var entries []*loggingpb.LogEntry
 	var idx []int
@@ -221,7 +245,7 @@ func (s *Sink) write(ctx context.Context, entries []*loggingpb.LogEntry, idx []i
 		return nil
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("writing log entries: %w", ctx.Err())
+		return sink.Fail(fmt.Errorf("writing log entries: %w", ctx.Err()), slices.Clone(idx))
 	}
 	st, _ := status.FromError(err)
 	if partial := partialErrors(st); partial != nil {
@@ -237,14 +261,22 @@ func (s *Sink) write(ctx context.Context, entries []*loggingpb.LogEntry, idx []i
 		return nil
 	}
 	err = classify(st)
-	if errors.Is(err, events.ErrBadRequest) {
-		// The request itself was refused: retrying it cannot help.
-		for _, i := range idx {
-			out[i] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadRejected, Detail: err.Error()}
-		}
-		return nil
+	f := sink.Fail(err, slices.Clone(idx))
+	f.After = retryAfter(st)
+	return f
+}
+
+// retryAfter is the server's RetryInfo delay, 0 when it gave none.
+func retryAfter(st *status.Status) time.Duration {
+	if st == nil {
+		return 0
 	}
-	return err
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return max(ri.GetRetryDelay().AsDuration(), 0)
+		}
+	}
+	return 0
 }
 
 func partialErrors(st *status.Status) *loggingpb.WriteLogEntriesPartialErrors {

@@ -13,6 +13,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/fake/loggingfake"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
+	"github.com/cloudbridge/cloudbridge/internal/sink"
 )
 
 func newSink(t *testing.T, truncate bool) (*Sink, *loggingfake.Fake) {
@@ -175,9 +176,10 @@ func TestRetryableErrors(t *testing.T) {
 		name  string
 		setup func(*loggingfake.Fake)
 		want  error
+		class sink.Class
 	}{
-		{"resource exhausted", func(f *loggingfake.Fake) { f.ExhaustNext(1) }, events.ErrThrottled},
-		{"unavailable", func(f *loggingfake.Fake) { f.FailFor(200 * time.Millisecond) }, events.ErrUnavailable},
+		{"resource exhausted", func(f *loggingfake.Fake) { f.ExhaustNext(1) }, events.ErrThrottled, sink.RetryLater},
+		{"unavailable", func(f *loggingfake.Fake) { f.FailFor(200 * time.Millisecond) }, events.ErrUnavailable, sink.Retry},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,8 +187,9 @@ func TestRetryableErrors(t *testing.T) {
 			tt.setup(fake)
 			recs := []logevent.Record{parsed("logs.a", 1, "m")}
 			out := make([]logevent.Outcome, 1)
-			if err := s.Write(context.Background(), recs, out); !errors.Is(err, tt.want) {
-				t.Fatalf("err = %v, want %v", err, tt.want)
+			err := s.Write(context.Background(), recs, out)
+			if f := sink.Classify(err); !errors.Is(err, tt.want) || f.Class != tt.class || len(f.Records) != 1 || f.Records[0] != 0 {
+				t.Fatalf("err = %v (class %v, records %v), want %v (%v, [0])", err, f.Class, f.Records, tt.want, tt.class)
 			}
 			if out[0].Status != logevent.Pending || fake.Count() != 0 {
 				t.Fatalf("record %+v, stored %d", out[0], fake.Count())

@@ -1,7 +1,8 @@
 // Package cloudwatch is the CloudWatch Logs sink of log export: it turns
-// batches of log records into PutLogEvents calls that obey every limit of
-// design.md section 6, creates missing groups and streams when asked to, and
-// reads rejectedLogEventsInfo into per-record outcomes.
+// batches of log records into PutLogEvents calls that obey every limit in
+// docs/cloud-limits.md, creates missing groups and streams when asked to,
+// reads rejectedLogEventsInfo into per-record outcomes and classifies failed
+// calls (internal/sink); it never retries: the export runner does.
 package cloudwatch
 
 import (
@@ -23,9 +24,25 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
+	"github.com/cloudbridge/cloudbridge/internal/sink"
 )
 
-// The limits of PutLogEvents (design.md section 6).
+// Kind registers the cloudwatch block (internal/sink/all).
+var Kind = sink.Kind{Block: "cloudwatch", New: open}
+
+// open builds the sink of an export with a cloudwatch block from its aws connection.
+func open(ctx context.Context, exp events.Export, conn events.Connection, c sink.Clients) (sink.Sink, error) {
+	if c.AWS == nil {
+		return nil, fmt.Errorf("export %s: no aws client configuration", exp.Name)
+	}
+	cfg, err := c.AWS(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("building aws config for export %s: %w", exp.Name, err)
+	}
+	return New(NewClient(cfg, conn), exp, zerolog.Nop()), nil
+}
+
+// The limits of PutLogEvents (docs/cloud-limits.md).
 const (
 	// MaxBatchBytes is the most bytes in one call, counting EventOverhead per event.
 	MaxBatchBytes = 1_048_576
@@ -130,9 +147,9 @@ type item struct {
 }
 
 // Write sends the records still Pending in out, grouped by log stream, sorted
-// by time and cut into calls within the limits. It sets each record's outcome;
-// on error the records not yet carried by a successful call stay Pending and
-// the error (wrapping an events sentinel) says whether to retry.
+// by time and cut into calls within the limits. It sets the outcome of each
+// record a successful call carried; at the first failed call it returns a
+// *sink.Failure classifying it, and the records not yet carried stay Pending.
 func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent.Outcome) error {
 	byStream := map[streamKey][]item{}
 	var order []streamKey
@@ -205,23 +222,17 @@ func (s *Sink) put(ctx context.Context, group, stream string, items []item, out 
 	start := time.Now()
 	res, err := s.api.PutLogEvents(ctx, in)
 	if err != nil && s.cfg.Create && isCode(err, "ResourceNotFoundException") {
+		// Not a retry: the group or stream is created, then the call is made.
 		if cerr := s.ensure(ctx, group, stream); cerr != nil {
 			metrics.ObserveUpstream(events.ProviderAWS, "PutLogEvents", start, cerr)
-			return cerr
+			return sink.Fail(cerr, indexes(items))
 		}
 		res, err = s.api.PutLogEvents(ctx, in)
 	}
 	err = classify("putting log events", err)
 	metrics.ObserveUpstream(events.ProviderAWS, "PutLogEvents", start, err)
 	if err != nil {
-		if errors.Is(err, events.ErrBadRequest) {
-			// The call itself was refused: retrying it cannot help.
-			for _, it := range items {
-				out[it.idx] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadRejected, Detail: err.Error()}
-			}
-			return nil
-		}
-		return err
+		return sink.Fail(err, indexes(items))
 	}
 	s.markReady(group, stream)
 	tooOld, expired, tooNew := -1, -1, len(items)
@@ -250,6 +261,14 @@ func (s *Sink) put(ctx context.Context, group, stream string, items []item, out 
 		}
 	}
 	return nil
+}
+
+func indexes(items []item) []int {
+	idx := make([]int, len(items))
+	for i, it := range items {
+		idx[i] = it.idx
+	}
+	return idx
 }
 
 func (s *Sink) markReady(group, stream string) {

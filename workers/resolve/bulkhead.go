@@ -1,0 +1,164 @@
+package resolve
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+)
+
+// A bulkhead bounds one connection's upstream work in this worker, so a slow
+// or hanging provider costs its own connection only: at most
+// max_concurrent+max_queue requests needing the provider are admitted (past
+// that they fail at once with throttled), and at most max_concurrent provider
+// calls run at a time. Cache hits are answered before any of it.
+type bulkhead struct {
+	conn   string
+	limits events.Limits
+	admit  *endpoint.Limiter
+	run    chan struct{}
+	// wait bounds the wait for a slot: a request gives up at its deadline,
+	// and the call made on its behalf must not outlive it in the queue.
+	wait time.Duration
+}
+
+func newBulkhead(conn string, l events.Limits, wait time.Duration) *bulkhead {
+	return &bulkhead{conn: conn, limits: l, admit: endpoint.NewLimiter(l.MaxConcurrent + l.MaxQueue),
+		run: make(chan struct{}, l.MaxConcurrent), wait: wait}
+}
+
+func (b *bulkhead) throttled(conn string) error {
+	return events.Errorf(events.CodeThrottled,
+		"connection %q is at its limit in this worker (%d provider calls running and %d waiting: limits.max_concurrent, limits.max_queue); try again later",
+		conn, b.limits.MaxConcurrent, b.limits.MaxQueue)
+}
+
+// acquire waits for a provider call slot, at most until ctx is done or the
+// bulkhead's wait has passed.
+func (b *bulkhead) acquire(ctx context.Context) (func(), error) {
+	select {
+	case b.run <- struct{}{}:
+		return func() { <-b.run }, nil
+	default:
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.wait)
+	defer cancel()
+	select {
+	case b.run <- struct{}{}:
+		return func() { <-b.run }, nil
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, events.Errorf(events.CodeTimeout, "connection %q: no provider call slot was free before the request deadline (limits.max_concurrent %d)", b.conn, b.limits.MaxConcurrent)
+		}
+		return nil, ctx.Err()
+	}
+}
+
+// unknownConn keys the bulkhead shared by requests naming a connection this
+// worker's view does not hold (yet): they read the bucket to find out.
+const unknownConn = "\x00unknown"
+
+// bulkheadFor returns the bulkhead of connection name, made from its limits.
+func (w *Worker) bulkheadFor(name string) *bulkhead {
+	c, ok := w.cfg.Connections.Connection(name)
+	key, limits := name, c.UpstreamLimits()
+	if !ok {
+		key = unknownConn
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b := w.bulkheads[key]
+	if b == nil || b.limits != limits {
+		b = newBulkhead(key, limits, w.queueWait)
+		w.bulkheads[key] = b
+	}
+	return b
+}
+
+// admit admits a request needing connection name's provider, or fails it at
+// once with throttled.
+func (w *Worker) admit(op string) endpoint.AdmitFunc {
+	return func(req micro.Request, f *endpoint.Fields) (func(), error) {
+		group, name, err := w.cfg.Subjects.ParseOp(op, req.Subject())
+		if err != nil {
+			return nil, err
+		}
+		f.Group, f.Conn = group, name
+		// A bad body fails at once, answered (and counted) inline. A resolve
+		// body the fast path already decoded is known good.
+		if _, ok := w.fast.known(req.Data()); !ok || op != events.OpResolve {
+			if err := checkBody(op, req.Data()); err != nil {
+				return nil, err
+			}
+		}
+		b := w.bulkheadFor(name)
+		release, ok := b.admit.Enter()
+		if !ok {
+			return nil, b.throttled(name)
+		}
+		return release, nil
+	}
+}
+
+// limited is a connection's provider behind its bulkhead: every call to the
+// provider holds one of the connection's max_concurrent slots.
+type limited struct {
+	b    *bulkhead
+	next provider.Resolver
+}
+
+func (l *limited) Resolve(ctx context.Context, req provider.Request) (provider.Secret, error) {
+	release, err := l.b.acquire(ctx)
+	if err != nil {
+		return provider.Secret{}, err
+	}
+	defer release()
+	return l.next.Resolve(ctx, req)
+}
+
+// limitedChecker is limited for a provider with a cheap version check.
+type limitedChecker struct {
+	*limited
+	vc provider.VersionChecker
+}
+
+func (l limitedChecker) CurrentVersion(ctx context.Context, req provider.Request) (string, error) {
+	release, err := l.b.acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	return l.vc.CurrentVersion(ctx, req)
+}
+
+func limit(b *bulkhead, next provider.Resolver) provider.Resolver {
+	l := &limited{b: b, next: next}
+	if vc, ok := next.(provider.VersionChecker); ok {
+		return limitedChecker{limited: l, vc: vc}
+	}
+	return l
+}
+
+// checkBody decodes and validates a request body of op.
+func checkBody(op string, body []byte) error {
+	var in request
+	switch op {
+	case events.OpResolve:
+		in = &events.ResolveRequest{}
+	case events.OpTest:
+		in = &events.TestRequest{}
+	case events.OpToken:
+		in = &events.TokenRequest{}
+	default:
+		return nil
+	}
+	if err := events.Decode(body, in); err != nil {
+		return err
+	}
+	return in.Validate()
+}

@@ -1,0 +1,304 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+)
+
+// hangingEndpoint is a TCP listener that accepts connections and never
+// answers: a cloud endpoint that hangs.
+func hangingEndpoint(t testing.TB) (string, func() int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+	})
+	accepted := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns)
+	}
+	return "http://" + ln.Addr().String(), accepted
+}
+
+// floodSetup is a worker with a builtin connection of group chem, its secret
+// cached, and an AWS connection of group bio whose endpoint hangs.
+func floodSetup(t testing.TB) (*worker, *server.Server, *events.Client, func() int) {
+	t.Helper()
+	srv := natstest.Server(t)
+	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	hang, accepted := hangingEndpoint(t) // stopped before the worker: its calls end
+	_, c := connect(t, srv.ClientURL())
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, events.Connection{Name: "local-chem",
+		Provider: events.ProviderBuiltin, Groups: []string{"chem"}, Secrets: []string{"chemdb*"}}, nil)
+	adminReq(t, c, events.ResourceSecrets, events.VerbPut,
+		events.SecretPut{Connection: "local-chem", Name: "chemdb01", Value: []byte(`{"login":"chem","password":"pw"}`)}, nil)
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, events.Connection{Name: "aws-hang",
+		Provider: events.ProviderAWS, Groups: []string{"bio"}, Secrets: []string{"*"},
+		AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthAccessKey, AccessKeyID: "AKIDEXAMPLEKEYID0001",
+			SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", Endpoint: hang}}, nil)
+	if r, err := resolveReq(c, "chem", "local-chem", events.ResolveRequest{Secret: "chemdb01"}); err != nil || r.Cached {
+		t.Fatalf("warming chemdb01: %+v %v", r, err)
+	}
+	return w, srv, c, accepted
+}
+
+// flood sends n resolves of distinct secrets to aws-hang without waiting,
+// and collects the replies on ch.
+func flood(t testing.TB, url string, n int) (<-chan *nats.Msg, func()) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan *nats.Msg, n)
+	inbox := nats.NewInbox()
+	sub, err := nc.ChanSubscribe(inbox+".*", ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	subject := events.Subjects{}.Resolve("bio", "aws-hang")
+	for i := 0; i < n; i++ {
+		body := []byte(fmt.Sprintf(`{"secret":"biodb%05d"}`, i))
+		if err := nc.PublishRequest(subject, inbox+"."+strconv.Itoa(i), body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return ch, nc.Close
+}
+
+// TestFloodedConnectionCostsOnlyItself: while aws-hang's endpoint hangs
+// under 3,000 resolves of distinct secrets, chem's cached resolves, a chem
+// read of its provider and admin all answer, and aws-hang's surplus fails at
+// once with throttled naming the connection.
+func TestFloodedConnectionCostsOnlyItself(t *testing.T) {
+	_, srv, c, hangAccepted := floodSetup(t)
+	const n = 3000
+	replies, done := flood(t, srv.ClientURL(), n)
+	defer done()
+
+	for i := 0; i < 200; i++ {
+		r, err := resolveReq(c, "chem", "local-chem", events.ResolveRequest{Secret: "chemdb01"})
+		if err != nil || !r.Cached {
+			t.Fatalf("cached chem resolve %d during the flood: %+v %v", i, r, err)
+		}
+	}
+	// chem's own provider (the built-in store) still answers a miss.
+	if r, err := resolveReq(c, "chem", "local-chem", events.ResolveRequest{Secret: "chemdb01", Fresh: true}); err != nil || r.Cached {
+		t.Fatalf("fresh chem resolve during the flood: %+v %v", r, err)
+	}
+	var list events.ConnectionList
+	adminReq(t, c, events.ResourceConnections, events.VerbList, events.Empty{}, &list)
+
+	// Every flood request gets an answer; the surplus is throttled at once
+	// (how soon is the benchmark's business: a busy machine admits another
+	// round each time the admitted ones reach their deadline).
+	codes := map[string]int{}
+	throttledFirst := 0
+	timedOut := false
+	deadline := time.After(30 * time.Second)
+	for got := 0; got < n; got++ {
+		var m *nats.Msg
+		select {
+		case m = <-replies:
+		case <-deadline:
+			t.Fatalf("only %d of %d flood requests answered: %v", got, n, codes)
+		}
+		code := m.Header.Get(events.HeaderErrorCode)
+		codes[code]++
+		switch code {
+		case strconv.Itoa(events.CodeThrottled.Number()):
+			if !strings.Contains(m.Header.Get(events.HeaderError), `"aws-hang"`) {
+				t.Fatalf("throttled reply does not name the connection: %q", m.Header.Get(events.HeaderError))
+			}
+			if !timedOut {
+				throttledFirst++
+			}
+		case "":
+			t.Fatalf("a request to the hanging endpoint succeeded: %s", m.Data)
+		default:
+			timedOut = true
+		}
+	}
+	throttled := codes[strconv.Itoa(events.CodeThrottled.Number())]
+	timeouts := codes[strconv.Itoa(events.CodeTimeout.Number())]
+	if throttled+timeouts != n || throttled < n/2 {
+		t.Fatalf("codes %v: want throttled for most, timeout for the admitted", codes)
+	}
+	t.Logf("codes %v; %d throttled replies came before the first timed-out one", codes, throttledFirst)
+	// The upstream work is bounded: the hanging endpoint saw at most
+	// max_concurrent calls.
+	if got := hangAccepted(); got > events.DefaultMaxConcurrent {
+		t.Fatalf("the hanging endpoint got %d connections, want at most %d", got, events.DefaultMaxConcurrent)
+	}
+}
+
+// cachedLatencies times n sequential cached chem resolves.
+func cachedLatencies(b *testing.B, nc *nats.Conn, n int) []time.Duration {
+	subject := events.Subjects{}.Resolve("chem", "local-chem")
+	body := []byte(`{"secret":"chemdb01"}`)
+	out := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		m, err := nc.Request(subject, body, 5*time.Second)
+		if err != nil || m.Header.Get(events.HeaderErrorCode) != "" {
+			b.Fatalf("cached resolve: %v", err)
+		}
+		out = append(out, time.Since(t0))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// BenchmarkCachedResolveUnderFlood measures the p99 of chem's cached
+// resolves while aws-hang's endpoint hangs under a steady flood of resolves
+// of distinct secrets, against the same resolves idle in the same run (goal:
+// ratio ≤ 2), and the share of the flood failed at once with throttled.
+//
+//	go test -run '^$' -bench CachedResolveUnderFlood -benchtime 1x ./workers/service
+func BenchmarkCachedResolveUnderFlood(b *testing.B) {
+	_, srv, _, _ := floodSetup(b)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	const samples = 2000
+	for i := 0; i < b.N; i++ {
+		idle := cachedLatencies(b, nc, samples)
+
+		fnc, err := nats.Connect(srv.ClientURL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		replies := make(chan *nats.Msg, 1<<16)
+		inbox := nats.NewInbox()
+		sub, err := fnc.ChanSubscribe(inbox+".*", replies)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		stop := make(chan struct{})
+		var sent int
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { // about 10,000 resolves a second
+			defer wg.Done()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			subject := events.Subjects{}.Resolve("bio", "aws-hang")
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				for j := 0; j < 100; j++ {
+					_ = fnc.PublishRequest(subject, inbox+"."+strconv.Itoa(sent), []byte(fmt.Sprintf(`{"secret":"biodb%07d"}`, sent)))
+					sent++
+				}
+			}
+		}()
+		flooded := cachedLatencies(b, nc, samples)
+		close(stop)
+		wg.Wait()
+		// Replies that came while measuring: throttled ones are the fast fails.
+		var got, throttled int
+		for len(replies) > 0 {
+			m := <-replies
+			got++
+			if m.Header.Get(events.HeaderErrorCode) == strconv.Itoa(events.CodeThrottled.Number()) {
+				throttled++
+			}
+		}
+		fnc.Close()
+		p99 := func(l []time.Duration) time.Duration { return l[len(l)*99/100] }
+		ratio := float64(p99(flooded)) / float64(p99(idle))
+		b.ReportMetric(float64(p99(idle).Microseconds()), "p99-idle-µs")
+		b.ReportMetric(float64(p99(flooded).Microseconds()), "p99-flood-µs")
+		b.ReportMetric(ratio, "p99-ratio")
+		b.ReportMetric(float64(throttled)/float64(max(sent, 1)), "fast-fail-share")
+		b.Logf("cached p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2); flood: %d sent, %d answered so far, %d throttled at once (%.1f%%)",
+			p99(idle), p99(flooded), ratio, sent, got, throttled, 100*float64(throttled)/float64(max(sent, 1)))
+	}
+}
+
+// TestInvalidateOneSecretKeepsSiblingCached: invalidate CONN SECRET and a
+// secret put drop that secret only; its sibling is still cached: true.
+func TestInvalidateOneSecretKeepsSiblingCached(t *testing.T) {
+	srv := natstest.Server(t)
+	startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	_, c := connect(t, srv.ClientURL())
+	walkthrough(t, c)
+	adminReq(t, c, events.ResourceSecrets, events.VerbPut,
+		events.SecretPut{Connection: "local-bio", Name: "biodb02", Value: []byte(`{"login":"user02","password":"password02"}`)}, nil)
+	for _, s := range []string{"biodb01", "biodb02"} {
+		if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cached := func(secret string) bool {
+		t.Helper()
+		r, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Cached
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Request(ctx, c.Subjects().Invalidate(), events.InvalidateRequest{Connection: "local-bio", Secret: "biodb01"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cached("biodb01") {
+		t.Fatal("biodb01 still cached after invalidate local-bio biodb01")
+	}
+	if !cached("biodb02") {
+		t.Fatal("invalidating biodb01 dropped its sibling biodb02")
+	}
+	// A secret put drops that secret only, too.
+	adminReq(t, c, events.ResourceSecrets, events.VerbPut,
+		events.SecretPut{Connection: "local-bio", Name: "biodb01", Value: []byte(`{"login":"user01","password":"changed"}`)}, nil)
+	natstest.Eventually(t, 5*time.Second, "the put to reach the cache", func() bool { return !cached("biodb01") })
+	if !cached("biodb02") {
+		t.Fatal("a secret put of biodb01 dropped its sibling biodb02")
+	}
+}

@@ -1,0 +1,51 @@
+package service
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+)
+
+// TestStoppedWatcherIsNotReady: when a registry watcher stops (its bucket's
+// stream deleted under it), /readyz says so and the worker leaves the queue
+// groups; once the bucket is back and watched again, it is ready again.
+func TestStoppedWatcherIsNotReady(t *testing.T) {
+	srv := natstest.Server(t)
+	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	nc, c := connect(t, srv.ClientURL())
+	walkthrough(t, c)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(context.Background(), "cloudbridge_exports"); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + w.HTTPAddr()
+	natstest.Eventually(t, 30*time.Second, "/readyz to fail", func() bool {
+		code, body := httpGet(t, base+"/readyz")
+		return code == 503 && strings.Contains(body, "cloudbridge_exports")
+	})
+	natstest.Eventually(t, 10*time.Second, "the worker to leave the queue groups", func() bool { return w.ServiceID() == "" })
+	natstest.Eventually(t, 10*time.Second, "no instance to answer $SRV.PING", func() bool { return srvPings(t, nc) == 0 })
+	// The bucket is back: the worker watches it again and takes requests.
+	if _, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "cloudbridge_exports", History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, "/readyz to pass again", func() bool {
+		code, _ := httpGet(t, base+"/readyz")
+		return code == 200 && w.ServiceID() != ""
+	})
+	if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(w.logs.String(), "registry watcher stopped") || !strings.Contains(w.logs.String(), "worker not ready") {
+		t.Fatal("the stopped watcher was not logged")
+	}
+}
