@@ -33,6 +33,9 @@ func auditStreamConfig(subjects events.Subjects, retention time.Duration, replic
 // startAudit ensures the audit stream, starts the publisher and hooks it into
 // the runner, with fingerprints under a key derived from the master key.
 func (s *Service) startAudit(ctx context.Context, js jetstream.JetStream, subjects events.Subjects, sealer *seal.Sealer) error {
+	if s.noAudit {
+		return nil
+	}
 	cfg := auditStreamConfig(subjects, s.cfg.AuditRetention, s.cfg.KVReplicas)
 	if err := bus.Retry(ctx, s.log, "creating the audit stream", func(ctx context.Context) error {
 		_, err := js.CreateOrUpdateStream(ctx, cfg)
@@ -63,3 +66,7 @@ func (s *Service) instanceID() string {
 	}
 	return ""
 }
+
+// withoutAudit assembles a worker that records no audit events: the baseline
+// of the audit benchmark, never a configuration.
+func withoutAudit() Option { return func(s *Service) { s.noAudit = true } }

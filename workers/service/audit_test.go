@@ -120,7 +120,7 @@ func TestAuditOneValueFreeEventPerRequest(t *testing.T) {
 
 	type want struct {
 		id, subject, op, outcome, group, conn, secret string
-		cached, fingerprint                            bool
+		cached, fingerprint                           bool
 	}
 	var wants []want
 	do := func(subject, body string, wt want) *nats.Msg {

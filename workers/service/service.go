@@ -66,6 +66,7 @@ type Service struct {
 	auditor      *audit.Publisher
 	fingerprints *audit.Fingerprinter
 	instance     atomic.Pointer[string]
+	noAudit      bool
 }
 
 // Option changes how a worker is assembled.
