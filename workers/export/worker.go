@@ -66,6 +66,10 @@ type Config struct {
 	MaxBytes int64
 	// DeadStream is the dead-letter stream (default CLOUDBRIDGE_DEAD).
 	DeadStream string
+	// AuditStream is the audit stream (created by the service): an export
+	// block whose filters all lie under Subjects.AuditWildcard reads it
+	// instead of the logs stream. Empty: every block reads the logs stream.
+	AuditStream string
 	// Sinks builds an export block's sink.
 	Sinks SinkFactory
 	// Logger receives the worker's logs (default: none).
@@ -178,6 +182,20 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
+// streamOf is the stream export block x reads: the audit stream when its
+// filters are all audit subjects, else the logs stream.
+func (w *Worker) streamOf(x events.Export) string {
+	if w.cfg.AuditStream == "" || len(x.Subjects) == 0 {
+		return w.cfg.LogsStream
+	}
+	for _, f := range x.Subjects {
+		if !events.SubjectWithin(f, []string{w.cfg.Subjects.AuditWildcard()}) {
+			return w.cfg.LogsStream
+		}
+	}
+	return w.cfg.AuditStream
+}
+
 func orUnlimited(n int64) int64 {
 	if n <= 0 {
 		return -1
@@ -240,7 +258,7 @@ func (w *Worker) reconcile() (stopping []chan struct{}) {
 				w.log.Warn().Str("export", name).Err(err).Msg("export stopped before its batch was flushed")
 			}
 			if !keep {
-				if err := w.cfg.JS.DeleteConsumer(ctx, w.cfg.LogsStream, events.ExportConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				if err := w.cfg.JS.DeleteConsumer(ctx, w.streamOf(r.spec.exp), events.ExportConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 					w.log.Warn().Str("export", name).Err(err).Msg("deleting the export's consumer")
 				}
 			}
