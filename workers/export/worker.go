@@ -66,6 +66,9 @@ type Config struct {
 	MaxBytes int64
 	// DeadStream is the dead-letter stream (default CLOUDBRIDGE_DEAD).
 	DeadStream string
+	// Replicas of the logs and dead-letter streams when created (0 = the
+	// server's default, 1); their consumers inherit it.
+	Replicas int
 	// Sinks builds an export block's sink.
 	Sinks SinkFactory
 	// Logger receives the worker's logs (default: none).
@@ -157,6 +160,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			Retention: jetstream.LimitsPolicy,
 			MaxAge:    w.cfg.MaxAge,
 			MaxBytes:  orUnlimited(w.cfg.MaxBytes),
+			Replicas:  w.cfg.Replicas,
 		})
 		if err != nil {
 			return fmt.Errorf("creating logs stream %s: %w", w.cfg.LogsStream, err)
@@ -167,6 +171,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		Subjects:   []string{w.cfg.Subjects.DeadWildcard()},
 		Storage:    jetstream.FileStorage,
 		Duplicates: 10 * time.Minute,
+		Replicas:   w.cfg.Replicas,
 	})
 	if err != nil {
 		return fmt.Errorf("creating dead-letter stream %s: %w", w.cfg.DeadStream, err)

@@ -44,6 +44,7 @@ func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, sub
 		NC: nc, JS: js, Subjects: subjects,
 		LogsStream: stream, LogsSubjects: cfg.LogsSubjects, BindStream: cfg.LogsStream != "",
 		DeadStream: subjects.DeadStream(),
+		Replicas:   cfg.KVReplicas,
 		MaxAge:     cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
 		Sinks:  export.NewSinkFactory(sinkAWSConfig(log), gcpCreds.options),
 		Logger: log,
