@@ -22,7 +22,7 @@ import (
 func TestResolveThroughNodeKillAndWorkerStop(t *testing.T) {
 	const (
 		requesters = 6
-		phase      = 1000// successful resolves between two faults
+		phase      = 1000 // successful resolves between two faults
 		maxFailPct = 1.0
 	)
 	b := binaries(t)
