@@ -70,6 +70,9 @@ type Config struct {
 	// block whose filters all lie under Subjects.AuditWildcard reads it
 	// instead of the logs stream. Empty: every block reads the logs stream.
 	AuditStream string
+	// Replicas of the logs and dead-letter streams when created (0 = the
+	// server's default, 1); their consumers inherit it.
+	Replicas int
 	// Sinks builds an export block's sink.
 	Sinks SinkFactory
 	// Logger receives the worker's logs (default: none).
@@ -161,6 +164,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			Retention: jetstream.LimitsPolicy,
 			MaxAge:    w.cfg.MaxAge,
 			MaxBytes:  orUnlimited(w.cfg.MaxBytes),
+			Replicas:  w.cfg.Replicas,
 		})
 		if err != nil {
 			return fmt.Errorf("creating logs stream %s: %w", w.cfg.LogsStream, err)
@@ -171,6 +175,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		Subjects:   []string{w.cfg.Subjects.DeadWildcard()},
 		Storage:    jetstream.FileStorage,
 		Duplicates: 10 * time.Minute,
+		Replicas:   w.cfg.Replicas,
 	})
 	if err != nil {
 		return fmt.Errorf("creating dead-letter stream %s: %w", w.cfg.DeadStream, err)

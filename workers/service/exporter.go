@@ -51,7 +51,8 @@ func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, sub
 		NC: nc, JS: js, Subjects: subjects,
 		LogsStream: stream, LogsSubjects: cfg.LogsSubjects, BindStream: cfg.LogsStream != "",
 		DeadStream: subjects.DeadStream(), AuditStream: subjects.AuditStream(),
-		MaxAge: cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
+		Replicas: cfg.KVReplicas,
+		MaxAge:   cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
 		Sinks:  export.NewSinkFactory(sinkAWSConfig(log, endpoints), gcpCreds.options),
 		Logger: log,
 	})
