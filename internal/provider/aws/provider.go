@@ -59,6 +59,8 @@ type Provider struct {
 	sm      secretsAPI
 	sts     stsAPI // signed with creds
 	stsBase stsAPI // signed with base
+
+	eventsWait int32 // long-poll seconds of the rotation source (rotation.go)
 }
 
 var (
@@ -74,6 +76,7 @@ type options struct {
 	maxAttempts int
 	maxBackoff  time.Duration
 	httpClient  *http.Client
+	eventsWait  int32 // rotation.go
 }
 
 // Option configures New.
@@ -125,7 +128,7 @@ func New(ctx context.Context, conn events.Connection, opts ...Option) (*Provider
 	for _, fn := range opts {
 		fn(&o)
 	}
-	p := &Provider{conn: conn.Name, aws: *conn.AWS, log: o.log.With().Str("conn", conn.Name).Logger()}
+	p := &Provider{conn: conn.Name, aws: *conn.AWS, log: o.log.With().Str("conn", conn.Name).Logger(), eventsWait: o.eventsWait}
 	retryer := func() awssdk.Retryer {
 		return retry.NewStandard(func(so *retry.StandardOptions) {
 			so.MaxAttempts = o.maxAttempts
