@@ -158,6 +158,7 @@ type Worker struct {
 	started bool
 	stopped bool
 	runners map[string]*runner
+	leaving map[*runner]struct{} // changed or removed blocks still stopping
 	want    map[string]spec
 	stopWG  sync.WaitGroup
 }
@@ -177,7 +178,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Sinks == nil {
 		return nil, errors.New("export worker: a SinkFactory is required")
 	}
-	return &Worker{cfg: cfg, log: cfg.Logger, instance: cfg.Instance, runners: map[string]*runner{}}, nil
+	return &Worker{cfg: cfg, log: cfg.Logger, instance: cfg.Instance, runners: map[string]*runner{}, leaving: map[*runner]struct{}{}}, nil
 }
 
 // Start ensures the logs stream (file storage; or binds it) and the
@@ -284,9 +285,15 @@ func (w *Worker) reconcile() (stopping []chan struct{}) {
 		previous[name] = stopped
 		stopping = append(stopping, stopped)
 		w.stopWG.Add(1)
+		w.leaving[r] = struct{}{}
 		go func() {
 			defer w.stopWG.Done()
 			defer close(stopped)
+			defer func() {
+				w.mu.Lock()
+				delete(w.leaving, r)
+				w.mu.Unlock()
+			}()
 			ctx, cancel := context.WithTimeout(context.Background(), DefaultStopTimeout)
 			defer cancel()
 			if !keep {
@@ -346,8 +353,15 @@ func (w *Worker) Stop(ctx context.Context) error {
 	select {
 	case <-all:
 	case <-ctx.Done():
-		// The runners were told (their own stop saw ctx end); give them
-		// stopGrace to nak, then return whatever they do.
+		// The runners were told (their own stop saw ctx end), and so are
+		// the blocks still leaving after a change; give them stopGrace to
+		// nak, then return whatever they do.
+		w.mu.Lock()
+		for r := range w.leaving {
+			r.stopFetch()
+			r.cancelFlush()
+		}
+		w.mu.Unlock()
 		t := time.NewTimer(stopGrace)
 		defer t.Stop()
 		select {
