@@ -45,19 +45,6 @@ type collector struct {
 	epoch int // counts batches, so a stale max_wait timer does nothing
 	timer *time.Timer
 	done  bool
-	// stale counts the messages still to skip after the handler was blocked
-	// (both batches busy) for more than AckWait/2: the messages the client
-	// buffered meanwhile may have run out of AckWait and been redelivered,
-	// so sending them would send them twice. Skipped messages are not acked:
-	// JetStream redelivers them (if it has not yet), and they go out once.
-	stale int
-}
-
-// blocked notes how long the handler waited for a free batch.
-func (c *collector) blocked(d time.Duration) {
-	if d > c.r.w.cfg.AckWait/2 {
-		c.stale = c.r.lim.maxEvents
-	}
 }
 
 func (c *collector) handle(msg jetstream.Msg) {
@@ -67,16 +54,8 @@ func (c *collector) handle(msg jetstream.Msg) {
 	if c.done {
 		return // not acked: redelivered
 	}
-	if c.stale > 0 {
-		c.stale--
-		return // not acked: redelivered
-	}
 	if size > 0 && c.b.sent > 0 && c.b.bytes+size > c.r.lim.maxBytes {
 		c.submit()
-		if c.stale > 0 {
-			c.stale--
-			return // this message waited too
-		}
 	}
 	if c.b.empty() {
 		epoch := c.epoch
@@ -100,9 +79,7 @@ func (c *collector) submit() {
 		c.timer.Stop()
 		c.timer = nil
 	}
-	start := time.Now()
 	c.b = c.p.submit(c.b)
-	c.blocked(time.Since(start))
 }
 
 // finish flushes the last batch and waits for the flusher.
