@@ -22,32 +22,34 @@ import (
 
 // goTypes maps every schema to the Go type of package events it describes.
 var goTypes = map[string]func() any{
-	"connection":          func() any { return new(events.Connection) },
-	"connection-stored":   func() any { return new(events.Connection) },
-	"connection-list":     func() any { return new(events.ConnectionList) },
-	"dead-letter":         func() any { return new(events.DeadLetter) },
-	"dead-list":           func() any { return new(events.DeadList) },
-	"dead-query":          func() any { return new(events.DeadQuery) },
-	"dead-ref":            func() any { return new(events.DeadRef) },
-	"dead-result":         func() any { return new(events.DeadResult) },
-	"empty":               func() any { return new(events.Empty) },
-	"error-reply":         func() any { return new(events.ErrorReply) },
-	"export":              func() any { return new(events.Export) },
-	"export-list":         func() any { return new(events.ExportList) },
-	"exported-event":      func() any { return new(events.ExportedEvent) },
-	"invalidate-request":  func() any { return new(events.InvalidateRequest) },
-	"name-request":        func() any { return new(events.NameRequest) },
-	"rekey-reply":         func() any { return new(events.RekeyReply) },
-	"resolve-reply":       func() any { return new(events.ResolveReply) },
-	"resolve-request":     func() any { return new(events.ResolveRequest) },
-	"secret-list-request": func() any { return new(events.SecretListRequest) },
-	"secret-names":        func() any { return new(events.SecretNames) },
-	"secret-put":          func() any { return new(events.SecretPut) },
-	"secret-ref":          func() any { return new(events.SecretRef) },
-	"test-reply":          func() any { return new(events.TestReply) },
-	"test-request":        func() any { return new(events.TestRequest) },
-	"token-reply":         func() any { return new(events.TokenReply) },
-	"token-request":       func() any { return new(events.TokenRequest) },
+	"connection":            func() any { return new(events.Connection) },
+	"connection-stored":     func() any { return new(events.Connection) },
+	"connection-list":       func() any { return new(events.ConnectionList) },
+	"dead-letter":           func() any { return new(events.DeadLetter) },
+	"dead-list":             func() any { return new(events.DeadList) },
+	"dead-query":            func() any { return new(events.DeadQuery) },
+	"dead-ref":              func() any { return new(events.DeadRef) },
+	"dead-result":           func() any { return new(events.DeadResult) },
+	"empty":                 func() any { return new(events.Empty) },
+	"error-reply":           func() any { return new(events.ErrorReply) },
+	"export":                func() any { return new(events.Export) },
+	"export-list":           func() any { return new(events.ExportList) },
+	"export-status-list":    func() any { return new(events.ExportStatusList) },
+	"export-status-request": func() any { return new(events.ExportStatusRequest) },
+	"exported-event":        func() any { return new(events.ExportedEvent) },
+	"invalidate-request":    func() any { return new(events.InvalidateRequest) },
+	"name-request":          func() any { return new(events.NameRequest) },
+	"rekey-reply":           func() any { return new(events.RekeyReply) },
+	"resolve-reply":         func() any { return new(events.ResolveReply) },
+	"resolve-request":       func() any { return new(events.ResolveRequest) },
+	"secret-list-request":   func() any { return new(events.SecretListRequest) },
+	"secret-names":          func() any { return new(events.SecretNames) },
+	"secret-put":            func() any { return new(events.SecretPut) },
+	"secret-ref":            func() any { return new(events.SecretRef) },
+	"test-reply":            func() any { return new(events.TestReply) },
+	"test-request":          func() any { return new(events.TestRequest) },
+	"token-reply":           func() any { return new(events.TokenReply) },
+	"token-request":         func() any { return new(events.TokenRequest) },
 }
 
 // nestedTypes are struct types of events that appear only inside a message,
@@ -63,6 +65,8 @@ var nestedTypes = map[string]string{
 	"BatchPolicy":       "export",
 	"Step":              "test-reply",
 	"DeadSummary":       "dead-list",
+	"ExportStatus":      "export-status-list",
+	"ExportError":       "export-status-list",
 	"Error":             "error-reply",
 	"AWSCredentials":    "token-reply",
 	"GCPToken":          "token-reply",
@@ -410,6 +414,12 @@ func goValues(t *testing.T) []goValue {
 	add("dead-query", "all", events.DeadQuery{Export: "cw-info"})
 	add("dead-list", "empty", events.DeadList{Export: "cw-info", DeadLetters: []events.DeadSummary{}})
 	add("dead-ref", "seq", events.DeadRef{Export: "cw-info", Seq: 7})
+	add("export-status-request", "all", events.ExportStatusRequest{})
+	add("export-status-request", "one", events.ExportStatusRequest{Name: "cw-info"})
+	add("export-status-list", "none", events.ExportStatusList{Exports: []events.ExportStatus{}})
+	add("export-status-list", "failing", events.ExportStatusList{Exports: []events.ExportStatus{{Export: "cw-info", Workers: 1, Lag: 3, Pending: 1, AckPending: 2,
+		LastDelivery: &since, LastError: &events.ExportError{Time: fetched, Code: events.CodeThrottled, Message: "putting log events: cloudwatch ThrottlingException", Cause: "Rate exceeded", Endpoint: "https://logs.eu-west-1.amazonaws.com"},
+		Retries: 4, DeadLetters: 1}}})
 	add("dead-result", "more", events.DeadResult{Export: "cw-info", Count: 1000, More: true})
 	add("dead-result", "none", events.DeadResult{Export: "cw-info"})
 	return vals

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -52,12 +54,34 @@ type exportGetCmd struct {
 	Name string `arg:"" help:"Export name."`
 }
 
+// exportShown is an export block with its health (admin.exports.status),
+// as export get and export ls print it; status is absent when no worker
+// runs the block (or none answered).
+type exportShown struct {
+	events.Export
+	Status *events.ExportStatus `json:"status,omitempty"`
+}
+
+// exportStatus asks for the health of one block (name) or all; a failure
+// leaves it out: the blocks are still shown.
+func (f *clientFlags) exportStatus(e *env, name string) map[string]*events.ExportStatus {
+	var out events.ExportStatusList
+	if err := f.request(e, events.ResourceExports, events.VerbStatus, events.ExportStatusRequest{Name: name}, &out); err != nil {
+		return nil
+	}
+	m := make(map[string]*events.ExportStatus, len(out.Exports))
+	for i := range out.Exports {
+		m[out.Exports[i].Export] = &out.Exports[i]
+	}
+	return m
+}
+
 func (c *exportGetCmd) Run(e *env) error {
 	var out events.Export
 	if err := e.f.request(e, events.ResourceExports, events.VerbGet, events.NameRequest{Name: c.Name}, &out); err != nil {
 		return err
 	}
-	return e.f.show(e, out)
+	return e.f.show(e, exportShown{Export: out, Status: e.f.exportStatus(e, c.Name)[c.Name]})
 }
 
 type exportLsCmd struct {
@@ -68,14 +92,45 @@ func (c *exportLsCmd) Run(e *env) error {
 	if err := e.f.request(e, events.ResourceExports, events.VerbList, events.Empty{}, &out); err != nil {
 		return err
 	}
+	var status map[string]*events.ExportStatus
+	if len(out.Exports) > 0 {
+		status = e.f.exportStatus(e, "")
+	}
 	if e.f.JSON {
-		return printJSON(e.stdout, out)
+		shown := struct {
+			Exports []exportShown `json:"exports"`
+		}{Exports: []exportShown{}}
+		for _, x := range out.Exports {
+			shown.Exports = append(shown.Exports, exportShown{Export: x, Status: status[x.Name]})
+		}
+		return printJSON(e.stdout, shown)
 	}
 	rows := [][]string{}
 	for _, x := range out.Exports {
-		rows = append(rows, []string{x.Name, x.Connection, strings.Join(x.Subjects, ","), orDash(x.MinLevel), sinkName(x)})
+		row := []string{x.Name, x.Connection, strings.Join(x.Subjects, ","), orDash(x.MinLevel), sinkName(x)}
+		rows = append(rows, append(row, healthColumns(status[x.Name])...))
 	}
-	return printTable(e.stdout, "exports", []string{"NAME", "CONNECTION", "SUBJECTS", "MIN LEVEL", "SINK"}, rows)
+	return printTable(e.stdout, "exports", []string{"NAME", "CONNECTION", "SUBJECTS", "MIN LEVEL", "SINK",
+		"LAG", "LAST DELIVERY", "RETRIES", "DEAD", "LAST ERROR"}, rows)
+}
+
+// healthColumns are the health columns of export ls.
+func healthColumns(st *events.ExportStatus) []string {
+	if st == nil {
+		return []string{"-", "-", "-", "-", "not running"}
+	}
+	last := "never"
+	if st.LastDelivery != nil {
+		last = st.LastDelivery.UTC().Format(time.RFC3339)
+	}
+	lastErr := "-"
+	if le := st.LastError; le != nil {
+		lastErr = le.Time.UTC().Format(time.RFC3339) + " " + le.Message
+		if le.Cause != "" {
+			lastErr += " (cause: " + le.Cause + ")"
+		}
+	}
+	return []string{strconv.FormatUint(st.Lag, 10), last, strconv.FormatUint(st.Retries, 10), strconv.FormatUint(st.DeadLetters, 10), lastErr}
 }
 
 type exportRmCmd struct {

@@ -184,7 +184,6 @@ func (r *runner) prepare(msg jetstream.Msg) (logevent.Record, logevent.Outcome, 
 	stream := r.w.cfg.LogsStream
 	if meta, err := msg.Metadata(); err == nil {
 		received, seq, stream = meta.Timestamp, meta.Sequence.Stream, meta.Stream
-		r.lag.Store(meta.NumPending)
 	} else {
 		received = r.w.cfg.Now()
 	}

@@ -1,6 +1,8 @@
 package export
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -33,7 +35,6 @@ func (r *runner) flush(b *batch) {
 	}
 	defer b.reset()
 	start := time.Now()
-	r.mLag.Set(float64(r.lag.Load()))
 	ok := r.deliver(b)
 	r.alive.remove(b)
 	if !ok {
@@ -44,13 +45,23 @@ func (r *runner) flush(b *batch) {
 }
 
 // deliver writes the batch's pending records until no call fails; false when
-// the stop deadline passed first.
+// the stop deadline passed first. Each attempt has its own deadline
+// (CallTimeout, well under AckWait): a hung call ends as a retry, and only
+// what no call accepted is sent again. The keep-alive covers the messages
+// meanwhile.
 func (r *runner) deliver(b *batch) bool {
 	ctx := r.flushCtx
 	for attempt := 0; b.sent > 0; {
-		err := r.sink.Write(ctx, b.recs, b.out)
+		if ctx.Err() != nil {
+			return false
+		}
+		cctx, cancel := context.WithTimeout(ctx, r.w.cfg.CallTimeout)
+		err := r.sink.Write(cctx, b.recs, b.out)
+		timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded)
+		cancel()
 		if r.ackAccepted(b) > 0 {
 			attempt = 0 // a call went through: the next one starts its own backoff
+			r.health.delivered(r.w.cfg.Now())
 		}
 		if err == nil {
 			return true
@@ -58,15 +69,26 @@ func (r *runner) deliver(b *batch) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		if timedOut {
+			err = events.Wrap(events.CodeTimeout, err, "sink call to %s exceeded its %s deadline", r.endpoint, r.w.cfg.CallTimeout)
+		}
 		f := sink.Classify(err)
 		if f.Class == sink.DeadLetter {
 			if n := r.refuse(b, f); n > 0 {
-				r.log.Warn().Err(err).Int("events", n).Msg("call refused; its events are dead-lettered")
+				r.health.failed(r.w.cfg.Now(), err, r.endpoint, false)
+				r.log.Warn().Str("endpoint", r.endpoint).Str("err", events.Detail(err)).Int("events", n).
+					Msg("call refused; its events are dead-lettered")
 				continue
 			}
 		}
 		metrics.ExportRetries.WithLabelValues(r.name, retryReason(err)).Inc()
-		r.log.Warn().Err(err).Int("attempt", attempt+1).Str("class", f.Class.String()).Msg("delivery failed; retrying")
+		r.health.failed(r.w.cfg.Now(), err, r.endpoint, true)
+		if ok, suppressed := r.warn.allow(time.Now()); ok {
+			_, cause := splitDetail(err)
+			r.log.Warn().Str("endpoint", r.endpoint).Str("err", err.Error()).Str("cause", cause).
+				Str("code", string(events.CodeOf(err))).Int("attempt", attempt+1).Str("class", f.Class.String()).
+				Int("suppressed", suppressed).Msg("delivery failed; retrying")
+		}
 		if !sleep(ctx, r.retry.wait(attempt, f, r.w.cfg.AckWait/2)) {
 			return false
 		}
@@ -95,6 +117,7 @@ func (r *runner) refuse(b *batch, f *sink.Failure) int {
 	n := 0
 	for _, i := range f.Records {
 		if i >= 0 && i < len(b.out) && b.out[i].Status == logevent.Pending {
+			// The sink's classified message only: never the cloud's raw text.
 			b.out[i] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadRejected, Detail: f.Err.Error()}
 			n++
 		}
@@ -263,7 +286,7 @@ func (r *runner) deadLetterChunk(b *batch, idx []int, ok map[int]bool) {
 		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s-%d-%s", rec.Stream, rec.Seq, r.name))
 		f, err := r.w.cfg.JS.PublishMsgAsync(m)
 		if err != nil {
-			r.log.Error().Err(err).Uint64("seq", rec.Seq).Msg("publishing dead letter")
+			r.log.Error().Str("err", events.Detail(err)).Uint64("seq", rec.Seq).Msg("publishing dead letter")
 			continue
 		}
 		futures = append(futures, pending{i, f})
@@ -272,13 +295,15 @@ func (r *runner) deadLetterChunk(b *batch, idx []int, ok map[int]bool) {
 	defer timeout.Stop()
 	for _, p := range futures {
 		select {
+		case <-r.flushCtx.Done():
+			return
 		case <-p.ack.Ok():
 			ok[p.i] = true
 			metrics.ExportDead.WithLabelValues(r.name, b.out[p.i].Reason).Inc()
 			r.log.Warn().Str("subject", b.recs[p.i].Subject).Uint64("seq", b.recs[p.i].Seq).
 				Str("reason", b.out[p.i].Reason).Msg("event dead-lettered")
 		case err := <-p.ack.Err():
-			r.log.Error().Err(err).Uint64("seq", b.recs[p.i].Seq).Msg("storing dead letter; will retry")
+			r.log.Error().Str("err", events.Detail(err)).Uint64("seq", b.recs[p.i].Seq).Msg("storing dead letter; will retry")
 		case <-timeout.C:
 			return
 		}
@@ -293,6 +318,10 @@ func (r *runner) abandon(b *batch) {
 			_ = m.Nak()
 			n++
 		}
+	}
+	if r.removed.Load() {
+		r.log.Info().Int("events", n).Msg("export removed: its undelivered events were given back")
+		return
 	}
 	r.log.Warn().Int("events", n).Msg("batch abandoned at shutdown; it will be redelivered")
 }

@@ -101,7 +101,9 @@ func (e *env) worker(mod func(*Config), exports ...events.Export) *Worker {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cfg := Config{NC: nc, JS: js, Sinks: e.factory(),
+	// Calls under -race on a loaded machine can take a second or more: the
+	// tests about the call deadline set their own.
+	cfg := Config{NC: nc, JS: js, Sinks: e.factory(), CallTimeout: 20 * time.Second,
 		RetryMin: 20 * time.Millisecond, RetryMax: 500 * time.Millisecond, Logger: testLogger()}
 	if mod != nil {
 		mod(&cfg)

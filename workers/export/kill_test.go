@@ -49,7 +49,7 @@ func runChild() int {
 	if err != nil {
 		return 1
 	}
-	w, err := New(Config{NC: nc, JS: js, Sinks: NewSinkFactory(testAWSConfig, nil), AckWait: 3 * time.Second,
+	w, err := New(Config{NC: nc, JS: js, Sinks: NewSinkFactory(testAWSConfig, nil), AckWait: 3 * time.Second, CallTimeout: 20 * time.Second,
 		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond})
 	if err != nil {
 		return 1

@@ -30,14 +30,18 @@ type runner struct {
 	done        chan struct{}
 
 	sink  Sink
-	lim   limits        // batch limits
-	retry backoff       // retry policy
-	alive *keepAlive    // InProgress for the messages of submitted batches
-	lag   atomic.Uint64 // messages not yet delivered to any worker, at the last message
+	lim   limits     // batch limits
+	retry backoff    // retry policy
+	alive *keepAlive // InProgress for the messages of submitted batches
+
+	endpoint string      // where the sink's calls go, for logs and status
+	health   health      // this worker's counters, shared through the status bucket
+	warn     warnLimiter // rate-limits delivery warnings
+	removed  atomic.Bool // the block was removed: abandoned batches are not a shutdown
 
 	mIn, mExported, mDropped prometheus.Counter
 	mBatchEvents, mBatchSize prometheus.Observer
-	mLag                     prometheus.Gauge
+	mLag                     prometheus.Gauge // pending + ack-pending, from the consumer's info (health.go)
 }
 
 func newRunner(w *Worker, sp spec) *runner {
@@ -53,23 +57,36 @@ func newRunner(w *Worker, sp spec) *runner {
 		mBatchEvents: metrics.ExportBatchEvents.WithLabelValues(name),
 		mBatchSize:   metrics.ExportBatchBytes.WithLabelValues(name),
 		mLag:         metrics.ExportConsumerLag.WithLabelValues(name),
+		endpoint:     endpointOf(sp),
+		warn:         warnLimiter{every: w.cfg.WarnEvery},
 	}
+	r.health.st = workerStatus{Export: name, Worker: w.instance}
 	r.fetchCtx, r.stopFetch = context.WithCancel(context.Background())
 	r.flushCtx, r.cancelFlush = context.WithCancel(context.Background())
 	return r
 }
 
 // stop stops fetching and waits for the in-flight batch to be flushed; when
-// ctx ends first, the flush is abandoned (its messages are nak'ed).
-func (r *runner) stop(ctx context.Context) error {
+// ctx ends first, or at once when now is set, the flush is abandoned (its
+// messages are nak'ed). It returns at most stopGrace after that.
+func (r *runner) stop(ctx context.Context, now bool) error {
 	r.stopFetch()
+	if now {
+		r.cancelFlush()
+	}
 	select {
 	case <-r.done:
 		return nil
 	case <-ctx.Done():
-		r.cancelFlush()
-		<-r.done
+	}
+	r.cancelFlush()
+	t := time.NewTimer(stopGrace)
+	defer t.Stop()
+	select {
+	case <-r.done:
 		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("%w (and still busy %s later)", ctx.Err(), stopGrace)
 	}
 }
 
@@ -98,7 +115,7 @@ func (r *runner) run(after <-chan struct{}) {
 		if err == nil || r.fetchCtx.Err() != nil {
 			return
 		}
-		r.log.Error().Err(err).Msg("export interrupted; retrying")
+		r.log.Error().Str("err", events.Detail(err)).Msg("export interrupted; retrying")
 		sleep(r.fetchCtx, r.retry.delay(attempt))
 	}
 }
@@ -133,6 +150,10 @@ func (r *runner) session() error {
 	// MaxMessages are outstanding: back-pressure, bounded memory.
 	stopAlive := r.alive.run(w.cfg.AckWait / 3)
 	defer stopAlive()
+	sctx, stopStatus := context.WithCancel(r.fetchCtx)
+	statusDone := make(chan struct{})
+	go func() { defer close(statusDone); r.statusLoop(sctx, cons, w.cfg.StatusInterval) }()
+	defer func() { stopStatus(); <-statusDone }()
 	c := &collector{r: r, p: newPipeline(r)}
 	c.b = c.p.next()
 	cc, err := cons.Consume(c.handle, jetstream.PullMaxMessagesWithBytesLimit(r.lim.maxEvents, max(2*r.lim.maxBytes, 16<<20)),
@@ -153,6 +174,7 @@ func (r *runner) session() error {
 	select {
 	case <-cc.Closed():
 	case <-time.After(5 * time.Second):
+	case <-r.flushCtx.Done():
 	}
 	c.finish()
 	if r.fetchCtx.Err() == nil {

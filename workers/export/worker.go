@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -35,6 +36,11 @@ const (
 	DefaultRetryMax     = 5 * time.Second
 	DefaultTooNewMax    = 10 * time.Minute
 	DefaultStopTimeout  = 30 * time.Second
+	DefaultStatusPeriod = 5 * time.Second
+	DefaultWarnEvery    = 30 * time.Second
+	// stopGrace is how long a stop waits, after its deadline, for a runner
+	// to give back what it held (nak) before it gives up on it.
+	stopGrace           = time.Second
 	futureDeadLetterAge = 14 * 24 * time.Hour
 )
 
@@ -85,6 +91,21 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff between retries of a failed
 	// call (default 100ms and 5s).
 	RetryMin, RetryMax time.Duration
+	// CallTimeout is the deadline of each delivery attempt (a sink Write):
+	// default AckWait/2. A call past it is classified
+	// retry and resends only what no call accepted; meanwhile its messages
+	// are kept alive with InProgress.
+	CallTimeout time.Duration
+	// StatusInterval is how often each runner refreshes the consumer lag
+	// gauge and its status record (default 5s).
+	StatusInterval time.Duration
+	// WarnEvery rate-limits delivery warnings: one per export per period,
+	// with the count of those suppressed (default 30s).
+	WarnEvery time.Duration
+	// StatusReplicas is the replica count of the status bucket (default 1).
+	StatusReplicas int
+	// Instance names this worker in the status bucket (default: a unique id).
+	Instance string
 	// TooNewMax caps how long an event rejected as too far in the future
 	// waits before it is redelivered (default 10m).
 	TooNewMax time.Duration
@@ -111,6 +132,21 @@ func (c *Config) defaults() {
 	if c.RetryMax < c.RetryMin {
 		c.RetryMax = max(DefaultRetryMax, c.RetryMin)
 	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = c.AckWait / 2
+	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = DefaultStatusPeriod
+	}
+	if c.WarnEvery <= 0 {
+		c.WarnEvery = DefaultWarnEvery
+	}
+	if c.StatusReplicas <= 0 {
+		c.StatusReplicas = 1
+	}
+	if c.Instance == "" {
+		c.Instance = nuid.Next()
+	}
 	if c.TooNewMax <= 0 {
 		c.TooNewMax = DefaultTooNewMax
 	}
@@ -121,13 +157,16 @@ func (c *Config) defaults() {
 
 // Worker runs the export blocks on this process.
 type Worker struct {
-	cfg Config
-	log zerolog.Logger
+	cfg      Config
+	log      zerolog.Logger
+	instance string
+	statusKV jetstream.KeyValue // nil until Start
 
 	mu      sync.Mutex
 	started bool
 	stopped bool
 	runners map[string]*runner
+	leaving map[*runner]struct{} // changed or removed blocks still stopping
 	want    map[string]spec
 	stopWG  sync.WaitGroup
 }
@@ -147,7 +186,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Sinks == nil {
 		return nil, errors.New("export worker: a SinkFactory is required")
 	}
-	return &Worker{cfg: cfg, log: cfg.Logger, runners: map[string]*runner{}}, nil
+	return &Worker{cfg: cfg, log: cfg.Logger, instance: cfg.Instance, runners: map[string]*runner{}, leaving: map[*runner]struct{}{}}, nil
 }
 
 // Start ensures the logs stream (file storage; or binds it) and the
@@ -159,29 +198,44 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 	} else {
 		_, err := bus.EnsureStream(ctx, w.cfg.JS, jetstream.StreamConfig{
-			Name:      w.cfg.LogsStream,
-			Subjects:  w.cfg.LogsSubjects,
-			Storage:   jetstream.FileStorage,
-			Retention: jetstream.LimitsPolicy,
-			MaxAge:    w.cfg.MaxAge,
-			MaxBytes:  orUnlimited(w.cfg.MaxBytes),
-			Replicas:  w.cfg.Replicas,
+			Name:        w.cfg.LogsStream,
+			Description: "cloudbridge log events to export (one durable consumer per export block)",
+			Subjects:    w.cfg.LogsSubjects,
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      w.cfg.MaxAge,
+			MaxBytes:    orUnlimited(w.cfg.MaxBytes),
+			Replicas:    w.cfg.Replicas,
 		})
 		if err != nil {
 			return fmt.Errorf("creating logs stream %s: %w", w.cfg.LogsStream, err)
 		}
 	}
 	_, err := bus.EnsureStream(ctx, w.cfg.JS, jetstream.StreamConfig{
-		Name:       w.cfg.DeadStream,
-		Subjects:   []string{w.cfg.Subjects.DeadWildcard()},
-		Storage:    jetstream.FileStorage,
-		Duplicates: 10 * time.Minute,
-		Replicas:   w.cfg.Replicas,
+		Name:        w.cfg.DeadStream,
+		Description: "cloudbridge dead letters: log events an export can never deliver, with the reason",
+		Subjects:    []string{w.cfg.Subjects.DeadWildcard()},
+		Storage:     jetstream.FileStorage,
+		Duplicates:  10 * time.Minute,
+		Replicas:    w.cfg.Replicas,
 	})
 	if err != nil {
 		return fmt.Errorf("creating dead-letter stream %s: %w", w.cfg.DeadStream, err)
 	}
+	bucket := w.cfg.Subjects.Bucket(events.BucketExportStatus)
+	kv, err := w.cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "cloudbridge export health: one record per export block and worker",
+		History:     1,
+		TTL:         statusTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    w.cfg.StatusReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("creating export status bucket %s: %w", bucket, err)
+	}
 	w.mu.Lock()
+	w.statusKV = kv
 	defer w.mu.Unlock()
 	w.started = true
 	w.reconcile()
@@ -255,18 +309,33 @@ func (w *Worker) reconcile() (stopping []chan struct{}) {
 		previous[name] = stopped
 		stopping = append(stopping, stopped)
 		w.stopWG.Add(1)
+		w.leaving[r] = struct{}{}
 		go func() {
 			defer w.stopWG.Done()
 			defer close(stopped)
+			defer func() {
+				w.mu.Lock()
+				delete(w.leaving, r)
+				w.mu.Unlock()
+			}()
 			ctx, cancel := context.WithTimeout(context.Background(), DefaultStopTimeout)
 			defer cancel()
-			if err := r.stop(ctx); err != nil {
-				w.log.Warn().Str("export", name).Err(err).Msg("export stopped before its batch was flushed")
-			}
 			if !keep {
-				if err := w.cfg.JS.DeleteConsumer(ctx, w.streamOf(r.spec.exp), events.ExportConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-					w.log.Warn().Str("export", name).Err(err).Msg("deleting the export's consumer")
+				// Removed: stop at once, give back what it holds (nak),
+				// delete the consumer, so nothing is delivered any more.
+				r.removed.Store(true)
+				if err := r.stop(ctx, true); err != nil {
+					w.log.Warn().Str("export", name).Err(err).Msg("removed export did not stop in time")
 				}
+				if err := w.cfg.JS.DeleteConsumer(ctx, w.streamOf(r.spec.exp), events.ExportConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+					w.log.Warn().Str("export", name).Str("err", events.Detail(err)).Msg("deleting the export's consumer")
+				}
+				w.forgetStatus(ctx, r)
+				w.log.Info().Str("export", name).Msg("export removed: stopped and its consumer deleted")
+				return
+			}
+			if err := r.stop(ctx, false); err != nil {
+				w.log.Warn().Str("export", name).Err(err).Msg("export stopped before its batch was flushed")
 			}
 		}()
 	}
@@ -282,8 +351,11 @@ func (w *Worker) reconcile() (stopping []chan struct{}) {
 }
 
 // Stop stops fetching, flushes and acks the batches in flight, within ctx.
-// Batches that cannot be delivered in time are left unacked (negatively
-// acknowledged) for redelivery.
+// What cannot be delivered by then is given back to JetStream (nak'ed) for
+// redelivery and Stop returns: that is the designed end of a stop, not an
+// error (it is logged). Stop returns at most stopGrace after ctx ends,
+// whatever the sinks and NATS do; it returns an error only when the naks and
+// acks could not be flushed to NATS.
 func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Lock()
 	w.stopped = true
@@ -291,33 +363,46 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.runners = map[string]*runner{}
 	w.mu.Unlock()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(runners)+1) // +1: the deadline below never blocks
 	for _, r := range runners {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := r.stop(ctx); err != nil {
-				errs <- fmt.Errorf("stopping export %s: %w", r.spec.exp.Name, err)
+			if err := r.stop(ctx, false); err != nil {
+				w.log.Warn().Str("export", r.name).Err(err).Msg("export stopped at the shutdown deadline; what it held was nak'ed for redelivery")
 			}
 		}()
 	}
-	wg.Wait()
-	done := make(chan struct{})
-	go func() { w.stopWG.Wait(); close(done) }()
+	all := make(chan struct{})
+	go func() { wg.Wait(); w.stopWG.Wait(); close(all) }()
 	select {
-	case <-done:
+	case <-all:
 	case <-ctx.Done():
-		errs <- ctx.Err()
+		// The runners were told (their own stop saw ctx end), and so are
+		// the blocks still leaving after a change; give them stopGrace to
+		// nak, then return whatever they do.
+		w.mu.Lock()
+		for r := range w.leaving {
+			r.stopFetch()
+			r.cancelFlush()
+		}
+		w.mu.Unlock()
+		t := time.NewTimer(stopGrace)
+		defer t.Stop()
+		select {
+		case <-all:
+		case <-t.C:
+			w.log.Warn().Msg("export runners still busy after the shutdown deadline; returning (their messages are redelivered after AckWait)")
+		}
 	}
-	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
+	fctx, cancel := context.WithTimeout(context.Background(), stopGrace/2)
+	defer cancel()
+	if ctx.Err() == nil {
+		fctx = ctx
 	}
-	if err := w.cfg.NC.FlushWithContext(ctx); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		all = append(all, fmt.Errorf("flushing acks: %w", err))
+	if err := w.cfg.NC.FlushWithContext(fctx); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("flushing acks: %w", err)
 	}
-	return errors.Join(all...)
+	return nil
 }
 
 // Running lists the export blocks this worker runs, for tests and status.

@@ -5,16 +5,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 	"google.golang.org/api/option"
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/config"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	awsprov "github.com/cloudbridge/cloudbridge/internal/provider/aws"
 	"github.com/cloudbridge/cloudbridge/internal/provider/gcp"
@@ -51,8 +54,8 @@ func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, sub
 		NC: nc, JS: js, Subjects: subjects,
 		LogsStream: stream, LogsSubjects: cfg.LogsSubjects, BindStream: cfg.LogsStream != "",
 		DeadStream: subjects.DeadStream(), AuditStream: subjects.AuditStream(),
-		Replicas: cfg.KVReplicas,
-		MaxAge:   cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
+		Replicas: cfg.KVReplicas, StatusReplicas: cfg.KVReplicas,
+		MaxAge: cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
 		Sinks:  export.NewSinkFactory(sinkAWSConfig(log, endpoints), gcpCreds.options),
 		Logger: log,
 	})
@@ -90,17 +93,46 @@ func (r *reconciler) loop(ctx context.Context) {
 }
 
 // Stop stops applying changes, then stops the export worker, which flushes
-// and acks its batches.
+// and acks its batches. The worker gets the deadline minus a reserve (a fifth
+// of what is left, at most 2s), so what it could not deliver is nak'ed and
+// flushed, and the rest of the shutdown (drain) still fits in ctx: SIGTERM
+// ends within --shutdown-timeout whatever the sinks do. Giving back
+// undelivered batches at the deadline is the designed end, not an error.
 func (r *reconciler) Stop(ctx context.Context) error {
 	r.cancel()
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		reserve := min(time.Until(dl)/5, 2*time.Second)
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, dl.Add(-reserve))
+		defer cancel()
+	}
+	// Stopping the worker also ends an Apply waiting for changed blocks.
+	err := r.w.Stop(wctx)
 	select {
 	case <-r.stopped:
 	case <-ctx.Done():
-		return ctx.Err()
 	}
-	err := r.w.Stop(ctx)
 	r.gcp.Close()
 	return err
+}
+
+// Register adds the export health endpoint (admin.exports.status), answered
+// from this worker's view: the consumers' info, the dead-letter stream and
+// every worker's status records.
+func (r *reconciler) Register(svc micro.Service, subjects events.Subjects, run *endpoint.Runner) error {
+	const name = "admin-exports-status"
+	return svc.AddEndpoint(name, run.Handler(name, func(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
+		var q events.ExportStatusRequest
+		if err := events.Decode(req.Data(), &q); err != nil {
+			return nil, err
+		}
+		if err := q.Validate(); err != nil {
+			return nil, err
+		}
+		f.Export = q.Name
+		return r.w.Status(ctx, q.Name)
+	}), micro.WithEndpointSubject(subjects.AdminExportsStatus()))
 }
 
 // sinkAWSConfig gives a CloudWatch sink the SDK config of its connection,

@@ -192,6 +192,10 @@ func (s *Service) addEndpoints() error {
 		_ = svc.Stop()
 		return err
 	}
+	if err := s.exporter.Register(svc, events.Subjects{Prefix: s.cfg.Prefix}, s.runner); err != nil {
+		_ = svc.Stop()
+		return err
+	}
 	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
 		_ = svc.Stop()
 		return fmt.Errorf("registering endpoints with NATS: %w", err)

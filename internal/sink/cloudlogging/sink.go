@@ -252,7 +252,7 @@ func (s *Sink) write(ctx context.Context, entries []*loggingpb.LogEntry, idx []i
 		for pos, i := range idx {
 			if e, bad := partial.LogEntryErrors[int32(pos)]; bad {
 				out[i] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadRejected,
-					Detail: "cloud logging: " + codes.Code(e.GetCode()).String() + ": " + e.GetMessage()}
+					Detail: "cloud logging refused the entry: " + codes.Code(e.GetCode()).String()}
 			} else {
 				out[i].Status = logevent.Delivered
 			}
@@ -308,5 +308,6 @@ func classify(st *status.Status) error {
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
 		code = events.CodeBadRequest
 	}
-	return events.Errorf(code, "writing log entries: cloud logging %s: %s", st.Code(), st.Message())
+	// The cloud's own text stays in the cause (events.Detail, for the log).
+	return events.Wrap(code, st.Err(), "writing log entries: cloud logging %s", st.Code())
 }

@@ -342,12 +342,14 @@ func classify(doing string, err error) error {
 				code = events.CodeUnavailable
 			}
 		}
-		return events.Errorf(code, "%s: cloudwatch %s: %s", doing, ae.ErrorCode(), ae.ErrorMessage())
+		// The cloud's own text stays in the cause (events.Detail, for the
+		// log): it never reaches a dead letter or a requester.
+		return events.Wrap(code, err, "%s: cloudwatch %s", doing, ae.ErrorCode())
 	}
 	if st := httpStatus(err); st >= 500 {
-		return events.Errorf(events.CodeUnavailable, "%s: cloudwatch answered HTTP %d", doing, st)
+		return events.Wrap(events.CodeUnavailable, err, "%s: cloudwatch answered HTTP %d", doing, st)
 	}
-	return events.Errorf(events.CodeUnavailable, "%s: cloudwatch unreachable", doing)
+	return events.Wrap(events.CodeUnavailable, err, "%s: cloudwatch unreachable", doing)
 }
 
 func httpStatus(err error) int {
