@@ -71,7 +71,7 @@ func (c *S3Sink) Validate() error {
 		return Errorf(CodeBadRequest, "s3.max_object_bytes: between %d and %d", MinS3MaxObjectBytes, MaxS3MaxObjectBytes)
 	}
 	if d := c.MaxWait.D(); d != 0 && (d < MinS3MaxWait || d > MaxS3MaxWait) {
-		return Errorf(CodeBadRequest, "s3.max_wait: between %v and %v", MinS3MaxWait, MaxS3MaxWait)
+		return Errorf(CodeBadRequest, "s3.max_wait: between %v and %v", Duration(MinS3MaxWait), Duration(MaxS3MaxWait))
 	}
 	return nil
 }
