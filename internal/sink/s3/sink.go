@@ -79,6 +79,7 @@ type Sink struct {
 	gzip     bool
 	truncate bool
 	bufs     sync.Pool // *bytes.Buffer for encoding lines
+	done     written   // sequences archived by this sink
 }
 
 // New returns the sink of export exp (which has an s3 block), with the
@@ -206,9 +207,28 @@ type item struct {
 func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent.Outcome) error {
 	byPrefix := map[string][]item{}
 	var order []string
+	type streamSeq struct {
+		stream string
+		seq    uint64
+	}
+	first := map[streamSeq]int{} // the record of each sequence in the batch
+	copies := map[int][]int{}    // the later copies of a record's message
 	for i := range recs {
 		if out[i].Status != logevent.Pending {
 			continue
+		}
+		r := &recs[i]
+		if s.done.has(r.Stream, r.Seq, r.Received.UnixNano()) {
+			out[i].Status = logevent.Delivered // a redelivered copy of an archived message
+			continue
+		}
+		if r.Seq != 0 {
+			k := streamSeq{r.Stream, r.Seq}
+			if j, ok := first[k]; ok {
+				copies[j] = append(copies[j], i) // delivered when the first copy is
+				continue
+			}
+			first[k] = i
 		}
 		p := Prefix(s.cfg.Prefix, s.export, recs[i].Received)
 		if _, ok := byPrefix[p]; !ok {
@@ -232,6 +252,9 @@ func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent
 				if !ok {
 					out[it.idx] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadTooLarge,
 						Detail: fmt.Sprintf("event larger than the export's s3.max_object_bytes (%d)", s.cfg.MaxObjectBytes)}
+					for _, c := range copies[it.idx] {
+						out[c] = out[it.idx]
+					}
 					items = items[1:]
 					continue
 				}
@@ -251,6 +274,11 @@ func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent
 			}
 			for _, it := range carried {
 				out[it.idx].Status = logevent.Delivered
+				r := &recs[it.idx]
+				s.done.add(r.Stream, r.Seq, r.Received.UnixNano())
+				for _, c := range copies[it.idx] {
+					out[c] = out[it.idx]
+				}
 			}
 		}
 	}

@@ -177,7 +177,7 @@ func TestObjectsReadBack(t *testing.T) {
 	// Other records under the same sequences (another export, a recreated
 	// stream) never overwrite.
 	other := []logevent.Record{rec("logs.app.web", 11, day, "other"), rec("logs.app.web", 12, day, "records")}
-	write(t, s, other)
+	write(t, e.sink(events.S3Sink{}, false), other)
 	if got := e.fake.Keys(bucket); len(got) != 3 {
 		t.Fatalf("keys %q, want a third object", got)
 	}
@@ -313,5 +313,75 @@ func TestUnreachable(t *testing.T) {
 	err := s.Write(context.Background(), []logevent.Record{rec("logs.a", 1, day, "m")}, out)
 	if f := sink.Classify(err); !errors.Is(err, events.ErrUnavailable) || f.Class != sink.Retry {
 		t.Fatalf("Write = %v (%v)", err, f.Class)
+	}
+}
+
+// TestRedeliveredCopies: copies of a message JetStream redelivered (in the
+// same batch, or after the sink archived it) are acked without a second
+// line; a stream recreated under the same name (same sequences, later
+// receive times) is archived again.
+func TestRedeliveredCopies(t *testing.T) {
+	e := newEnv(t)
+	s := e.sink(events.S3Sink{}, false)
+	a, b := rec("logs.a", 1, day, "one"), rec("logs.a", 2, day, "two")
+	out := write(t, s, []logevent.Record{a, b, a, b, a})
+	for i, o := range out {
+		if o.Status != logevent.Delivered {
+			t.Fatalf("record %d: %+v", i, o)
+		}
+	}
+	lines := e.readLines(t)
+	if len(lines) != 1 {
+		t.Fatalf("objects %v", lines)
+	}
+	for _, ls := range lines {
+		if len(ls) != 2 {
+			t.Fatalf("%d lines, want 2: %v", len(ls), ls)
+		}
+	}
+	// Later copies: acked, nothing written.
+	calls := e.srv.Calls(awsfake.OpPutObject)
+	if out := write(t, s, []logevent.Record{b, a}); out[0].Status != logevent.Delivered || out[1].Status != logevent.Delivered {
+		t.Fatalf("later copies: %+v", out)
+	}
+	if n := e.srv.Calls(awsfake.OpPutObject); n != calls {
+		t.Fatalf("later copies written again (%d calls)", n-calls)
+	}
+	// A new stream under the same name: its sequence 1 is another message.
+	write(t, s, []logevent.Record{rec("logs.a", 1, day.Add(time.Hour), "new stream")})
+	if keys := e.fake.Keys(bucket); len(keys) != 2 {
+		t.Fatalf("keys %q, want the new stream's object", keys)
+	}
+	// A failed put leaves the copies pending with their first copy.
+	s2 := e.sink(events.S3Sink{Prefix: "other/"}, false)
+	c := rec("logs.c", 7, day, "seven")
+	e.srv.Fail(awsfake.OpPutObject, "InternalError", 1)
+	recs := []logevent.Record{c, c}
+	out = make([]logevent.Outcome, 2)
+	if err := s2.Write(context.Background(), recs, out); err == nil || out[0].Status != logevent.Pending || out[1].Status != logevent.Pending {
+		t.Fatalf("failed put: %v %+v", err, out)
+	}
+}
+
+func TestWrittenBounded(t *testing.T) {
+	var w written
+	for i := range uint64(3 * maxSpans) {
+		w.add("S", 2*i+1, int64(i)) // every other sequence: one span each
+	}
+	if n := len(w.streams["S"]); n < maxSpans || n > maxSpans+maxSpans/8 {
+		t.Fatalf("%d spans, want %d to %d", n, maxSpans, maxSpans+maxSpans/8)
+	}
+	if w.has("S", 1, 0) || !w.has("S", 2*(3*maxSpans-1)+1, 3*maxSpans-1) || w.has("S", 2, 0) {
+		t.Fatalf("oldest kept, newest forgotten or a gap taken as archived")
+	}
+	var v written
+	for _, seq := range []uint64{5, 3, 4, 7, 6, 1} {
+		v.add("S", seq, int64(seq))
+	}
+	if got := v.streams["S"]; len(got) != 2 || got[0] != (span{1, 1, 1, 1}) || got[1] != (span{3, 7, 3, 7}) {
+		t.Fatalf("spans %+v", got)
+	}
+	if v.has("S", 2, 2) || !v.has("S", 6, 6) {
+		t.Fatalf("has")
 	}
 }
