@@ -39,6 +39,10 @@ func TestExactlyOneSink(t *testing.T) {
 		{`{` + base + `,"cloudwatch":{"log_group":"a:b"}}`, `cloudwatch.log_group: "a:b" contains ':' '*' or a control character`},
 		{`{` + base + `,"cloud_logging":{"project":"my-project","log_id":""}}`, "cloud_logging.log_id: required, up to 512 of [A-Za-z0-9_./-]"},
 		{`{` + base + `,"cloudwatch":{"log_group":"/a"}}`, ""},
+		{`{` + base + `,"cloudwatch":{"log_group":"/a","max_streams":100,"overflow_stream":"rest"}}`, ""},
+		{`{` + base + `,"cloudwatch":{"log_group":"/a","max_streams":100001}}`, "cloudwatch.max_streams: between 1 and 100000"},
+		{`{` + base + `,"cloudwatch":{"log_group":"/a","max_streams":-1}}`, "cloudwatch.max_streams: between 1 and 100000"},
+		{`{` + base + `,"cloudwatch":{"log_group":"/a","overflow_stream":"a*b"}}`, `cloudwatch.overflow_stream: "a*b" contains ':' '*' or a control character`},
 	} {
 		var x Export
 		if err := json.Unmarshal([]byte(tc.doc), &x); err != nil {
