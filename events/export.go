@@ -23,6 +23,7 @@ type Export struct {
 	// field here and its block type in sink_<kind>.go.
 	CloudWatch   *CloudWatchSink   `json:"cloudwatch,omitempty"`
 	CloudLogging *CloudLoggingSink `json:"cloud_logging,omitempty"`
+	S3           *S3Sink           `json:"s3,omitempty"`
 	Batch        *BatchPolicy      `json:"batch,omitempty"`
 }
 

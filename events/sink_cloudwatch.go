@@ -10,7 +10,20 @@ type CloudWatchSink struct {
 	LogStream     string `json:"log_stream,omitempty"`
 	Create        bool   `json:"create,omitempty"`
 	RetentionDays int    `json:"retention_days,omitempty"`
+	// MaxStreams bounds the log streams one worker writes for the export
+	// (default DefaultMaxStreams): the events of a stream beyond it go to
+	// OverflowStream (default DefaultOverflowStream), in the log group
+	// named with an empty {subject}.
+	MaxStreams     int    `json:"max_streams,omitempty"`
+	OverflowStream string `json:"overflow_stream,omitempty"`
 }
+
+// The cloudwatch block's stream cardinality defaults and bounds.
+const (
+	DefaultMaxStreams     = 1000
+	MaxMaxStreams         = 100_000
+	DefaultOverflowStream = "_overflow"
+)
 
 // CloudWatch's retention periods, in days.
 var cloudWatchRetention = map[int]bool{1: true, 3: true, 5: true, 7: true, 14: true, 30: true, 60: true,
@@ -28,7 +41,13 @@ func (c *CloudWatchSink) Validate() error {
 	if len(c.LogStream) > 512 {
 		return Errorf(CodeBadRequest, "cloudwatch.log_stream: at most 512")
 	}
-	for _, f := range []struct{ name, v string }{{"cloudwatch.log_group", c.LogGroup}, {"cloudwatch.log_stream", c.LogStream}} {
+	if len(c.OverflowStream) > 512 {
+		return Errorf(CodeBadRequest, "cloudwatch.overflow_stream: at most 512")
+	}
+	if c.MaxStreams < 0 || c.MaxStreams > MaxMaxStreams {
+		return Errorf(CodeBadRequest, "cloudwatch.max_streams: between 1 and %d", MaxMaxStreams)
+	}
+	for _, f := range []struct{ name, v string }{{"cloudwatch.log_group", c.LogGroup}, {"cloudwatch.log_stream", c.LogStream}, {"cloudwatch.overflow_stream", c.OverflowStream}} {
 		if strings.ContainsAny(f.v, ":*\x00\n\r") {
 			return Errorf(CodeBadRequest, "%s: %q contains ':' '*' or a control character", f.name, truncate(f.v, 80))
 		}

@@ -84,6 +84,15 @@ var invalidDocs = []struct {
 	{"invalidate bad secret", "invalidate-request", `{"connection":"c","secret":"a b"}`, "pattern", true},
 	{"invalidate without connection", "invalidate-request", `{"secret":"biodb01"}`, "required", true},
 	{"export no sink", "export", `{"name":"e","connection":"c","subjects":["logs.>"]}`, "required", true},
+	{"s3 bucket upper case", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"My-Archive"}}`, "pattern", true},
+	{"s3 no bucket", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"prefix":"x/"}}`, "required", true},
+	{"s3 unknown placeholder", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"my-archive","prefix":"{subject}/"}}`, "pattern", true},
+	{"s3 leading slash", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"my-archive","prefix":"/logs/"}}`, "pattern", true},
+	{"s3 compression zstd", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"my-archive","compression":"zstd"}}`, "enum", true},
+	{"s3 format csv", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"my-archive","format":"csv"}}`, "enum", true},
+	{"s3 object too small", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"my-archive","max_object_bytes":10}}`, "minimum", true},
+	{"s3 and cloudwatch", "export", `{"name":"e","connection":"c","subjects":["logs.>"],` + cwOK + `,"s3":{"bucket":"my-archive"}}`, "oneOf", true},
+	{"s3 unknown field", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"my-archive","region":"us-east-1"}}`, "additionalProperties", true},
 	{"export two sinks", "export", `{"name":"e","connection":"c","subjects":["logs.>"],` + cwOK + `,"cloud_logging":{"project":"chem-data-prod","log_id":"x"}}`, "oneOf", true},
 	{"export no subjects", "export", `{"name":"e","connection":"c","subjects":[],` + cwOK + `}`, "minItems", true},
 	{"export bad subject", "export", `{"name":"e","connection":"c","subjects":["logs.>.x"],` + cwOK + `}`, "pattern", true},
@@ -268,6 +277,8 @@ var validDocs = []struct{ name, schema, doc string }{
 	{"invalidate with empty secret", "invalidate-request", `{"connection":"c","secret":""}`},
 	{"string secret empty", "secret-put", `{"connection":"local-bio","name":"biodb01","value":""}`},
 	{"subject filter full wildcard", "export", `{"name":"e","connection":"c","subjects":[">"],"cloudwatch":{"log_group":"/a"}}`},
+	{"s3 empty prefix", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"a.b-c","prefix":""}}`},
+	{"s3 every placeholder", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"abc","prefix":"{export}/{yyyy}-{mm}-{dd}T{hh}/x.y_z/"}}`},
 }
 
 func TestValidDocumentsAreAccepted(t *testing.T) {

@@ -61,6 +61,7 @@ var nestedTypes = map[string]string{
 	"Limits":            "connection",
 	"CloudWatchSink":    "export",
 	"CloudLoggingSink":  "export",
+	"S3Sink":            "export",
 	"MonitoredResource": "export",
 	"BatchPolicy":       "export",
 	"Step":              "test-reply",

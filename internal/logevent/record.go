@@ -1,5 +1,7 @@
 package logevent
 
+import "time"
+
 // Record is a parsed event on its way to a sink, with where it came from.
 type Record struct {
 	Event
@@ -9,6 +11,8 @@ type Record struct {
 	Stream string
 	// Seq is the message's stream sequence.
 	Seq uint64
+	// Received is when the stream received the message.
+	Received time.Time
 }
 
 // Status is what became of a record on its way to a sink.
@@ -45,4 +49,8 @@ type Limits struct {
 	MaxEvents int
 	// MaxBytes is the most bytes in one call, as counted by the sink's Size.
 	MaxBytes int
+	// MaxWait is how long a batch waits for more records: the sink's own
+	// default (0: events.DefaultMaxWait); the export's batch.max_wait, when
+	// set, replaces it.
+	MaxWait time.Duration
 }

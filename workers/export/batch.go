@@ -20,6 +20,9 @@ type limits struct {
 // newLimits are the sink's per-call limits, lowered by the export's batch policy.
 func newLimits(sink logevent.Limits, p *events.BatchPolicy) limits {
 	l := limits{maxEvents: sink.MaxEvents, maxBytes: sink.MaxBytes, maxWait: events.DefaultMaxWait}
+	if sink.MaxWait > 0 {
+		l.maxWait = sink.MaxWait
+	}
 	if p != nil {
 		if p.MaxEvents > 0 && p.MaxEvents < l.maxEvents {
 			l.maxEvents = p.MaxEvents
@@ -187,7 +190,7 @@ func (r *runner) prepare(msg jetstream.Msg) (logevent.Record, logevent.Outcome, 
 	} else {
 		received = r.w.cfg.Now()
 	}
-	rec := logevent.Record{Event: logevent.Parse(msg.Data(), received), Subject: msg.Subject(), Stream: stream, Seq: seq}
+	rec := logevent.Record{Event: logevent.Parse(msg.Data(), received), Subject: msg.Subject(), Stream: stream, Seq: seq, Received: received}
 	switch {
 	case rec.Empty:
 		return rec, logevent.Outcome{Status: logevent.Dead, Reason: events.DeadInvalid, Detail: "empty message"}, 0

@@ -35,6 +35,8 @@ type env struct {
 	js  jetstream.JetStream
 	cw  *awsfake.Logs
 	cl  *loggingfake.Fake
+	aws *awsfake.Server // serves cw and s3
+	s3  *awsfake.S3
 }
 
 func newEnv(t testing.TB) *env {
@@ -53,7 +55,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	return &env{t: t, srv: srv, nc: nc, js: js, cw: cw, cl: cl}
+	return &env{t: t, srv: srv, nc: nc, js: js, cw: cw, cl: cl, aws: af, s3: af.S3()}
 }
 
 func testAWSConfig(_ context.Context, conn events.Connection) (aws.Config, error) {

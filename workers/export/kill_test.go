@@ -23,6 +23,7 @@ const (
 	childNATS   = "CLOUDBRIDGE_EXPORT_CHILD_NATS"
 	childCW     = "CLOUDBRIDGE_EXPORT_CHILD_CW"
 	childExport = "kill9"
+	childSink   = "CLOUDBRIDGE_EXPORT_CHILD_SINK" // "s3" for s3KillExport, else killExport
 )
 
 func TestMain(m *testing.M) {
@@ -58,7 +59,11 @@ func runChild() int {
 		fmt.Fprintln(os.Stderr, "child: start:", err)
 		return 1
 	}
-	w.Apply([]events.Export{killExport()}, map[string]events.Connection{"aws-logs": awsConn(os.Getenv(childCW))})
+	exp := killExport()
+	if os.Getenv(childSink) == "s3" {
+		exp = s3KillExport()
+	}
+	w.Apply([]events.Export{exp}, map[string]events.Connection{"aws-logs": awsConn(os.Getenv(childCW))})
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
 	<-sig
@@ -69,10 +74,11 @@ func runChild() int {
 	return 0
 }
 
-func startChild(t *testing.T, e *env) *exec.Cmd {
+func startChild(t *testing.T, e *env, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1", childNATS+"="+e.srv.ClientURL(), childCW+"="+e.cw.URL())
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting worker process: %v", err)

@@ -12,12 +12,14 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/sink"
 	"github.com/cloudbridge/cloudbridge/internal/sink/cloudlogging"
 	"github.com/cloudbridge/cloudbridge/internal/sink/cloudwatch"
+	"github.com/cloudbridge/cloudbridge/internal/sink/s3"
 )
 
 // Kinds are the sink kinds, one registration line each.
 var Kinds = []sink.Kind{
 	cloudwatch.Kind,
 	cloudlogging.Kind,
+	s3.Kind,
 }
 
 // Open builds the sink of an export block from its connection with the kind

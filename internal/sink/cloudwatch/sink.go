@@ -19,7 +19,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
@@ -39,7 +42,9 @@ func open(ctx context.Context, exp events.Export, conn events.Connection, c sink
 	if err != nil {
 		return nil, fmt.Errorf("building aws config for export %s: %w", exp.Name, err)
 	}
-	return New(NewClient(cfg, conn), exp, zerolog.Nop()), nil
+	s := New(NewClient(cfg, conn), exp, zerolog.Nop())
+	s.creates = createLimiter(conn.Name)
+	return s, nil
 }
 
 // The limits of PutLogEvents (docs/cloud-limits.md).
@@ -83,10 +88,15 @@ type Sink struct {
 	cfg      events.CloudWatchSink
 	truncate bool
 	log      zerolog.Logger
+	creates  *rate.Limiter // paces CreateLogStream under CloudWatch's quota
 
-	mu    sync.Mutex
-	ready map[string]bool // "group\x00stream" known to exist
-	names map[string]streamKey
+	mu       sync.Mutex
+	names    *lru.Cache[string, streamKey] // subject → its group and stream (bounded)
+	admitted map[streamKey]struct{}        // the streams written, at most max_streams
+	overflow streamKey                     // where the events of further streams go
+
+	mOverflow, mCreated prometheus.Counter
+	mStreams            prometheus.Gauge
 }
 
 // streamKey is a log group and stream.
@@ -95,19 +105,26 @@ type streamKey struct{ group, stream string }
 // maxNames bounds the memo of names per subject.
 const maxNames = 4096
 
-// key is the group and stream of subject, memoized.
-func (s *Sink) key(subject string) streamKey {
+// key is the group and stream of subject's events: its own while it is one
+// of the first max_streams the sink writes, else the overflow stream
+// (overflow true).
+func (s *Sink) key(subject string) (k streamKey, overflow bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if k, ok := s.names[subject]; ok {
-		return k
+	k, ok := s.names.Get(subject)
+	if !ok {
+		k = streamKey{GroupName(s.cfg.LogGroup, subject, s.export), StreamName(s.cfg.LogStream, subject, s.export)}
+		s.names.Add(subject, k)
 	}
-	if len(s.names) >= maxNames {
-		clear(s.names)
+	if _, ok := s.admitted[k]; ok || k == s.overflow {
+		return k, false
 	}
-	k := streamKey{GroupName(s.cfg.LogGroup, subject, s.export), StreamName(s.cfg.LogStream, subject, s.export)}
-	s.names[subject] = k
-	return k
+	if len(s.admitted) < s.cfg.MaxStreams {
+		s.admitted[k] = struct{}{}
+		s.mStreams.Set(float64(len(s.admitted)))
+		return k, false
+	}
+	return s.overflow, true
 }
 
 // New returns the sink of export exp (which has a cloudwatch block).
@@ -116,8 +133,51 @@ func New(api API, exp events.Export, log zerolog.Logger) *Sink {
 	if exp.CloudWatch != nil {
 		cfg = *exp.CloudWatch
 	}
-	return &Sink{api: api, export: exp.Name, cfg: cfg, truncate: exp.Truncate, log: log, ready: map[string]bool{}, names: map[string]streamKey{}}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = events.DefaultMaxStreams
+	}
+	if cfg.OverflowStream == "" {
+		cfg.OverflowStream = events.DefaultOverflowStream
+	}
+	names, _ := lru.New[string, streamKey](maxNames)
+	return &Sink{api: api, export: exp.Name, cfg: cfg, truncate: exp.Truncate, log: log,
+		creates: rate.NewLimiter(CreateStreamRate, CreateStreamBurst), names: names, admitted: map[streamKey]struct{}{},
+		overflow:  streamKey{GroupName(cfg.LogGroup, "", exp.Name), StreamName(cfg.OverflowStream, "", exp.Name)},
+		mOverflow: OverflowEvents.WithLabelValues(exp.Name), mCreated: StreamsCreated.WithLabelValues(exp.Name),
+		mStreams: StreamsWritten.WithLabelValues(exp.Name)}
 }
+
+// CreateLogStream pacing: CloudWatch allows 50 calls a second per account
+// and region (docs/cloud-limits.md); the sinks of one connection share a
+// limiter a fifth under it.
+const (
+	CreateStreamRate  = rate.Limit(40)
+	CreateStreamBurst = 10
+)
+
+var createLimiters sync.Map // connection name → *rate.Limiter
+
+// createLimiter is the CreateLogStream limiter shared by the sinks of a connection.
+func createLimiter(conn string) *rate.Limiter {
+	l, _ := createLimiters.LoadOrStore(conn, rate.NewLimiter(CreateStreamRate, CreateStreamBurst))
+	return l.(*rate.Limiter)
+}
+
+// The sink's collectors, registered on the registry served on /metrics.
+var (
+	OverflowEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cloudbridge_export_cloudwatch_overflow_events_total",
+		Help: "Log events written to the overflow stream because their stream was beyond cloudwatch.max_streams, by export.",
+	}, []string{"export"})
+	StreamsCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cloudbridge_export_cloudwatch_streams_created_total", Help: "Log streams created, by export.",
+	}, []string{"export"})
+	StreamsWritten = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cloudbridge_export_cloudwatch_streams", Help: "Log streams this worker writes for the export (at most cloudwatch.max_streams, overflow aside).",
+	}, []string{"export"})
+)
+
+func init() { metrics.Registry.MustRegister(OverflowEvents, StreamsCreated, StreamsWritten) }
 
 // Limits are the per-call limits of PutLogEvents.
 func (s *Sink) Limits() logevent.Limits {
@@ -141,9 +201,10 @@ func (s *Sink) Size(r *logevent.Record) int {
 func (s *Sink) Close() error { return nil }
 
 type item struct {
-	idx int
-	ts  int64
-	msg []byte
+	idx  int
+	ts   int64
+	msg  []byte
+	over bool // in the overflow stream
 }
 
 // Write sends the records still Pending in out, grouped by log stream, sorted
@@ -172,11 +233,11 @@ func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent
 			out[i] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadInvalid, Detail: "empty message"}
 			continue
 		}
-		k := s.key(r.Subject)
+		k, over := s.key(r.Subject)
 		if _, ok := byStream[k]; !ok {
 			order = append(order, k)
 		}
-		byStream[k] = append(byStream[k], item{idx: i, ts: r.Time.UnixMilli(), msg: msg})
+		byStream[k] = append(byStream[k], item{idx: i, ts: r.Time.UnixMilli(), msg: msg, over: over})
 	}
 	for _, k := range order {
 		items := byStream[k]
@@ -234,7 +295,6 @@ func (s *Sink) put(ctx context.Context, group, stream string, items []item, out 
 	if err != nil {
 		return sink.Fail(err, indexes(items))
 	}
-	s.markReady(group, stream)
 	tooOld, expired, tooNew := -1, -1, len(items)
 	if info := res.RejectedLogEventsInfo; info != nil {
 		if info.TooOldLogEventEndIndex != nil {
@@ -258,6 +318,9 @@ func (s *Sink) put(ctx context.Context, group, stream string, items []item, out 
 			o.Status, o.Detail = logevent.RetryLater, "more than 2 hours in the future"
 		default:
 			o.Status = logevent.Delivered
+			if it.over {
+				s.mOverflow.Inc()
+			}
 		}
 	}
 	return nil
@@ -271,16 +334,10 @@ func indexes(items []item) []int {
 	return idx
 }
 
-func (s *Sink) markReady(group, stream string) {
-	s.mu.Lock()
-	s.ready[group+"\x00"+stream] = true
-	s.mu.Unlock()
-}
-
 // ensure creates the group (with its retention) and the stream, tolerating
 // that another worker created them first.
 func (s *Sink) ensure(ctx context.Context, group, stream string) error {
-	_, err := s.api.CreateLogStream(ctx, &cloudwatchlogs.CreateLogStreamInput{LogGroupName: &group, LogStreamName: &stream})
+	err := s.createStream(ctx, group, stream)
 	if err == nil || isCode(err, "ResourceAlreadyExistsException") {
 		return nil
 	}
@@ -300,11 +357,30 @@ func (s *Sink) ensure(ctx context.Context, group, stream string) error {
 			return classify("setting retention", err)
 		}
 	}
-	_, err = s.api.CreateLogStream(ctx, &cloudwatchlogs.CreateLogStreamInput{LogGroupName: &group, LogStreamName: &stream})
+	err = s.createStream(ctx, group, stream)
 	if err != nil && !isCode(err, "ResourceAlreadyExistsException") {
 		return classify("creating log stream", err)
 	}
 	return nil
+}
+
+// createStream calls CreateLogStream once a token of the pacing limiter is
+// free. A throttled call is classified like any other (retry later by the
+// runner: the records stay pending, nothing is lost).
+func (s *Sink) createStream(ctx context.Context, group, stream string) error {
+	if err := s.creates.Wait(ctx); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("waiting to create log stream: %w", ctx.Err())
+		}
+		// The wait would outlast ctx's deadline: as if CloudWatch throttled.
+		return events.Errorf(events.CodeThrottled, "creating log stream: paced under CloudWatch's CreateLogStream quota")
+	}
+	_, err := s.api.CreateLogStream(ctx, &cloudwatchlogs.CreateLogStreamInput{LogGroupName: &group, LogStreamName: &stream})
+	if err == nil {
+		s.mCreated.Inc()
+		s.log.Debug().Str("export", s.export).Str("log_group", group).Str("log_stream", stream).Msg("created log stream")
+	}
+	return err
 }
 
 func isCode(err error, code string) bool {
@@ -320,6 +396,10 @@ func classify(doing string, err error) error {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", doing, err)
+	}
+	var ee *events.Error
+	if errors.As(err, &ee) {
+		return err // already translated
 	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
