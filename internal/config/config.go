@@ -96,6 +96,9 @@ type Serve struct {
 	KVReplicas      int           `name:"kv-replicas" env:"CLOUDBRIDGE_KV_REPLICAS" default:"1" help:"Replicas of the KV buckets and streams when created (clustered NATS)."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"CLOUDBRIDGE_SHUTDOWN_TIMEOUT" default:"30s" help:"How long shutdown may take to finish requests and flush batches."`
 
+	Audit          string        `name:"audit" env:"CLOUDBRIDGE_AUDIT" default:"best-effort" enum:"best-effort,required" help:"Audit events of requests: best-effort (an event that cannot be stored is counted in cloudbridge_audit_dropped_total) or required (a request whose event cannot be stored is refused with unavailable)."`
+	AuditRetention time.Duration `name:"audit-retention" env:"CLOUDBRIDGE_AUDIT_RETENTION" default:"2160h" help:"Retention of the audit stream by age (default 90 days; 0 = unlimited)."`
+
 	LogsSubjects []string      `name:"logs-subjects" env:"CLOUDBRIDGE_LOGS_SUBJECTS" default:"logs.>" help:"Subjects captured by the CLOUDBRIDGE_LOGS stream (comma-separated)."`
 	LogsStream   string        `name:"logs-stream" env:"CLOUDBRIDGE_LOGS_STREAM" help:"Bind this existing stream for log export instead of creating CLOUDBRIDGE_LOGS."`
 	LogsMaxAge   time.Duration `name:"logs-max-age" env:"CLOUDBRIDGE_LOGS_MAX_AGE" default:"168h" help:"Retention of the logs stream by age (0 = unlimited)."`
@@ -158,6 +161,14 @@ func (s *Serve) Validate() error {
 			return fmt.Errorf("--logs-subjects %q overlaps cloudbridge's own subjects", subj)
 		}
 	}
+	switch s.Audit {
+	case "", "best-effort", "required":
+	default:
+		return fmt.Errorf("--audit %q: best-effort or required", s.Audit)
+	}
+	if s.AuditRetention < 0 {
+		return errors.New("--audit-retention: not negative")
+	}
 	if s.LogsMaxAge < 0 || s.LogsMaxBytes < 0 {
 		return errors.New("--logs-max-age, --logs-max-bytes: not negative")
 	}
@@ -192,5 +203,7 @@ func Defaults() Serve {
 		ShutdownTimeout: 30 * time.Second,
 		LogsSubjects:    []string{"logs.>"},
 		LogsMaxAge:      168 * time.Hour,
+		Audit:           "best-effort",
+		AuditRetention:  90 * 24 * time.Hour,
 	}
 }

@@ -174,7 +174,7 @@ func (w *Worker) putSecret(ctx context.Context, req micro.Request, f *endpoint.F
 	if err := events.Decode(req.Data(), &in); err != nil {
 		return nil, err
 	}
-	f.Conn = in.Connection
+	f.Conn, f.Audit.Secret = in.Connection, in.Name
 	if err := in.Validate(); err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func (w *Worker) deleteSecret(ctx context.Context, req micro.Request, f *endpoin
 	if err := events.Decode(req.Data(), &in); err != nil {
 		return nil, err
 	}
-	f.Conn = in.Connection
+	f.Conn, f.Audit.Secret = in.Connection, in.Name
 	if err := in.Validate(); err != nil {
 		return nil, err
 	}

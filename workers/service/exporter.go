@@ -50,8 +50,9 @@ func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, sub
 	w, err := export.New(export.Config{
 		NC: nc, JS: js, Subjects: subjects,
 		LogsStream: stream, LogsSubjects: cfg.LogsSubjects, BindStream: cfg.LogsStream != "",
-		DeadStream: subjects.DeadStream(),
-		MaxAge:     cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
+		DeadStream: subjects.DeadStream(), AuditStream: subjects.AuditStream(),
+		Replicas: cfg.KVReplicas,
+		MaxAge:   cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
 		Sinks:  export.NewSinkFactory(sinkAWSConfig(log, endpoints), gcpCreds.options),
 		Logger: log,
 	})
