@@ -103,12 +103,19 @@ type InvalidateRequest struct {
 	Connection string `json:"connection"`
 	// Secret, when set, drops only that secret's entries.
 	Secret string `json:"secret,omitempty"`
+	// Refresh, with Secret, says the secret changed in the cloud (a rotation
+	// event): each worker that had it cached re-reads it in the background,
+	// keeping the old value only as its max_stale fallback.
+	Refresh bool `json:"refresh,omitempty"`
 }
 
 // Validate checks the request.
 func (r *InvalidateRequest) Validate() error {
 	if err := CheckName("connection", r.Connection); err != nil {
 		return err
+	}
+	if r.Refresh && r.Secret == "" {
+		return Errorf(CodeBadRequest, "refresh: needs secret")
 	}
 	if r.Secret != "" {
 		return CheckSecretName("secret", r.Secret)

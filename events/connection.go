@@ -112,6 +112,8 @@ type AWSConfig struct {
 	SessionName     string   `json:"session_name,omitempty"`
 	Duration        Duration `json:"duration,omitempty"`
 	Endpoint        string   `json:"endpoint,omitempty"`
+	// Events, when set, consumes the secrets' change events (rotation.go).
+	Events *AWSEvents `json:"events,omitempty"`
 }
 
 // GCPConfig is the gcp block of a connection. Its rules live in
@@ -124,6 +126,8 @@ type GCPConfig struct {
 	Impersonate       string          `json:"impersonate,omitempty"`
 	Delegates         []string        `json:"delegates,omitempty"`
 	Endpoint          string          `json:"endpoint,omitempty"`
+	// Events, when set, consumes the secrets' change events (rotation.go).
+	Events *GCPEvents `json:"events,omitempty"`
 }
 
 // TTL is the connection's cache TTL, defaulted.

@@ -10,17 +10,16 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
-// The schema fragment of the events blocks and their golden examples wait in
-// schemas/pending until the connection schema takes them; this keeps them
-// true to the Go types and their validation meanwhile.
+// The events blocks' definitions in the connection schema and their golden
+// examples agree with the Go types and their validation.
 
-const fragmentID = "https://github.com/cloudbridge/cloudbridge/schemas/rotation-events.fragment.json"
+const fragmentID = "https://github.com/cloudbridge/cloudbridge/schemas/connection.schema.json"
 
 func compileFragment(t *testing.T) (aws, gcp *jsonschema.Schema) {
 	t.Helper()
 	c := jsonschema.NewCompiler()
 	for id, path := range map[string]string{
-		fragmentID: filepath.Join("..", "schemas", "pending", "rotation-events.fragment.json"),
+		fragmentID: filepath.Join("..", "schemas", "connection.schema.json"),
 		"https://github.com/cloudbridge/cloudbridge/schemas/defs.schema.json": filepath.Join("..", "schemas", "defs.schema.json"),
 	} {
 		b, err := os.ReadFile(path)
@@ -53,7 +52,7 @@ func validates(s *jsonschema.Schema, doc string) bool {
 func TestRotationSchemaFragmentAndExamples(t *testing.T) {
 	awsSchema, gcpSchema := compileFragment(t)
 	for _, name := range []string{"aws-events", "gcp-events"} {
-		b, err := os.ReadFile(filepath.Join("..", "schemas", "pending", "examples", "connection", name+".json"))
+		b, err := os.ReadFile(filepath.Join("..", "schemas", "examples", "connection", name+".json"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 )
 
 // Defaults.
@@ -157,7 +158,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fmt.Errorf("binding logs stream %s: %w", w.cfg.LogsStream, err)
 		}
 	} else {
-		_, err := w.cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		_, err := bus.EnsureStream(ctx, w.cfg.JS, jetstream.StreamConfig{
 			Name:      w.cfg.LogsStream,
 			Subjects:  w.cfg.LogsSubjects,
 			Storage:   jetstream.FileStorage,
@@ -170,7 +171,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fmt.Errorf("creating logs stream %s: %w", w.cfg.LogsStream, err)
 		}
 	}
-	_, err := w.cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := bus.EnsureStream(ctx, w.cfg.JS, jetstream.StreamConfig{
 		Name:       w.cfg.DeadStream,
 		Subjects:   []string{w.cfg.Subjects.DeadWildcard()},
 		Storage:    jetstream.FileStorage,

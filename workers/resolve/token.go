@@ -75,6 +75,11 @@ func (w *Worker) handleInvalidate(ctx context.Context, req micro.Request, f *end
 		return nil, err
 	}
 	f.Conn, f.Audit.Secret = in.Connection, in.Secret
+	if in.Refresh {
+		// A change event: re-read the secret ahead, if this worker has it.
+		w.cfg.Cache.Refresh(in.Connection, in.Secret)
+		return events.Empty{}, nil
+	}
 	w.cfg.Cache.Invalidate(in.Connection, in.Secret)
 	return events.Empty{}, nil
 }

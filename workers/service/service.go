@@ -59,6 +59,7 @@ type Service struct {
 	stopHealth context.CancelFunc
 	healthDone chan struct{}
 	exporter   *reconciler
+	rotations  *rotations
 	http       *monitor.Server
 	factories  map[string]provider.Factory
 	stopOnce   sync.Once
@@ -133,11 +134,13 @@ func (s *Service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.rotations = newRotations(s.nc, subjects, factories, s.cache, log, s.reg.Connections)
 	s.reg.OnChange(s.onChange)
 	if err := s.reg.Start(ctx); err != nil {
 		return err
 	}
 	s.exporter.Changed()
+	s.rotations.Changed()
 	s.admin = admin.New(subjects, s.reg, s.resolver, s.runner).WithProviders(table)
 	s.dead = admin.NewDead(subjects, js, subjects.DeadStream(), s.runner)
 	// A worker takes requests only while healthy: its endpoints join the
@@ -332,6 +335,7 @@ func (s *Service) onChange(c registry.Change) {
 	case registry.KindConnection:
 		s.resolver.ConnectionChanged(c.Name)
 		s.exporter.Changed()
+		s.rotations.Changed()
 	case registry.KindSecret:
 		s.resolver.SecretChanged(c.Conn, c.Name)
 	case registry.KindExport:
@@ -423,6 +427,12 @@ func (s *Service) stop(ctx context.Context) error {
 	if s.exporter != nil {
 		if err := s.exporter.Stop(phase); err != nil && s.nc.IsConnected() {
 			errs = append(errs, fmt.Errorf("stopping log export: %w", err))
+		}
+	}
+	if s.rotations != nil {
+		// Before the drain: a consumer handling an event publishes its broadcast.
+		if err := s.rotations.Stop(phase); err != nil && s.nc.IsConnected() {
+			errs = append(errs, fmt.Errorf("stopping rotation event consumers: %w", err))
 		}
 	}
 	if s.reg != nil {

@@ -99,7 +99,10 @@ func validate(a *events.AWSConfig) error {
 	if a.Duration != 0 && (a.Duration.D() < 15*time.Minute || a.Duration.D() > 12*time.Hour) {
 		return events.Errorf(events.CodeBadRequest, "aws.duration: between 15m and 12h")
 	}
-	return provider.CheckEndpoint("aws.endpoint", a.Endpoint)
+	if err := provider.CheckEndpoint("aws.endpoint", a.Endpoint); err != nil {
+		return err
+	}
+	return validateEvents(a)
 }
 
 // secretField is a sensitive field of the block: its wire name and where it is.
@@ -174,6 +177,7 @@ func (kind) Routing(c *events.Connection) []provider.Field {
 		{Name: "aws.region", Value: a.Region},
 		{Name: "aws.endpoint", Value: a.Endpoint},
 		{Name: "aws.role_arn", Value: a.RoleARN},
+		{Name: "aws.events.queue_url", Value: eventsQueueURL(&a)},
 	}
 }
 

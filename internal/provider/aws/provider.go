@@ -63,6 +63,8 @@ type Provider struct {
 	sm      secretsAPI
 	sts     stsAPI // signed with creds
 	stsBase stsAPI // signed with base
+
+	eventsWait int32 // long-poll seconds of the rotation source (rotation.go)
 }
 
 var (
@@ -78,6 +80,7 @@ type options struct {
 	maxAttempts int
 	maxBackoff  time.Duration
 	httpClient  *http.Client
+	eventsWait  int32 // rotation.go
 }
 
 // Option configures New.
@@ -130,7 +133,7 @@ func New(ctx context.Context, conn events.Connection, opts ...Option) (*Provider
 		fn(&o)
 	}
 	p := &Provider{conn: conn.Name, aws: *conn.AWS, log: o.log.With().Str("conn", conn.Name).Logger(),
-		tokens: conn.Tokens, secrets: append([]string(nil), conn.Secrets...)}
+		tokens: conn.Tokens, secrets: append([]string(nil), conn.Secrets...), eventsWait: o.eventsWait}
 	retryer := func() awssdk.Retryer {
 		return retry.NewStandard(func(so *retry.StandardOptions) {
 			so.MaxAttempts = o.maxAttempts

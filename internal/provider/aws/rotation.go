@@ -16,6 +16,8 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
 	"github.com/cloudbridge/cloudbridge/internal/rotation"
 )
 
@@ -271,4 +273,85 @@ func SecretNames(id string, full bool) []string {
 	default:
 		return []string{rest}
 	}
+}
+
+// validateEvents checks aws.events: its shape (with the connection's region
+// and endpoint) and the endpoint check of its queue URL, a field that routes
+// the connection's credentials.
+func validateEvents(a *events.AWSConfig) error {
+	if a.Events == nil {
+		return nil
+	}
+	if err := a.Events.Validate(a.Region, a.Endpoint); err != nil {
+		return err
+	}
+	return provider.CheckEndpoint("aws.events.queue_url", a.Events.QueueURL)
+}
+
+func eventsQueueURL(a *events.AWSConfig) string {
+	if a.Events == nil {
+		return ""
+	}
+	return a.Events.QueueURL
+}
+
+// Events reports whether the connection reads aws.events, and its degraded TTL.
+func (kind) Events(c *events.Connection) (time.Duration, bool) {
+	if c.AWS == nil || c.AWS.Events == nil {
+		return 0, false
+	}
+	return c.AWS.Events.TTL(), true
+}
+
+var (
+	_ provider.EventsKind   = kind{}
+	_ provider.EventSourcer = (*Provider)(nil)
+)
+
+// WithEventsWait sets the long-poll seconds of the rotation source (1 to
+// 20, default 20; tests shorten it so a deleted queue is noticed quickly).
+func WithEventsWait(seconds int32) Option {
+	return func(o *options) {
+		if seconds >= 1 && seconds <= rotationWaitSeconds {
+			o.eventsWait = seconds
+		}
+	}
+}
+
+// RotationSource is the source of aws.events, read with the connection's
+// credentials (after AssumeRole) and, with aws.endpoint set, at that endpoint.
+func (p *Provider) RotationSource(context.Context) (rotation.Source, error) {
+	if p.aws.Events == nil {
+		return nil, events.Errorf(events.CodeBadRequest, "connection %q: no aws.events", p.conn)
+	}
+	src := NewRotationSource(p.cfg, *p.aws.Events)
+	if p.eventsWait > 0 {
+		src.wait = p.eventsWait
+	}
+	return src, nil
+}
+
+// probeEvents is the "events" step of the connection test: a short receive
+// (1 s) on the queue, which tells that the queue exists and that the
+// connection may read it (sqs:ReceiveMessage). A message it happens to
+// receive is hidden for one second only (VisibilityTimeout 1), then read by
+// the workers' consumers as usual.
+func (p *Provider) probeEvents(ctx context.Context) events.Step {
+	q := p.aws.Events.QueueURL
+	start := time.Now()
+	_, err := sqs.NewFromConfig(p.cfg).ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+		QueueUrl: awssdk.String(q), MaxNumberOfMessages: 1, WaitTimeSeconds: 1, VisibilityTimeout: 1,
+	})
+	if err != nil {
+		var nf *sqstypes.QueueDoesNotExist
+		if errors.As(err, &nf) || apiCode(err) == "AWS.SimpleQueueService.NonExistentQueue" {
+			err = events.Wrap(events.CodeNotFound, err, "aws: ReceiveMessage: the queue does not exist")
+		} else {
+			err = mapError(ctx, "ReceiveMessage", "", err)
+		}
+		metrics.ObserveUpstream("aws", "ReceiveMessage", start, err)
+		return events.FailStep(events.StepEvents, fmt.Errorf("aws.events.queue_url: %w", err))
+	}
+	metrics.ObserveUpstream("aws", "ReceiveMessage", start, nil)
+	return events.PassStep(events.StepEvents, "queue readable (sqs:ReceiveMessage): "+q)
 }

@@ -99,7 +99,10 @@ func validate(g *events.GCPConfig) error {
 			return events.Errorf(events.CodeBadRequest, "gcp.delegates[%d]: %q is not a service-account email", i, events.Clip(d, 80))
 		}
 	}
-	return provider.CheckEndpoint("gcp.endpoint", g.Endpoint)
+	if err := provider.CheckEndpoint("gcp.endpoint", g.Endpoint); err != nil {
+		return err
+	}
+	return validateEvents(g)
 }
 
 // ServiceAccountKey is the part of a service-account JSON key that
@@ -229,6 +232,7 @@ func (kind) Routing(c *events.Connection) []provider.Field {
 		{Name: "gcp.impersonate", Value: g.Impersonate},
 		{Name: "gcp.delegates", Value: strings.Join(g.Delegates, ",")},
 		{Name: "gcp.service_account_key.token_uri", Value: tokenURI},
+		{Name: "gcp.events.endpoint", Value: eventsEndpoint(&g)},
 	}
 }
 

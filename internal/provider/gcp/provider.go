@@ -62,6 +62,7 @@ type settings struct {
 	attempts     int
 	backoff      gax.Backoff
 	tlsConfig    *tls.Config
+	eventsPull   time.Duration // rotation.go
 }
 
 // WithLogger sets the logger (default zerolog.Nop()).

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
 	"github.com/cloudbridge/cloudbridge/internal/rotation"
 )
 
@@ -30,6 +31,7 @@ const (
 type pullAPI interface {
 	Pull(ctx context.Context, req *pubsubpb.PullRequest, opts ...gax.CallOption) (*pubsubpb.PullResponse, error)
 	Acknowledge(ctx context.Context, req *pubsubpb.AcknowledgeRequest, opts ...gax.CallOption) error
+	ModifyAckDeadline(ctx context.Context, req *pubsubpb.ModifyAckDeadlineRequest, opts ...gax.CallOption) error
 }
 
 // RotationSource is a rotation.Source reading the Pub/Sub subscription of
@@ -177,4 +179,86 @@ func ParseRotationEvent(pm *pubsubpb.PubsubMessage) rotation.Message {
 	}
 	m.Changes = []rotation.Change{{Secret: mm[2], Resource: "projects/" + mm[1] + "/secrets/" + mm[2], Kind: kind, EventTime: at, ID: m.ID}}
 	return m
+}
+
+// validateEvents checks gcp.events: its shape, and the endpoint check of its
+// endpoint, a field that routes the connection's credentials (its token is
+// sent there).
+func validateEvents(g *events.GCPConfig) error {
+	if g.Events == nil {
+		return nil
+	}
+	if err := g.Events.Validate(); err != nil {
+		return err
+	}
+	return provider.CheckEndpoint("gcp.events.endpoint", g.Events.Endpoint)
+}
+
+func eventsEndpoint(g *events.GCPConfig) string {
+	if g.Events == nil {
+		return ""
+	}
+	return g.Events.Endpoint
+}
+
+// Events reports whether the connection reads gcp.events, and its degraded TTL.
+func (kind) Events(c *events.Connection) (time.Duration, bool) {
+	if c.GCP == nil || c.GCP.Events == nil {
+		return 0, false
+	}
+	return c.GCP.Events.TTL(), true
+}
+
+var (
+	_ provider.EventsKind   = kind{}
+	_ provider.EventSourcer = (*Provider)(nil)
+)
+
+// WithEventsPullTimeout bounds one Pull of the rotation source (default 30s;
+// tests shorten it).
+func WithEventsPullTimeout(d time.Duration) Option { return func(s *settings) { s.eventsPull = d } }
+
+// RotationSource is the source of gcp.events, read with the connection's
+// credentials (its own Pub/Sub client, closed with the source).
+func (p *Provider) RotationSource(ctx context.Context) (rotation.Source, error) {
+	if p.cfg.Events == nil {
+		return nil, events.Errorf(events.CodeBadRequest, "no gcp.events")
+	}
+	src, err := NewRotationSource(ctx, p, *p.cfg.Events)
+	if err != nil {
+		return nil, err
+	}
+	if p.set.eventsPull > 0 {
+		src.timeout = p.set.eventsPull
+	}
+	return src, nil
+}
+
+// probeEvents is the "events" step of the connection test: a Pull that
+// returns at once (at most one message), which tells that the subscription
+// exists and that the connection may read it (pubsub.subscriptions.consume,
+// in roles/pubsub.subscriber). A message it receives is handed back at once
+// (ack deadline 0), for the workers' consumers to read as usual.
+func (p *Provider) probeEvents(ctx context.Context) events.Step {
+	src, err := p.RotationSource(ctx)
+	if err != nil {
+		return events.FailStep(events.StepEvents, err)
+	}
+	s := src.(*RotationSource)
+	defer s.Close()
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	//lint:ignore SA1019 ReturnImmediately is what a probe wants: no wait for a message.
+	resp, err := s.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.sub, MaxMessages: 1, ReturnImmediately: true}) //nolint:staticcheck
+	if err != nil {
+		return events.FailStep(events.StepEvents, fmt.Errorf("gcp.events.subscription: %w", grpcError(pctx, err, "Pub/Sub")))
+	}
+	var ids []string
+	for _, m := range resp.GetReceivedMessages() {
+		ids = append(ids, m.GetAckId())
+	}
+	if len(ids) > 0 {
+		_ = s.api.ModifyAckDeadline(pctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: s.sub, AckIds: ids, AckDeadlineSeconds: 0})
+	}
+	return events.PassStep(events.StepEvents, "subscription readable (pubsub.subscriptions.consume): "+s.sub)
 }
