@@ -15,26 +15,38 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/cloudbridge/cloudbridge/deploy"
 	"github.com/cloudbridge/cloudbridge/internal/config"
 )
 
 const repoRoot = ".."
 
+// sampleKeyEnv points compose at the sample key, as a user must point it at
+// their own: the compose file has no default.
+const sampleKeyEnv = "CLOUDBRIDGE_MASTER_KEY_HOST_FILE=./deploy/master.key.example"
+
 func loadCompose(t *testing.T, env ...string) *types.Project {
 	t.Helper()
+	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "CLOUDBRIDGE_MASTER_KEY_HOST_FILE=") }) {
+		env = append(env, sampleKeyEnv)
+	}
+	p, err := tryLoadCompose(env...)
+	if err != nil {
+		t.Fatalf("loading docker-compose.yml: %v", err)
+	}
+	return p
+}
+
+func tryLoadCompose(env ...string) (*types.Project, error) {
 	opts, err := cli.NewProjectOptions(
 		[]string{filepath.Join(repoRoot, "docker-compose.yml")},
 		cli.WithWorkingDirectory(repoRoot),
 		cli.WithEnv(env), // hermetic: not the developer's environment
 	)
 	if err != nil {
-		t.Fatalf("compose options: %v", err)
+		return nil, err
 	}
-	p, err := opts.LoadProject(context.Background())
-	if err != nil {
-		t.Fatalf("loading docker-compose.yml: %v", err)
-	}
-	return p
+	return opts.LoadProject(context.Background())
 }
 
 func TestComposeShape(t *testing.T) {
@@ -48,11 +60,28 @@ func TestComposeShape(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	t.Run("nats runs JetStream with a store and monitoring", func(t *testing.T) {
+	t.Run("nats runs JetStream with a store and the sample auth config", func(t *testing.T) {
 		cmd := strings.Join(nats.Command, " ")
-		for _, want := range []string{"-js", "-sd /data", "-m 8222"} {
+		for _, want := range []string{"-c /etc/nats/nats-server.conf", "-js", "-sd /data"} {
 			if !strings.Contains(cmd, want) {
 				t.Errorf("nats command %q lacks %q", cmd, want)
+			}
+		}
+		// -m would bind the unauthenticated monitoring port on every interface.
+		if strings.Contains(cmd, "-m ") || strings.Contains(cmd, "--http_port") {
+			t.Errorf("nats command %q overrides the config's loopback monitoring", cmd)
+		}
+		if !slices.ContainsFunc(nats.Volumes, func(v types.ServiceVolumeConfig) bool {
+			return v.Target == "/etc/nats/nats-server.conf" && strings.HasSuffix(v.Source, filepath.Join("deploy", "nats-server.conf")) && v.ReadOnly
+		}) {
+			t.Errorf("deploy/nats-server.conf is not mounted read-only at /etc/nats/nats-server.conf: %+v", nats.Volumes)
+		}
+		for _, port := range nats.Ports {
+			if port.Target == 8222 {
+				t.Errorf("the monitoring port is published: %+v", port)
+			}
+			if port.HostIP != "127.0.0.1" {
+				t.Errorf("port %d published beyond loopback: %+v", port.Target, port)
 			}
 		}
 		if !strings.HasPrefix(nats.Image, "nats:2.") {
@@ -93,6 +122,8 @@ func TestComposeShape(t *testing.T) {
 	t.Run("cloudbridge env points at nats and the secret", func(t *testing.T) {
 		want := map[string]string{
 			"CLOUDBRIDGE_NATS_URL":        "nats://nats:4222",
+			"CLOUDBRIDGE_NATS_USER":       "worker",
+			"CLOUDBRIDGE_NATS_PASSWORD":   deploy.SampleUsers["worker"],
 			"CLOUDBRIDGE_MASTER_KEY_FILE": "/run/secrets/master_key",
 			"CLOUDBRIDGE_HTTP_ADDR":       "0.0.0.0:9464",
 		}
@@ -124,6 +155,13 @@ func TestComposeShape(t *testing.T) {
 		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
 		if err != nil || len(raw) != 32 {
 			t.Errorf("%s is not base64 of 32 bytes (%d bytes, %v)", sec.File, len(raw), err)
+		}
+	})
+
+	t.Run("there is no fallback master key", func(t *testing.T) {
+		_, err := tryLoadCompose()
+		if err == nil || !strings.Contains(err.Error(), "CLOUDBRIDGE_MASTER_KEY_HOST_FILE") {
+			t.Fatalf("compose without CLOUDBRIDGE_MASTER_KEY_HOST_FILE: %v, want an error naming it", err)
 		}
 	})
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // SampleConfig is the text of the sample nats-server.conf.
@@ -42,6 +43,18 @@ func StartSampleServer(t testenv.TB) *server.Server {
 	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
 		t.Fatalf("loading sample nats-server.conf: %v", err)
+	}
+	// The file's hashes cost 10, slow to check under the race detector: the
+	// server gets hashes of the same sample passwords at bcrypt's lowest
+	// cost (still bcrypt; TestSampleConfigIsHardened checks the file's).
+	for _, u := range opts.Users {
+		if clear, ok := SampleUsers[u.Username]; ok {
+			h, err := bcrypt.GenerateFromPassword([]byte(clear), bcrypt.MinCost)
+			if err != nil {
+				t.Fatalf("hashing the sample password of %s: %v", u.Username, err)
+			}
+			u.Password = string(h)
+		}
 	}
 	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
 	opts.HTTPPort = 0

@@ -177,9 +177,10 @@ func TestReadmeSetUpAndWalkthrough(t *testing.T) {
 	t.Cleanup(func() { _ = serve.Process.Kill(); _ = serve.Wait() })
 
 	env := append([]string{}, os.Environ()...)
-	runCB := func(args []string) (string, int) {
+	runCBIn := func(args []string, stdin string) (string, int) {
 		cmd := exec.Command(bin, args...)
 		cmd.Dir, cmd.Env = work, env
+		cmd.Stdin = strings.NewReader(stdin)
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); ok {
 			return string(out), ee.ExitCode()
@@ -188,6 +189,7 @@ func TestReadmeSetUpAndWalkthrough(t *testing.T) {
 		}
 		return string(out), 0
 	}
+	runCB := func(args []string) (string, int) { return runCBIn(args, "") }
 	var natsURL string
 	var nc *nats.Conn
 	waitReady := func() {
@@ -237,7 +239,15 @@ func TestReadmeSetUpAndWalkthrough(t *testing.T) {
 				if natsURL == "" {
 					t.Fatalf("%q runs before the README exports NATS_URL", block[i])
 				}
-				out, code := runCB(w[1:])
+				var stdin string
+				if last := len(w) - 1; w[last] == "<<EOF" { // a here-document: the command's stdin
+					var body []string
+					for i++; block[i] != "EOF"; i++ {
+						body = append(body, block[i])
+					}
+					stdin, w = strings.Join(body, "\n")+"\n", w[:last]
+				}
+				out, code := runCBIn(w[1:], stdin)
 				if code != 0 {
 					t.Fatalf("%s: exit %d\n%s", block[i], code, out)
 				}

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,9 +68,23 @@ func ParseKey(text string) (Key, error) {
 	return Key{}, errors.New("master key is not base64 of 32 bytes (make one with: head -c 32 /dev/urandom | base64)")
 }
 
-// LoadKeyFile reads a base64 key from a file.
+// LoadKeyFile reads a base64 key from a file, which only its owner may
+// read or write: a file with any group or other permission bit is refused,
+// naming the fix (chmod 600).
 func LoadKeyFile(path string) (Key, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return Key{}, fmt.Errorf("reading master key file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Key{}, fmt.Errorf("reading master key file: %w", err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return Key{}, fmt.Errorf("master key file %s is accessible by group or others (mode %04o): restrict it with: chmod 600 %s", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
 	if err != nil {
 		return Key{}, fmt.Errorf("reading master key file: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -108,5 +109,35 @@ func TestGenerateKeyFile(t *testing.T) {
 	}
 	if _, err := GenerateKeyFile(path); err == nil {
 		t.Fatal("overwrote an existing key file")
+	}
+}
+
+// A master key file readable or writable by group or others is refused,
+// naming the fix; mode 0600 (or 0400) is fine.
+func TestLoadKeyFileRefusesLoosePermissions(t *testing.T) {
+	dir := t.TempDir()
+	raw := make([]byte, KeySize)
+	text := base64.StdEncoding.EncodeToString(raw) + "\n"
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o660, 0o620} {
+		path := filepath.Join(dir, "k"+mode.String())
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadKeyFile(path)
+		if err == nil || !strings.Contains(err.Error(), "chmod 600 "+path) {
+			t.Errorf("mode %04o: %v, want an error naming chmod 600", mode, err)
+		}
+	}
+	for _, mode := range []os.FileMode{0o600, 0o400} {
+		path := filepath.Join(dir, "ok"+mode.String())
+		if err := os.WriteFile(path, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadKeyFile(path); err != nil {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
 	}
 }

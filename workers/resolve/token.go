@@ -16,6 +16,9 @@ func (w *Worker) handleToken(ctx context.Context, req micro.Request, f *endpoint
 	if err != nil {
 		return nil, err
 	}
+	if c.Provider == events.ProviderBuiltin {
+		return nil, events.Errorf(events.CodeBadRequest, "connection %q (provider %s) does not vend cloud credentials", c.Name, c.Provider)
+	}
 	if c.Tokens == nil || !c.Tokens.Enabled {
 		return nil, events.Errorf(events.CodeForbidden, "connection %q does not vend tokens (an admin may opt it in with \"tokens\": {\"enabled\": true})", c.Name)
 	}
