@@ -89,7 +89,12 @@ type ExportList struct {
 type RekeyReply struct {
 	// Resealed counts the records re-sealed under the current key.
 	Resealed int `json:"resealed"`
-	// Current is the key id now sealing every record.
+	// Failed lists the records that could not be opened (sealed under a key
+	// this worker lacks, tampered, or replayed), so not re-sealed: connection
+	// names, and <connection>.<secret> for built-in secrets. An admin may
+	// delete or put them again. Always present, empty when all went well.
+	Failed []string `json:"failed"`
+	// Current is the key id sealing new records (and every record re-sealed).
 	Current string `json:"current"`
 }
 
@@ -98,12 +103,19 @@ type InvalidateRequest struct {
 	Connection string `json:"connection"`
 	// Secret, when set, drops only that secret's entries.
 	Secret string `json:"secret,omitempty"`
+	// Refresh, with Secret, says the secret changed in the cloud (a rotation
+	// event): each worker that had it cached re-reads it in the background,
+	// keeping the old value only as its max_stale fallback.
+	Refresh bool `json:"refresh,omitempty"`
 }
 
 // Validate checks the request.
 func (r *InvalidateRequest) Validate() error {
 	if err := CheckName("connection", r.Connection); err != nil {
 		return err
+	}
+	if r.Refresh && r.Secret == "" {
+		return Errorf(CodeBadRequest, "refresh: needs secret")
 	}
 	if r.Secret != "" {
 		return CheckSecretName("secret", r.Secret)

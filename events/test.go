@@ -26,6 +26,9 @@ const (
 	StepIdentity    = "identity"
 	StepSecret      = "secret"
 	StepKeys        = "keys"
+	// StepEvents checks a connection's change-event queue or subscription
+	// (aws.events, gcp.events): reachable, and readable with its credentials.
+	StepEvents = "events"
 )
 
 // Step is one check of a test report.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/config"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
 	"github.com/cloudbridge/cloudbridge/workers/service"
 )
 
@@ -33,6 +34,8 @@ func startWorker(t *testing.T) string {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.Listen, cfg.DataDir, cfg.HTTPAddr = "127.0.0.1:0", t.TempDir(), "off"
+	// The fakes listen on loopback: allow it beside the clouds' domains.
+	cfg.AllowEndpoints = append(append([]string(nil), provider.DefaultAllowEndpoints...), "127.0.0.1")
 	w, err := service.Start(context.Background(), cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)

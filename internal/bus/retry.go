@@ -16,8 +16,14 @@ import (
 const (
 	retryMin     = 100 * time.Millisecond
 	retryMax     = 5 * time.Second
+	attemptFirst = 2 * time.Second // first attempt's deadline, doubling to attemptLimit
 	attemptLimit = 10 * time.Second
 )
+
+// jsClusterNoPeers is JetStream's "no suitable peers for placement"
+// (JSClusterNoPeersErr, a 400): a cluster still forming has not seen its
+// peers yet.
+const jsClusterNoPeers jetstream.ErrorCode = 10005
 
 // Permanent marks an error that retrying cannot cure (a configuration the
 // server refuses): Retry returns it at once.
@@ -32,11 +38,14 @@ func (p permanentError) Unwrap() error { return p.error }
 // with exponential backoff between attempts. JetStream API errors other than
 // server-side unavailability (a 5xx or 408) are permanent; anything else
 // (timeouts, no responders, JetStream not enabled yet, a cluster still
-// electing its leaders, a connection down) is transient.
+// electing its leaders or without its peers yet, a connection down) is
+// transient. A request to a cluster that is still forming can go unanswered,
+// so the first attempt's deadline is short and grows to attemptLimit.
 func Retry(ctx context.Context, log zerolog.Logger, what string, fn func(context.Context) error) error {
-	wait := retryMin
+	wait, limit := retryMin, attemptFirst
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, attemptLimit)
+		actx, cancel := context.WithTimeout(ctx, limit)
+		limit = min(2*limit, attemptLimit)
 		err := fn(actx)
 		cancel()
 		if err == nil {
@@ -71,7 +80,7 @@ func transient(err error) bool {
 	}
 	var api *jetstream.APIError
 	if errors.As(err, &api) {
-		return api.Code >= 500 || api.Code == 408 || api.Code == 0
+		return api.Code >= 500 || api.ErrorCode == jsClusterNoPeers || api.Code == 408 || api.Code == 0
 	}
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrPermissionViolation) {
 		return false

@@ -13,7 +13,8 @@ import (
 func TestRetryUntilTransientErrorsPass(t *testing.T) {
 	calls := 0
 	errs := []error{context.DeadlineExceeded, nats.ErrNoResponders, jetstream.ErrJetStreamNotEnabled,
-		&jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}}
+		&jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"},
+		&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement"}}
 	err := Retry(context.Background(), zerolog.Nop(), "binding", func(context.Context) error {
 		calls++
 		if calls <= len(errs) {

@@ -60,6 +60,8 @@ type Store struct {
 	// an older generation is never stored nor served.
 	gens  map[string]uint64
 	sgens map[secretKey]uint64
+	// caps are the TTL caps of connections (LimitTTL, refresh.go).
+	caps  map[string]time.Duration
 	bgCtx context.Context
 	stop  context.CancelFunc
 	bg    sync.WaitGroup
@@ -296,7 +298,9 @@ func (c *cached) store(k key, gen generation, sec provider.Secret) {
 		return
 	}
 	sec.Cached, sec.Stale = false, false
-	s.lru.Add(k, &entry{owner: c, sec: sec, gen: gen, validated: s.opts.Now(), ttl: c.policy.TTL})
+	e := &entry{owner: c, sec: sec, gen: gen, validated: s.opts.Now(), ttl: s.ttl(k.conn, c.policy.TTL)}
+	s.lru.Add(k, e)
+	s.capEntry(k, e)
 	metrics.CacheEntries.Set(float64(s.lru.Len()))
 }
 

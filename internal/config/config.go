@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/bus"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
 // DefaultListen is the embedded NATS server's default client address. It is
@@ -83,6 +84,8 @@ type Serve struct {
 	MasterKey             string `name:"master-key" env:"CLOUDBRIDGE_MASTER_KEY" help:"The master key itself, base64 of 32 bytes (prefer the env twin or --master-key-file)."`
 	PreviousMasterKeyFile string `name:"previous-master-key-file" env:"CLOUDBRIDGE_PREVIOUS_MASTER_KEY_FILE" help:"An old master key that may still have sealed records; run 'cloudbridge admin rekey' to re-seal them." type:"path"`
 
+	AllowEndpoints []string `name:"allow-endpoints" env:"CLOUDBRIDGE_ALLOW_ENDPOINTS" default:"*.amazonaws.com,*.amazonaws.com.cn,*.googleapis.com" help:"Hosts a connection may send credentials to (endpoint overrides, a key's token_uri), comma-separated: '*' matches any run of characters, a pattern without a port matches any port." placeholder:"HOSTS"`
+
 	HTTPAddr  string `name:"http-addr" env:"CLOUDBRIDGE_HTTP_ADDR" default:"127.0.0.1:9464" help:"Address of /metrics, /healthz and /readyz; 'off' disables."`
 	LogLevel  string `name:"log-level" env:"CLOUDBRIDGE_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
 	LogFormat string `name:"log-format" env:"CLOUDBRIDGE_LOG_FORMAT" default:"json" enum:"json,console" help:"Log format: json or console."`
@@ -123,6 +126,9 @@ func (s *Serve) Validate() error {
 	}
 	if !s.Embedded() && s.MasterKeyFile == "" && s.MasterKey == "" {
 		return errors.New("a master key is required with --nats-url: pass --master-key-file or set CLOUDBRIDGE_MASTER_KEY (make one with: head -c 32 /dev/urandom | base64)")
+	}
+	if _, err := s.Allowlist(); err != nil {
+		return err
 	}
 	if s.HTTPAddr != "off" {
 		if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
@@ -169,6 +175,15 @@ func (s *Serve) Validate() error {
 	return nil
 }
 
+// Allowlist is --allow-endpoints parsed.
+func (s *Serve) Allowlist() (provider.Allowlist, error) {
+	a, err := provider.ParseAllowlist(s.AllowEndpoints)
+	if err != nil {
+		return provider.Allowlist{}, fmt.Errorf("--allow-endpoints: %w", err)
+	}
+	return a, nil
+}
+
 // Defaults returns the serve configuration with every flag at its default,
 // for running a worker from code (tests, embedding). The CLI's defaults come
 // from the struct tags above; a test keeps the two equal.
@@ -177,6 +192,7 @@ func Defaults() Serve {
 		NATS:            NATS{Prefix: events.DefaultPrefix},
 		Listen:          DefaultListen,
 		DataDir:         "./data",
+		AllowEndpoints:  append([]string(nil), provider.DefaultAllowEndpoints...),
 		HTTPAddr:        "127.0.0.1:9464",
 		LogLevel:        "info",
 		LogFormat:       "json",

@@ -25,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 )
 
 // Defaults.
@@ -70,6 +71,9 @@ type Config struct {
 	// block whose filters all lie under Subjects.AuditWildcard reads it
 	// instead of the logs stream. Empty: every block reads the logs stream.
 	AuditStream string
+	// Replicas of the logs and dead-letter streams when created (0 = the
+	// server's default, 1); their consumers inherit it.
+	Replicas int
 	// Sinks builds an export block's sink.
 	Sinks SinkFactory
 	// Logger receives the worker's logs (default: none).
@@ -154,23 +158,25 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fmt.Errorf("binding logs stream %s: %w", w.cfg.LogsStream, err)
 		}
 	} else {
-		_, err := w.cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		_, err := bus.EnsureStream(ctx, w.cfg.JS, jetstream.StreamConfig{
 			Name:      w.cfg.LogsStream,
 			Subjects:  w.cfg.LogsSubjects,
 			Storage:   jetstream.FileStorage,
 			Retention: jetstream.LimitsPolicy,
 			MaxAge:    w.cfg.MaxAge,
 			MaxBytes:  orUnlimited(w.cfg.MaxBytes),
+			Replicas:  w.cfg.Replicas,
 		})
 		if err != nil {
 			return fmt.Errorf("creating logs stream %s: %w", w.cfg.LogsStream, err)
 		}
 	}
-	_, err := w.cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := bus.EnsureStream(ctx, w.cfg.JS, jetstream.StreamConfig{
 		Name:       w.cfg.DeadStream,
 		Subjects:   []string{w.cfg.Subjects.DeadWildcard()},
 		Storage:    jetstream.FileStorage,
 		Duplicates: 10 * time.Minute,
+		Replicas:   w.cfg.Replicas,
 	})
 	if err != nil {
 		return fmt.Errorf("creating dead-letter stream %s: %w", w.cfg.DeadStream, err)

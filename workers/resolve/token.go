@@ -16,6 +16,9 @@ func (w *Worker) handleToken(ctx context.Context, req micro.Request, f *endpoint
 	if err != nil {
 		return nil, err
 	}
+	if c.Tokens == nil || !c.Tokens.Enabled {
+		return nil, events.Errorf(events.CodeForbidden, "connection %q does not vend tokens (an admin may opt it in with \"tokens\": {\"enabled\": true})", c.Name)
+	}
 	b, err := w.provider(ctx, c)
 	if err != nil {
 		return nil, err
@@ -69,6 +72,11 @@ func (w *Worker) handleInvalidate(ctx context.Context, req micro.Request, f *end
 		return nil, err
 	}
 	f.Conn, f.Audit.Secret = in.Connection, in.Secret
+	if in.Refresh {
+		// A change event: re-read the secret ahead, if this worker has it.
+		w.cfg.Cache.Refresh(in.Connection, in.Secret)
+		return events.Empty{}, nil
+	}
 	w.cfg.Cache.Invalidate(in.Connection, in.Secret)
 	return events.Empty{}, nil
 }

@@ -39,6 +39,15 @@ type Config struct {
 	Logger    zerolog.Logger
 	// Fingerprint computes the audit fingerprint of a served value (nil: none).
 	Fingerprint func(value []byte) string
+	// Endpoints, when set, refuses a stored connection whose endpoints fall
+	// outside the allowlist before its provider is built (forbidden).
+	Endpoints EndpointChecker
+}
+
+// EndpointChecker checks where a stored connection sends credentials
+// (provider.Table.CheckStored).
+type EndpointChecker interface {
+	CheckStored(c *events.Connection) error
 }
 
 // Worker serves resolve, test, token and invalidate.
@@ -214,6 +223,12 @@ func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, err
 		w.mu.Unlock()
 		if ok {
 			return b, nil
+		}
+		if w.cfg.Endpoints != nil {
+			if err := w.cfg.Endpoints.CheckStored(&c); err != nil {
+				w.cfg.Logger.Warn().Str("conn", c.Name).Err(err).Msg("refusing a stored connection outside the endpoint allowlist")
+				return nil, err
+			}
 		}
 		b, err := w.build(ctx, c, epoch)
 		if err == nil || !errors.Is(err, errChanged) {

@@ -38,7 +38,7 @@ func (s *Service) startAudit(ctx context.Context, js jetstream.JetStream, subjec
 	}
 	cfg := auditStreamConfig(subjects, s.cfg.AuditRetention, s.cfg.KVReplicas)
 	if err := bus.Retry(ctx, s.log, "creating the audit stream", func(ctx context.Context) error {
-		_, err := js.CreateOrUpdateStream(ctx, cfg)
+		_, err := bus.EnsureStream(ctx, js, cfg)
 		if err != nil {
 			return fmt.Errorf("creating audit stream %s: %w", cfg.Name, err)
 		}

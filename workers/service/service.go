@@ -27,6 +27,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 	"github.com/cloudbridge/cloudbridge/internal/monitor"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
+	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 	"github.com/cloudbridge/cloudbridge/workers/admin"
@@ -58,6 +59,7 @@ type Service struct {
 	stopHealth context.CancelFunc
 	healthDone chan struct{}
 	exporter   *reconciler
+	rotations  *rotations
 	http       *monitor.Server
 	factories  map[string]provider.Factory
 	stopOnce   sync.Once
@@ -108,7 +110,13 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	subjects := events.Subjects{Prefix: cfg.Prefix}
-	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log, LogsSubjects: logsSubjects(cfg, subjects)})
+	allow, err := cfg.Allowlist()
+	if err != nil {
+		return err
+	}
+	table := all.Table.WithEndpoints(allow)
+	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log,
+		LogsSubjects: logsSubjects(cfg, subjects), Providers: table})
 	if err != nil {
 		return err
 	}
@@ -119,19 +127,21 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	factories := providerFactories(log, s.reg, s.factories)
 	s.resolver = resolve.New(resolve.Config{Subjects: subjects, Connections: s.reg, Cache: s.cache,
-		Factories: factories, Runner: s.runner, Logger: log, Fingerprint: s.fingerprints.Sum})
+		Factories: factories, Runner: s.runner, Logger: log, Endpoints: table, Fingerprint: s.fingerprints.Sum})
 	s.exporter, err = newExporter(ctx, s.nc, js, subjects, cfg, log, func() ([]events.Export, map[string]events.Connection) {
 		return s.reg.Exports(), s.connectionMap()
 	})
 	if err != nil {
 		return err
 	}
+	s.rotations = newRotations(s.nc, subjects, factories, s.cache, log, s.reg.Connections)
 	s.reg.OnChange(s.onChange)
 	if err := s.reg.Start(ctx); err != nil {
 		return err
 	}
 	s.exporter.Changed()
-	s.admin = admin.New(subjects, s.reg, s.resolver, s.runner)
+	s.rotations.Changed()
+	s.admin = admin.New(subjects, s.reg, s.resolver, s.runner).WithProviders(table)
 	s.dead = admin.NewDead(subjects, js, subjects.DeadStream(), s.runner)
 	// A worker takes requests only while healthy: its endpoints join the
 	// queue groups once it is, and leave them when it is no longer.
@@ -325,6 +335,7 @@ func (s *Service) onChange(c registry.Change) {
 	case registry.KindConnection:
 		s.resolver.ConnectionChanged(c.Name)
 		s.exporter.Changed()
+		s.rotations.Changed()
 	case registry.KindSecret:
 		s.resolver.SecretChanged(c.Conn, c.Name)
 	case registry.KindExport:
@@ -416,6 +427,12 @@ func (s *Service) stop(ctx context.Context) error {
 	if s.exporter != nil {
 		if err := s.exporter.Stop(phase); err != nil && s.nc.IsConnected() {
 			errs = append(errs, fmt.Errorf("stopping log export: %w", err))
+		}
+	}
+	if s.rotations != nil {
+		// Before the drain: a consumer handling an event publishes its broadcast.
+		if err := s.rotations.Stop(phase); err != nil && s.nc.IsConnected() {
+			errs = append(errs, fmt.Errorf("stopping rotation event consumers: %w", err))
 		}
 	}
 	if s.reg != nil {

@@ -30,7 +30,27 @@ func (kind) Validate(c *events.Connection) error {
 	if c.AWS == nil {
 		return events.Errorf(events.CodeBadRequest, "aws: required with provider aws")
 	}
-	return validate(c.AWS)
+	if err := validate(c.AWS); err != nil {
+		return err
+	}
+	return validateTokens(c.Tokens, c.AWS)
+}
+
+// validateTokens checks the connection's token policy against what AWS
+// can vend: no OAuth scopes (AWS credentials are narrowed by a session
+// policy to the connection's secrets instead), and an assumed role lasts at
+// most 12h.
+func validateTokens(t *events.TokenPolicy, a *events.AWSConfig) error {
+	if t == nil {
+		return nil
+	}
+	if len(t.Scopes) > 0 {
+		return events.Errorf(events.CodeBadRequest, "tokens.scopes: only for provider gcp (AWS credentials are narrowed to the connection's secrets)")
+	}
+	if a.RoleARN != "" && t.MaxDuration.D() > maxAssumeRoleSession {
+		return events.Errorf(events.CodeBadRequest, "tokens.max_duration: at most 12h for an assumed role")
+	}
+	return nil
 }
 
 // validate checks the aws block.
@@ -79,7 +99,10 @@ func validate(a *events.AWSConfig) error {
 	if a.Duration != 0 && (a.Duration.D() < 15*time.Minute || a.Duration.D() > 12*time.Hour) {
 		return events.Errorf(events.CodeBadRequest, "aws.duration: between 15m and 12h")
 	}
-	return provider.CheckEndpoint("aws.endpoint", a.Endpoint)
+	if err := provider.CheckEndpoint("aws.endpoint", a.Endpoint); err != nil {
+		return err
+	}
+	return validateEvents(a)
 }
 
 // secretField is a sensitive field of the block: its wire name and where it is.
@@ -154,9 +177,19 @@ func (kind) Routing(c *events.Connection) []provider.Field {
 		{Name: "aws.region", Value: a.Region},
 		{Name: "aws.endpoint", Value: a.Endpoint},
 		{Name: "aws.role_arn", Value: a.RoleARN},
+		{Name: "aws.events.queue_url", Value: eventsQueueURL(&a)},
 	}
 }
 
 func (kind) Factory(env provider.Env) provider.Factory {
 	return Factory(WithLogger(env.Log))
+}
+
+// Endpoints lists the endpoint override, where SigV4-signed requests (and
+// the session token) go.
+func (kind) Endpoints(c *events.Connection) []provider.Field {
+	if c.AWS == nil || c.AWS.Endpoint == "" {
+		return nil
+	}
+	return []provider.Field{{Name: "aws.endpoint", Value: c.AWS.Endpoint}}
 }

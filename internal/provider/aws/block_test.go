@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
 func blockConn() events.Connection {
@@ -113,15 +114,63 @@ func TestKindRouting(t *testing.T) {
 	c := blockConn()
 	c.AWS.Endpoint = "https://vpce.example"
 	c.AWS.RoleARN = "arn:aws:iam::123456789012:role/reader"
+	c.AWS.Events = &events.AWSEvents{QueueURL: "https://sqs.us-east-1.amazonaws.com/123456789012/secret-changes"}
 	var got []string
 	for _, f := range Kind.Routing(&c) {
 		got = append(got, f.Name+"="+f.Value)
 	}
-	want := "aws.auth=access_key aws.region=us-east-1 aws.endpoint=https://vpce.example aws.role_arn=arn:aws:iam::123456789012:role/reader"
+	want := "aws.auth=access_key aws.region=us-east-1 aws.endpoint=https://vpce.example aws.role_arn=arn:aws:iam::123456789012:role/reader" +
+		" aws.events.queue_url=https://sqs.us-east-1.amazonaws.com/123456789012/secret-changes"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("Routing = %v", got)
 	}
-	if n := len(Kind.Routing(&events.Connection{})); n != 4 {
-		t.Fatalf("Routing without a block lists %d fields, want the same 4", n)
+	if n := len(Kind.Routing(&events.Connection{})); n != 5 {
+		t.Fatalf("Routing without a block lists %d fields, want the same 5", n)
+	}
+}
+
+// TestEventsBlock: aws.events is checked with the connection's region and
+// endpoint, its queue URL passes the endpoint check, and Events reports it.
+func TestEventsBlock(t *testing.T) {
+	q := "https://sqs.us-east-1.amazonaws.com/123456789012/secret-changes"
+	for _, tc := range []struct {
+		name     string
+		ev       events.AWSEvents
+		endpoint string
+		want     string // error prefix; "" valid
+	}{
+		{"valid", events.AWSEvents{QueueURL: q}, "", ""},
+		{"degraded ttl", events.AWSEvents{QueueURL: q, DegradedTTL: events.Duration(30 * time.Second)}, "", ""},
+		{"no queue", events.AWSEvents{}, "", "aws.events.queue_url: required"},
+		{"other region", events.AWSEvents{QueueURL: "https://sqs.eu-west-1.amazonaws.com/123456789012/q"}, "", "aws.events.queue_url: queue in region"},
+		{"not sqs without endpoint", events.AWSEvents{QueueURL: "https://evil.example/123456789012/q"}, "", "aws.events.queue_url:"},
+		{"emulator with endpoint", events.AWSEvents{QueueURL: "http://127.0.0.1:5000/123456789012/q"}, "http://127.0.0.1:5000", ""},
+		{"user info", events.AWSEvents{QueueURL: "http://u:p@127.0.0.1:5000/123456789012/q"}, "http://127.0.0.1:5000", "aws.events.queue_url:"},
+		{"ttl too long", events.AWSEvents{QueueURL: q, DegradedTTL: events.Duration(2 * time.Hour)}, "", "aws.events.degraded_ttl:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := blockConn()
+			c.AWS.Endpoint = tc.endpoint
+			ev := tc.ev
+			c.AWS.Events = &ev
+			err := Kind.Validate(&c)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				ttl, ok := Kind.(provider.EventsKind).Events(&c)
+				if !ok || ttl != ev.TTL() {
+					t.Fatalf("Events = %s %v", ttl, ok)
+				}
+				return
+			}
+			if !errors.Is(err, events.ErrBadRequest) || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	c := blockConn()
+	if _, ok := Kind.(provider.EventsKind).Events(&c); ok {
+		t.Fatal("Events without aws.events")
 	}
 }

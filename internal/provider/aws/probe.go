@@ -22,8 +22,12 @@ func (p *Provider) Probe(ctx context.Context) []events.Step {
 	c, err := p.creds.Retrieve(ctx)
 	if err != nil {
 		err = mapError(ctx, "credentials", "", err)
-		return append(steps, events.FailStep(events.StepCredentials, err),
+		steps = append(steps, events.FailStep(events.StepCredentials, err),
 			events.FailStep(events.StepIdentity, events.Errorf(events.CodeOf(err), "aws: GetCallerIdentity: skipped, no credentials")))
+		if p.aws.Events != nil {
+			steps = append(steps, events.FailStep(events.StepEvents, events.Errorf(events.CodeOf(err), "aws: ReceiveMessage: skipped, no credentials")))
+		}
+		return steps
 	}
 	steps = append(steps, events.PassStep(events.StepCredentials, p.describeCredentials(c)))
 	start := time.Now()
@@ -31,9 +35,14 @@ func (p *Provider) Probe(ctx context.Context) []events.Step {
 	err = mapError(ctx, "GetCallerIdentity", "", err)
 	metrics.ObserveUpstream("aws", "GetCallerIdentity", start, err)
 	if err != nil {
-		return append(steps, events.FailStep(events.StepIdentity, err))
+		steps = append(steps, events.FailStep(events.StepIdentity, err))
+	} else {
+		steps = append(steps, events.PassStep(events.StepIdentity, awssdk.ToString(out.Arn)))
 	}
-	return append(steps, events.PassStep(events.StepIdentity, awssdk.ToString(out.Arn)))
+	if p.aws.Events != nil {
+		steps = append(steps, p.probeEvents(ctx))
+	}
+	return steps
 }
 
 // describeCredentials says where credentials came from, without any key.

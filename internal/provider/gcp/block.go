@@ -32,7 +32,26 @@ func (kind) Validate(c *events.Connection) error {
 	if c.GCP == nil {
 		return events.Errorf(events.CodeBadRequest, "gcp: required with provider gcp")
 	}
-	return validate(c.GCP)
+	if err := validate(c.GCP); err != nil {
+		return err
+	}
+	return validateTokens(c.Tokens, c.GCP)
+}
+
+// validateTokens checks the connection's token policy against what Google
+// issues: access tokens last at most 1h, and only impersonation can ask for
+// less (keys and default credentials get one-hour tokens).
+func validateTokens(t *events.TokenPolicy, g *events.GCPConfig) error {
+	if t == nil || t.MaxDuration == 0 {
+		return nil
+	}
+	if t.MaxDuration.D() > MaxTokenLifetime {
+		return events.Errorf(events.CodeBadRequest, "tokens.max_duration: at most 1h for GCP access tokens")
+	}
+	if t.MaxDuration.D() < MaxTokenLifetime && g.Auth != events.GCPAuthImpersonation {
+		return events.Errorf(events.CodeBadRequest, "tokens.max_duration: under 1h needs auth impersonation (Google issues one-hour tokens to keys and default credentials)")
+	}
+	return nil
 }
 
 // validate checks the gcp block.
@@ -80,7 +99,10 @@ func validate(g *events.GCPConfig) error {
 			return events.Errorf(events.CodeBadRequest, "gcp.delegates[%d]: %q is not a service-account email", i, events.Clip(d, 80))
 		}
 	}
-	return provider.CheckEndpoint("gcp.endpoint", g.Endpoint)
+	if err := provider.CheckEndpoint("gcp.endpoint", g.Endpoint); err != nil {
+		return err
+	}
+	return validateEvents(g)
 }
 
 // ServiceAccountKey is the part of a service-account JSON key that
@@ -210,6 +232,7 @@ func (kind) Routing(c *events.Connection) []provider.Field {
 		{Name: "gcp.impersonate", Value: g.Impersonate},
 		{Name: "gcp.delegates", Value: strings.Join(g.Delegates, ",")},
 		{Name: "gcp.service_account_key.token_uri", Value: tokenURI},
+		{Name: "gcp.events.endpoint", Value: eventsEndpoint(&g)},
 	}
 }
 
@@ -221,4 +244,22 @@ func (kind) Factory(env provider.Env) provider.Factory {
 		}
 		return p, nil
 	}
+}
+
+// Endpoints lists the endpoint override (bearer tokens go there) and the
+// key's token_uri (signed assertions go there).
+func (kind) Endpoints(c *events.Connection) []provider.Field {
+	if c.GCP == nil {
+		return nil
+	}
+	var out []provider.Field
+	if c.GCP.Endpoint != "" {
+		out = append(out, provider.Field{Name: "gcp.endpoint", Value: c.GCP.Endpoint})
+	}
+	if len(c.GCP.ServiceAccountKey) > 0 {
+		if k, err := ParseServiceAccountKey(c.GCP.ServiceAccountKey); err == nil && k.TokenURI != "" {
+			out = append(out, provider.Field{Name: "gcp.service_account_key.token_uri", Value: k.TokenURI})
+		}
+	}
+	return out
 }

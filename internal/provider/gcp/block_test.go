@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
 const blockKey = `{"type":"service_account","client_email":"r@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nSECRETKEY\n-----END PRIVATE KEY-----\n","token_uri":"https://oauth2.googleapis.com/token"}`
@@ -109,17 +110,53 @@ func TestKindRedactAndKeep(t *testing.T) {
 func TestKindRouting(t *testing.T) {
 	c := blockConn(&events.GCPConfig{Auth: events.GCPAuthImpersonation, Impersonate: "r@p.iam.gserviceaccount.com",
 		Delegates: []string{"a@p.iam.gserviceaccount.com", "b@p.iam.gserviceaccount.com"}, Endpoint: "https://e.example",
-		ServiceAccountKey: json.RawMessage(blockKey)})
+		ServiceAccountKey: json.RawMessage(blockKey),
+		Events:            &events.GCPEvents{Subscription: "projects/bio-prod/subscriptions/s1", Endpoint: "http://127.0.0.1:8085"}})
 	var got []string
 	for _, f := range Kind.Routing(&c) {
 		got = append(got, f.Name+"="+f.Value)
 	}
 	want := "gcp.auth=impersonation gcp.endpoint=https://e.example gcp.impersonate=r@p.iam.gserviceaccount.com " +
-		"gcp.delegates=a@p.iam.gserviceaccount.com,b@p.iam.gserviceaccount.com gcp.service_account_key.token_uri=https://oauth2.googleapis.com/token"
+		"gcp.delegates=a@p.iam.gserviceaccount.com,b@p.iam.gserviceaccount.com gcp.service_account_key.token_uri=https://oauth2.googleapis.com/token gcp.events.endpoint=http://127.0.0.1:8085"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("Routing = %v", got)
 	}
-	if n := len(Kind.Routing(&events.Connection{})); n != 5 {
-		t.Fatalf("Routing without a block lists %d fields, want the same 5", n)
+	if n := len(Kind.Routing(&events.Connection{})); n != 6 {
+		t.Fatalf("Routing without a block lists %d fields, want the same 6", n)
+	}
+}
+
+// TestEventsBlock: gcp.events is validated with the block, its endpoint
+// passes the endpoint check, and Events reports it.
+func TestEventsBlock(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ev   events.GCPEvents
+		want string
+	}{
+		{"valid", events.GCPEvents{Subscription: "projects/bio-prod/subscriptions/secret-changes"}, ""},
+		{"emulator", events.GCPEvents{Subscription: "projects/bio-prod/subscriptions/secret-changes", Endpoint: "http://127.0.0.1:8085"}, ""},
+		{"no subscription", events.GCPEvents{}, "gcp.events.subscription: required"},
+		{"topic", events.GCPEvents{Subscription: "projects/bio-prod/topics/t"}, "gcp.events.subscription:"},
+		{"bad endpoint", events.GCPEvents{Subscription: "projects/bio-prod/subscriptions/sub1", Endpoint: "grpc://h"}, "gcp.events.endpoint:"},
+		{"user info", events.GCPEvents{Subscription: "projects/bio-prod/subscriptions/sub1", Endpoint: "https://u:p@h"}, "gcp.events.endpoint:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := tc.ev
+			c := blockConn(&events.GCPConfig{Auth: events.GCPAuthDefault, Events: &ev})
+			err := Kind.Validate(&c)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ttl, ok := Kind.(provider.EventsKind).Events(&c); !ok || ttl != events.DefaultDegradedTTL {
+					t.Fatalf("Events = %s %v", ttl, ok)
+				}
+				return
+			}
+			if !errors.Is(err, events.ErrBadRequest) || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

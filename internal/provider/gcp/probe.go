@@ -47,7 +47,11 @@ func (p *Provider) Probe(ctx context.Context) []events.Step {
 		}
 		identity += ")"
 	}
-	return append(steps, events.PassStep(events.StepIdentity, identity))
+	steps = append(steps, events.PassStep(events.StepIdentity, identity))
+	if p.cfg.Events != nil {
+		steps = append(steps, p.probeEvents(ctx))
+	}
+	return steps
 }
 
 func (p *Provider) credentialsDetail() string {

@@ -8,8 +8,11 @@ package procs
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,10 +38,19 @@ type Binaries struct {
 // test. The Go build cache makes every build after the first one quick.
 func Build(t testenv.TB) Binaries {
 	t.Helper()
-	dir := t.TempDir()
+	b, err := BuildDir(t.TempDir())
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return b
+}
+
+// BuildDir builds nats-server and cloudbridge into dir (for a TestMain that
+// builds once for every test of its package).
+func BuildDir(dir string) (Binaries, error) {
 	root, err := moduleRoot()
 	if err != nil {
-		t.Fatalf("finding the module root: %v", err)
+		return Binaries{}, fmt.Errorf("finding the module root: %v", err)
 	}
 	b := Binaries{NATSServer: filepath.Join(dir, "nats-server"), Cloudbridge: filepath.Join(dir, "cloudbridge")}
 	var wg sync.WaitGroup
@@ -60,10 +72,10 @@ func Build(t testenv.TB) Binaries {
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			t.Fatalf("%v", err)
+			return Binaries{}, err
 		}
 	}
-	return b
+	return b, nil
 }
 
 func moduleRoot() (string, error) {
@@ -116,6 +128,16 @@ type Cluster struct {
 // They are killed when the test ends.
 func StartCluster(t testenv.TB, bins Binaries, size int) *Cluster {
 	t.Helper()
+	c := LaunchCluster(t, bins, size)
+	c.WaitReady(60 * time.Second)
+	return c
+}
+
+// LaunchCluster starts the processes of a cluster as StartCluster does but
+// returns at once, while the cluster is still forming (for tests of what
+// starts together with it). They are killed when the test ends.
+func LaunchCluster(t testenv.TB, bins Binaries, size int) *Cluster {
+	t.Helper()
 	c := &Cluster{t: t}
 	for i := 0; i < size; i++ {
 		n := &Node{Name: fmt.Sprintf("n%d", i+1), Port: FreePort(t), Dir: t.TempDir(), t: t, bin: bins.NATSServer}
@@ -130,13 +152,49 @@ func StartCluster(t testenv.TB, bins Binaries, size int) *Cluster {
 	for _, n := range c.Nodes {
 		n.Start()
 	}
-	t.Cleanup(func() {
-		for _, n := range c.Nodes {
-			n.Kill()
-		}
-	})
-	c.WaitReady(60 * time.Second)
+	t.Cleanup(c.Kill)
 	return c
+}
+
+// WaitListening waits until every running node accepts TCP connections on
+// its client port (JetStream may still be forming).
+func (c *Cluster) WaitListening(within time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		for {
+			conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.Port), time.Second)
+			if err == nil {
+				conn.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("nats-server %s: not listening after %s: %v\n%s", n.Name, within, err, n.Logs())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// Kill kills every node (SIGKILL) and waits for them to end.
+func (c *Cluster) Kill() {
+	for _, n := range c.Nodes {
+		n.Kill()
+	}
+}
+
+// Node is the node named name (server_name n1, n2, …, as JetStream's
+// cluster info names a leader), or nil.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
 }
 
 // URLs is every node's client URL, comma-separated, for a client that fails over.
@@ -323,6 +381,46 @@ func (w *Worker) Exited() bool {
 
 // Logs is what the worker printed so far.
 func (w *Worker) Logs() string { return w.logs.String() }
+
+// HTTPAddr waits up to within for the worker's start-up log line ("cloudbridge
+// worker started", JSON log format) and returns its monitoring address (the
+// real port behind --http-addr 127.0.0.1:0). ok is false when the worker
+// exited or did not start in time.
+func (w *Worker) HTTPAddr(within time.Duration) (addr string, ok bool) {
+	deadline := time.Now().Add(within)
+	for {
+		for _, line := range strings.Split(w.Logs(), "\n") {
+			if !strings.Contains(line, "cloudbridge worker started") {
+				continue
+			}
+			var ev struct {
+				HTTP string `json:"http"`
+			}
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.HTTP != "" {
+				return ev.HTTP, true
+			}
+		}
+		if w.Exited() || time.Now().After(deadline) {
+			return "", false
+		}
+		select {
+		case <-w.done:
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Ready reports whether the worker's /readyz at addr (see HTTPAddr) answers 200.
+func Ready(addr string) bool {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == http.StatusOK
+}
 
 // syncBuffer is a bytes.Buffer safe for a process writer and test readers.
 type syncBuffer struct {

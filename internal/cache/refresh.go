@@ -1,0 +1,110 @@
+package cache
+
+import (
+	"context"
+	"time"
+
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+)
+
+// Refresh is Invalidate for a secret known to have changed in the cloud (a
+// rotation event): its cached values stop being served at once, and each is
+// re-read in the background (one provider call per cached key, shared with
+// any request that misses meanwhile), so the next request finds the new
+// value. Until the re-read succeeds, an old value is kept as if its TTL had
+// run out now: the max_stale fallback while the provider is unavailable,
+// never a hit. A secret that was not cached is not read. It returns how many
+// values are being re-read.
+func (s *Store) Refresh(conn, secret string) int {
+	s.mu.Lock()
+	sk := secretKey{conn, secret}
+	prev := generation{conn: s.gens[conn], secret: s.sgens[sk]}
+	s.sgens[sk]++
+	gen := generation{conn: prev.conn, secret: s.sgens[sk]}
+	s.mu.Unlock()
+	now := s.opts.Now()
+	n := 0
+	for _, k := range s.lru.Keys() {
+		if k.conn != conn || k.secret != secret {
+			continue
+		}
+		e, ok := s.lru.Peek(k)
+		if !ok || e.gen != prev {
+			continue
+		}
+		ne := &entry{owner: e.owner, sec: e.sec, gen: gen, validated: now.Add(-e.ttl), ttl: e.ttl}
+		ne.refreshing.Store(true)
+		s.lru.Add(k, ne)
+		ne.owner.reload(k, gen, ne)
+		n++
+	}
+	metrics.CacheEntries.Set(float64(s.lru.Len()))
+	return n
+}
+
+// reload re-reads k in the background under gen, without the version check
+// (the value is known to have changed: one call, not two).
+func (c *cached) reload(k key, gen generation, e *entry) {
+	s := c.s
+	metrics.Cache.WithLabelValues("refresh").Inc()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer e.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(s.bgCtx, s.opts.UpstreamTimeout)
+		defer cancel()
+		req := provider.Request{Secret: k.secret, Version: k.version}
+		_, _, _ = s.sf.Do(k.flight(gen), func() (any, error) { return c.load(ctx, k, gen, nil, req, true) })
+	}()
+}
+
+// LimitTTL caps the TTL of connection conn's values at d (d <= 0 lifts the
+// cap): while a connection's change events cannot be received, its values
+// are trusted for the short degraded TTL only. Values already cached are
+// capped too (one validated an hour ago with a 12h TTL and a 1m cap is
+// re-validated on its next request).
+func (s *Store) LimitTTL(conn string, d time.Duration) {
+	s.mu.Lock()
+	if d <= 0 {
+		delete(s.caps, conn)
+		s.mu.Unlock()
+		return
+	}
+	if s.caps == nil {
+		s.caps = map[string]time.Duration{}
+	}
+	s.caps[conn] = d
+	s.mu.Unlock()
+	for _, k := range s.lru.Keys() {
+		if k.conn == conn {
+			if e, ok := s.lru.Peek(k); ok {
+				s.capEntry(k, e)
+			}
+		}
+	}
+}
+
+// ttl is the TTL of a value of conn stored now: policy's, capped by LimitTTL.
+func (s *Store) ttl(conn string, policy time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.caps[conn]; ok && c < policy {
+		return c
+	}
+	return policy
+}
+
+// capEntry replaces e (cached under k) by a copy with the capped TTL when
+// its own is longer. store calls it after adding, so a cap set while a value
+// was being stored still applies to it.
+func (s *Store) capEntry(k key, e *entry) {
+	d := s.ttl(k.conn, e.ttl)
+	if d >= e.ttl {
+		return
+	}
+	ne := &entry{owner: e.owner, sec: e.sec, gen: e.gen, validated: e.validated, ttl: d}
+	if cur, ok := s.lru.Peek(k); ok && cur == e {
+		s.lru.Add(k, ne)
+	}
+}

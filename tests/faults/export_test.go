@@ -1,0 +1,264 @@
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/procs"
+)
+
+// The export fault test's figures (issue 9: tens of thousands of events,
+// duplicates ≤ 0.5%).
+const (
+	exportEvents     = 30_000
+	exportRate       = 800 // events a second published, so the faults land mid-stream
+	exportPublishers = 4
+	exportBatch      = 50 // max_events: bounds what one interrupted call can duplicate
+	maxDupPct        = 0.5
+)
+
+// Log export of 30,000 uniquely identified events (each published with a
+// message id, its body carrying the id) from three workers on a 3-node
+// cluster (R3 streams) to the CloudWatch Logs fake while: a worker is killed
+// with SIGKILL mid-batch (and started again), the sink throttles every call
+// for 10 s, then answers 503 for 10 s, and the node leading the logs stream is
+// killed with SIGKILL (and restarted). Nothing is lost: every id reaches
+// CloudWatch; duplicates are counted and stay ≤ 0.5%; all within a bounded
+// time, and every worker's SIGTERM then exits 0.
+func TestExportThroughFaults(t *testing.T) {
+	b := binaries(t)
+	start := time.Now()
+	aws := awsfake.New(t)
+	aws.AddCredentials(awsfake.Credentials{AccessKeyID: "AKIDFAULTSLOGS000001", SecretAccessKey: "faults-logs-secret"})
+	cw := aws.Logs()
+	cw.SetDelay(50 * time.Millisecond) // calls in flight when the worker is killed
+
+	c := procs.StartCluster(t, b, 3)
+	workers := []*procs.Worker{startWorker(t, c), startWorker(t, c), startWorker(t, c)}
+	var wmu sync.Mutex
+	logs := func() string {
+		wmu.Lock()
+		defer wmu.Unlock()
+		var sb strings.Builder
+		for i, w := range workers {
+			fmt.Fprintf(&sb, "--- worker %d (exited %v):\n%s\n", i, w.Exited(), tail(w.Logs(), 25))
+		}
+		return sb.String()
+	}
+	nc := connect(t, c)
+	waitInstances(t, nc, 3, 90*time.Second, logs)
+	cl := events.NewClient(nc, "")
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logsStream := events.Subjects{}.LogsStream()
+	info := func() *jetstream.StreamInfo {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		s, err := js.Stream(ctx, logsStream)
+		if err != nil {
+			return nil
+		}
+		return s.CachedInfo()
+	}
+	if si := info(); si == nil || si.Config.Replicas != len(c.Nodes) {
+		t.Fatalf("logs stream %s: %+v, want %d replicas (--kv-replicas)", logsStream, si, len(c.Nodes))
+	}
+
+	admin(t, cl, events.ResourceConnections, events.VerbPut, events.Connection{Name: "aws-logs", Provider: events.ProviderAWS,
+		Groups: []string{"ops"}, Secrets: []string{},
+		AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthAccessKey, AccessKeyID: "AKIDFAULTSLOGS000001",
+			SecretAccessKey: "faults-logs-secret", Endpoint: aws.URL()}}, nil, 30*time.Second)
+	admin(t, cl, events.ResourceExports, events.VerbPut, events.Export{Name: "chaos", Connection: "aws-logs",
+		Subjects:   []string{"logs.chaos.>"},
+		CloudWatch: &events.CloudWatchSink{LogGroup: "/faults/chaos", LogStream: "{subject}", Create: true},
+		Batch:      &events.BatchPolicy{MaxEvents: exportBatch, MaxWait: events.Duration(200 * time.Millisecond)}}, nil, 30*time.Second)
+
+	// Publishers: paced, each event retried with the same message id until
+	// the stream acks it (JetStream's duplicate window keeps it once).
+	var published, pubRetries atomic.Int64
+	var pubWG sync.WaitGroup
+	pubStart := time.Now()
+	for p := range exportPublishers {
+		pjs, err := jetstream.New(connect(t, c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pubWG.Add(1)
+		go func() {
+			defer pubWG.Done()
+			for i := p; i < exportEvents; i += exportPublishers {
+				if ahead := time.Until(pubStart.Add(time.Duration(i) * time.Second / exportRate)); ahead > 0 {
+					time.Sleep(ahead) // pacing the load, not synchronization
+				}
+				subject := fmt.Sprintf("logs.chaos.s%d", i%3)
+				body := fmt.Sprintf(`{"level":"info","msg":"chaos event","id":%d,"time":%q}`, i, time.Now().UTC().Format(time.RFC3339Nano))
+				for attempt := 0; ; attempt++ {
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					_, err := pjs.Publish(ctx, subject, []byte(body), jetstream.WithMsgID(fmt.Sprintf("chaos-%d", i)))
+					cancel()
+					if err == nil {
+						break
+					}
+					pubRetries.Add(1)
+					if time.Since(pubStart) > 5*time.Minute {
+						t.Errorf("publishing event %d: %v", i, err)
+						return
+					}
+				}
+				published.Add(1)
+			}
+		}()
+	}
+
+	calls := func(pred func(awsfake.LogCall) bool) int {
+		n := 0
+		for _, call := range cw.Calls() {
+			if call.Op == awsfake.OpPutLogEvents && pred(call) {
+				n++
+			}
+		}
+		return n
+	}
+	succeeded := func(call awsfake.LogCall) bool { return call.Error == "" }
+
+	// 1. A worker killed with SIGKILL mid-batch, then started again.
+	eventually(t, 90*time.Second, "2,000 events exported", func() bool { return cw.Count() >= 2000 }, logs)
+	workers[0].Kill()
+	ackPending := -1
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if cons, err := js.Consumer(ctx, logsStream, events.ExportConsumer("chaos")); err == nil {
+			ackPending = cons.CachedInfo().NumAckPending
+		}
+		cancel()
+	}
+	t.Logf("worker 0 killed (SIGKILL) at %d events in CloudWatch, %d messages ack-pending", cw.Count(), ackPending)
+	wmu.Lock()
+	workers[0] = startWorker(t, c)
+	wmu.Unlock()
+
+	// 2. 10 s of throttling, then 3. 10 s of 503, each until a call succeeds
+	// after its end.
+	for _, fault := range []struct {
+		name   string
+		inject func(time.Duration)
+		is     func(awsfake.LogCall) bool
+	}{
+		{"throttling", cw.ThrottleFor, func(c awsfake.LogCall) bool { return c.Error == "ThrottlingException" }},
+		{"503", func(d time.Duration) { cw.FailFor(d, 503) }, func(c awsfake.LogCall) bool { return c.Error == "ServiceUnavailableException" }},
+	} {
+		end := time.Now().Add(10 * time.Second)
+		fault.inject(10 * time.Second)
+		okBefore := calls(succeeded)
+		eventually(t, 60*time.Second, "a delivery after 10 s of "+fault.name, func() bool {
+			return time.Now().After(end) && calls(succeeded) > okBefore
+		}, logs)
+		t.Logf("10 s of %s: %d PutLogEvents calls refused; %d events in CloudWatch", fault.name, calls(fault.is), cw.Count())
+	}
+
+	// 4. The node leading the logs stream killed with SIGKILL, then restarted.
+	si := info()
+	if si == nil || si.Cluster == nil || c.Node(si.Cluster.Leader) == nil {
+		t.Fatalf("logs stream leader: %+v", si)
+	}
+	leader := c.Node(si.Cluster.Leader)
+	before := cw.Count()
+	leader.Kill()
+	eventually(t, 60*time.Second, "a new logs stream leader", func() bool {
+		si := info()
+		return si != nil && si.Cluster != nil && si.Cluster.Leader != "" && si.Cluster.Leader != leader.Name
+	}, logs)
+	newLeader := info().Cluster.Leader
+	eventually(t, 90*time.Second, "deliveries with the leader's node down", func() bool {
+		return cw.Count() >= min(before+1000, exportEvents)
+	}, logs)
+	t.Logf("stream leader %s killed (SIGKILL) at %d events in CloudWatch; new leader %s", leader.Name, before, newLeader)
+	leader.Start()
+	c.WaitReady(60 * time.Second)
+
+	// Everything published, once in the stream, and in CloudWatch.
+	pubDone := make(chan struct{})
+	go func() { pubWG.Wait(); close(pubDone) }()
+	eventually(t, 5*time.Minute, "every event published", func() bool {
+		select {
+		case <-pubDone:
+			return true
+		default:
+			return false
+		}
+	}, logs)
+	if si := info(); si == nil || si.State.Msgs != exportEvents {
+		t.Errorf("logs stream holds %+v messages, want %d (one per message id)", si, exportEvents)
+	}
+	counts := map[int]int{}
+	distinct := func() int {
+		clear(counts)
+		var bad string
+		cw.AllEvents(func(group, stream string, ev awsfake.LogEvent) {
+			var m struct {
+				ID *int `json:"id"`
+			}
+			if json.Unmarshal([]byte(ev.Message), &m) != nil || m.ID == nil || *m.ID < 0 || *m.ID >= exportEvents {
+				bad = ev.Message
+				return
+			}
+			counts[*m.ID]++
+		})
+		if bad != "" {
+			t.Fatalf("CloudWatch holds an event that is not ours: %q", bad)
+		}
+		return len(counts)
+	}
+	last := -1
+	eventually(t, 3*time.Minute, "every id in CloudWatch", func() bool {
+		n := cw.Count()
+		if n < exportEvents || n == last {
+			return false
+		}
+		last = n
+		return distinct() == exportEvents
+	}, func() string {
+		missing := []int{}
+		distinct()
+		for i := 0; i < exportEvents && len(missing) < 20; i++ {
+			if counts[i] == 0 {
+				missing = append(missing, i)
+			}
+		}
+		return fmt.Sprintf("%d of %d ids in CloudWatch; first missing %v\n%s", len(counts), exportEvents, missing, logs())
+	})
+	elapsed := time.Since(start)
+	dups := cw.Count() - exportEvents
+	pct := 100 * float64(dups) / exportEvents
+	t.Logf("%d events published (%d publish retries) and all exported in %s: %d duplicates (%.3f%%), %d PutLogEvents calls (%d succeeded)",
+		published.Load(), pubRetries.Load(), elapsed.Round(time.Second), dups, pct, calls(func(awsfake.LogCall) bool { return true }), calls(succeeded))
+	if pct > maxDupPct {
+		t.Errorf("%d duplicates (%.3f%%), want ≤ %.1f%%", dups, pct, maxDupPct)
+	}
+	for _, call := range cw.Calls() {
+		if call.Op == awsfake.OpPutLogEvents && call.Error == "" && (!call.Ordered || call.Events > exportBatch) {
+			t.Errorf("a PutLogEvents call broke the limits or the batch policy: %+v", call)
+			break
+		}
+	}
+	for i, w := range workers {
+		w.Signal(syscall.SIGTERM)
+		code, exited := w.Wait(shutdownTimeout + stopMargin)
+		if !exited || code != 0 {
+			t.Errorf("worker %d: SIGTERM: exit %d (exited %v)\n%s", i, code, exited, tail(w.Logs(), 40))
+		}
+	}
+}
