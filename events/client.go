@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"github.com/nats-io/nuid"
 )
 
 // Micro error headers, as set by the nats.go micro framework.
@@ -22,15 +24,41 @@ const DefaultTimeout = 10 * time.Second
 
 // Client is a typed client for services that request credentials from
 // cloudbridge. It is safe for concurrent use.
+//
+// By default every reply is sealed: the client sends the public half of an
+// ephemeral curve key (nkeys xkey) made for it in Cloudbridge-Reply-Key, the
+// worker seals the reply body to it, and the client opens it, checking that
+// it answers this very request (Cloudbridge-Request-Id) and has not expired.
+// Anyone else on the bus, a subscriber on _INBOX.> included, sees ciphertext.
 type Client struct {
 	nc       *nats.Conn
 	subjects Subjects
+	// xkey is the client's ephemeral curve key; nil: replies are not sealed.
+	xkey nkeys.KeyPair
+	xpub string
 }
 
-// NewClient returns a client on nc using the subject prefix (empty for the default).
+// NewClient returns a client on nc using the subject prefix (empty for the
+// default), with sealed replies.
 func NewClient(nc *nats.Conn, prefix string) *Client {
-	return &Client{nc: nc, subjects: Subjects{Prefix: prefix}}
+	c := &Client{nc: nc, subjects: Subjects{Prefix: prefix}}
+	if kp, err := nkeys.CreateCurveKeys(); err == nil {
+		if pub, err := kp.PublicKey(); err == nil {
+			c.xkey, c.xpub = kp, pub
+		}
+	}
+	return c
 }
+
+// Unsealed returns a copy of the client whose replies are not sealed.
+func (c *Client) Unsealed() *Client {
+	u := *c
+	u.xkey, u.xpub = nil, ""
+	return &u
+}
+
+// ReplyKey is the public curve key replies are sealed to ("" when unsealed).
+func (c *Client) ReplyKey() string { return c.xpub }
 
 // Subjects returns the subject builder the client uses.
 func (c *Client) Subjects() Subjects { return c.subjects }
@@ -77,7 +105,14 @@ func (c *Client) Request(ctx context.Context, subject string, req, out any) erro
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	msg, err := c.nc.RequestWithContext(ctx, subject, body)
+	m := nats.NewMsg(subject)
+	m.Data = body
+	id := nuid.Next()
+	m.Header.Set(HeaderRequestID, id)
+	if c.xkey != nil {
+		m.Header.Set(HeaderReplyKey, c.xpub)
+	}
+	msg, err := c.nc.RequestMsgWithContext(ctx, m)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return Errorf(CodeUnavailable, "no cloudbridge worker answers on %s", subject)
@@ -85,6 +120,11 @@ func (c *Client) Request(ctx context.Context, subject string, req, out any) erro
 		return Errorf(CodeTimeout, "no reply on %s before the deadline", subject)
 	case err != nil:
 		return fmt.Errorf("requesting %s: %w", subject, err)
+	}
+	if c.xkey != nil {
+		if err := c.open(msg, id); err != nil {
+			return fmt.Errorf("reply from %s: %w", subject, err)
+		}
 	}
 	if werr := ReplyError(msg); werr != nil {
 		return werr
@@ -95,6 +135,28 @@ func (c *Client) Request(ctx context.Context, subject string, req, out any) erro
 	if err := json.Unmarshal(msg.Data, out); err != nil {
 		return fmt.Errorf("decoding reply from %s: %w", subject, err)
 	}
+	return nil
+}
+
+// open replaces a sealed reply's body by its plaintext, once it proved to
+// answer request id. An unsealed success is refused: it could come from
+// anyone; an unsealed error reply carries no secret and is kept.
+func (c *Client) open(msg *nats.Msg, id string) error {
+	sender := ""
+	if msg.Header != nil {
+		sender = msg.Header.Get(HeaderSenderKey)
+	}
+	if sender == "" {
+		if msg.Header != nil && msg.Header.Get(HeaderErrorCode) != "" {
+			return nil
+		}
+		return fmt.Errorf("%w: the reply is not sealed", ErrSealedReply)
+	}
+	body, err := OpenReply(c.xkey, sender, id, time.Now(), msg.Data)
+	if err != nil {
+		return err
+	}
+	msg.Data = body
 	return nil
 }
 

@@ -63,6 +63,9 @@ type Connection struct {
 	Limits *Limits    `json:"limits,omitempty"`
 	AWS    *AWSConfig `json:"aws,omitempty"`
 	GCP    *GCPConfig `json:"gcp,omitempty"`
+	// RequireSealed refuses (forbidden) a request without a reply key
+	// (Cloudbridge-Reply-Key): every reply of the connection is sealed.
+	RequireSealed bool `json:"require_sealed,omitempty"`
 }
 
 // CachePolicy is a connection's per-worker cache policy.

@@ -55,7 +55,7 @@ var (
 		Name: "cloudbridge_audit_events_total", Help: "Audit events stored in the audit stream.",
 	})
 	dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "cloudbridge_audit_dropped_total", Help: "Audit events not stored, by reason (buffer_full, publish_failed, refused).",
+		Name: "cloudbridge_audit_dropped_total", Help: "Audit events not stored, by reason (buffer_full, publish_failed, refused, stopped).",
 	}, []string{"reason"})
 )
 
@@ -84,6 +84,9 @@ type Publisher struct {
 	ch   chan item
 	done chan struct{}
 	once sync.Once
+	// mu guards closed against a publish racing with Stop.
+	mu     sync.RWMutex
+	closed bool
 	// throttled logs repeated failures once a second with the cause.
 	throttled zerolog.Logger
 }
@@ -122,6 +125,12 @@ func (p *Publisher) Required() bool { return p.cfg.Mode == Required }
 // or the error saying it did not.
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error {
 	if !p.Required() {
+		p.mu.RLock()
+		defer p.mu.RUnlock()
+		if p.closed {
+			dropped.WithLabelValues("stopped").Inc()
+			return nil
+		}
 		select {
 		case p.ch <- item{subject, msgID, ev}:
 		default:
@@ -225,7 +234,12 @@ func (p *Publisher) send(batch []item) {
 
 // Stop stops taking events and publishes what is buffered, within ctx.
 func (p *Publisher) Stop(ctx context.Context) error {
-	p.once.Do(func() { close(p.ch) })
+	p.once.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		close(p.ch)
+		p.mu.Unlock()
+	})
 	select {
 	case <-p.done:
 		return nil

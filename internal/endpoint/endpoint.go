@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -48,6 +49,9 @@ type Runner struct {
 	stats   map[string]*Stats
 
 	audit *Audit
+	// xkey seals replies to requesters that send their public curve key.
+	xkey nkeys.KeyPair
+	xpub string
 }
 
 // Stats are an endpoint's counts as /metrics has them: every request to its
@@ -101,7 +105,13 @@ func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFl
 	}
 	// Fast failures come in floods: one log line per second tells the cause.
 	throttled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
-	return &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight, stats: map[string]*Stats{}}
+	r := &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight, stats: map[string]*Stats{}}
+	if kp, err := nkeys.CreateCurveKeys(); err == nil {
+		if pub, err := kp.PublicKey(); err == nil {
+			r.xkey, r.xpub = kp, pub
+		}
+	}
+	return r
 }
 
 // Timeout is the deadline of each request.
@@ -252,12 +262,25 @@ func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Ti
 // still be working.
 func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, inline bool) {
 	id, _ := requestID(req)
+	replyKey := ""
+	if h := req.Headers(); h != nil {
+		replyKey = h.Get(events.HeaderReplyKey)
+	}
+	if replyKey != "" {
+		if kerr := events.CheckReplyKey(replyKey); kerr != nil || r.xkey == nil {
+			if kerr == nil {
+				kerr = events.Errorf(events.CodeUnavailable, "this worker cannot seal replies")
+			}
+			// Nothing is sent to a key that is not one.
+			replyKey, body, err = "", nil, kerr
+		}
+	}
 	code := "ok"
 	if err != nil {
 		code = string(events.AsWire(err).Code)
 	}
 	if r.audit != nil {
-		subject, msgID, ev := r.auditEvent(name, req, f, id, start, code, false, "")
+		subject, msgID, ev := r.auditEvent(name, req, f, id, start, code, replyKey != "", replyKey)
 		if err != nil {
 			// Nothing was served.
 			ev.Fingerprint = ""
@@ -273,6 +296,18 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 	if err != nil {
 		we = events.AsWire(err)
 		body, _ = events.Marshal(events.ErrorReply{Error: we})
+	}
+	if replyKey != "" {
+		sealed, serr := events.SealReply(r.xkey, replyKey, id, time.Now().Add(events.SealedReplyTTL), body)
+		if serr != nil {
+			// Never the plaintext instead: an error that carries nothing.
+			we = events.AsWire(events.Errorf(events.CodeInternal, "sealing the reply failed"))
+			code = string(we.Code)
+			body, _ = events.Marshal(events.ErrorReply{Error: we})
+		} else {
+			body = sealed
+			hdr.Set(events.HeaderSenderKey, r.xpub)
+		}
 	}
 	switch {
 	case inline && we == nil:

@@ -144,7 +144,7 @@ func (w *Worker) fastResolve(req micro.Request, f *endpoint.Fields) ([]byte, boo
 		return nil, false
 	}
 	c, ok := w.cfg.Connections.Connection(name)
-	if !ok || !c.AllowsGroup(group) || !c.AllowsSecret(in.Secret) {
+	if !ok || !c.AllowsGroup(group) || !c.AllowsSecret(in.Secret) || (c.RequireSealed && !sealedRequest(req)) {
 		return nil, false
 	}
 	sec, ok := w.cfg.Cache.Peek(name, provider.Request{Secret: in.Secret, Version: in.Version})

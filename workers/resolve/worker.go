@@ -167,7 +167,21 @@ func (w *Worker) accept(ctx context.Context, op string, req micro.Request, f *en
 	if err := in.Validate(); err != nil {
 		return events.Connection{}, err
 	}
-	return w.authorize(ctx, group, name)
+	c, err := w.authorize(ctx, group, name)
+	if err != nil {
+		return c, err
+	}
+	if c.RequireSealed && !sealedRequest(req) {
+		return events.Connection{}, events.Errorf(events.CodeForbidden,
+			"connection %q requires sealed replies: send your public curve key in header %s", name, events.HeaderReplyKey)
+	}
+	return c, nil
+}
+
+// sealedRequest reports whether the requester asked for a sealed reply.
+func sealedRequest(req micro.Request) bool {
+	h := req.Headers()
+	return h != nil && h.Get(events.HeaderReplyKey) != ""
 }
 
 // authorize finds the connection and checks the group may use it. A negative
