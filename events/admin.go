@@ -89,7 +89,12 @@ type ExportList struct {
 type RekeyReply struct {
 	// Resealed counts the records re-sealed under the current key.
 	Resealed int `json:"resealed"`
-	// Current is the key id now sealing every record.
+	// Failed lists the records that could not be opened (sealed under a key
+	// this worker lacks, tampered, or replayed), so not re-sealed: connection
+	// names, and <connection>.<secret> for built-in secrets. An admin may
+	// delete or put them again. Always present, empty when all went well.
+	Failed []string `json:"failed"`
+	// Current is the key id sealing new records (and every record re-sealed).
 	Current string `json:"current"`
 }
 

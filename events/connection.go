@@ -56,6 +56,9 @@ type Connection struct {
 	// Secrets is the allowlist of secret-name globs ('*' and '?'); empty allows none.
 	Secrets []string     `json:"secrets"`
 	Cache   *CachePolicy `json:"cache,omitempty"`
+	// Tokens opts the connection in to token vending; without it (or with
+	// enabled false) a token request is forbidden.
+	Tokens *TokenPolicy `json:"tokens,omitempty"`
 	// Limits bound the connection's upstream work in each worker.
 	Limits *Limits    `json:"limits,omitempty"`
 	AWS    *AWSConfig `json:"aws,omitempty"`
@@ -69,6 +72,31 @@ type CachePolicy struct {
 	// MaxStale is how long past its TTL a value may still be served while the
 	// provider is unavailable (default 0: never).
 	MaxStale Duration `json:"max_stale,omitempty"`
+}
+
+// TokenPolicy is what a connection lets its groups ask of
+// cloudbridge.v1.token.<group>.<conn>.
+type TokenPolicy struct {
+	// Enabled turns token vending on for the connection.
+	Enabled bool `json:"enabled"`
+	// MaxDuration caps the lifetime of vended credentials: a longer (or a
+	// default longer) request gets MaxDuration. 0: the cloud's limits only.
+	MaxDuration Duration `json:"max_duration,omitempty"`
+	// Scopes are the OAuth scopes a requester may ask for (GCP only); empty
+	// allows only the default, cloud-platform.
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// Cap returns d capped at the policy's MaxDuration; def is the lifetime the
+// cloud gives when d is 0.
+func (p *TokenPolicy) Cap(d, def time.Duration) time.Duration {
+	if d == 0 {
+		d = def
+	}
+	if p != nil && p.MaxDuration > 0 && d > p.MaxDuration.D() {
+		return p.MaxDuration.D()
+	}
+	return d
 }
 
 // AWSConfig is the aws block of a connection. Its rules (validation,
@@ -182,6 +210,19 @@ func (c *Connection) Validate() error {
 	for i, p := range c.Secrets {
 		if p == "" || len(p) > MaxSecretNameLen || strings.ContainsAny(p, " \t\r\n\x00") {
 			return Errorf(CodeBadRequest, "%s: empty, overlong or contains whitespace", fieldIdx("secrets", i))
+		}
+	}
+	if c.Tokens != nil {
+		if d := c.Tokens.MaxDuration.D(); d != 0 && (d < 15*time.Minute || d > 36*time.Hour) {
+			return Errorf(CodeBadRequest, "tokens.max_duration: between 15m and 36h")
+		}
+		if len(c.Tokens.Scopes) > 64 {
+			return Errorf(CodeBadRequest, "tokens.scopes: more than 64")
+		}
+		for i, s := range c.Tokens.Scopes {
+			if s == "" || len(s) > 512 || strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+				return Errorf(CodeBadRequest, "%s: empty, overlong or contains whitespace or control characters", fieldIdx("tokens.scopes", i))
+			}
 		}
 	}
 	if err := c.validateLimits(); err != nil {

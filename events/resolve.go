@@ -2,7 +2,9 @@ package events
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ResolveRequest is the body of cloudbridge.v1.resolve.<group>.<conn>.
@@ -25,6 +27,25 @@ func (r *ResolveRequest) Validate() error {
 	return checkVersionKeys(r.Version, r.Keys)
 }
 
+// MaxKeyLen bounds one entry of keys.
+const MaxKeyLen = 256
+
+// checkKey checks one entry of keys: 1 to MaxKeyLen bytes of UTF-8 without
+// control characters (no NUL, so no two lists of keys read alike).
+func checkKey(i int, k string) error {
+	switch {
+	case k == "":
+		return Errorf(CodeBadRequest, "%s: empty key", fieldIdx("keys", i))
+	case len(k) > MaxKeyLen:
+		return Errorf(CodeBadRequest, "%s: longer than %d bytes", fieldIdx("keys", i), MaxKeyLen)
+	case !utf8.ValidString(k):
+		return Errorf(CodeBadRequest, "%s: not valid UTF-8", fieldIdx("keys", i))
+	case strings.IndexFunc(k, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+		return Errorf(CodeBadRequest, "%s: contains a control character", fieldIdx("keys", i))
+	}
+	return nil
+}
+
 func checkVersionKeys(version string, keys []string) error {
 	if len(version) > 256 {
 		return Errorf(CodeBadRequest, "version: longer than 256 bytes")
@@ -32,9 +53,9 @@ func checkVersionKeys(version string, keys []string) error {
 	if len(keys) > 256 {
 		return Errorf(CodeBadRequest, "keys: more than 256 keys")
 	}
-	for _, k := range keys {
-		if k == "" {
-			return Errorf(CodeBadRequest, "keys: empty key")
+	for i, k := range keys {
+		if err := checkKey(i, k); err != nil {
+			return err
 		}
 	}
 	return nil

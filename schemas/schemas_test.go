@@ -66,6 +66,8 @@ var nestedTypes = map[string]string{
 	"Error":             "error-reply",
 	"AWSCredentials":    "token-reply",
 	"GCPToken":          "token-reply",
+	"AWSEvents":         "connection",
+	"GCPEvents":         "connection",
 }
 
 // notMessages are struct types of events that never go on the wire.
@@ -362,7 +364,8 @@ func goValues(t *testing.T) []goValue {
 	add("secret-list-request", "list", events.SecretListRequest{Connection: "local-bio"})
 	add("secret-names", "names", events.SecretNames{Names: []string{"biodb01", "team/biodb01.ro"}})
 	add("secret-names", "none", events.SecretNames{Names: []string{}})
-	add("rekey-reply", "rekey", events.RekeyReply{Resealed: 3, Current: "k2"})
+	add("rekey-reply", "rekey", events.RekeyReply{Resealed: 3, Failed: []string{}, Current: "k2"})
+	add("rekey-reply", "some failed", events.RekeyReply{Resealed: 3, Failed: []string{"aws-sm-bio", "local-bio.biodb01"}, Current: "k2"})
 	add("invalidate-request", "conn", events.InvalidateRequest{Connection: "aws-sm-bio"})
 	add("invalidate-request", "secret", events.InvalidateRequest{Connection: "aws-sm-bio", Secret: "biodb01"})
 	add("resolve-request", "plain", events.ResolveRequest{Secret: "biodb01"})

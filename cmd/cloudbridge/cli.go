@@ -32,6 +32,7 @@ type cli struct {
 	Invalidate invalidateCmd `cmd:"" help:"Drop cached values of a connection (or one secret) on every worker."`
 	Admin      adminCmd      `cmd:"" help:"Administrative operations: rekey."`
 	Logs       logsCmd       `cmd:"" help:"Log pipeline helpers: send."`
+	Audit      auditCmd      `cmd:"" help:"Audit events: tail, fingerprint."`
 	Health     healthCmd     `cmd:"" help:"Probe a worker's /readyz (for container health checks): exit 0 when ready, 1 otherwise."`
 	VersionCmd versionCmd    `cmd:"" name:"version" help:"Print the version."`
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/bus"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
 // DefaultListen is the embedded NATS server's default client address. It is
@@ -83,6 +84,8 @@ type Serve struct {
 	MasterKey             string `name:"master-key" env:"CLOUDBRIDGE_MASTER_KEY" help:"The master key itself, base64 of 32 bytes (prefer the env twin or --master-key-file)."`
 	PreviousMasterKeyFile string `name:"previous-master-key-file" env:"CLOUDBRIDGE_PREVIOUS_MASTER_KEY_FILE" help:"An old master key that may still have sealed records; run 'cloudbridge admin rekey' to re-seal them." type:"path"`
 
+	AllowEndpoints []string `name:"allow-endpoints" env:"CLOUDBRIDGE_ALLOW_ENDPOINTS" default:"*.amazonaws.com,*.amazonaws.com.cn,*.googleapis.com" help:"Hosts a connection may send credentials to (endpoint overrides, a key's token_uri), comma-separated: '*' matches any run of characters, a pattern without a port matches any port." placeholder:"HOSTS"`
+
 	HTTPAddr  string `name:"http-addr" env:"CLOUDBRIDGE_HTTP_ADDR" default:"127.0.0.1:9464" help:"Address of /metrics, /healthz and /readyz; 'off' disables."`
 	LogLevel  string `name:"log-level" env:"CLOUDBRIDGE_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn, error."`
 	LogFormat string `name:"log-format" env:"CLOUDBRIDGE_LOG_FORMAT" default:"json" enum:"json,console" help:"Log format: json or console."`
@@ -92,6 +95,9 @@ type Serve struct {
 	MaxInFlight     int           `name:"max-in-flight" env:"CLOUDBRIDGE_MAX_IN_FLIGHT" default:"1024" help:"Requests handled at once by this worker; more wait."`
 	KVReplicas      int           `name:"kv-replicas" env:"CLOUDBRIDGE_KV_REPLICAS" default:"1" help:"Replicas of the KV buckets and streams when created (clustered NATS)."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"CLOUDBRIDGE_SHUTDOWN_TIMEOUT" default:"30s" help:"How long shutdown may take to finish requests and flush batches."`
+
+	Audit          string        `name:"audit" env:"CLOUDBRIDGE_AUDIT" default:"best-effort" enum:"best-effort,required" help:"Audit events of requests: best-effort (an event that cannot be stored is counted in cloudbridge_audit_dropped_total) or required (a request whose event cannot be stored is refused with unavailable)."`
+	AuditRetention time.Duration `name:"audit-retention" env:"CLOUDBRIDGE_AUDIT_RETENTION" default:"2160h" help:"Retention of the audit stream by age (default 90 days; 0 = unlimited)."`
 
 	LogsSubjects []string      `name:"logs-subjects" env:"CLOUDBRIDGE_LOGS_SUBJECTS" default:"logs.>" help:"Subjects captured by the CLOUDBRIDGE_LOGS stream (comma-separated)."`
 	LogsStream   string        `name:"logs-stream" env:"CLOUDBRIDGE_LOGS_STREAM" help:"Bind this existing stream for log export instead of creating CLOUDBRIDGE_LOGS."`
@@ -120,6 +126,9 @@ func (s *Serve) Validate() error {
 	}
 	if !s.Embedded() && s.MasterKeyFile == "" && s.MasterKey == "" {
 		return errors.New("a master key is required with --nats-url: pass --master-key-file or set CLOUDBRIDGE_MASTER_KEY (make one with: head -c 32 /dev/urandom | base64)")
+	}
+	if _, err := s.Allowlist(); err != nil {
+		return err
 	}
 	if s.HTTPAddr != "off" {
 		if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
@@ -152,10 +161,27 @@ func (s *Serve) Validate() error {
 			return fmt.Errorf("--logs-subjects %q overlaps cloudbridge's own subjects", subj)
 		}
 	}
+	switch s.Audit {
+	case "", "best-effort", "required":
+	default:
+		return fmt.Errorf("--audit %q: best-effort or required", s.Audit)
+	}
+	if s.AuditRetention < 0 {
+		return errors.New("--audit-retention: not negative")
+	}
 	if s.LogsMaxAge < 0 || s.LogsMaxBytes < 0 {
 		return errors.New("--logs-max-age, --logs-max-bytes: not negative")
 	}
 	return nil
+}
+
+// Allowlist is --allow-endpoints parsed.
+func (s *Serve) Allowlist() (provider.Allowlist, error) {
+	a, err := provider.ParseAllowlist(s.AllowEndpoints)
+	if err != nil {
+		return provider.Allowlist{}, fmt.Errorf("--allow-endpoints: %w", err)
+	}
+	return a, nil
 }
 
 // Defaults returns the serve configuration with every flag at its default,
@@ -166,6 +192,7 @@ func Defaults() Serve {
 		NATS:            NATS{Prefix: events.DefaultPrefix},
 		Listen:          DefaultListen,
 		DataDir:         "./data",
+		AllowEndpoints:  append([]string(nil), provider.DefaultAllowEndpoints...),
 		HTTPAddr:        "127.0.0.1:9464",
 		LogLevel:        "info",
 		LogFormat:       "json",
@@ -176,5 +203,7 @@ func Defaults() Serve {
 		ShutdownTimeout: 30 * time.Second,
 		LogsSubjects:    []string{"logs.>"},
 		LogsMaxAge:      168 * time.Hour,
+		Audit:           "best-effort",
+		AuditRetention:  90 * 24 * time.Hour,
 	}
 }

@@ -27,6 +27,8 @@ type Fields struct {
 	Conn   string
 	Group  string
 	Export string
+	// Audit are the audit event's fields the handler learned.
+	Audit AuditFields
 }
 
 // Func handles one request and returns the reply to encode as JSON, or an
@@ -44,6 +46,8 @@ type Runner struct {
 
 	statsMu sync.Mutex
 	stats   map[string]*Stats
+
+	audit *Audit
 }
 
 // Stats are an endpoint's counts as /metrics has them: every request to its
@@ -158,26 +162,19 @@ type AdmitFunc func(req micro.Request, f *Fields) (release func(), err error)
 // rest without blocking, failing a request at once past its bound; an
 // admitted request runs fn on a goroutine of its own, under the deadline.
 func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) micro.Handler {
-	ok := metrics.Requests.WithLabelValues(name, "ok")
-	latency := metrics.RequestDuration.WithLabelValues(name)
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := time.Now()
 		var f Fields
 		if fast != nil {
 			if body, done := fast(req, &f); done {
-				_ = req.Respond(body)
-				d := time.Since(start)
-				ok.Inc()
-				latency.Observe(d.Seconds())
-				r.count(name, d, nil)
-				r.logOutcome(name, req.Subject(), f, "ok", d, nil)
+				r.finish(name, req, &f, start, body, nil, true)
 				return
 			}
 			f = Fields{}
 		}
 		release, err := admit(req, &f)
 		if err != nil {
-			r.replyInline(name, req, f, start, err)
+			r.finish(name, req, &f, start, nil, err, true)
 			return
 		}
 		r.wg.Add(1)
@@ -203,18 +200,7 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 		if err == nil {
 			body, err = events.Marshal(out)
 		}
-		if err != nil {
-			r.replyInline(name, req, f, start, err)
-			return
-		}
-		// On the subscription's goroutine: through the request, so micro's
-		// stats count it.
-		_ = req.Respond(body)
-		d := time.Since(start)
-		metrics.Requests.WithLabelValues(name, "ok").Inc()
-		metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
-		r.count(name, d, nil)
-		r.logOutcome(name, req.Subject(), f, "ok", d, nil)
+		r.finishSync(name, req, &f, start, body, err, true)
 	})
 }
 
@@ -235,50 +221,78 @@ func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time) {
 	defer cancel()
 	var f Fields
 	out, err := r.call(ctx, fn, req, &f)
-	r.reply(name, req, f, start, out, err)
-}
-
-// replyInline sends err's wire form through the micro request, on the
-// subscription's goroutine, so micro's own stats count the error too.
-func (r *Runner) replyInline(name string, req micro.Request, f Fields, start time.Time, err error) {
-	we := events.AsWire(err)
-	body, _ := events.Marshal(events.ErrorReply{Error: we})
-	_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body)
-	d := time.Since(start)
-	metrics.Requests.WithLabelValues(name, string(we.Code)).Inc()
-	metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
-	r.count(name, d, we)
-	r.logOutcome(name, req.Subject(), f, string(we.Code), d, err)
-}
-
-// reply sends out (or err's wire form), and counts and logs the outcome.
-func (r *Runner) reply(name string, req micro.Request, f Fields, start time.Time, out any, err error) {
 	var body []byte
 	if err == nil {
 		body, err = events.Marshal(out)
 	}
+	r.finishSync(name, req, &f, start, body, err, false)
+}
+
+// finish replies on the subscription's goroutine (inline): at once, unless
+// the audit event must be stored first (required mode), which is awaited on
+// a goroutine of its own so the subscription never waits for it.
+func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, inline bool) {
+	if r.audit != nil && r.audit.Auditor.Required() {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.finishSync(name, req, f, start, body, err, false)
+		}()
+		return
+	}
+	r.finishSync(name, req, f, start, body, err, inline)
+}
+
+// finishSync records the audit event, then sends the reply (body, or err's
+// wire form) and counts and logs the outcome. In required audit mode a
+// request whose event was not stored is refused with unavailable. inline
+// replies go through the micro request (so micro's own stats count them);
+// the others are published on the runner's connection: micro reads the
+// request's state once the handler returned, while this goroutine may
+// still be working.
+func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, inline bool) {
+	id, _ := requestID(req)
 	code := "ok"
+	if err != nil {
+		code = string(events.AsWire(err).Code)
+	}
+	if r.audit != nil {
+		subject, msgID, ev := r.auditEvent(name, req, f, id, start, code, false, "")
+		if err != nil {
+			// Nothing was served.
+			ev.Fingerprint = ""
+		}
+		if aerr := r.audit.Auditor.Publish(context.Background(), subject, msgID, ev); aerr != nil {
+			err = events.Wrap(events.CodeUnavailable, aerr, "the audit event of this request could not be stored, so it is refused (serve --audit required)")
+			code = string(events.CodeUnavailable)
+		}
+	}
+	hdr := nats.Header{}
+	hdr.Set(events.HeaderRequestID, id)
 	var we *events.Error
-	// The reply is published on the runner's connection, not through
-	// req.Respond or req.Error: micro reads the request's state once the
-	// handler returned, while this goroutine may still be working.
-	reply := &nats.Msg{Subject: req.Reply(), Data: body}
 	if err != nil {
 		we = events.AsWire(err)
-		code = string(we.Code)
-		reply.Data, _ = events.Marshal(events.ErrorReply{Error: we})
-		reply.Header = nats.Header{}
-		reply.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(we.Code.Number()))
-		reply.Header.Set(micro.ErrorHeader, we.Message)
+		body, _ = events.Marshal(events.ErrorReply{Error: we})
 	}
-	if reply.Subject != "" {
-		_ = r.nc.PublishMsg(reply)
+	switch {
+	case inline && we == nil:
+		_ = req.Respond(body, micro.WithHeaders(micro.Headers(hdr)))
+	case inline:
+		_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body, micro.WithHeaders(micro.Headers(hdr)))
+	default:
+		if we != nil {
+			hdr.Set(micro.ErrorCodeHeader, strconv.Itoa(we.Code.Number()))
+			hdr.Set(micro.ErrorHeader, we.Message)
+		}
+		if req.Reply() != "" {
+			_ = r.nc.PublishMsg(&nats.Msg{Subject: req.Reply(), Data: body, Header: hdr})
+		}
 	}
 	d := time.Since(start)
 	metrics.Requests.WithLabelValues(name, code).Inc()
 	metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
 	r.count(name, d, we)
-	r.logOutcome(name, req.Subject(), f, code, d, err)
+	r.logOutcome(name, req.Subject(), *f, code, d, err)
 }
 
 func (r *Runner) call(ctx context.Context, fn Func, req micro.Request, f *Fields) (reply any, err error) {

@@ -93,3 +93,13 @@ func ObserveUpstream(provider, operation string, start time.Time, err error) {
 	Upstream.WithLabelValues(provider, operation, Outcome(err)).Inc()
 	UpstreamDuration.WithLabelValues(provider, operation).Observe(time.Since(start).Seconds())
 }
+
+// RegistryRollbackRefused counts sealed records refused because their
+// generation is older than one this worker has seen for the same key (an old
+// value written back into a bucket), by bucket.
+var RegistryRollbackRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "cloudbridge_registry_rollback_refused_total",
+	Help: "Sealed records refused as older than one already seen for their key (replayed), by bucket.",
+}, []string{"bucket"})
+
+func init() { Registry.MustRegister(RegistryRollbackRefused) }

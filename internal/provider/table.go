@@ -16,6 +16,54 @@ import (
 type Table struct {
 	kinds  []Kind
 	byName map[string]Kind
+	// allow bounds where credentials may be sent (WithEndpoints); the zero
+	// value checks nothing.
+	allow Allowlist
+}
+
+// WithEndpoints returns a copy of the table that also checks every endpoint a
+// connection names (Endpointer) against allow: outside it, a put is a
+// bad_request (Validate) and a stored connection is refused at use
+// (CheckStored).
+func (t *Table) WithEndpoints(allow Allowlist) *Table {
+	c := *t
+	c.allow = allow
+	return &c
+}
+
+// Allowlist is the table's endpoint allowlist.
+func (t *Table) Allowlist() Allowlist { return t.allow }
+
+// outside returns the first endpoint of c outside the allowlist.
+func (t *Table) outside(c *events.Connection) (Field, bool) {
+	if !t.allow.Enforced() {
+		return Field{}, false
+	}
+	k, ok := t.byName[c.Provider]
+	if !ok {
+		return Field{}, false
+	}
+	e, ok := k.(Endpointer)
+	if !ok {
+		return Field{}, false
+	}
+	for _, f := range e.Endpoints(c) {
+		if f.Value != "" && !t.allow.Allows(f.Value) {
+			return f, true
+		}
+	}
+	return Field{}, false
+}
+
+// CheckStored refuses, as forbidden, a stored connection that sends
+// credentials outside the allowlist (stored before the allowlist narrowed,
+// or written to the bucket directly).
+func (t *Table) CheckStored(c *events.Connection) error {
+	if f, bad := t.outside(c); bad {
+		return events.Errorf(events.CodeForbidden, "connection %q: %s host %q is outside %s; fix the connection or the flag",
+			c.Name, f.Name, events.Clip(hostOf(f.Value), 80), AllowFlag)
+	}
+	return nil
 }
 
 // NewTable returns the table of kinds. It panics on an empty or duplicate
@@ -67,7 +115,8 @@ func (t *Table) kindOf(c *events.Connection) (Kind, error) {
 // Validate checks a whole connection, with bad_request errors naming the
 // field: first its generic fields (events.Connection.Validate: name, groups,
 // secrets, cache), then that its provider is registered, that it carries no
-// block of another provider, and last its own block (Kind.Validate).
+// block of another provider, its own block (Kind.Validate), and last that
+// every endpoint it names is within the table's allowlist (WithEndpoints).
 func (t *Table) Validate(c *events.Connection) error {
 	if err := c.Validate(); err != nil {
 		return err
@@ -85,7 +134,14 @@ func (t *Table) Validate(c *events.Connection) error {
 	if len(others) > 0 {
 		return events.Errorf(events.CodeBadRequest, "%s: not allowed with provider %s", strings.Join(others, ", "), c.Provider)
 	}
-	return k.Validate(c)
+	if err := k.Validate(c); err != nil {
+		return err
+	}
+	if f, bad := t.outside(c); bad {
+		return events.Errorf(events.CodeBadRequest, "%s: host %q is outside %s",
+			f.Name, events.Clip(hostOf(f.Value), 80), AllowFlag)
+	}
+	return nil
 }
 
 // Redact returns c with the sensitive fields of every provider's block

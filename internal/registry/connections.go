@@ -24,6 +24,11 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry) {
 		return
 	}
 	c, err := r.decodeConnection(name, e.Value())
+	if errors.Is(err, ErrRollback) {
+		// A replayed old record: keep serving the newer connection seen
+		// before (observeGen logged and counted it).
+		return
+	}
 	r.setSealedOut(name, err)
 	if err != nil {
 		r.log.Error().Str("conn", name).Err(err).Msg("ignoring unreadable connection record")
@@ -62,15 +67,26 @@ func (r *Registry) Connection(name string) (events.Connection, bool) {
 // LookupConnection reads a connection from the bucket itself, bypassing the
 // watched view: for admin requests and to confirm a negative answer.
 func (r *Registry) LookupConnection(ctx context.Context, name string) (events.Connection, error) {
-	e, err := r.conns.kv.Get(ctx, name)
+	c, _, readErr, err := r.lookupConnection(ctx, name)
 	if err != nil {
-		return events.Connection{}, translate(fmt.Sprintf("connection %q", name), err)
+		return events.Connection{}, err
 	}
-	c, err := r.decodeConnection(name, e.Value())
-	if err != nil {
-		return events.Connection{}, unreadable("connection", name, err)
+	if readErr != nil {
+		return events.Connection{}, unreadable("connection", name, readErr)
 	}
 	return c, nil
+}
+
+// lookupConnection reads a connection from the bucket: err is the bucket's
+// answer (not_found, unavailable), readErr why a stored record cannot be
+// opened, gen the stored record's generation (storedGen).
+func (r *Registry) lookupConnection(ctx context.Context, name string) (c events.Connection, gen uint64, readErr, err error) {
+	e, err := r.conns.kv.Get(ctx, name)
+	if err != nil {
+		return events.Connection{}, 0, nil, translate(fmt.Sprintf("connection %q", name), err)
+	}
+	c, readErr = r.decodeConnection(name, e.Value())
+	return c, storedGen(e.Value()), readErr, nil
 }
 
 // unreadable explains a record this worker cannot open, without its content.
@@ -81,6 +97,8 @@ func unreadable(what, name string, err error) error {
 // unreadableWhy explains why a record cannot be opened, from safe parts.
 func unreadableWhy(err error) string {
 	switch {
+	case errors.Is(err, ErrRollback):
+		return "its record is older than one this worker has already seen (an old value written back into the bucket); an admin may put or delete it"
 	case errors.Is(err, seal.ErrUnknownKey):
 		return "it is sealed under a master key this worker does not have (check --master-key-file and --previous-master-key-file)"
 	case errors.Is(err, seal.ErrOpen):
@@ -109,11 +127,15 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 	if err := events.CheckName("name", c.Name); err != nil {
 		return events.Connection{}, err
 	}
-	prev, err := r.LookupConnection(ctx, c.Name)
+	prev, floor, readErr, err := r.lookupConnection(ctx, c.Name)
 	var prevp *events.Connection
 	switch {
-	case err == nil:
+	case err == nil && readErr == nil:
 		prevp = &prev
+	case err == nil:
+		// An unreadable record (wrong key, tampered, replayed) is replaced:
+		// nothing of it is kept, so a [redacted] field is refused below.
+		r.log.Warn().Str("conn", c.Name).Err(readErr).Msg("replacing an unreadable connection record")
 	case errors.Is(err, events.ErrNotFound):
 	default:
 		return events.Connection{}, err
@@ -135,7 +157,7 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 	if err != nil {
 		return events.Connection{}, fmt.Errorf("encoding connection: %w", err)
 	}
-	val, err := r.sealValue(r.conns.name, c.Name, pt, r.opts.Providers.Redact(c))
+	val, err := r.sealValue(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c))
 	if err != nil {
 		return events.Connection{}, err
 	}
@@ -152,10 +174,11 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 	return c, nil
 }
 
-// DeleteConnection removes a connection and its built-in secrets. A connection
-// used by an export cannot be deleted.
+// DeleteConnection removes a connection and its built-in secrets, even one
+// whose record cannot be opened. A connection used by an export cannot be
+// deleted.
 func (r *Registry) DeleteConnection(ctx context.Context, name string) error {
-	if _, err := r.LookupConnection(ctx, name); err != nil {
+	if _, _, _, err := r.lookupConnection(ctx, name); err != nil {
 		return err
 	}
 	if used := r.exportsUsing(name); len(used) > 0 {

@@ -74,6 +74,11 @@ type Registry struct {
 	secrets *bucket
 	exports *bucket
 
+	// seenGen is the highest generation read or written per bucket/key:
+	// an older record is refused (rollback protection).
+	genMu   sync.Mutex
+	seenGen map[string]uint64
+
 	mu          sync.RWMutex
 	connections map[string]events.Connection
 	exportsByNm map[string]events.Export
@@ -152,7 +157,7 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
 		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{},
-		sealedOut: map[string]error{}, stopped: map[string]error{}}
+		sealedOut: map[string]error{}, stopped: map[string]error{}, seenGen: map[string]uint64{}}
 	for _, b := range []struct {
 		dst  **bucket
 		what string
@@ -320,7 +325,10 @@ func (r *Registry) setStopped(bucket string, err error) {
 func (r *Registry) setSealedOut(name string, err error) {
 	r.healthMu.Lock()
 	defer r.healthMu.Unlock()
-	if err == nil || !(errors.Is(err, seal.ErrUnknownKey) || errors.Is(err, seal.ErrOpen)) {
+	// Only a record under a key this worker lacks says the worker's keys are
+	// wrong; a tampered one (seal.ErrOpen) is refused at use and left for an
+	// admin to put again or delete, which needs the admin endpoints up.
+	if err == nil || !errors.Is(err, seal.ErrUnknownKey) {
 		delete(r.sealedOut, name)
 		return
 	}
@@ -328,7 +336,8 @@ func (r *Registry) setSealedOut(name string, err error) {
 }
 
 // Health says why the registry cannot serve, or nil: a watcher that stopped,
-// or stored records this worker's master key cannot open. The reasons name
+// or stored connection records under a master key this worker lacks while
+// it opens none of them. The reasons name
 // buckets and records, never their content.
 func (r *Registry) Health() error {
 	if !r.ready.Load() {
@@ -339,7 +348,14 @@ func (r *Registry) Health() error {
 	for name, err := range r.stopped {
 		return fmt.Errorf("bucket %s: %v", name, err)
 	}
-	if n := len(r.sealedOut); n > 0 {
+	r.mu.RLock()
+	opened := len(r.connections)
+	r.mu.RUnlock()
+	// Unhealthy when the master key opens none of the stored connections:
+	// a worker started with the wrong key. A few records under an unknown
+	// key among readable ones (written by a misconfigured worker) are
+	// refused at use, and an admin may replace or delete them.
+	if n := len(r.sealedOut); n > 0 && opened == 0 {
 		var one string
 		for name := range r.sealedOut {
 			if one == "" || name < one {

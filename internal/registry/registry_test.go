@@ -275,7 +275,7 @@ func TestSealedAtRest(t *testing.T) {
 	if err := json.Unmarshal(raw.Value(), &rec); err != nil {
 		t.Fatal(err)
 	}
-	if rec.V != 1 || rec.Sealed.KeyID != r.CurrentKeyID() || len(rec.Sealed.Data) == 0 ||
+	if rec.V != 2 || rec.Sealed.KeyID != r.CurrentKeyID() || len(rec.Sealed.Data) == 0 ||
 		!bytes.Contains(rec.Public, []byte(events.Redacted)) || !bytes.Contains(rec.Public, []byte(`"AKIDEXAMPLEKEYID0001"`)) {
 		t.Fatalf("connection record: %s", raw.Value())
 	}
@@ -621,11 +621,10 @@ func TestRekey(t *testing.T) {
 	_, err = onlyNew.Secret(c, "b", "db01")
 	wantCode(t, err, events.CodeUnavailable)
 	wantCode(t, onlyNew.PutSecret(c, "b", "db02", []byte(`"x"`)), events.CodeUnavailable)
-	// A rekey without the old key fails and changes nothing.
-	_, err = onlyNew.Rekey(c)
-	wantCode(t, err, events.CodeUnavailable)
-	if !strings.Contains(err.Error(), "master key") {
-		t.Fatalf("rekey without the old key: %v", err)
+	// A rekey without the old key goes on past every record it cannot open,
+	// lists them, and changes nothing.
+	if res, err := onlyNew.Rekey(c); err != nil || res.Resealed != 0 || strings.Join(res.Failed, ",") != "a,b,b.db01" {
+		t.Fatalf("rekey without the key that sealed the records: %+v %v", res, err)
 	}
 
 	// New key current, old key previous: rekey re-seals all three records.
@@ -633,12 +632,12 @@ func TestRekey(t *testing.T) {
 	if both.CurrentKeyID() != newK.ID() {
 		t.Fatal("current key id")
 	}
-	n, err := both.Rekey(c)
-	if err != nil || n != 3 {
-		t.Fatalf("rekey: %d %v", n, err)
+	res, err := both.Rekey(c)
+	if err != nil || res.Resealed != 3 || len(res.Failed) != 0 {
+		t.Fatalf("rekey: %+v %v", res, err)
 	}
-	if n, err := both.Rekey(c); err != nil || n != 0 {
-		t.Fatalf("second rekey: %d %v", n, err)
+	if res, err := both.Rekey(c); err != nil || res.Resealed != 0 {
+		t.Fatalf("second rekey: %+v %v", res, err)
 	}
 	for _, b := range []struct{ bucket, key string }{{"connections", "a"}, {"connections", "b"}, {"secrets", "b.db01"}} {
 		raw, err := e.kv(b.bucket).Get(c, b.key)

@@ -38,16 +38,16 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 	// Each put is the next version of this secret: create version 1, or
 	// update the entry just read (a concurrent put makes us read again).
 	for attempt := 0; ; attempt++ {
-		var version, prev uint64 = 1, 0
+		var version, prev, floor uint64 = 1, 0, 0
 		e, err := r.secrets.kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:
 			return translate("storing secret", err)
 		default:
-			version, prev = secretVersion(e.Value())+1, e.Revision()
+			version, prev, floor = secretVersion(e.Value())+1, e.Revision(), storedGen(e.Value())
 		}
-		val, err := r.sealValue(r.secrets.name, key, value, nil)
+		val, err := r.sealValue(r.secrets.name, key, floor, value, nil)
 		if err != nil {
 			return err
 		}
@@ -129,9 +129,10 @@ func (r *Registry) secretNames(ctx context.Context, conn string) ([]string, erro
 	return names, nil
 }
 
-// DeleteSecret removes a built-in secret.
+// DeleteSecret removes a built-in secret, even one whose record (or whose
+// connection's record) cannot be opened.
 func (r *Registry) DeleteSecret(ctx context.Context, conn, name string) error {
-	if _, err := r.LookupConnection(ctx, conn); err != nil {
+	if _, _, _, err := r.lookupConnection(ctx, conn); err != nil {
 		return err
 	}
 	key := secretKey(conn, name)

@@ -7,6 +7,7 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -31,6 +32,7 @@ var ErrOpen = errors.New("ciphertext failed authentication")
 type Key struct {
 	id   string
 	aead cipher.AEAD
+	raw  []byte
 }
 
 // ID is the key id written into envelopes: a hash prefix, safe to show.
@@ -50,7 +52,7 @@ func NewKey(raw []byte) (Key, error) {
 		return Key{}, fmt.Errorf("creating GCM: %w", err)
 	}
 	sum := sha256.Sum256(append([]byte("cloudbridge key id\x00"), raw...))
-	return Key{id: hex.EncodeToString(sum[:6]), aead: aead}, nil
+	return Key{id: hex.EncodeToString(sum[:6]), aead: aead, raw: append([]byte(nil), raw...)}, nil
 }
 
 // ParseKey reads a key written as base64 (standard or URL alphabet, padding
@@ -128,6 +130,16 @@ func New(current Key, previous ...Key) *Sealer {
 
 // CurrentID is the id of the key new envelopes are sealed under.
 func (s *Sealer) CurrentID() string { return s.current.id }
+
+// Derive returns a 32-byte key for purpose info derived from the current
+// master key with HKDF-SHA256 (no salt): the master key itself never leaves
+// the sealer, and keys of different purposes are independent.
+func (s *Sealer) Derive(info string) ([]byte, error) {
+	if len(s.current.raw) == 0 {
+		return nil, errors.New("no master key to derive from")
+	}
+	return hkdf.Key(sha256.New, s.current.raw, nil, info, 32)
+}
 
 // Seal encrypts plaintext bound to ad.
 func (s *Sealer) Seal(plaintext, ad []byte) (Envelope, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
+	"github.com/cloudbridge/cloudbridge/internal/registry"
 )
 
 // Registry is what the worker needs of the registry.
@@ -29,7 +30,7 @@ type Registry interface {
 	Exports() []events.Export
 	DeleteExport(ctx context.Context, name string) error
 
-	Rekey(ctx context.Context) (int, error)
+	Rekey(ctx context.Context) (registry.RekeyResult, error)
 	CurrentKeyID() string
 }
 
@@ -62,6 +63,13 @@ type Worker struct {
 // provider table (all.Table).
 func New(subjects events.Subjects, reg Registry, inv Invalidator, runner *endpoint.Runner) *Worker {
 	return &Worker{subjects: subjects, reg: reg, inv: inv, runner: runner, prov: all.Table}
+}
+
+// WithProviders makes the worker check connections with p (the worker's
+// table with its endpoint allowlist) in place of all.Table.
+func (w *Worker) WithProviders(p Providers) *Worker {
+	w.prov = p
+	return w
 }
 
 // Register adds the admin endpoints to the micro service.
@@ -166,7 +174,7 @@ func (w *Worker) putSecret(ctx context.Context, req micro.Request, f *endpoint.F
 	if err := events.Decode(req.Data(), &in); err != nil {
 		return nil, err
 	}
-	f.Conn = in.Connection
+	f.Conn, f.Audit.Secret = in.Connection, in.Name
 	if err := in.Validate(); err != nil {
 		return nil, err
 	}
@@ -198,7 +206,7 @@ func (w *Worker) deleteSecret(ctx context.Context, req micro.Request, f *endpoin
 	if err := events.Decode(req.Data(), &in); err != nil {
 		return nil, err
 	}
-	f.Conn = in.Connection
+	f.Conn, f.Audit.Secret = in.Connection, in.Name
 	if err := in.Validate(); err != nil {
 		return nil, err
 	}
@@ -252,9 +260,13 @@ func (w *Worker) rekey(ctx context.Context, req micro.Request, f *endpoint.Field
 	if err := events.Decode(req.Data(), &in); err != nil {
 		return nil, err
 	}
-	n, err := w.reg.Rekey(ctx)
+	res, err := w.reg.Rekey(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return events.RekeyReply{Resealed: n, Current: w.reg.CurrentKeyID()}, nil
+	failed := res.Failed
+	if failed == nil {
+		failed = []string{}
+	}
+	return events.RekeyReply{Resealed: res.Resealed, Failed: failed, Current: w.reg.CurrentKeyID()}, nil
 }

@@ -113,7 +113,7 @@ func (r *runner) session() error {
 		r.sink = sink
 		r.lim = newLimits(sink.Limits(), r.spec.exp.Batch)
 	}
-	cons, err := w.cfg.JS.CreateOrUpdateConsumer(r.fetchCtx, w.cfg.LogsStream, jetstream.ConsumerConfig{
+	cons, err := w.cfg.JS.CreateOrUpdateConsumer(r.fetchCtx, w.streamOf(r.spec.exp), jetstream.ConsumerConfig{
 		Durable:        events.ExportConsumer(r.name),
 		Description:    "cloudbridge log export " + r.name,
 		FilterSubjects: r.spec.exp.Subjects,

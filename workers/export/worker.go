@@ -66,6 +66,10 @@ type Config struct {
 	MaxBytes int64
 	// DeadStream is the dead-letter stream (default CLOUDBRIDGE_DEAD).
 	DeadStream string
+	// AuditStream is the audit stream (created by the service): an export
+	// block whose filters all lie under Subjects.AuditWildcard reads it
+	// instead of the logs stream. Empty: every block reads the logs stream.
+	AuditStream string
 	// Replicas of the logs and dead-letter streams when created (0 = the
 	// server's default, 1); their consumers inherit it.
 	Replicas int
@@ -183,6 +187,20 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
+// streamOf is the stream export block x reads: the audit stream when its
+// filters are all audit subjects, else the logs stream.
+func (w *Worker) streamOf(x events.Export) string {
+	if w.cfg.AuditStream == "" || len(x.Subjects) == 0 {
+		return w.cfg.LogsStream
+	}
+	for _, f := range x.Subjects {
+		if !events.SubjectWithin(f, []string{w.cfg.Subjects.AuditWildcard()}) {
+			return w.cfg.LogsStream
+		}
+	}
+	return w.cfg.AuditStream
+}
+
 func orUnlimited(n int64) int64 {
 	if n <= 0 {
 		return -1
@@ -245,7 +263,7 @@ func (w *Worker) reconcile() (stopping []chan struct{}) {
 				w.log.Warn().Str("export", name).Err(err).Msg("export stopped before its batch was flushed")
 			}
 			if !keep {
-				if err := w.cfg.JS.DeleteConsumer(ctx, w.cfg.LogsStream, events.ExportConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				if err := w.cfg.JS.DeleteConsumer(ctx, w.streamOf(r.spec.exp), events.ExportConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 					w.log.Warn().Str("export", name).Err(err).Msg("deleting the export's consumer")
 				}
 			}

@@ -39,9 +39,10 @@ type replyKey struct {
 }
 
 type renderedReply struct {
-	version string
-	fetched time.Time
-	body    []byte
+	version     string
+	fetched     time.Time
+	body        []byte
+	fingerprint string
 }
 
 func newFastPath() *fastPath {
@@ -83,29 +84,30 @@ func (p *fastPath) known(body []byte) (events.ResolveRequest, bool) {
 }
 
 // rendered returns the reply body for sec, rendering it once per value.
-func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.Secret) ([]byte, bool) {
+func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.Secret, fingerprint func([]byte) string) (renderedReply, bool) {
 	key := replyKey{conn: conn, secret: in.Secret, version: in.Version, keys: joinKeys(in.Keys)}
 	p.mu.RLock()
 	r, ok := p.replies[key]
 	p.mu.RUnlock()
 	if ok && r.version == sec.Version && r.fetched.Equal(sec.FetchedAt) {
-		return r.body, true
+		return r, true
 	}
 	out, err := Shape(conn, in.Secret, sec, in.Keys)
 	if err != nil {
-		return nil, false
+		return renderedReply{}, false
 	}
 	body, err := events.Marshal(out)
 	if err != nil {
-		return nil, false
+		return renderedReply{}, false
 	}
 	p.mu.Lock()
 	if len(p.replies) >= memoLimit {
 		clear(p.replies)
 	}
-	p.replies[key] = renderedReply{version: sec.Version, fetched: sec.FetchedAt, body: body}
+	r = renderedReply{version: sec.Version, fetched: sec.FetchedAt, body: body, fingerprint: fingerprint(sec.Data)}
+	p.replies[key] = r
 	p.mu.Unlock()
-	return body, true
+	return r, true
 }
 
 // joinKeys encodes a list of keys unambiguously: ["a\x00b"] and ["a","b"]
@@ -149,10 +151,12 @@ func (w *Worker) fastResolve(req micro.Request, f *endpoint.Fields) ([]byte, boo
 	if !ok {
 		return nil, false
 	}
-	body, ok := w.fast.rendered(name, in, sec)
+	r, ok := w.fast.rendered(name, in, sec, w.cfg.Fingerprint)
 	if !ok {
 		return nil, false
 	}
 	f.Group, f.Conn = group, name
-	return body, true
+	f.Audit.Secret = in.Secret
+	auditServed(f, sec, r.fingerprint)
+	return r.body, true
 }

@@ -54,7 +54,7 @@ func (r *fakeRequest) Headers() micro.Headers                                  {
 func (r *fakeRequest) Subject() string                                         { return r.subject }
 func (r *fakeRequest) Reply() string                                           { return "" }
 
-const secretJSON = `{"login":"u","password":"p","login\u0000password":"joined"}`
+const secretJSON = `{"login":"u","password":"p","login,password":"joined"}`
 
 func newFastWorker(t *testing.T) (*Worker, *fakeConns) {
 	t.Helper()
@@ -170,11 +170,12 @@ func TestFastPathHonoursConnectionChange(t *testing.T) {
 	}
 }
 
-// TestFastPathKeysAreUnambiguous: a reply narrowed to ["login\x00password"]
-// is not served for ["login","password"], nor the other way round.
+// TestFastPathKeysAreUnambiguous: a reply narrowed to ["login,password"]
+// is not served for ["login","password"], nor the other way round (keys
+// with NUL, the old separator, are refused by validation).
 func TestFastPathKeysAreUnambiguous(t *testing.T) {
 	w, _ := newFastWorker(t)
-	joined := events.ResolveRequest{Secret: "db1", Keys: []string{"login\x00password"}}
+	joined := events.ResolveRequest{Secret: "db1", Keys: []string{"login,password"}}
 	split := events.ResolveRequest{Secret: "db1", Keys: []string{"login", "password"}}
 	warm(t, w, "bio", "c1", joined)
 	a, ok := fast(t, w, "bio", "c1", joined)
@@ -189,7 +190,7 @@ func TestFastPathKeysAreUnambiguous(t *testing.T) {
 		t.Fatalf("split keys got %v: memo keys collide", b.Credentials)
 	}
 	a, _ = fast(t, w, "bio", "c1", joined)
-	if len(a.Credentials) != 1 || string(a.Credentials["login\x00password"]) != `"joined"` {
+	if len(a.Credentials) != 1 || string(a.Credentials["login,password"]) != `"joined"` {
 		t.Fatalf("joined keys got %v after split: memo keys collide", a.Credentials)
 	}
 }

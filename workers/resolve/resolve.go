@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/micro"
@@ -16,6 +17,7 @@ import (
 func (w *Worker) handleResolve(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
 	var in events.ResolveRequest
 	c, err := w.accept(ctx, events.OpResolve, req, f, &in)
+	f.Audit.Secret, f.Audit.Version = in.Secret, in.Version
 	if err != nil {
 		return nil, err
 	}
@@ -30,7 +32,55 @@ func (w *Worker) handleResolve(ctx context.Context, req micro.Request, f *endpoi
 	if err != nil {
 		return nil, err
 	}
-	return Shape(c.Name, in.Secret, sec, in.Keys)
+	out, err := Shape(c.Name, in.Secret, sec, in.Keys)
+	if err != nil {
+		return nil, err
+	}
+	auditServed(f, sec, w.cfg.Fingerprint(sec.Data))
+	return out, nil
+}
+
+// auditServed fills the audit fields of a served value.
+func auditServed(f *endpoint.Fields, sec provider.Secret, fingerprint string) {
+	f.Audit.Version = sec.Version
+	f.Audit.Cached, f.Audit.Stale = sec.Cached, sec.Stale
+	f.Audit.Fingerprint = fingerprint
+}
+
+// handleFingerprint answers cloudbridge.v1.admin.audit.fingerprint: the
+// fingerprint of a secret's current value, read fresh from the provider, as
+// audit events carry it. The value itself is never sent.
+func (w *Worker) handleFingerprint(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
+	var in events.FingerprintRequest
+	if err := events.Decode(req.Data(), &in); err != nil {
+		return nil, err
+	}
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	f.Conn, f.Audit.Secret, f.Audit.Version = in.Connection, in.Secret, in.Version
+	c, err := w.cfg.Connections.LookupConnection(ctx, in.Connection)
+	if errors.Is(err, events.ErrNotFound) {
+		return nil, events.Errorf(events.CodeNotFound, "connection %q not found", in.Connection)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b, err := w.provider(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	release, err := b.bulkhead.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	sec, err := b.raw.Resolve(ctx, provider.Request{Secret: in.Secret, Version: in.Version, Fresh: true})
+	if err != nil {
+		return nil, err
+	}
+	f.Audit.Version = sec.Version
+	return &events.FingerprintReply{Connection: c.Name, Secret: in.Secret, Version: sec.Version, Fingerprint: w.cfg.Fingerprint(sec.Data)}, nil
 }
 
 // Shape builds the resolve reply: a JSON-object secret becomes credentials

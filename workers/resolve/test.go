@@ -16,6 +16,7 @@ import (
 func (w *Worker) handleTest(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
 	var in events.TestRequest
 	c, err := w.accept(ctx, events.OpTest, req, f, &in)
+	f.Audit.Secret = in.Secret
 	if err != nil {
 		return nil, err
 	}

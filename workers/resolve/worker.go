@@ -37,6 +37,17 @@ type Config struct {
 	Factories map[string]provider.Factory
 	Runner    *endpoint.Runner
 	Logger    zerolog.Logger
+	// Fingerprint computes the audit fingerprint of a served value (nil: none).
+	Fingerprint func(value []byte) string
+	// Endpoints, when set, refuses a stored connection whose endpoints fall
+	// outside the allowlist before its provider is built (forbidden).
+	Endpoints EndpointChecker
+}
+
+// EndpointChecker checks where a stored connection sends credentials
+// (provider.Table.CheckStored).
+type EndpointChecker interface {
+	CheckStored(c *events.Connection) error
 }
 
 // Worker serves resolve, test, token and invalidate.
@@ -70,6 +81,9 @@ func New(cfg Config) *Worker {
 	if cfg.Runner != nil {
 		wait = cfg.Runner.Timeout()
 	}
+	if cfg.Fingerprint == nil {
+		cfg.Fingerprint = func([]byte) string { return "" }
+	}
 	return &Worker{cfg: cfg, built: map[string]*built{}, epochs: map[string]uint64{}, fast: newFastPath(),
 		bulkheads: map[string]*bulkhead{}, queueWait: wait}
 }
@@ -87,6 +101,7 @@ func (w *Worker) Register(svc micro.Service) error {
 		{"test", s.OpWildcard(events.OpTest), r.Limited("test", nil, w.admit(events.OpTest), w.handleTest), nil},
 		{"token", s.OpWildcard(events.OpToken), r.Limited("token", nil, w.admit(events.OpToken), w.handleToken), nil},
 		{"invalidate", s.Invalidate(), r.Inline("invalidate", w.handleInvalidate), []micro.EndpointOpt{micro.WithEndpointQueueGroupDisabled()}},
+		{"admin-audit-fingerprint", s.AdminAuditFingerprint(), r.Handler("admin-audit-fingerprint", w.handleFingerprint), nil},
 	} {
 		opts := append([]micro.EndpointOpt{micro.WithEndpointSubject(ep.subject)}, ep.opts...)
 		if err := svc.AddEndpoint(ep.name, ep.handler, opts...); err != nil {
@@ -194,6 +209,12 @@ func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, err
 		w.mu.Unlock()
 		if ok {
 			return b, nil
+		}
+		if w.cfg.Endpoints != nil {
+			if err := w.cfg.Endpoints.CheckStored(&c); err != nil {
+				w.cfg.Logger.Warn().Str("conn", c.Name).Err(err).Msg("refusing a stored connection outside the endpoint allowlist")
+				return nil, err
+			}
 		}
 		b, err := w.build(ctx, c, epoch)
 		if err == nil || !errors.Is(err, errChanged) {

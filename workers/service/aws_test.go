@@ -28,6 +28,7 @@ func TestAWSBiodb01EndToEnd(t *testing.T) {
 	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
 	_, c := connect(t, srv.ClientURL())
 	conn := events.Connection{Name: "aws-sm-bio", Provider: events.ProviderAWS, Groups: []string{"bio"}, Secrets: []string{"*"},
+		Tokens: &events.TokenPolicy{Enabled: true},
 		AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthAccessKey, AccessKeyID: admin.AccessKeyID,
 			SecretAccessKey: admin.SecretAccessKey, Endpoint: fake.URL()}}
 	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)

@@ -15,9 +15,11 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/config"
+	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	awsprov "github.com/cloudbridge/cloudbridge/internal/provider/aws"
 	"github.com/cloudbridge/cloudbridge/internal/provider/gcp"
 	"github.com/cloudbridge/cloudbridge/workers/export"
+	"github.com/cloudbridge/cloudbridge/workers/resolve"
 )
 
 // reconciler applies the registry's export blocks to the export worker on its
@@ -35,7 +37,12 @@ type reconciler struct {
 
 func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subjects events.Subjects, cfg config.Serve,
 	log zerolog.Logger, state func() ([]events.Export, map[string]events.Connection)) (*reconciler, error) {
-	gcpCreds := &gcpCredentials{log: log, by: map[string]gcpEntry{}}
+	allow, err := cfg.Allowlist()
+	if err != nil {
+		return nil, err
+	}
+	endpoints := all.Table.WithEndpoints(allow)
+	gcpCreds := &gcpCredentials{log: log, by: map[string]gcpEntry{}, endpoints: endpoints}
 	stream := cfg.LogsStream
 	if stream == "" {
 		stream = subjects.LogsStream()
@@ -43,10 +50,10 @@ func newExporter(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, sub
 	w, err := export.New(export.Config{
 		NC: nc, JS: js, Subjects: subjects,
 		LogsStream: stream, LogsSubjects: cfg.LogsSubjects, BindStream: cfg.LogsStream != "",
-		DeadStream: subjects.DeadStream(),
-		Replicas:   cfg.KVReplicas,
-		MaxAge:     cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
-		Sinks:  export.NewSinkFactory(sinkAWSConfig(log), gcpCreds.options),
+		DeadStream: subjects.DeadStream(), AuditStream: subjects.AuditStream(),
+		Replicas: cfg.KVReplicas,
+		MaxAge:   cfg.LogsMaxAge, MaxBytes: cfg.LogsMaxBytes,
+		Sinks:  export.NewSinkFactory(sinkAWSConfig(log, endpoints), gcpCreds.options),
 		Logger: log,
 	})
 	if err != nil {
@@ -98,8 +105,11 @@ func (r *reconciler) Stop(ctx context.Context) error {
 
 // sinkAWSConfig gives a CloudWatch sink the SDK config of its connection,
 // with the connection's own credentials.
-func sinkAWSConfig(log zerolog.Logger) func(context.Context, events.Connection) (awssdk.Config, error) {
+func sinkAWSConfig(log zerolog.Logger, endpoints resolve.EndpointChecker) func(context.Context, events.Connection) (awssdk.Config, error) {
 	return func(ctx context.Context, c events.Connection) (awssdk.Config, error) {
+		if err := endpoints.CheckStored(&c); err != nil {
+			return awssdk.Config{}, err
+		}
 		return awsprov.SDKConfig(ctx, c, awsprov.WithLogger(log))
 	}
 }
@@ -108,9 +118,10 @@ func sinkAWSConfig(log zerolog.Logger) func(context.Context, events.Connection) 
 // sinks, so every sink of a connection shares its token cache, and a changed
 // connection gets a new one; Close releases them all.
 type gcpCredentials struct {
-	log zerolog.Logger
-	mu  sync.Mutex
-	by  map[string]gcpEntry
+	log       zerolog.Logger
+	endpoints resolve.EndpointChecker
+	mu        sync.Mutex
+	by        map[string]gcpEntry
 }
 
 type gcpEntry struct {
@@ -121,6 +132,9 @@ type gcpEntry struct {
 // options gives a Cloud Logging sink the client options of its connection:
 // endpoint and the connection's own token source.
 func (g *gcpCredentials) options(ctx context.Context, c events.Connection) ([]option.ClientOption, error) {
+	if err := g.endpoints.CheckStored(&c); err != nil {
+		return nil, err
+	}
 	fp, err := json.Marshal(c.GCP)
 	if err != nil {
 		return nil, fmt.Errorf("fingerprinting connection %s: %w", c.Name, err)

@@ -35,6 +35,7 @@ func TestGCPEndToEnd(t *testing.T) {
 	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
 	_, c := connect(t, srv.ClientURL())
 	imp := events.Connection{Name: "gcp-bio", Provider: events.ProviderGCP, Groups: []string{"bio"}, Secrets: []string{"*"},
+		Tokens: &events.TokenPolicy{Enabled: true, Scopes: []string{"https://www.googleapis.com/auth/bigquery"}},
 		GCP: &events.GCPConfig{Project: "bio-prod", Auth: events.GCPAuthImpersonation,
 			Impersonate: "reader@bio-prod.iam.gserviceaccount.com", Endpoint: fake.Endpoint()}}
 	adminReq(t, c, events.ResourceConnections, events.VerbPut, imp, nil)

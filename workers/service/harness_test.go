@@ -77,6 +77,7 @@ func joinedConfig(url, key string) config.Serve {
 	cfg.MasterKey = key
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.RequestTimeout = 2 * time.Second
+	cfg.AllowEndpoints = testAllowEndpoints()
 	return cfg
 }
 
@@ -87,7 +88,14 @@ func embeddedConfig(dataDir string) config.Serve {
 	cfg.DataDir = dataDir
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.RequestTimeout = 2 * time.Second
+	cfg.AllowEndpoints = testAllowEndpoints()
 	return cfg
+}
+
+// testAllowEndpoints is the default endpoint allowlist plus the loopback
+// hosts the fakes listen on.
+func testAllowEndpoints() []string {
+	return append(append([]string(nil), provider.DefaultAllowEndpoints...), "127.0.0.1", "localhost", "[::1]")
 }
 
 func connect(t testing.TB, url string) (*nats.Conn, *events.Client) {

@@ -61,7 +61,7 @@ func TestRekeyRotatesTheMasterKey(t *testing.T) {
 	if err := c.Request(ctx, c.Subjects().AdminRekey(), events.Empty{}, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Resealed != 2 || rep.Current == "" {
+	if rep.Resealed != 2 || rep.Current == "" || rep.Failed == nil || len(rep.Failed) != 0 {
 		t.Fatalf("rekey = %+v, want 2 records", rep)
 	}
 	if err := c.Request(ctx, c.Subjects().AdminRekey(), events.Empty{}, &rep); err != nil || rep.Resealed != 0 {

@@ -68,7 +68,7 @@ func TestPutKeepingRedactedCannotMoveCredentials(t *testing.T) {
 		field string
 		edit  func(*events.Connection)
 	}{
-		{"aws.endpoint", func(c *events.Connection) { c.AWS.Endpoint = "http://169.254.169.254/latest" }},
+		{"aws.endpoint", func(c *events.Connection) { c.AWS.Endpoint = "http://127.0.0.1:9/latest" }}, // an allowed host: the routing check refuses
 		{"aws.region", func(c *events.Connection) { c.AWS.Region = "eu-west-1" }},
 		{"aws.role_arn", func(c *events.Connection) { c.AWS.RoleARN = "arn:aws:iam::123456789012:role/attacker" }},
 	}
@@ -149,7 +149,7 @@ func TestPutKeepingRedactedKeyCannotMoveToken(t *testing.T) {
 	if err := json.Unmarshal(got.GCP.ServiceAccountKey, &k); err != nil || k["private_key"] != events.Redacted {
 		t.Fatalf("get: %s", got.GCP.ServiceAccountKey)
 	}
-	k["token_uri"] = "https://attacker.example/token"
+	k["token_uri"] = "https://127.0.0.1:9/token" // allowed host: the routing check refuses
 	evil := got
 	evil.GCP = &events.GCPConfig{Project: "bio-prod", Auth: events.GCPAuthServiceAccountKey}
 	evil.GCP.ServiceAccountKey, _ = json.Marshal(k)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,12 +20,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/audit"
 	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/cache"
 	"github.com/cloudbridge/cloudbridge/internal/config"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 	"github.com/cloudbridge/cloudbridge/internal/monitor"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
+	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 	"github.com/cloudbridge/cloudbridge/workers/admin"
@@ -60,6 +63,11 @@ type Service struct {
 	factories  map[string]provider.Factory
 	stopOnce   sync.Once
 	stopErr    error
+
+	auditor      *audit.Publisher
+	fingerprints *audit.Fingerprinter
+	instance     atomic.Pointer[string]
+	noAudit      bool
 }
 
 // Option changes how a worker is assembled.
@@ -101,15 +109,24 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	subjects := events.Subjects{Prefix: cfg.Prefix}
-	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log, LogsSubjects: logsSubjects(cfg)})
+	allow, err := cfg.Allowlist()
+	if err != nil {
+		return err
+	}
+	table := all.Table.WithEndpoints(allow)
+	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log,
+		LogsSubjects: logsSubjects(cfg, subjects), Providers: table})
 	if err != nil {
 		return err
 	}
 	s.cache = cache.New(cache.Options{MaxEntries: cfg.CacheMaxEntries})
 	s.runner = endpoint.NewRunner(s.nc, log, cfg.RequestTimeout, cfg.MaxInFlight)
+	if err := s.startAudit(ctx, js, subjects, sealer); err != nil {
+		return err
+	}
 	factories := providerFactories(log, s.reg, s.factories)
 	s.resolver = resolve.New(resolve.Config{Subjects: subjects, Connections: s.reg, Cache: s.cache,
-		Factories: factories, Runner: s.runner, Logger: log})
+		Factories: factories, Runner: s.runner, Logger: log, Endpoints: table, Fingerprint: s.fingerprints.Sum})
 	s.exporter, err = newExporter(ctx, s.nc, js, subjects, cfg, log, func() ([]events.Export, map[string]events.Connection) {
 		return s.reg.Exports(), s.connectionMap()
 	})
@@ -121,7 +138,7 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	s.exporter.Changed()
-	s.admin = admin.New(subjects, s.reg, s.resolver, s.runner)
+	s.admin = admin.New(subjects, s.reg, s.resolver, s.runner).WithProviders(table)
 	s.dead = admin.NewDead(subjects, js, subjects.DeadStream(), s.runner)
 	// A worker takes requests only while healthy: its endpoints join the
 	// queue groups once it is, and leave them when it is no longer.
@@ -177,6 +194,8 @@ func (s *Service) addEndpoints() error {
 		return fmt.Errorf("registering endpoints with NATS: %w", err)
 	}
 	s.svc = svc
+	id := svc.Info().ID
+	s.instance.Store(&id)
 	return nil
 }
 
@@ -388,6 +407,11 @@ func (s *Service) stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("finishing requests in flight: %w", err))
 		}
 	}
+	if s.auditor != nil {
+		if err := s.auditor.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// Without a server nothing can be acked or unsubscribed: the export
 	// batches are redelivered later, so do not spend the whole deadline.
 	phase := ctx
@@ -498,9 +522,11 @@ func Run(ctx context.Context, cfg config.Serve, log zerolog.Logger) error {
 
 // logsSubjects are the subjects export filters must lie within: the
 // configured ones, unless an existing stream is bound (its own subjects rule).
-func logsSubjects(cfg config.Serve) []string {
+// The audit stream's subjects are allowed too: an export block whose filters
+// are audit subjects reads the audit stream.
+func logsSubjects(cfg config.Serve, subjects events.Subjects) []string {
 	if cfg.LogsStream != "" {
 		return nil
 	}
-	return cfg.LogsSubjects
+	return append(append([]string(nil), cfg.LogsSubjects...), subjects.AuditWildcard())
 }

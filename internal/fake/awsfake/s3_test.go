@@ -137,7 +137,7 @@ func TestS3ObjectLifecycle(t *testing.T) {
 				t.Fatalf("HeadObject %+v, %v", head, err)
 			}
 
-			for _, k := range []string{"logs/app/2026/12/01/3-4.ndjson.gz", "logs/app/2026/12/02/5-6.ndjson.gz", "logs/db/2026/12/01/1-9.ndjson.gz", "other"} {
+			for _, k := range []string{"logs/app/2026/12/01/3-4.ndjson.gz", "logs/app/2026/12/02/5-6.ndjson.gz", "logs/db/2026/12/01/1-9.ndjson.gz", "other key+=~1"} {
 				if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("logs-archive"), Key: aws.String(k), Body: strings.NewReader(k)}); err != nil {
 					t.Fatalf("PutObject %s: %v", k, err)
 				}
@@ -167,15 +167,15 @@ func TestS3ObjectLifecycle(t *testing.T) {
 				t.Fatalf("delimited list %+v, %v", dirs, err)
 			}
 
-			if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String("logs-archive"), Key: aws.String("other")}); err != nil {
+			if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String("logs-archive"), Key: aws.String("other key+=~1")}); err != nil {
 				t.Fatalf("DeleteObject: %v", err)
 			}
-			_, err = c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("logs-archive"), Key: aws.String("other")})
+			_, err = c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("logs-archive"), Key: aws.String("other key+=~1")})
 			var nsk *types.NoSuchKey
 			if !errors.As(err, &nsk) {
 				t.Fatalf("GetObject after delete: %v", err)
 			}
-			_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("logs-archive"), Key: aws.String("other")})
+			_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("logs-archive"), Key: aws.String("other key+=~1")})
 			var nf *types.NotFound
 			if !errors.As(err, &nf) {
 				t.Fatalf("HeadObject after delete: %v", err)

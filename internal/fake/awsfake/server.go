@@ -335,7 +335,7 @@ func (s *Server) DeleteSecret(name string) {
 
 // DenySecret makes reads of the secret by the identity with the given ARN
 // fail with AccessDeniedException, as a resource policy or missing IAM
-// permission would.
+// permission would (Deny does the same for any service and operation).
 func (s *Server) DenySecret(principalARN, name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -397,6 +397,9 @@ func (s *Server) LastAssumeRole() map[string]string {
 // AccessDeniedException, DecryptionFailure, ExpiredTokenException, or any
 // other code (returned with HTTP 400). STS operations answer with their own
 // names for the same failure (Throttling, AccessDenied, ExpiredToken).
+// CloudWatch Logs takes ThrottlingException, ServiceUnavailableException
+// (503) and InternalFailure (500); S3 takes its own codes: SlowDown (503),
+// InternalError (500), ServiceUnavailable (503), AccessDenied (403), ...
 func (s *Server) Fail(op, code string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -486,7 +489,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		scope = a.Service
 	}
 	switch {
-	case s.s3.virtualBucket(r.Host) != "":
+	case s.s3.virtualBucket(r.Host) != "" || scope == "s3":
 		s.s3.serve(w, r)
 	case strings.HasPrefix(r.URL.Path, "/latest/"):
 		s.serveIMDS(w, r)
@@ -496,8 +499,6 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveSecretsManager(w, r)
 	case strings.HasPrefix(target, "Logs_20140328."):
 		s.logs.serve(w, r)
-	case scope == "s3":
-		s.s3.serve(w, r)
 	case scope == "sts" || (scope == "" && r.Method == http.MethodPost &&
 		strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded")):
 		s.serveSTS(w, r)

@@ -157,7 +157,7 @@ func (s *Server) assumeRole(w http.ResponseWriter, caller Credentials, form url.
 	arn, session, extID := form.Get("RoleArn"), form.Get("RoleSessionName"), form.Get("ExternalId")
 	s.mu.Lock()
 	s.lastAssume = map[string]string{"RoleArn": arn, "RoleSessionName": session, "ExternalId": extID,
-		"DurationSeconds": form.Get("DurationSeconds")}
+		"DurationSeconds": form.Get("DurationSeconds"), "Policy": form.Get("Policy")}
 	s.mu.Unlock()
 	if !roleSessionRE.MatchString(session) {
 		writeSTSError(w, "ValidationError", "1 validation error detected: Value at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*")

@@ -30,7 +30,27 @@ func (kind) Validate(c *events.Connection) error {
 	if c.AWS == nil {
 		return events.Errorf(events.CodeBadRequest, "aws: required with provider aws")
 	}
-	return validate(c.AWS)
+	if err := validate(c.AWS); err != nil {
+		return err
+	}
+	return validateTokens(c.Tokens, c.AWS)
+}
+
+// validateTokens checks the connection's token policy against what AWS
+// can vend: no OAuth scopes (AWS credentials are narrowed by a session
+// policy to the connection's secrets instead), and an assumed role lasts at
+// most 12h.
+func validateTokens(t *events.TokenPolicy, a *events.AWSConfig) error {
+	if t == nil {
+		return nil
+	}
+	if len(t.Scopes) > 0 {
+		return events.Errorf(events.CodeBadRequest, "tokens.scopes: only for provider gcp (AWS credentials are narrowed to the connection's secrets)")
+	}
+	if a.RoleARN != "" && t.MaxDuration.D() > maxAssumeRoleSession {
+		return events.Errorf(events.CodeBadRequest, "tokens.max_duration: at most 12h for an assumed role")
+	}
+	return nil
 }
 
 // validate checks the aws block.
@@ -159,4 +179,13 @@ func (kind) Routing(c *events.Connection) []provider.Field {
 
 func (kind) Factory(env provider.Env) provider.Factory {
 	return Factory(WithLogger(env.Log))
+}
+
+// Endpoints lists the endpoint override, where SigV4-signed requests (and
+// the session token) go.
+func (kind) Endpoints(c *events.Connection) []provider.Field {
+	if c.AWS == nil || c.AWS.Endpoint == "" {
+		return nil
+	}
+	return []provider.Field{{Name: "aws.endpoint", Value: c.AWS.Endpoint}}
 }

@@ -52,6 +52,10 @@ type Provider struct {
 	conn string
 	aws  events.AWSConfig
 	log  zerolog.Logger
+	// tokens and secrets narrow vended credentials: the lifetime cap, and
+	// the secrets an assumed role's session policy lets them read.
+	tokens  *events.TokenPolicy
+	secrets []string
 
 	cfg     awssdk.Config // final credentials (after AssumeRole)
 	creds   *awssdk.CredentialsCache
@@ -125,7 +129,8 @@ func New(ctx context.Context, conn events.Connection, opts ...Option) (*Provider
 	for _, fn := range opts {
 		fn(&o)
 	}
-	p := &Provider{conn: conn.Name, aws: *conn.AWS, log: o.log.With().Str("conn", conn.Name).Logger()}
+	p := &Provider{conn: conn.Name, aws: *conn.AWS, log: o.log.With().Str("conn", conn.Name).Logger(),
+		tokens: conn.Tokens, secrets: append([]string(nil), conn.Secrets...)}
 	retryer := func() awssdk.Retryer {
 		return retry.NewStandard(func(so *retry.StandardOptions) {
 			so.MaxAttempts = o.maxAttempts

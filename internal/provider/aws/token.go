@@ -2,6 +2,8 @@ package aws
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -28,14 +30,22 @@ const (
 // chain (their own lifetime; the requested duration does not apply). The
 // duration must be between 15m and 12h for AssumeRole (and within the role's
 // maximum) or 36h for GetSessionToken.
+//
+// The connection's tokens.max_duration caps the lifetime (a longer request,
+// or a longer default, gets the cap). An assumed role's session carries a
+// session policy that lets it read only the secrets the connection's
+// allowlist names (AssumeRole's Policy parameter; the effective permissions
+// are the role's intersected with it). GetSessionToken accepts no policy:
+// its credentials have the keys' own permissions, for their capped lifetime.
 func (p *Provider) Token(ctx context.Context, req events.TokenRequest) (*events.TokenReply, error) {
-	d := req.Duration.D()
-	if d == 0 {
-		d = DefaultTokenDuration
-		if p.aws.RoleARN != "" && p.aws.Duration != 0 {
-			d = p.aws.Duration.D()
-		}
+	if len(req.Scopes) > 0 {
+		return nil, events.Errorf(events.CodeBadRequest, "scopes: AWS credentials have no OAuth scopes")
 	}
+	def := DefaultTokenDuration
+	if p.aws.RoleARN != "" && p.aws.Duration != 0 {
+		def = p.aws.Duration.D()
+	}
+	d := p.tokens.Cap(req.Duration.D(), def)
 	if d < minSession {
 		return nil, events.Errorf(events.CodeBadRequest, "duration: at least 15m for AWS credentials")
 	}
@@ -75,6 +85,11 @@ func (p *Provider) assumeRoleToken(ctx context.Context, d time.Duration) (*event
 	if p.aws.ExternalID != "" {
 		in.ExternalId = awssdk.String(p.aws.ExternalID)
 	}
+	policy, err := SessionPolicy(p.aws.Region, p.secrets)
+	if err != nil {
+		return nil, err
+	}
+	in.Policy = awssdk.String(policy)
 	start := time.Now()
 	out, err := p.stsBase.AssumeRole(ctx, in)
 	err = mapError(ctx, "AssumeRole", p.aws.RoleARN, err)
@@ -83,6 +98,56 @@ func (p *Provider) assumeRoleToken(ctx context.Context, d time.Duration) (*event
 		return nil, err
 	}
 	return fromSTS(out.Credentials)
+}
+
+// maxSessionPolicy is AWS's limit on a packed inline session policy.
+const maxSessionPolicy = 2048
+
+// SessionPolicy is the session policy of vended assumed-role credentials:
+// secretsmanager:GetSecretValue and DescribeSecret on the secrets matching
+// the connection's allowlist (names become ARNs of the connection's region,
+// any account, with Secrets Manager's six-character suffix; ARNs stay), or
+// nothing at all for an empty allowlist.
+func SessionPolicy(region string, secrets []string) (string, error) {
+	type statement struct {
+		Effect   string   `json:"Effect"`
+		Action   []string `json:"Action"`
+		Resource []string `json:"Resource"`
+	}
+	st := statement{Effect: "Allow", Action: []string{"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}}
+	for _, pat := range secrets {
+		if strings.HasPrefix(pat, "arn:") {
+			st.Resource = append(st.Resource, pat)
+			continue
+		}
+		st.Resource = append(st.Resource, "arn:"+partition(region)+":secretsmanager:"+region+":*:secret:"+pat+"-??????")
+	}
+	if len(st.Resource) == 0 {
+		st = statement{Effect: "Deny", Action: []string{"*"}, Resource: []string{"*"}}
+	}
+	b, err := json.Marshal(struct {
+		Version   string      `json:"Version"`
+		Statement []statement `json:"Statement"`
+	}{"2012-10-17", []statement{st}})
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxSessionPolicy {
+		return "", events.Errorf(events.CodeBadRequest,
+			"secrets: the connection's allowlist makes a session policy of %d bytes, over AWS's %d; use fewer or wider patterns to vend credentials", len(b), maxSessionPolicy)
+	}
+	return string(b), nil
+}
+
+// partition is the AWS partition of a region.
+func partition(region string) string {
+	switch {
+	case strings.HasPrefix(region, "cn-"):
+		return "aws-cn"
+	case strings.HasPrefix(region, "us-gov-"):
+		return "aws-us-gov"
+	}
+	return "aws"
 }
 
 func fromSTS(c *types.Credentials) (*events.TokenReply, error) {

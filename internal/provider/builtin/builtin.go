@@ -25,11 +25,19 @@ type kind struct{}
 
 func (kind) Name() string                                 { return events.ProviderBuiltin }
 func (kind) HasBlock(*events.Connection) bool             { return false }
-func (kind) Validate(*events.Connection) error            { return nil }
 func (kind) Redact(c events.Connection) events.Connection { return c }
 func (kind) Redacted(*events.Connection) []string         { return nil }
 func (kind) KeepRedacted(_, _ *events.Connection) error   { return nil }
 func (kind) Routing(*events.Connection) []provider.Field  { return nil }
+
+// Validate refuses a token policy: a builtin connection vends no cloud
+// credentials.
+func (kind) Validate(c *events.Connection) error {
+	if c.Tokens != nil {
+		return events.Errorf(events.CodeBadRequest, "tokens: not allowed with provider builtin (it vends no cloud credentials)")
+	}
+	return nil
+}
 
 func (kind) Factory(env provider.Env) provider.Factory {
 	return func(_ context.Context, c events.Connection) (provider.Resolver, error) {

@@ -24,7 +24,7 @@ func TestKind(t *testing.T) {
 		len(Kind.Routing(&c)) != 0 || Kind.KeepRedacted(&c, nil) != nil {
 		t.Fatal("a builtin connection has a block")
 	}
-	r, err := Kind.Factory(provider.Env{Secrets: mapStore{"local-bio/biodb01": {Value: []byte(`"pw"`), Revision: 7}}})(context.Background(), c)
+	r, err := Kind.Factory(provider.Env{Secrets: mapStore{"local-bio/biodb01": {Value: []byte(`"pw"`), Version: 7, Revision: 7}}})(context.Background(), c)
 	if err != nil {
 		t.Fatal(err)
 	}

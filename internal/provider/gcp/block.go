@@ -32,7 +32,26 @@ func (kind) Validate(c *events.Connection) error {
 	if c.GCP == nil {
 		return events.Errorf(events.CodeBadRequest, "gcp: required with provider gcp")
 	}
-	return validate(c.GCP)
+	if err := validate(c.GCP); err != nil {
+		return err
+	}
+	return validateTokens(c.Tokens, c.GCP)
+}
+
+// validateTokens checks the connection's token policy against what Google
+// issues: access tokens last at most 1h, and only impersonation can ask for
+// less (keys and default credentials get one-hour tokens).
+func validateTokens(t *events.TokenPolicy, g *events.GCPConfig) error {
+	if t == nil || t.MaxDuration == 0 {
+		return nil
+	}
+	if t.MaxDuration.D() > MaxTokenLifetime {
+		return events.Errorf(events.CodeBadRequest, "tokens.max_duration: at most 1h for GCP access tokens")
+	}
+	if t.MaxDuration.D() < MaxTokenLifetime && g.Auth != events.GCPAuthImpersonation {
+		return events.Errorf(events.CodeBadRequest, "tokens.max_duration: under 1h needs auth impersonation (Google issues one-hour tokens to keys and default credentials)")
+	}
+	return nil
 }
 
 // validate checks the gcp block.
@@ -221,4 +240,22 @@ func (kind) Factory(env provider.Env) provider.Factory {
 		}
 		return p, nil
 	}
+}
+
+// Endpoints lists the endpoint override (bearer tokens go there) and the
+// key's token_uri (signed assertions go there).
+func (kind) Endpoints(c *events.Connection) []provider.Field {
+	if c.GCP == nil {
+		return nil
+	}
+	var out []provider.Field
+	if c.GCP.Endpoint != "" {
+		out = append(out, provider.Field{Name: "gcp.endpoint", Value: c.GCP.Endpoint})
+	}
+	if len(c.GCP.ServiceAccountKey) > 0 {
+		if k, err := ParseServiceAccountKey(c.GCP.ServiceAccountKey); err == nil && k.TokenURI != "" {
+			out = append(out, provider.Field{Name: "gcp.service_account_key.token_uri", Value: k.TokenURI})
+		}
+	}
+	return out
 }

@@ -87,6 +87,10 @@ func WithTLSConfig(c *tls.Config) Option { return func(s *settings) { s.tlsConfi
 
 // Provider is the provider of one GCP connection. It is safe for concurrent use.
 type Provider struct {
+	// tokens narrows vended tokens: the scopes a requester may ask for and
+	// the lifetime cap (nil: no narrowing; the worker refuses token
+	// requests of a connection without it).
+	tokens   *events.TokenPolicy
 	cfg      events.GCPConfig
 	log      zerolog.Logger
 	set      settings
@@ -131,6 +135,7 @@ func New(ctx context.Context, conn events.Connection, opts ...Option) (*Provider
 		return nil, err
 	}
 	p := &Provider{
+		tokens:   conn.Tokens,
 		cfg:      *conn.GCP,
 		log:      set.log.With().Str("conn", conn.Name).Logger(),
 		set:      set,

@@ -17,7 +17,10 @@ import (
 const maxScopedCaches = 32
 
 // Token returns an access token of the connection's identity with the
-// requested scopes (default cloud-platform). duration applies to
+// requested scopes (default cloud-platform, or the connection's
+// tokens.scopes when cloud-platform is not among them), each within the
+// connection's tokens.scopes (forbidden otherwise); tokens.max_duration caps
+// an impersonated token's lifetime. duration applies to
 // impersonation (generateAccessToken lifetime); keys and ADC get Google's
 // one-hour tokens. Longer than one hour is a bad_request.
 func (p *Provider) Token(ctx context.Context, req events.TokenRequest) (*events.TokenReply, error) {
@@ -30,10 +33,28 @@ func (p *Provider) Token(ctx context.Context, req events.TokenRequest) (*events.
 	scopes := slices.Clone(req.Scopes)
 	if len(scopes) == 0 {
 		scopes = []string{CloudPlatformScope}
+		if p.tokens != nil && len(p.tokens.Scopes) > 0 && !slices.Contains(p.tokens.Scopes, CloudPlatformScope) {
+			scopes = slices.Clone(p.tokens.Scopes)
+		}
+	}
+	if p.tokens != nil {
+		allowed := p.tokens.Scopes
+		if len(allowed) == 0 {
+			allowed = []string{CloudPlatformScope}
+		}
+		for _, s := range scopes {
+			if !slices.Contains(allowed, s) {
+				return nil, events.Errorf(events.CodeForbidden, "scope %q is outside the connection's tokens.scopes", events.Clip(s, 120))
+			}
+		}
 	}
 	slices.Sort(scopes)
 	scopes = slices.Compact(scopes)
-	tp, err := p.tokenProvider(scopes, req.Duration.D())
+	lifetime := req.Duration.D()
+	if capped := p.tokens.Cap(lifetime, MaxTokenLifetime); capped < MaxTokenLifetime && p.cfg.Auth == events.GCPAuthImpersonation {
+		lifetime = capped
+	}
+	tp, err := p.tokenProvider(scopes, lifetime)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,254 @@
+// Package audit publishes the value-free audit events of requests to the
+// audit stream: asynchronously through a bounded buffer drained in batches
+// (best-effort: a full buffer or a failed store is counted, never waited
+// for), or awaiting the stream's ack before the reply (required). It also
+// computes the fingerprint of a served value: HMAC-SHA256 under a key derived
+// from the master key, so the log never holds the value.
+package audit
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/rs/zerolog"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
+)
+
+// Mode is how a request depends on its audit event.
+type Mode string
+
+// Modes of `serve --audit`.
+const (
+	BestEffort Mode = "best-effort"
+	Required   Mode = "required"
+)
+
+// FingerprintInfo is the HKDF info of the fingerprint key.
+const FingerprintInfo = "cloudbridge audit fingerprint"
+
+// Defaults.
+const (
+	DefaultBuffer     = 8192
+	DefaultBatch      = 256
+	DefaultAckTimeout = 2 * time.Second
+	// DedupWindow is the audit stream's duplicate window: the same request
+	// seen by several workers (invalidate is a broadcast) is stored once.
+	DedupWindow = 2 * time.Minute
+	// DefaultRetention is the audit stream's default max age.
+	DefaultRetention = 90 * 24 * time.Hour
+)
+
+var (
+	published = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cloudbridge_audit_events_total", Help: "Audit events stored in the audit stream.",
+	})
+	dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cloudbridge_audit_dropped_total", Help: "Audit events not stored, by reason (buffer_full, publish_failed, refused).",
+	}, []string{"reason"})
+)
+
+func init() { metrics.Registry.MustRegister(published, dropped) }
+
+// Dropped is the count of audit events lost for reason, for tests.
+func Dropped(reason string) float64 {
+	var m dto.Metric
+	_ = dropped.WithLabelValues(reason).Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+// Config configures a Publisher.
+type Config struct {
+	JS         jetstream.JetStream
+	Mode       Mode
+	Buffer     int
+	Batch      int
+	AckTimeout time.Duration
+	Logger     zerolog.Logger
+}
+
+// Publisher publishes audit events.
+type Publisher struct {
+	cfg  Config
+	ch   chan item
+	done chan struct{}
+	once sync.Once
+	// throttled logs repeated failures once a second with the cause.
+	throttled zerolog.Logger
+}
+
+type item struct {
+	subject, msgID string
+	ev             *events.AuditEvent
+}
+
+// New returns a started publisher; Stop flushes and stops it.
+func New(cfg Config) *Publisher {
+	if cfg.Mode == "" {
+		cfg.Mode = BestEffort
+	}
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = DefaultBuffer
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultBatch
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = DefaultAckTimeout
+	}
+	p := &Publisher{cfg: cfg, ch: make(chan item, cfg.Buffer), done: make(chan struct{}),
+		throttled: cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})}
+	go p.loop()
+	return p
+}
+
+// Required reports whether requests wait for their audit event to be stored.
+func (p *Publisher) Required() bool { return p.cfg.Mode == Required }
+
+// Publish records ev on subject, msgID naming the request for the stream's
+// duplicate detection. Best-effort: it never blocks and returns nil (a full
+// buffer is counted). Required: it returns once the stream stored the event,
+// or the error saying it did not.
+func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error {
+	if !p.Required() {
+		select {
+		case p.ch <- item{subject, msgID, ev}:
+		default:
+			dropped.WithLabelValues("buffer_full").Inc()
+			p.throttled.Warn().Str("subject", subject).Msg("audit buffer full: event dropped")
+		}
+		return nil
+	}
+	msg, err := message(subject, msgID, ev)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.AckTimeout)
+	defer cancel()
+	if _, err := p.cfg.JS.PublishMsg(ctx, msg); err != nil {
+		dropped.WithLabelValues("refused").Inc()
+		p.throttled.Error().Str("subject", subject).Str("err", err.Error()).Msg("audit event not stored: request refused")
+		return fmt.Errorf("storing audit event: %w", err)
+	}
+	published.Inc()
+	return nil
+}
+
+func message(subject, msgID string, ev *events.AuditEvent) (*nats.Msg, error) {
+	body, err := events.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encoding audit event: %w", err)
+	}
+	m := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+	if msgID != "" {
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	return m, nil
+}
+
+// loop drains the buffer in batches of asynchronous publishes, waiting for
+// each batch's acks before the next, so at most one batch is outstanding.
+func (p *Publisher) loop() {
+	defer close(p.done)
+	batch := make([]item, 0, p.cfg.Batch)
+	for it := range p.ch {
+		batch = append(batch[:0], it)
+	fill:
+		for len(batch) < p.cfg.Batch {
+			select {
+			case more, ok := <-p.ch:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, more)
+			default:
+				break fill
+			}
+		}
+		p.send(batch)
+	}
+}
+
+// send publishes a batch: every event but the last as a plain publish (no
+// ack each: the stream's acks would cost the server and this worker more than
+// the events themselves), the last one awaiting the stream's ack. Published
+// in order on one connection, the batch is stored when its last event is;
+// when the last is not acknowledged, the whole batch is counted lost.
+func (p *Publisher) send(batch []item) {
+	nc := p.cfg.JS.Conn()
+	var last *nats.Msg
+	n := 0
+	for i, it := range batch {
+		msg, err := message(it.subject, it.msgID, it.ev)
+		if err != nil {
+			dropped.WithLabelValues("publish_failed").Inc()
+			continue
+		}
+		if i == len(batch)-1 {
+			last = msg
+			break
+		}
+		if err := nc.PublishMsg(msg); err != nil {
+			dropped.WithLabelValues("publish_failed").Inc()
+			continue
+		}
+		n++
+	}
+	if last == nil {
+		if n > 0 {
+			// Nothing acknowledged: count nothing lost, but flush.
+			_ = nc.FlushTimeout(p.cfg.AckTimeout)
+			published.Add(float64(n))
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
+	defer cancel()
+	if _, err := p.cfg.JS.PublishMsg(ctx, last); err != nil {
+		dropped.WithLabelValues("publish_failed").Add(float64(n + 1))
+		p.throttled.Warn().Int("events", n+1).Str("subject", last.Subject).Str("err", err.Error()).Msg("audit events not stored")
+		return
+	}
+	published.Add(float64(n + 1))
+}
+
+// Stop stops taking events and publishes what is buffered, within ctx.
+func (p *Publisher) Stop(ctx context.Context) error {
+	p.once.Do(func() { close(p.ch) })
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return errors.New("audit: buffered events not published before the deadline")
+	}
+}
+
+// Fingerprinter computes fingerprints of served values.
+type Fingerprinter struct{ key []byte }
+
+// NewFingerprinter returns a fingerprinter under key (derived from the master
+// key with HKDF, info FingerprintInfo).
+func NewFingerprinter(key []byte) *Fingerprinter {
+	return &Fingerprinter{key: append([]byte(nil), key...)}
+}
+
+// Sum is the fingerprint of value: hex HMAC-SHA256.
+func (f *Fingerprinter) Sum(value []byte) string {
+	if f == nil {
+		return ""
+	}
+	m := hmac.New(sha256.New, f.key)
+	m.Write(value)
+	return hex.EncodeToString(m.Sum(nil))
+}

@@ -1,0 +1,151 @@
+package registry_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
+	"github.com/cloudbridge/cloudbridge/internal/registry"
+	"github.com/cloudbridge/cloudbridge/internal/seal"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+)
+
+// An old sealed record written back into the bucket (by someone with KV
+// write access) is refused by a worker that saw a newer one: the watched
+// view keeps the newer connection, a read-through refuses the old one, and
+// the refusal is counted.
+func TestReplayedRecordRefused(t *testing.T) {
+	e := newEnv(t)
+	r := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, awsConn(t, "a", "bio", "chem")); err != nil {
+		t.Fatal(err)
+	}
+	v1, err := e.kv("connections").Get(c, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutConnection(c, awsConn(t, "a", "bio")); err != nil { // chem revoked
+		t.Fatal(err)
+	}
+	before := testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(e.kv("connections").Bucket()))
+	if _, err := e.kv("connections").Put(c, "a", v1.Value()); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the watcher to refuse the replayed record", func() bool {
+		return testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(e.kv("connections").Bucket())) > before
+	})
+	got, ok := r.Connection("a")
+	if !ok || got.AllowsGroup("chem") {
+		t.Fatalf("view after replay: %v %+v", ok, got.Groups)
+	}
+	_, err = r.LookupConnection(c, "a")
+	wantCode(t, err, events.CodeUnavailable)
+	if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("lookup of the replayed record: %v", err)
+	}
+	// The admin repairs it by putting the connection again (kept secrets
+	// cannot come from a refused record) …
+	redacted := awsConn(t, "a", "bio")
+	redacted.AWS.SecretAccessKey = events.Redacted
+	_, err = r.PutConnection(c, redacted)
+	wantCode(t, err, events.CodeBadRequest)
+	if _, err := r.PutConnection(c, awsConn(t, "a", "bio")); err != nil {
+		t.Fatalf("repairing put: %v", err)
+	}
+	if got, err := r.LookupConnection(c, "a"); err != nil || got.AllowsGroup("chem") {
+		t.Fatalf("after repair: %+v %v", got.Groups, err)
+	}
+	// … or by deleting it.
+	if _, err := e.kv("connections").Put(c, "a", v1.Value()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteConnection(c, "a"); err != nil {
+		t.Fatalf("deleting a replayed record: %v", err)
+	}
+}
+
+// The generation is sealed with the value: raising it on an old record
+// breaks the envelope.
+func TestGenerationCannotBeForged(t *testing.T) {
+	e := newEnv(t)
+	r := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, awsConn(t, "a", "bio", "chem")); err != nil {
+		t.Fatal(err)
+	}
+	v1, _ := e.kv("connections").Get(c, "a")
+	if _, err := r.PutConnection(c, awsConn(t, "a", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(v1.Value(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["gen"] = json.RawMessage(`18000000000000000000`)
+	forged, _ := json.Marshal(rec)
+	if _, err := e.kv("connections").Put(c, "a", forged); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.LookupConnection(c, "a")
+	wantCode(t, err, events.CodeUnavailable)
+	if !strings.Contains(err.Error(), "failed authentication") {
+		t.Fatalf("forged generation: %v", err)
+	}
+	// Downgraded to a version 1 record: generation 0, older than seen.
+	rec["v"], rec["gen"] = json.RawMessage(`1`), json.RawMessage(`0`)
+	forged, _ = json.Marshal(rec)
+	if _, err := e.kv("connections").Put(c, "a", forged); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LookupConnection(c, "a"); err == nil {
+		t.Fatal("a downgraded record was accepted")
+	}
+	// The repairing put carries a generation above the forged one.
+	if _, err := r.PutConnection(c, awsConn(t, "a", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := e.kv("connections").Get(c, "a")
+	if bytes.Contains(raw.Value(), []byte(`"gen":18000000000000000000`)) {
+		t.Fatalf("followed a forged generation: %s", raw.Value())
+	}
+}
+
+// An unreadable record (here: sealed under another key) can be replaced
+// and deleted by an admin; its built-in secrets too.
+func TestUnreadableRecordIsRepairable(t *testing.T) {
+	e := newEnv(t)
+	c := ctx(t)
+	other := e.open(seal.New(newKey(t)), registry.Options{})
+	if _, err := other.PutConnection(c, awsConn(t, "a", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.PutConnection(c, builtinConn(t, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.PutSecret(c, "b", "db01", []byte(`"x"`)); err != nil {
+		t.Fatal(err)
+	}
+	r := e.open(seal.New(newKey(t)), registry.Options{})
+	_, err := r.LookupConnection(c, "a")
+	wantCode(t, err, events.CodeUnavailable)
+	if _, err := r.PutConnection(c, awsConn(t, "a", "chem")); err != nil {
+		t.Fatalf("replacing an unreadable record: %v", err)
+	}
+	if got, err := r.LookupConnection(c, "a"); err != nil || !got.AllowsGroup("chem") {
+		t.Fatalf("after replacing: %v", err)
+	}
+	if err := r.DeleteConnection(c, "b"); err != nil {
+		t.Fatalf("deleting an unreadable record: %v", err)
+	}
+	if _, err := e.kv("secrets").Get(c, "b.db01"); err == nil {
+		t.Fatal("the deleted connection's secret is still stored")
+	}
+}

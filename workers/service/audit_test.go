@@ -1,0 +1,296 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/audit"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+)
+
+// request sends body to subject with a request id and returns the reply.
+func auditRequest(t *testing.T, nc *nats.Conn, subject, id string, body string) *nats.Msg {
+	t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = []byte(body)
+	m.Header.Set(events.HeaderRequestID, id)
+	rep, err := nc.RequestMsg(m, 5*time.Second)
+	if err != nil {
+		t.Fatalf("%s (%s): %v", subject, id, err)
+	}
+	if got := rep.Header.Get(events.HeaderRequestID); got != id {
+		t.Fatalf("%s: reply request id %q, want %q", subject, got, id)
+	}
+	return rep
+}
+
+// auditEvents reads every event of the audit stream.
+func auditEvents(t *testing.T, js jetstream.JetStream) map[string][]events.AuditEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+	if err != nil {
+		t.Fatalf("audit stream: %v", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]events.AuditEvent{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("audit seq %d: %v", seq, err)
+		}
+		var ev events.AuditEvent
+		if err := events.Decode(m.Data, &ev); err != nil {
+			t.Fatalf("audit event %s does not decode strictly: %v", m.Data, err)
+		}
+		key := ev.RequestID
+		out[key] = append(out[key], ev)
+		out["subject:"+key] = append(out["subject:"+key], events.AuditEvent{Op: m.Subject})
+	}
+	return out
+}
+
+func countEvents(js jetstream.JetStream) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+	if err != nil {
+		return 0
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
+}
+
+// fingerprintOf computes a fingerprint as the README describes it: hex
+// HMAC-SHA256 under HKDF-SHA256(master key, no salt, info "cloudbridge audit
+// fingerprint").
+func fingerprintOf(t *testing.T, masterKey string, value []byte) string {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(masterKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := hkdf.Key(sha256.New, raw, nil, "cloudbridge audit fingerprint", 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hmac.New(sha256.New, k)
+	m.Write(value)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func TestAuditOneValueFreeEventPerRequest(t *testing.T) {
+	store := t.TempDir()
+	srv := natstest.ServerWith(t, &server.Options{StoreDir: store})
+	key := newMasterKey(t)
+	w := startWorker(t, joinedConfig(srv.ClientURL(), key))
+	nc, c := connect(t, srv.ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	walkthrough(t, c) // two admin requests: connection put, secret put
+	s := events.Subjects{}
+	value := []byte(`{"login":"user01","password":"password01"}`)
+
+	type want struct {
+		id, subject, op, outcome, group, conn, secret string
+		cached, fingerprint                           bool
+	}
+	var wants []want
+	do := func(subject, body string, wt want) *nats.Msg {
+		wt.id = "rq-" + string(rune('a'+len(wants)))
+		wt.subject = subject
+		wants = append(wants, wt)
+		return auditRequest(t, nc, subject, wt.id, body)
+	}
+	res := s.Resolve("bio", "local-bio")
+	do(res, `{"secret":"biodb01"}`, want{op: "resolve", outcome: "ok", group: "bio", conn: "local-bio", secret: "biodb01", fingerprint: true})
+	do(res, `{"secret":"biodb01"}`, want{op: "resolve", outcome: "ok", group: "bio", conn: "local-bio", secret: "biodb01", cached: true, fingerprint: true})
+	do(res, `{"secret":"biodb01","keys":["login"]}`, want{op: "resolve", outcome: "ok", group: "bio", conn: "local-bio", secret: "biodb01", cached: true, fingerprint: true})
+	do(res, `{"secret":"other"}`, want{op: "resolve", outcome: "forbidden", group: "bio", conn: "local-bio", secret: "other"})
+	do(res, `{"secret":"biodb01","keys":["nokey"]}`, want{op: "resolve", outcome: "not_found", group: "bio", conn: "local-bio", secret: "biodb01"})
+	do(res, `{"secret":`, want{op: "resolve", outcome: "bad_request", group: "bio", conn: "local-bio"})
+	do(s.Resolve("chem", "local-bio"), `{"secret":"biodb01"}`, want{op: "resolve", outcome: "forbidden", group: "chem", conn: "local-bio", secret: "biodb01"})
+	do(s.Resolve("bio", "nope"), `{"secret":"biodb01"}`, want{op: "resolve", outcome: "not_found", group: "bio", conn: "nope", secret: "biodb01"})
+	do(s.Test("bio", "local-bio"), `{"secret":"biodb01"}`, want{op: "test", outcome: "ok", group: "bio", conn: "local-bio", secret: "biodb01"})
+	do(s.Token("bio", "local-bio"), `{}`, want{op: "token", group: "bio", conn: "local-bio"})
+	do(s.Invalidate(), `{"connection":"local-bio","secret":"biodb01"}`, want{op: "invalidate", outcome: "ok", conn: "local-bio", secret: "biodb01"})
+	do(s.Admin(events.ResourceConnections, events.VerbGet), `{"name":"local-bio"}`, want{op: "admin", outcome: "ok", conn: "local-bio"})
+	do(s.Admin(events.ResourceSecrets, events.VerbPut), `{"connection":"local-bio","name":"biodb02","value":"`+base64.StdEncoding.EncodeToString([]byte("password02"))+`","bogus":1}`,
+		want{op: "admin", outcome: "bad_request"}) // undecodable: no connection known
+	fp := do(s.AdminAuditFingerprint(), `{"connection":"local-bio","secret":"biodb01"}`, want{op: "admin", outcome: "ok", conn: "local-bio", secret: "biodb01"})
+	var fpr events.FingerprintReply
+	if err := json.Unmarshal(fp.Data, &fpr); err != nil || fpr.Fingerprint == "" {
+		t.Fatalf("fingerprint reply %s: %v", fp.Data, err)
+	}
+	if want := fingerprintOf(t, key, value); fpr.Fingerprint != want {
+		t.Fatalf("fingerprint %s, want HMAC under the derived key %s", fpr.Fingerprint, want)
+	}
+
+	total := uint64(len(wants) + 2)
+	natstest.Eventually(t, 5*time.Second, "every audit event stored", func() bool { return countEvents(js) >= total })
+	got := auditEvents(t, js)
+	if n := countEvents(js); n != total {
+		t.Fatalf("%d audit events for %d requests", n, total)
+	}
+	for _, wt := range wants {
+		evs := got[wt.id]
+		if len(evs) != 1 {
+			t.Fatalf("%s (%s): %d audit events, want 1", wt.id, wt.subject, len(evs))
+		}
+		ev := evs[0]
+		if ev.Op != wt.op || ev.Group != wt.group || ev.Connection != wt.conn || ev.Secret != wt.secret {
+			t.Errorf("%s: event %+v, want %+v", wt.id, ev, wt)
+		}
+		if wt.outcome != "" && ev.Outcome != wt.outcome {
+			t.Errorf("%s: outcome %q, want %q", wt.id, ev.Outcome, wt.outcome)
+		}
+		if ev.Cached != wt.cached {
+			t.Errorf("%s: cached %v, want %v", wt.id, ev.Cached, wt.cached)
+		}
+		if wt.fingerprint != (ev.Fingerprint != "") || (wt.fingerprint && ev.Fingerprint != fpr.Fingerprint) {
+			t.Errorf("%s: fingerprint %q, want %v (%s)", wt.id, ev.Fingerprint, wt.fingerprint, fpr.Fingerprint)
+		}
+		if ev.Instance != w.ServiceID() || ev.Time.IsZero() || ev.LatencyMS < 0 {
+			t.Errorf("%s: instance %q (want %q), time %v, latency %v", wt.id, ev.Instance, w.ServiceID(), ev.Time, ev.LatencyMS)
+		}
+		subj := got["subject:"+wt.id][0].Op
+		wantSubj := s.Audit(wt.op, wt.group, wt.conn)
+		switch {
+		case wt.op == "invalidate":
+			wantSubj = s.Audit("invalidate", "_", wt.conn)
+		case wt.op == "admin":
+			wantSubj = s.AuditAdmin(ev.Verb)
+		}
+		if subj != wantSubj {
+			t.Errorf("%s: subject %s, want %s", wt.id, subj, wantSubj)
+		}
+	}
+	if v := got["rq-a"][0].Version; v == "" {
+		t.Errorf("resolve event has no version served")
+	}
+	if v := got["rq-l"][0].Verb; v != "connections-get" {
+		t.Errorf("admin verb %q", v)
+	}
+
+	// No value anywhere: not in the stored messages, not in the store files.
+	secrets := [][]byte{[]byte("password01"), []byte("user01"), []byte("password02"),
+		[]byte(base64.StdEncoding.EncodeToString(value)), []byte(base64.StdEncoding.EncodeToString([]byte("password02")))}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, _ := js.Stream(ctx, s.AuditStream())
+	for seq := uint64(1); seq <= total; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sec := range secrets {
+			if bytes.Contains(m.Data, sec) || strings.Contains(m.Subject, string(sec)) {
+				t.Fatalf("audit event %d holds a secret value: %s", seq, m.Data)
+			}
+		}
+	}
+	var files int
+	_ = filepath.WalkDir(store, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.Contains(p, s.AuditStream()) {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		files++
+		if bytes.Contains(b, []byte(`"request_id":"rq-a"`)) {
+			files += 1000 // the store is readable: the grep below means something
+		}
+		for _, sec := range secrets {
+			if bytes.Contains(b, sec) {
+				t.Errorf("store file %s holds a secret value", p)
+			}
+		}
+		return nil
+	})
+	if files < 1000 {
+		t.Fatalf("no readable audit store file under %s (%d files)", store, files)
+	}
+}
+
+func TestAuditRequiredRefusesWhenTheStreamIsGone(t *testing.T) {
+	srv := natstest.Server(t)
+	key := newMasterKey(t)
+	cfg := joinedConfig(srv.ClientURL(), key)
+	cfg.Audit = "required"
+	startWorker(t, cfg)
+	nc, c := connect(t, srv.ClientURL())
+	walkthrough(t, c)
+	for i := 0; i < 2; i++ { // a miss, then a cache hit
+		if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"}); err != nil {
+			t.Fatalf("resolve with the audit stream up: %v", err)
+		}
+	}
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, events.Subjects{}.AuditStream()); err != nil {
+		t.Fatal(err)
+	}
+	before := audit.Dropped("refused")
+	for _, req := range []events.ResolveRequest{{Secret: "biodb01"}, {Secret: "biodb01", Fresh: true}, {Secret: "other"}} {
+		_, err := resolveReq(c, "bio", "local-bio", req)
+		if !errors.Is(err, events.ErrUnavailable) {
+			t.Fatalf("resolve %+v without the audit stream, required mode: %v, want unavailable", req, err)
+		}
+	}
+	if err := c.Request(ctx, c.Subjects().Admin(events.ResourceConnections, events.VerbList), struct{}{}, nil); !errors.Is(err, events.ErrUnavailable) {
+		t.Fatalf("admin request without the audit stream: %v, want unavailable", err)
+	}
+	if audit.Dropped("refused") < before+4 {
+		t.Fatalf("refused audit events not counted")
+	}
+}
+
+func TestAuditBestEffortServesAndCountsLoss(t *testing.T) {
+	srv := natstest.Server(t)
+	startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	nc, c := connect(t, srv.ClientURL())
+	walkthrough(t, c)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, events.Subjects{}.AuditStream()); err != nil {
+		t.Fatal(err)
+	}
+	before := audit.Dropped("publish_failed")
+	for i := 0; i < 3; i++ {
+		if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"}); err != nil {
+			t.Fatalf("best-effort resolve without the audit stream: %v", err)
+		}
+	}
+	natstest.Eventually(t, 5*time.Second, "lost audit events counted", func() bool { return audit.Dropped("publish_failed") >= before+3 })
+}
