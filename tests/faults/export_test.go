@@ -245,6 +245,9 @@ func TestExportThroughFaults(t *testing.T) {
 	pct := 100 * float64(dups) / exportEvents
 	t.Logf("%d events published (%d publish retries) and all exported in %s: %d duplicates (%.3f%%), %d PutLogEvents calls (%d succeeded)",
 		published.Load(), pubRetries.Load(), elapsed.Round(time.Second), dups, pct, calls(func(awsfake.LogCall) bool { return true }), calls(succeeded))
+	if dups > 0 {
+		t.Logf("duplicated ids (id ranges ×count): %s", dupRanges(counts))
+	}
 	if pct > maxDupPct {
 		t.Errorf("%d duplicates (%.3f%%), want ≤ %.1f%%", dups, pct, maxDupPct)
 	}
@@ -261,4 +264,24 @@ func TestExportThroughFaults(t *testing.T) {
 			t.Errorf("worker %d: SIGTERM: exit %d (exited %v)\n%s", i, code, exited, tail(w.Logs(), 40))
 		}
 	}
+}
+
+// dupRanges renders the ids seen more than once as ranges, e.g. "100-149×2".
+func dupRanges(counts map[int]int) string {
+	var out []string
+	for i := 0; i < exportEvents; i++ {
+		if counts[i] < 2 {
+			continue
+		}
+		j := i
+		for j+1 < exportEvents && counts[j+1] == counts[i] {
+			j++
+		}
+		out = append(out, fmt.Sprintf("%d-%d×%d", i, j, counts[i]))
+		i = j
+	}
+	if len(out) > 40 {
+		out = append(out[:40], "…")
+	}
+	return strings.Join(out, " ")
 }
