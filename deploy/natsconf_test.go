@@ -91,7 +91,8 @@ func TestSampleConfigAllowsEachUserItsSubjects(t *testing.T) {
 	t.Run("typed client as bio", func(t *testing.T) {
 		c := deploy.ConnectAs(t, s, "bio")
 		var got echoReply
-		err := events.NewClient(c.Conn, "").Request(context.Background(), subj.Resolve("bio", "local-bio"), events.ResolveRequest{Secret: "biodb01"}, &got)
+		// The responder here is an echo, not a worker: it does not seal replies.
+		err := events.NewClient(c.Conn, "").Unsealed().Request(context.Background(), subj.Resolve("bio", "local-bio"), events.ResolveRequest{Secret: "biodb01"}, &got)
 		if err != nil || got.Group != "bio" {
 			t.Fatalf("got %+v, %v", got, err)
 		}
