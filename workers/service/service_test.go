@@ -215,7 +215,7 @@ func TestErrorCodes(t *testing.T) {
 		{"upstream past deadline", s.Resolve("bio", "cloud"), `{"secret":"slow"}`, events.CodeTimeout, "deadline"},
 		{"provider panics", s.Resolve("bio", "cloud"), `{"secret":"panic"}`, events.CodeInternal, "internal"},
 		{"provider bug", s.Resolve("bio", "cloud"), `{"secret":"bug"}`, events.CodeInternal, "internal"},
-		{"token from builtin", s.Token("bio", "local-bio"), `{}`, events.CodeForbidden, "does not vend"},
+		{"token from builtin", s.Token("bio", "local-bio"), `{}`, events.CodeBadRequest, "does not vend"},
 		{"test unknown connection", s.Test("bio", "nope"), `{}`, events.CodeNotFound, "nope"},
 		{"test group not allowed", s.Test("chem", "local-bio"), `{}`, events.CodeForbidden, "chem"},
 		{"admin unknown field", s.Admin("connections", "put"), `{"name":"x","provider":"builtin","groups":[],"secrets":[],"extra":1}`, events.CodeBadRequest, "extra"},

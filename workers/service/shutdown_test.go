@@ -71,7 +71,7 @@ func TestSIGTERMWithUndeliverableExport(t *testing.T) {
 		{"hanging", hangingListener(t)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := procs.StartWorker(t, bins, []string{"CLOUDBRIDGE_MASTER_KEY=" + procs.MasterKey}, "serve",
+			w := procs.StartWorker(t, bins, []string{"CLOUDBRIDGE_MASTER_KEY=" + procs.MasterKey}, "serve", "--allow-endpoints", "127.0.0.1",
 				"--nats-url", c.URLs(), "--http-addr", "127.0.0.1:0", "--shutdown-timeout", shutdown.String())
 			natstest.Eventually(t, 30*time.Second, "the worker registers", func() bool {
 				_, err := nc.Request("$SRV.PING.cloudbridge", nil, time.Second)
