@@ -1,6 +1,6 @@
 // Package loggingfake is an in-process Cloud Logging for tests: a gRPC
 // LoggingServiceV2 on 127.0.0.1 that enforces the WriteLogEntries limits of
-// design.md section 6 (request ≤ 10 MB, entry ≤ 256 KiB), deduplicates by
+// docs/cloud-limits.md (request ≤ 10 MB, entry ≤ 256 KiB), deduplicates by
 // insertId, answers partialSuccess with per-entry errors, and can inject
 // RESOURCE_EXHAUSTED and UNAVAILABLE.
 package loggingfake
