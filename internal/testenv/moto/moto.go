@@ -26,8 +26,8 @@ import (
 // Credentials and account moto accepts (any credentials work; these name the
 // default account).
 const (
-	AccessKeyID     = "AKIAIOSFODNN7EXAMPLE"
-	SecretAccessKey = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+	AccessKeyID     = "MOTOTESTKEYNOTREAL01"
+	SecretAccessKey = "moto-test-secret-not-a-real-key"
 	AccountID       = "123456789012"
 )
 
