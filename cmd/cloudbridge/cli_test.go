@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -165,4 +167,47 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestRekeyWithUnreadableRecordFails: a record rekey cannot open is listed and
+// the command exits 1, so a script running the rotation notices.
+func TestRekeyWithUnreadableRecordFails(t *testing.T) {
+	url := startWorker(t)
+	t.Setenv("CLOUDBRIDGE_NATS_URL", url)
+	file := filepath.Join(t.TempDir(), "c.json")
+	for _, name := range []string{"good-conn", "torn-conn"} {
+		if err := os.WriteFile(file, []byte(`{"name":"`+name+`","provider":"builtin","groups":["bio"],"secrets":["*"]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, errOut, code := cb(t, "", "conn", "put", "-f", file); code != 0 {
+			t.Fatalf("conn put %s: %d %s", name, code, errOut)
+		}
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, events.Subjects{}.Bucket(events.BucketConnections))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "torn-conn", []byte("not a sealed record")); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := cb(t, "", "admin", "rekey")
+	if code != 1 || !strings.Contains(out, "torn-conn") || !strings.Contains(errOut, "rekey incomplete: 1 records") {
+		t.Fatalf("rekey over a torn record: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, _, code = cb(t, "", "--json", "admin", "rekey")
+	var reply events.RekeyReply
+	if code != 1 || json.Unmarshal([]byte(out), &reply) != nil || len(reply.Failed) != 1 || reply.Failed[0] != "torn-conn" {
+		t.Fatalf("rekey --json over a torn record: code %d, stdout %q", code, out)
+	}
 }

@@ -85,8 +85,19 @@ func (c *rekeyCmd) Run(e *env) error {
 		return err
 	}
 	if e.f.JSON {
-		return printJSON(e.stdout, out)
+		if err := printJSON(e.stdout, out); err != nil {
+			return err
+		}
+	} else if len(out.Failed) == 0 {
+		fmt.Fprintf(e.stdout, "re-sealed %d records; every record is now sealed under key %s\n", out.Resealed, out.Current)
+	} else {
+		fmt.Fprintf(e.stdout, "re-sealed %d records under key %s; %d could not be opened and were left as they are:\n", out.Resealed, out.Current, len(out.Failed))
+		for _, name := range out.Failed {
+			fmt.Fprintf(e.stdout, "  %s\n", name)
+		}
 	}
-	fmt.Fprintf(e.stdout, "re-sealed %d records; every record is now sealed under key %s\n", out.Resealed, out.Current)
+	if len(out.Failed) > 0 {
+		return fmt.Errorf("rekey incomplete: %d records not re-sealed (put them again or delete them, then rekey again)", len(out.Failed))
+	}
 	return nil
 }
