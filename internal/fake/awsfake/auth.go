@@ -28,6 +28,28 @@ const (
 	streamingPayloadPrefix = "STREAMING-"
 )
 
+// authCodes maps each refusal to the error code a service answers with.
+type authCodes map[authFailure]string
+
+// admit authenticates r for service, counts the call of op under the access
+// key named, and returns the signer's credentials and the service's error
+// code for a refusal ("" when admitted).
+func (s *Server) admit(r *http.Request, body []byte, service, op string, codes authCodes) (Credentials, string) {
+	c, akid, why := s.authenticate(r, body, service)
+	s.count(op, akid)
+	if why == authOK {
+		return c, ""
+	}
+	return c, codes[why]
+}
+
+// stall applies op's configured delay, then returns the code of a fault
+// that applies to op now ("" for none).
+func (s *Server) stall(r *http.Request, op string) string {
+	s.delay(r, op)
+	return s.takeFault(op)
+}
+
 // authenticate checks the SigV4 signature of r for service and returns the
 // credentials that signed it. akid is the access key id named in the header,
 // even when the check fails.

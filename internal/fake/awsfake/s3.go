@@ -270,6 +270,16 @@ func s3Op(r *http.Request, key string) string {
 	return r.Method
 }
 
+// s3AuthCodes are S3's answers to a refused signature.
+var s3AuthCodes = authCodes{
+	authMissing:        "AccessDenied",
+	authUnknownKey:     "InvalidAccessKeyId",
+	authBadToken:       "InvalidToken",
+	authBadSignature:   "SignatureDoesNotMatch",
+	authBadContentHash: "XAmzContentSHA256Mismatch",
+	authExpired:        "ExpiredToken",
+}
+
 func (b *S3) serve(w http.ResponseWriter, r *http.Request) {
 	bucket, key := b.virtualBucket(r.Host), ""
 	path := strings.TrimPrefix(r.URL.Path, "/")
@@ -303,11 +313,9 @@ func (b *S3) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	caller, akid, why := b.srv.authenticate(r, body, "s3")
-	b.srv.count(op, akid)
-	if code := map[authFailure]string{authMissing: "AccessDenied", authUnknownKey: "InvalidAccessKeyId", authBadToken: "InvalidToken",
-		authBadSignature: "SignatureDoesNotMatch", authBadContentHash: "XAmzContentSHA256Mismatch", authExpired: "ExpiredToken"}[why]; code != "" {
-		if why == authBadContentHash && strings.HasPrefix(r.Header.Get("X-Amz-Content-Sha256"), streamingPayloadPrefix) {
+	caller, code := b.srv.admit(r, body, "s3", op, s3AuthCodes)
+	if code != "" {
+		if code == s3AuthCodes[authBadContentHash] && strings.HasPrefix(r.Header.Get("X-Amz-Content-Sha256"), streamingPayloadPrefix) {
 			code = "NotImplemented"
 		}
 		writeS3Error(w, r, newS3Error(code, bucket, key))
@@ -337,7 +345,7 @@ func (b *S3) serve(w http.ResponseWriter, r *http.Request) {
 	case OpCreateBucket:
 		b.createBucket(w, r, bucket)
 	case OpPutObject:
-		b.putObject(w, r, bucket, key, body, akid)
+		b.putObject(w, r, bucket, key, body, caller.AccessKeyID)
 	case OpGetObject, OpHeadObject:
 		b.getObject(w, r, bucket, key)
 	case OpDeleteObject:

@@ -50,6 +50,16 @@ func writeSM(w http.ResponseWriter, v any) {
 
 var versionIDRE = regexp.MustCompile(`^[a-zA-Z0-9-]{32,64}$`)
 
+// smAuthCodes are Secrets Manager's answers to a refused signature.
+var smAuthCodes = authCodes{
+	authMissing:        "MissingAuthenticationTokenException",
+	authUnknownKey:     "UnrecognizedClientException",
+	authBadToken:       "UnrecognizedClientException",
+	authBadSignature:   "InvalidSignatureException",
+	authBadContentHash: "InvalidSignatureException",
+	authExpired:        "ExpiredTokenException",
+}
+
 func (s *Server) serveSecretsManager(w http.ResponseWriter, r *http.Request) {
 	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "secretsmanager.")
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
@@ -57,24 +67,11 @@ func (s *Server) serveSecretsManager(w http.ResponseWriter, r *http.Request) {
 		writeSMError(w, "SerializationException", "cannot read body")
 		return
 	}
-	caller, akid, why := s.authenticate(r, body, "secretsmanager")
-	s.count(op, akid)
-	switch why {
-	case authMissing:
-		writeSMError(w, "MissingAuthenticationTokenException", "")
-		return
-	case authUnknownKey, authBadToken:
-		writeSMError(w, "UnrecognizedClientException", "")
-		return
-	case authBadSignature, authBadContentHash:
-		writeSMError(w, "InvalidSignatureException", "")
-		return
-	case authExpired:
-		writeSMError(w, "ExpiredTokenException", "")
-		return
+	caller, code := s.admit(r, body, "secretsmanager", op, smAuthCodes)
+	if code == "" {
+		code = s.stall(r, op)
 	}
-	s.delay(r, op)
-	if code := s.takeFault(op); code != "" {
+	if code != "" {
 		writeSMError(w, code, "")
 		return
 	}

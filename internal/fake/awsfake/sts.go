@@ -91,6 +91,16 @@ func toSTSCreds(c *Credentials) stsCredentials {
 
 var roleSessionRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 
+// stsAuthCodes are STS's answers to a refused signature.
+var stsAuthCodes = authCodes{
+	authMissing:        "MissingAuthenticationToken",
+	authUnknownKey:     "InvalidClientTokenId",
+	authBadToken:       "InvalidClientTokenId",
+	authBadSignature:   "SignatureDoesNotMatch",
+	authBadContentHash: "SignatureDoesNotMatch",
+	authExpired:        "ExpiredToken",
+}
+
 func (s *Server) serveSTS(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
@@ -103,24 +113,11 @@ func (s *Server) serveSTS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op := form.Get("Action")
-	caller, akid, why := s.authenticate(r, body, "sts")
-	s.count(op, akid)
-	switch why {
-	case authMissing:
-		writeSTSError(w, "MissingAuthenticationToken", "")
-		return
-	case authUnknownKey, authBadToken:
-		writeSTSError(w, "InvalidClientTokenId", "")
-		return
-	case authBadSignature, authBadContentHash:
-		writeSTSError(w, "SignatureDoesNotMatch", "")
-		return
-	case authExpired:
-		writeSTSError(w, "ExpiredToken", "")
-		return
+	caller, code := s.admit(r, body, "sts", op, stsAuthCodes)
+	if code == "" {
+		code = s.stall(r, op)
 	}
-	s.delay(r, op)
-	if code := s.takeFault(op); code != "" {
+	if code != "" {
 		writeSTSError(w, code, "")
 		return
 	}
