@@ -22,28 +22,11 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 const secretText = "hunter2-PLAINTEXT-in-an-error"
-
-// syncBuffer is a log sink safe for the runner's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type harness struct {
 	t      *testing.T
@@ -51,7 +34,7 @@ type harness struct {
 	wnc    *nats.Conn // the worker's connection
 	svc    micro.Service
 	runner *endpoint.Runner
-	logs   *syncBuffer
+	logs   *testenv.Buffer
 }
 
 var endpointSeq atomic.Int64
@@ -66,7 +49,7 @@ func newHarness(t *testing.T, timeout time.Duration, maxInFlight int) *harness {
 	t.Helper()
 	srv := natstest.Server(t)
 	wnc := natstest.Connect(t, srv)
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel)
 	svc, err := micro.AddService(wnc, micro.Config{Name: "endpointtest", Version: "1.0.0"})
 	if err != nil {

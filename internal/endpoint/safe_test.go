@@ -1,12 +1,10 @@
 package endpoint
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,20 +13,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestReplyCarriesSafeMessageLogCarriesCause: a handler failing with a
 // foreign error (a NATS error whose text holds a marker) translated at the
@@ -38,7 +25,7 @@ func TestReplyCarriesSafeMessageLogCarriesCause(t *testing.T) {
 	const marker = "MARKER-nats-e01f"
 	s := natstest.Server(t)
 	nc := natstest.Connect(t, s)
-	var logs syncBuffer
+	var logs testenv.Buffer
 	r := NewRunner(nc, zerolog.New(&logs), 5*time.Second, 4)
 	fail := map[string]error{
 		"wrapped": fmt.Errorf("storing connection %q: %w", "db",

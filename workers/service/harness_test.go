@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -18,25 +17,8 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/config"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 )
-
-// logBuffer captures a worker's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 func newMasterKey(t testing.TB) string {
 	raw := make([]byte, 32)
@@ -49,14 +31,14 @@ func newMasterKey(t testing.TB) string {
 // worker is a started Service with its captured logs.
 type worker struct {
 	*Service
-	logs *logBuffer
+	logs *testenv.Buffer
 }
 
 // startWorker starts a worker from cfg (debug logging captured) and stops it
 // when the test ends.
 func startWorker(t testing.TB, cfg config.Serve, opts ...Option) *worker {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testenv.Buffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel)
 	s, err := Start(context.Background(), cfg, log, opts...)
 	if err != nil {

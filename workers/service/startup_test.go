@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
@@ -27,7 +28,7 @@ func TestStartWaitsForJetStream(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 
-	logs := &logBuffer{}
+	logs := &testenv.Buffer{}
 	type started struct {
 		s   *Service
 		err error
@@ -83,7 +84,7 @@ func TestStartGivesUpWhenStopped(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &logBuffer{}
+	logs := &testenv.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		_, err := Start(ctx, joinedConfig(srv.ClientURL(), newMasterKey(t)), zerolog.New(logs))

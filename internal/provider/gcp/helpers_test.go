@@ -1,13 +1,11 @@
 package gcp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/fake/gcpfake"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 )
 
 const project = "bio-prod"
@@ -120,25 +119,9 @@ func wantCode(t *testing.T, err error, code events.Code) {
 	}
 }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+func debugLogger(buf *testenv.Buffer) zerolog.Logger {
+	return zerolog.New(buf).Level(zerolog.DebugLevel)
 }
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func debugLogger(buf *logBuffer) zerolog.Logger { return zerolog.New(buf).Level(zerolog.DebugLevel) }
 
 // noLeak fails if s contains a private key or a secret payload.
 func noLeak(t *testing.T, what, s string, secrets ...string) {

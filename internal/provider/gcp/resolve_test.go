@@ -15,6 +15,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/fake/gcpfake"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 )
 
 // Each auth method resolves a secret, and the Secret Manager call carries the
@@ -292,7 +293,7 @@ func TestResolveErrorMapping(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(e)
 			}
-			var logs logBuffer
+			var logs testenv.Buffer
 			p := newProvider(t, e.keyConn("gcp", e.reader), WithLogger(debugLogger(&logs)))
 			ctx := ctxT(t)
 			if tt.ctx != nil {
@@ -468,7 +469,7 @@ func TestImpersonatedTokenCached(t *testing.T) {
 func TestRefreshFailureUsesValidCachedToken(t *testing.T) {
 	e := newEnv(t)
 	e.fake.SetTokenLifetime(e.reader.Email, 2*time.Minute)
-	var logs logBuffer
+	var logs testenv.Buffer
 	p := newProvider(t, e.keyConn("gcp", e.reader), WithEarlyRefresh(5*time.Minute), WithLogger(debugLogger(&logs)))
 	ctx := ctxT(t)
 	if _, err := p.Credentials().TokenProvider.Token(ctx); err != nil {

@@ -7,7 +7,6 @@
 package moto
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -16,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -36,7 +34,7 @@ type Server struct {
 	// URL is the endpoint of every service, http://127.0.0.1:PORT.
 	URL    string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testenv.Buffer
 	exited chan error
 }
 
@@ -91,7 +89,7 @@ func start(root string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &syncBuffer{}
+	out := &testenv.Buffer{Limit: 1 << 20}
 	cmd := exec.Command(python, "-m", "moto.server", "-H", "127.0.0.1", "-p", strconv.Itoa(port))
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+root, "PYTHONDONTWRITEBYTECODE=1")
 	cmd.Stdout, cmd.Stderr = out, out
@@ -178,26 +176,6 @@ func unavailable(t testenv.TB, why string) {
 		t.Fatalf("%s (required under CI: .ci/run installs it with setup-moto)", why)
 	}
 	t.Skip(why)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // RequireModules skips the test (fails it under CI) unless moto's Python can

@@ -6,7 +6,6 @@
 package procs
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -110,7 +109,7 @@ type Node struct {
 	mu          sync.Mutex
 	cmd         *exec.Cmd
 	done        chan struct{}
-	logs        *syncBuffer
+	logs        *testenv.Buffer
 }
 
 // ClientURL is the node's client URL.
@@ -271,7 +270,7 @@ func (n *Node) Start() {
 		n.t.Fatalf("nats-server %s already running", n.Name)
 	}
 	if n.logs == nil {
-		n.logs = &syncBuffer{}
+		n.logs = &testenv.Buffer{}
 	}
 	cmd := exec.Command(n.bin, "-c", n.conf)
 	cmd.Stdout, cmd.Stderr = n.logs, n.logs
@@ -320,7 +319,7 @@ type Worker struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
-	logs *syncBuffer
+	logs *testenv.Buffer
 }
 
 // StartWorker runs the cloudbridge binary with args (e.g. "serve",
@@ -328,7 +327,7 @@ type Worker struct {
 // env. It is killed when the test ends.
 func StartWorker(t testenv.TB, bins Binaries, env []string, args ...string) *Worker {
 	t.Helper()
-	w := &Worker{logs: &syncBuffer{}, done: make(chan struct{})}
+	w := &Worker{logs: &testenv.Buffer{}, done: make(chan struct{})}
 	cmd := exec.Command(bins.Cloudbridge, args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "CLOUDBRIDGE_") && !strings.HasPrefix(kv, "NATS_URL=") {
@@ -420,22 +419,4 @@ func Ready(addr string) bool {
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode == http.StatusOK
-}
-
-// syncBuffer is a bytes.Buffer safe for a process writer and test readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
