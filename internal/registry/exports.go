@@ -80,6 +80,9 @@ func (r *Registry) PutExport(ctx context.Context, x events.Export) (events.Expor
 			}
 		}
 	}
+	if err := oneStream(x.Subjects, r.opts.AuditSubjects); err != nil {
+		return events.Export{}, err
+	}
 	c, err := r.LookupConnection(ctx, x.Connection)
 	if err != nil {
 		return events.Export{}, err
@@ -109,5 +112,26 @@ func (r *Registry) DeleteExport(ctx context.Context, name string) error {
 		return translate("deleting export", err)
 	}
 	r.exports.waitLatest(ctx)
+	return nil
+}
+
+// oneStream refuses filters of which some lie within the audit subjects and
+// some do not: an export reads one stream.
+func oneStream(filters, audit []string) error {
+	if len(audit) == 0 {
+		return nil
+	}
+	first := -1
+	for i, f := range filters {
+		in := events.SubjectWithin(f, audit)
+		if first < 0 {
+			first = i
+		}
+		if in != events.SubjectWithin(filters[first], audit) {
+			return events.Errorf(events.CodeBadRequest,
+				"subjects[%d]: %q and subjects[%d]: %q read different streams (audit subjects are %v): an export reads one stream; use two exports",
+				first, filters[first], i, f, audit)
+		}
+	}
 	return nil
 }

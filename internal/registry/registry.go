@@ -49,7 +49,11 @@ type Options struct {
 	// LogsSubjects, when set, are the subjects the logs stream captures:
 	// an export's subject filters must lie within them.
 	LogsSubjects []string
-	Logger       zerolog.Logger
+	// AuditSubjects, when set, are the audit stream's subjects: an export
+	// reads the audit stream when all its filters lie within them, else the
+	// logs stream, so its filters may not mix the two.
+	AuditSubjects []string
+	Logger        zerolog.Logger
 	// Providers checks, redacts and keeps the redacted fields of connections
 	// put (default: all.Table, every provider of the worker).
 	Providers Providers

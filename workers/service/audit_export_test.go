@@ -1,7 +1,9 @@
 package service
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -53,4 +55,30 @@ func TestAuditExportToCloudWatch(t *testing.T) {
 	if outcomes["ok"] != n || outcomes["forbidden"] != 1 {
 		t.Fatalf("outcomes in CloudWatch: %v (want %d ok, 1 forbidden)", outcomes, n)
 	}
+}
+
+// An export reads one stream: filters that mix audit subjects with log
+// subjects are refused at put, naming both, and nothing is stored.
+func TestExportMixingAuditAndLogsRefused(t *testing.T) {
+	srv := natstest.Server(t)
+	startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	_, c := connect(t, srv.ClientURL())
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, events.Connection{Name: "aws-logs", Provider: events.ProviderAWS,
+		Groups: []string{"ops"}, Secrets: []string{},
+		AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthAccessKey, AccessKeyID: "AKIDLOGSEXAMPLE00001", SecretAccessKey: "logs-secret"}}, nil)
+	audit := events.Subjects{}.Audit("resolve", "*", "*")
+	block := events.Export{Name: "mixed", Connection: "aws-logs", Subjects: []string{"logs.app.>", audit},
+		CloudWatch: &events.CloudWatchSink{LogGroup: "/x", LogStream: "y"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := c.Request(ctx, c.Subjects().Admin(events.ResourceExports, events.VerbPut), block, nil)
+	if !errors.Is(err, events.ErrBadRequest) || !strings.Contains(err.Error(), "logs.app.>") || !strings.Contains(err.Error(), audit) {
+		t.Fatalf("mixed filters: %v, want bad_request naming both filters", err)
+	}
+	err = c.Request(ctx, c.Subjects().Admin(events.ResourceExports, events.VerbGet), events.NameRequest{Name: "mixed"}, nil)
+	if !errors.Is(err, events.ErrNotFound) {
+		t.Fatalf("the refused export was stored: %v", err)
+	}
+	block.Subjects = []string{audit, events.Subjects{}.Audit("admin", "*", "*")}
+	adminReq(t, c, events.ResourceExports, events.VerbPut, block, nil)
 }

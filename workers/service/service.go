@@ -116,7 +116,7 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	table := all.Table.WithEndpoints(allow)
 	s.reg, err = registry.Open(ctx, js, sealer, registry.Options{Prefix: cfg.Prefix, Replicas: cfg.KVReplicas, Logger: log,
-		LogsSubjects: logsSubjects(cfg, subjects), Providers: table})
+		LogsSubjects: logsSubjects(cfg, subjects), AuditSubjects: []string{subjects.AuditWildcard()}, Providers: table})
 	if err != nil {
 		return err
 	}
