@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/moto"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
@@ -30,7 +31,7 @@ func TestRotationAWSEndToEnd(t *testing.T) {
 	w2 := startWorker(t, joinedConfig(srv.ClientURL(), key), WithProvider("aws", awsFactory(calls[1], 20)))
 	ws := []*worker{w1, w2}
 	_, c := connect(t, srv.ClientURL())
-	conn := e.connection(time.Hour, 0)
+	conn := e.connection("aws-sm-bio", time.Hour, 0)
 	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)
 	for _, w := range ws {
 		consuming(t, w, conn.Name)
@@ -92,5 +93,177 @@ func TestRotationAWSEndToEnd(t *testing.T) {
 		if containsAny(w.logs.String(), "pw-rot-v1", "pw-rot-v2", "pw-other-w1", moto.SecretAccessKey) {
 			t.Error("a worker logged a secret value or the connection's key")
 		}
+	}
+}
+
+// TestRotationAWSHostileEvents: at worker level, through the queue, a
+// malformed body, an event naming no secret, a foreign secret's event
+// (outside bio/*), two events of one secret in reverse order and a
+// duplicate: no crash, no stall (a later event is still handled), every
+// message deleted, the right secrets re-read only, the value the latest.
+func TestRotationAWSHostileEvents(t *testing.T) {
+	e := newRotationMoto(t)
+	e.create(t, "bio/db01", `{"password":"pw-h-v1"}`)
+	e.create(t, "bio/db02", `{"password":"pw-h-w1"}`)
+	e.create(t, "bio/db03", `{"password":"pw-h-x1"}`)
+	e.create(t, "chem/db01", `{"password":"pw-h-c1"}`)
+	srv := natstest.Server(t)
+	calls := newAWSCalls(e.name)
+	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)), WithProvider("aws", awsFactory(calls, 20)))
+	_, c := connect(t, srv.ClientURL())
+	const name = "aws-sm-hostile"
+	conn := e.connection(name, time.Hour, 0)
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)
+	consuming(t, w, name)
+	for _, s := range []string{"bio/db01", "bio/db02", "bio/db03"} {
+		warm(t, c, name, s, w)
+	}
+	// chem/db01 is outside the allowlist: a requester cannot cache it.
+	if _, err := resolveReq(c, "bio", name, events.ResolveRequest{Secret: "chem/db01"}); err == nil {
+		t.Fatal("chem/db01 resolved through a bio/* connection")
+	}
+	snap := calls.snapshot()
+	count := func(result string) float64 {
+		return rotationMetric(t, "cloudbridge_rotation_events_total", map[string]string{"conn": name, "result": result})
+	}
+
+	e.rotate(t, "bio/db01", `{"password":"pw-h-v2"}`)
+	e.rotate(t, "bio/db01", `{"password":"pw-h-v3"}`)
+	e.rotate(t, "chem/db01", `{"password":"pw-h-c2"}`)
+	now := time.Now()
+	typ, later := e.ctEvent("PutSecretValue", "ct-r2", "bio/db01", now)
+	_, earlier := e.ctEvent("PutSecretValue", "ct-r1", "bio/db01", now.Add(-time.Second))
+	_, foreign := e.ctEvent("PutSecretValue", "ct-f1", "chem/db01", now)
+	e.send(t, `{"detail-type": "AWS API Call via CloudTrail", "detail": {"eventName": `) // not JSON
+	e.send(t, envelope("eb-m2", typ, `{"eventSource":"secretsmanager.amazonaws.com","eventName":"PutSecretValue","eventID":"ct-m2"}`))
+	e.send(t, envelope("eb-m3", typ, `{"eventSource":"secretsmanager.amazonaws.com","eventName":"PutSecretValue","eventID":"ct-m3","requestParameters":{"secretId":"arn:aws:s3:::not-a-secret"}}`))
+	e.send(t, envelope("eb-f1", typ, foreign))
+	e.send(t, envelope("eb-r2", typ, later))   // the later change first,
+	e.send(t, envelope("eb-r1", typ, earlier)) // then the earlier one,
+	e.send(t, envelope("eb-r2", typ, later))   // then the later one again
+	// A change after all that is still handled: the consumer did not stall.
+	e.rotate(t, "bio/db03", `{"password":"pw-h-x2"}`)
+	e.emit(t, "PutSecretValue", "ct-s1", "bio/db03", time.Now())
+
+	if !waitUntil(20*time.Second, func() bool {
+		return serves(w, name, "bio/db03", `{"password":"pw-h-x2"}`) && serves(w, name, "bio/db01", `{"password":"pw-h-v3"}`)
+	}) {
+		t.Fatalf("the worker did not get to the latest values\n%s", w.logs.String())
+	}
+	if !waitUntil(20*time.Second, func() bool { return e.inQueue(t) == 0 }) {
+		t.Fatalf("%d messages left in the queue: not every message was deleted", e.inQueue(t))
+	}
+	if !waitUntil(10*time.Second, func() bool { return count("malformed")+count("foreign")+count("duplicate")+count("invalidated") >= 8 }) {
+		t.Fatalf("events counted: malformed %v foreign %v duplicate %v invalidated %v", count("malformed"), count("foreign"), count("duplicate"), count("invalidated"))
+	}
+	for result, want := range map[string]float64{"malformed": 3, "foreign": 1, "duplicate": 1, "invalidated": 3, "failed": 0} {
+		if got := count(result); got != want {
+			t.Errorf("events with result %s: %v, want %v", result, got, want)
+		}
+	}
+	d := calls.since(snap)
+	// Two distinct events of bio/db01 (the duplicate re-read nothing): one
+	// re-read each, or one for both when the second came while the first
+	// re-read was under way.
+	if n := d["GetSecretValue bio/db01"]; n < 1 || n > 2 {
+		t.Errorf("%d GetSecretValue of bio/db01 for two events, want 1 or 2 (calls %v)", n, d)
+	}
+	if d["GetSecretValue bio/db03"] != 1 || d["GetSecretValue bio/db02"] != 0 || d["GetSecretValue chem/db01"] != 0 {
+		t.Errorf("re-reads of the wrong secrets: %v", d)
+	}
+	if !serves(w, name, "bio/db02", `{"password":"pw-h-w1"}`) {
+		t.Error("bio/db02 dropped from the cache")
+	}
+	logs := w.logs.String()
+	if !containsAny(logs, "malformed event dropped") {
+		t.Error("malformed events not logged")
+	}
+	if containsAny(logs, "pw-h-", moto.SecretAccessKey) {
+		t.Error("a secret value or the connection's key in the logs")
+	}
+	// Still consuming.
+	if w.rotations.Degraded(name) {
+		t.Error("degraded after bad events")
+	}
+}
+
+// TestRotationAWSQueueDisappears: the queue is deleted: the connection
+// becomes degraded (conn test's events step fails with not_found, /metrics
+// says 1), its values are cached for degraded_ttl (1s) instead of 1h; the
+// queue is recreated: degraded clears everywhere and the long TTL is back.
+func TestRotationAWSQueueDisappears(t *testing.T) {
+	e := newRotationMoto(t)
+	e.create(t, "bio/db01", `{"password":"pw-d-v1"}`)
+	srv := natstest.Server(t)
+	calls := newAWSCalls(e.name)
+	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)), WithProvider("aws", awsFactory(calls, 1)))
+	_, c := connect(t, srv.ClientURL())
+	const name = "aws-sm-degraded"
+	conn := e.connection(name, time.Hour, time.Second)
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)
+	consuming(t, w, name)
+	gauge := `cloudbridge_rotation_degraded{conn="` + name + `"} `
+	if !waitUntil(10*time.Second, func() bool { return calls.n("ReceiveMessage") > 0 && containsAny(scrape(t, w), gauge+"0") }) {
+		t.Fatal("no receive, or /metrics does not say the connection is not degraded")
+	}
+	if st, rep := eventsStep(t, c, name); !st.OK || !rep.OK {
+		t.Fatalf("events step with the queue there: %+v", st)
+	}
+	warm(t, c, name, "bio/db01", w)
+
+	e.deleteQueue(t)
+	if !waitUntil(15*time.Second, func() bool { return w.rotations.Degraded(name) }) {
+		t.Fatal("not degraded 15 s after the queue was deleted")
+	}
+	if m := scrape(t, w); !containsAny(m, gauge+"1") {
+		t.Errorf("/metrics while degraded lacks %s1", gauge)
+	}
+	st, rep := eventsStep(t, c, name)
+	if st.OK || rep.OK || st.Error == nil || st.Error.Code != events.CodeNotFound {
+		t.Errorf("events step with the queue deleted: %+v (report ok %v)", st, rep.OK)
+	}
+	// The short TTL: the value cached for 1h is trusted for 1s only, then
+	// re-validated (DescribeSecret) on the next request.
+	if !waitUntil(10*time.Second, func() bool { _, ok := w.cache.Peek(name, provider.Request{Secret: "bio/db01"}); return !ok }) {
+		t.Fatal("the cached value outlived the 1s degraded TTL")
+	}
+	before := calls.n("DescribeSecret") + calls.n("GetSecretValue")
+	got, err := resolveReq(c, "bio", name, events.ResolveRequest{Secret: "bio/db01"})
+	if p, _ := got.String("password"); err != nil || p != "pw-d-v1" {
+		t.Fatalf("resolve past the degraded TTL: %v", err)
+	}
+	if calls.n("DescribeSecret")+calls.n("GetSecretValue") == before {
+		t.Error("resolve past the degraded TTL made no upstream call")
+	}
+	if !containsAny(w.logs.String(), "connection degraded") {
+		t.Error("degraded not logged")
+	}
+
+	e.createQueue(t)
+	if !waitUntil(15*time.Second, func() bool { return !w.rotations.Degraded(name) }) {
+		t.Fatal("still degraded 15 s after the queue was recreated")
+	}
+	if m := scrape(t, w); !containsAny(m, gauge+"0") {
+		t.Errorf("/metrics after recovery lacks %s0", gauge)
+	}
+	if st, rep := eventsStep(t, c, name); !st.OK || !rep.OK {
+		t.Errorf("events step after recovery: %+v", st)
+	}
+	// The long TTL is back: once the value stored under the cap has run
+	// out, the next one is stored for 1h and still served past 1s.
+	if !waitUntil(10*time.Second, func() bool { _, ok := w.cache.Peek(name, provider.Request{Secret: "bio/db01"}); return !ok }) {
+		t.Fatal("the value stored while degraded outlived its 1s TTL")
+	}
+	warm(t, c, name, "bio/db01", w)
+	stored := time.Now()
+	waitUntil(3*time.Second, func() bool { return time.Since(stored) > 1500*time.Millisecond })
+	if !serves(w, name, "bio/db01", `{"password":"pw-d-v1"}`) {
+		t.Error("after recovery a value expired within 1.5 s: the degraded TTL still applies")
+	}
+	// Events flow again.
+	e.rotate(t, "bio/db01", `{"password":"pw-d-v2"}`)
+	e.emit(t, "PutSecretValue", "ct-d1", "bio/db01", time.Now())
+	if !waitUntil(15*time.Second, func() bool { return serves(w, name, "bio/db01", `{"password":"pw-d-v2"}`) }) {
+		t.Fatal("no invalidation after recovery")
 	}
 }

@@ -20,6 +20,7 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 	awsprov "github.com/cloudbridge/cloudbridge/internal/provider/aws"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/moto"
@@ -195,13 +196,14 @@ func (e *rotationMoto) inQueue(t testing.TB) int {
 	return a + b
 }
 
-// connection is an AWS connection on moto reading the queue, secrets bio/*.
-func (e *rotationMoto) connection(ttl time.Duration, degradedTTL time.Duration) events.Connection {
+// connection is an AWS connection on moto reading the queue, secrets bio/*
+// (a name of its own per test: the metrics are the process's).
+func (e *rotationMoto) connection(name string, ttl, degradedTTL time.Duration) events.Connection {
 	ev := &events.AWSEvents{QueueURL: e.queueURL}
 	if degradedTTL > 0 {
 		ev.DegradedTTL = events.Duration(degradedTTL)
 	}
-	return events.Connection{Name: "aws-sm-bio", Provider: events.ProviderAWS, Groups: []string{"bio"}, Secrets: []string{"bio/*"},
+	return events.Connection{Name: name, Provider: events.ProviderAWS, Groups: []string{"bio"}, Secrets: []string{"bio/*"},
 		Cache: &events.CachePolicy{TTL: events.Duration(ttl)},
 		AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthAccessKey, AccessKeyID: moto.AccessKeyID,
 			SecretAccessKey: moto.SecretAccessKey, Endpoint: e.server.URL, Events: ev}}
@@ -333,4 +335,74 @@ func warm(t testing.TB, c *events.Client, conn, secret string, ws ...*worker) {
 			t.Fatalf("%s never cached on a worker", secret)
 		}
 	}
+}
+
+// rotationMetric is the value of a rotation metric series of conn on the
+// process's registry (the one /metrics serves): a counter's or gauge's value.
+func rotationMetric(t testing.TB, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				total += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				total += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				total += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return total
+}
+
+// scrape is the text of w's /metrics.
+func scrape(t testing.TB, w *worker) string {
+	t.Helper()
+	resp, err := http.Get("http://" + w.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// eventsStep is the events step of a connection test of conn.
+func eventsStep(t testing.TB, c *events.Client, conn string) (events.Step, *events.TestReply) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	rep, err := c.Test(ctx, "bio", conn, events.TestRequest{})
+	if err != nil {
+		t.Fatalf("conn test: %v", err)
+	}
+	for _, s := range rep.Steps {
+		if s.Name == events.StepEvents {
+			return s, rep
+		}
+	}
+	t.Fatalf("conn test of %s has no events step: %+v", conn, rep.Steps)
+	return events.Step{}, nil
 }
