@@ -13,6 +13,8 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/fake/gcpfake"
+	"github.com/cloudbridge/cloudbridge/internal/provider"
+	gcpprov "github.com/cloudbridge/cloudbridge/internal/provider/gcp"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
@@ -155,4 +157,109 @@ func TestRotationGCPEndToEnd(t *testing.T) {
 			t.Error("a worker logged a secret value or a key")
 		}
 	}
+}
+
+// TestRotationGCPHostileAndSubscriptionGone: at worker level through
+// pstest, a notification without eventType, one whose secretId is not a
+// secret, SECRET_ROTATE (not a change) and a foreign secret re-read nothing
+// and are all acknowledged, and a change after them is handled; then the subscription is deleted: degraded (conn test's
+// events step fails not_found, /metrics 1, the short TTL), and recreated:
+// recovered, notifications flow again.
+func TestRotationGCPHostileAndSubscriptionGone(t *testing.T) {
+	e := newRotationPubSub(t)
+	e.fake.MustAddVersion("bio-prod", "biodb01", []byte(`{"password":"pw-gh-v1"}`))
+	e.fake.MustAddVersion("bio-prod", "chemdb01", []byte(`{"password":"pw-gh-c1"}`))
+	srv := natstest.Server(t)
+	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)), WithProvider("gcp", gcpFactory))
+	_, c := connect(t, srv.ClientURL())
+	const name = "gcp-sm-hostile"
+	conn := e.connection(name, time.Hour, time.Second)
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)
+	consuming(t, w, name)
+	warm(t, c, name, "biodb01", w)
+	count := func(result string) float64 {
+		return rotationMetric(t, "cloudbridge_rotation_events_total", map[string]string{"conn": name, "result": result})
+	}
+	skip := len(e.fake.Calls())
+	ids := []string{
+		e.ps.Publish(e.topic, []byte(`{}`), map[string]string{"secretId": "projects/bio-prod/secrets/biodb01"}),
+		e.ps.Publish(e.topic, []byte(`{}`), map[string]string{"eventType": "SECRET_UPDATE", "secretId": "projects/bio-prod/topics/biodb01"}),
+		e.notify("SECRET_ROTATE", "biodb01", 0),
+		e.notify("SECRET_VERSION_ADD", "chemdb01", 2),
+	}
+	if !waitUntil(20*time.Second, func() bool {
+		for _, id := range ids {
+			if m := e.ps.Message(id); m == nil || m.Acks == 0 {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("not every notification was acknowledged")
+	}
+	// A real change after them is still handled: no stall.
+	v := e.fake.MustAddVersion("bio-prod", "biodb01", []byte(`{"password":"pw-gh-v2"}`))
+	e.notify("SECRET_VERSION_ADD", "biodb01", v)
+	if !waitUntil(20*time.Second, func() bool { return serves(w, name, "biodb01", `{"password":"pw-gh-v2"}`) }) {
+		t.Fatalf("the change after the bad notifications was not handled\n%s", w.logs.String())
+	}
+	for result, want := range map[string]float64{"malformed": 2, "ignored": 1, "foreign": 1, "invalidated": 1} {
+		if !waitUntil(5*time.Second, func() bool { return count(result) == want }) {
+			t.Errorf("events with result %s: %v, want %v", result, count(result), want)
+		}
+	}
+	if n, _ := e.reads(skip, "biodb01"); n != 1 {
+		t.Errorf("%d AccessSecretVersion of biodb01, want 1 (the one change)", n)
+	}
+	if n, _ := e.reads(skip, "chemdb01"); n != 0 {
+		t.Errorf("%d AccessSecretVersion of the foreign chemdb01", n)
+	}
+
+	// The subscription disappears.
+	gauge := `cloudbridge_rotation_degraded{conn="` + name + `"} `
+	if _, err := e.ps.GServer.DeleteSubscription(tctx(t), &pubsubpb.DeleteSubscriptionRequest{Subscription: e.sub}); err != nil {
+		t.Fatal(err)
+	}
+	if !waitUntil(15*time.Second, func() bool { return w.rotations.Degraded(name) }) {
+		t.Fatal("not degraded 15 s after the subscription was deleted")
+	}
+	if !containsAny(scrape(t, w), gauge+"1") {
+		t.Errorf("/metrics while degraded lacks %s1", gauge)
+	}
+	st, rep := eventsStep(t, c, name)
+	if st.OK || rep.OK || st.Error == nil || st.Error.Code != events.CodeNotFound {
+		t.Errorf("events step with the subscription deleted: %+v", st)
+	}
+	if !waitUntil(10*time.Second, func() bool { _, ok := w.cache.Peek(name, provider.Request{Secret: "biodb01"}); return !ok }) {
+		t.Fatal("the cached value outlived the 1s degraded TTL")
+	}
+	e.createSub(t)
+	if !waitUntil(15*time.Second, func() bool { return !w.rotations.Degraded(name) }) {
+		t.Fatal("still degraded 15 s after the subscription was recreated")
+	}
+	if !containsAny(scrape(t, w), gauge+"0") {
+		t.Errorf("/metrics after recovery lacks %s0", gauge)
+	}
+	if st, rep := eventsStep(t, c, name); !st.OK || !rep.OK {
+		t.Errorf("events step after recovery: %+v", st)
+	}
+	warm(t, c, name, "biodb01", w)
+	v = e.fake.MustAddVersion("bio-prod", "biodb01", []byte(`{"password":"pw-gh-v3"}`))
+	e.notify("SECRET_VERSION_ADD", "biodb01", v)
+	if !waitUntil(15*time.Second, func() bool { return serves(w, name, "biodb01", `{"password":"pw-gh-v3"}`) }) {
+		t.Fatal("no invalidation after recovery")
+	}
+	if containsAny(w.logs.String(), "pw-gh-", "PRIVATE KEY") {
+		t.Error("a secret value or a key in the logs")
+	}
+}
+
+// gcpFactory builds GCP providers whose event pulls end after 1 s, so that
+// a deleted subscription is noticed quickly.
+func gcpFactory(ctx context.Context, c events.Connection) (provider.Resolver, error) {
+	p, err := gcpprov.New(ctx, c, gcpprov.WithEventsPullTimeout(time.Second))
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
