@@ -406,3 +406,33 @@ func eventsStep(t testing.TB, c *events.Client, conn string) (events.Step, *even
 	t.Fatalf("conn test of %s has no events step: %+v", conn, rep.Steps)
 	return events.Step{}, nil
 }
+
+// churns polls (serving a cached value) until calls has grown by n: the
+// value is re-validated again and again, as with a short TTL.
+func churns(poll func(), calls func() int, n int, within time.Duration) bool {
+	start := calls()
+	return waitUntil(within, func() bool { poll(); return calls()-start >= n })
+}
+
+// settles polls until calls has not changed for quiet (the value is served
+// without re-validation, as with a long TTL), at most within.
+func settles(poll func(), calls func() int, quiet, within time.Duration) bool {
+	last, since := calls(), time.Now()
+	return waitUntil(within, func() bool {
+		poll()
+		if n := calls(); n != last {
+			last, since = n, time.Now()
+		}
+		return time.Since(since) >= quiet
+	})
+}
+
+// resolveOne resolves secret of conn through NATS, failing the test on error.
+func resolveOne(t testing.TB, c *events.Client, conn, secret string) *events.ResolveReply {
+	t.Helper()
+	got, err := resolveReq(c, "bio", conn, events.ResolveRequest{Secret: secret})
+	if err != nil {
+		t.Fatalf("resolve %s: %v", secret, err)
+	}
+	return got
+}

@@ -230,8 +230,13 @@ func TestRotationGCPHostileAndSubscriptionGone(t *testing.T) {
 	if st.OK || rep.OK || st.Error == nil || st.Error.Code != events.CodeNotFound {
 		t.Errorf("events step with the subscription deleted: %+v", st)
 	}
-	if !waitUntil(10*time.Second, func() bool { _, ok := w.cache.Peek(name, provider.Request{Secret: "biodb01"}); return !ok }) {
-		t.Fatal("the cached value outlived the 1s degraded TTL")
+	// The short TTL: served, biodb01 is re-read again and again (with the
+	// 1h TTL it would not be).
+	db01 := func() int { n, _ := e.reads(0, "biodb01"); return n }
+	// Requests keep coming (a Peek alone never re-validates an expired value).
+	peek := func() { _, _ = resolveReq(c, "bio", name, events.ResolveRequest{Secret: "biodb01"}) }
+	if !churns(peek, db01, 2, 10*time.Second) {
+		t.Fatal("no re-read of biodb01 within 10 s: the 1s degraded TTL does not apply")
 	}
 	e.createSub(t)
 	if !waitUntil(15*time.Second, func() bool { return !w.rotations.Degraded(name) }) {
@@ -242,6 +247,9 @@ func TestRotationGCPHostileAndSubscriptionGone(t *testing.T) {
 	}
 	if st, rep := eventsStep(t, c, name); !st.OK || !rep.OK {
 		t.Errorf("events step after recovery: %+v", st)
+	}
+	if !settles(peek, db01, 1500*time.Millisecond, 10*time.Second) {
+		t.Fatal("biodb01 still re-read every second after recovery: the degraded TTL still applies")
 	}
 	warm(t, c, name, "biodb01", w)
 	v = e.fake.MustAddVersion("bio-prod", "biodb01", []byte(`{"password":"pw-gh-v3"}`))
