@@ -44,6 +44,13 @@ func TestRotationAWSEndToEnd(t *testing.T) {
 		}
 	}
 	snaps := []map[string]int{calls[0].snapshot(), calls[1].snapshot()}
+	delayed := func() float64 {
+		return rotationMetric(t, "cloudbridge_rotation_delay_seconds", map[string]string{"conn": conn.Name})
+	}
+	invalidations := func() float64 {
+		return rotationMetric(t, "cloudbridge_rotation_invalidations_total", map[string]string{"conn": conn.Name, "kind": "changed"})
+	}
+	delays0, inv0 := delayed(), invalidations()
 
 	e.rotate(t, "bio/db01", `{"password":"pw-rot-v2"}`)
 	e.emit(t, "PutSecretValue", "ct-e2e-1", "bio/db01", time.Now())
@@ -68,6 +75,15 @@ func TestRotationAWSEndToEnd(t *testing.T) {
 	}
 	if p, _ := got.String("password"); p != "pw-rot-v2" {
 		t.Fatalf("resolve after the event: password %q", p)
+	}
+	// Observed: one invalidation (by whichever consumer got the message) and its delay.
+	// (counted once the broadcast is flushed, so possibly just after the workers serve it).
+	waitUntil(5*time.Second, func() bool { return invalidations()-inv0 >= 1 && delayed()-delays0 >= 1 })
+	if n := invalidations() - inv0; n != 1 {
+		t.Errorf("%v invalidations counted for one event", n)
+	}
+	if n := delayed() - delays0; n != 1 {
+		t.Errorf("%v delay samples for one event", n)
 	}
 	// The queue is drained: the message was deleted after handling.
 	if !waitUntil(10*time.Second, func() bool { return e.inQueue(t) == 0 }) {
