@@ -44,6 +44,9 @@ type Call struct {
 	Email string
 	// Token is the bearer token that was presented.
 	Token string
+	// Resource is the request's name field when it has one, e.g.
+	// "projects/P/secrets/S/versions/latest" for AccessSecretVersion.
+	Resource string
 }
 
 // Option configures the fake.
@@ -175,7 +178,11 @@ func (s *Server) authorize(ctx context.Context, req any, info *grpc.UnaryServerI
 		return nil, status.Error(codes.PermissionDenied, "Request had insufficient authentication scopes.")
 	}
 	s.mu.Lock()
-	s.calls = append(s.calls, Call{Method: method, Email: tok.email, Token: token})
+	resource := ""
+	if n, ok := req.(interface{ GetName() string }); ok {
+		resource = n.GetName()
+	}
+	s.calls = append(s.calls, Call{Method: method, Email: tok.email, Token: token, Resource: resource})
 	s.mu.Unlock()
 	ctx = context.WithValue(ctx, callerKey{}, tok.email)
 	if err := s.inject(ctx, method); err != nil {
