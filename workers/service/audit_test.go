@@ -24,6 +24,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/audit"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+	"github.com/cloudbridge/cloudbridge/schemas"
 )
 
 // request sends body to subject with a request id and returns the reply.
@@ -64,6 +65,9 @@ func auditEvents(t *testing.T, js jetstream.JetStream) map[string][]events.Audit
 		var ev events.AuditEvent
 		if err := events.Decode(m.Data, &ev); err != nil {
 			t.Fatalf("audit event %s does not decode strictly: %v", m.Data, err)
+		}
+		if err := schemas.Validate("audit-event", m.Data); err != nil {
+			t.Fatalf("audit event %s does not match its schema: %v", m.Data, err)
 		}
 		key := ev.RequestID
 		out[key] = append(out[key], ev)
