@@ -120,7 +120,7 @@ func New(cfg Config) *Publisher {
 func (p *Publisher) Required() bool { return p.cfg.Mode == Required }
 
 // Publish records ev on subject, msgID naming the request for the stream's
-// duplicate detection. Best-effort: it never blocks and returns nil (a full
+// duplicate detection (used for invalidate, the one broadcast). Best-effort: it never blocks and returns nil (a full
 // buffer is counted). Required: it returns once the stream stored the event,
 // or the error saying it did not.
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error {
@@ -159,8 +159,13 @@ func message(subject, msgID string, ev *events.AuditEvent) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding audit event: %w", err)
 	}
-	m := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
-	if msgID != "" {
+	m := &nats.Msg{Subject: subject, Data: body}
+	// Only a broadcast (invalidate: every worker answers it) needs the
+	// stream's duplicate detection; every other request reaches one worker of
+	// the queue group, and a message id would cost the server a window entry
+	// per request.
+	if msgID != "" && ev.Op == events.OpInvalidate {
+		m.Header = nats.Header{}
 		m.Header.Set(jetstream.MsgIDHeader, msgID)
 	}
 	return m, nil

@@ -55,7 +55,18 @@ func (s *Service) startAudit(ctx context.Context, js jetstream.JetStream, subjec
 	if s.cfg.Audit == string(audit.Required) {
 		mode = audit.Required
 	}
-	s.auditor = audit.New(audit.Config{JS: js, Mode: mode, Logger: s.log})
+	// A connection of its own: the events' traffic (and the server's work
+	// reading it) never queues with the replies on the worker's connection.
+	anc, err := s.dial("cloudbridge-audit")
+	if err != nil {
+		return err
+	}
+	s.auditNC = anc
+	ajs, err := jetstream.New(anc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream for audit events: %w", err)
+	}
+	s.auditor = audit.New(audit.Config{JS: ajs, Mode: mode, Logger: s.log})
 	s.runner.SetAudit(endpoint.Audit{Auditor: s.auditor, Subjects: subjects, Instance: s.instanceID})
 	return nil
 }
