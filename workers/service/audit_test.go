@@ -23,6 +23,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/audit"
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 	"github.com/cloudbridge/cloudbridge/schemas"
 )
@@ -297,4 +298,62 @@ func TestAuditBestEffortServesAndCountsLoss(t *testing.T) {
 		}
 	}
 	natstest.Eventually(t, 5*time.Second, "lost audit events counted", func() bool { return audit.Dropped("publish_failed") >= before+3 })
+}
+
+// A token request's audit event names the role assumed and the expiry, and
+// fingerprints the secret access key; neither the key nor the session token
+// is in it.
+func TestAuditTokenRoleExpiryFingerprint(t *testing.T) {
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	fake := awsfake.New(t)
+	user := fake.AddUser("platform-admin")
+	role := fake.AddRole("bio-reader", awsfake.RoleOptions{MaxSession: 12 * time.Hour})
+	srv := natstest.Server(t)
+	key := newMasterKey(t)
+	startWorker(t, joinedConfig(srv.ClientURL(), key))
+	nc, c := connect(t, srv.ClientURL())
+	conn := events.Connection{Name: "aws-bio", Provider: events.ProviderAWS, Groups: []string{"bio"}, Secrets: []string{"bio/*"},
+		Tokens: &events.TokenPolicy{Enabled: true, MaxDuration: events.Duration(time.Hour)},
+		AWS: &events.AWSConfig{Region: "eu-west-1", Auth: events.AWSAuthAccessKey, AccessKeyID: user.AccessKeyID,
+			SecretAccessKey: user.SecretAccessKey, Endpoint: fake.URL(), RoleARN: role}}
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)
+	ctx := t.Context()
+	var tok *events.TokenReply
+	natstest.Eventually(t, 5*time.Second, "the connection to reach the worker", func() bool {
+		var err error
+		tok, err = c.Token(ctx, "bio", "aws-bio", events.TokenRequest{})
+		return err == nil
+	})
+	js, _ := jetstream.New(nc)
+	var ev events.AuditEvent
+	var raw []byte
+	natstest.Eventually(t, 5*time.Second, "the token's audit event", func() bool {
+		st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+		if err != nil {
+			return false
+		}
+		m, err := st.GetLastMsgForSubject(ctx, events.Subjects{}.Audit(events.OpToken, "bio", "aws-bio"))
+		if err != nil || json.Unmarshal(m.Data, &ev) != nil || ev.Outcome != events.OutcomeOK {
+			return false
+		}
+		raw = m.Data
+		return true
+	})
+	if err := schemas.Validate("audit-event", raw); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Role != role || ev.Expires == nil || !ev.Expires.Equal(tok.AWS.Expiration) {
+		t.Fatalf("token event %s: want role %s, expires %s", raw, role, tok.AWS.Expiration)
+	}
+	if want := fingerprintOf(t, key, []byte(tok.AWS.SecretAccessKey)); ev.Fingerprint != want {
+		t.Fatalf("token fingerprint %s, want that of the secret access key %s", ev.Fingerprint, want)
+	}
+	if !ev.Sealed || ev.ReplyKey != c.ReplyKey() {
+		t.Fatalf("token event not recorded as sealed to the client's key: %s", raw)
+	}
+	for _, sec := range []string{tok.AWS.SecretAccessKey, tok.AWS.SessionToken, user.SecretAccessKey} {
+		if bytes.Contains(raw, []byte(sec)) {
+			t.Fatalf("token audit event holds a credential: %s", raw)
+		}
+	}
 }
