@@ -54,12 +54,22 @@ var (
 	published = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cloudbridge_audit_events_total", Help: "Audit events stored in the audit stream.",
 	})
+	recovered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cloudbridge_audit_stream_recreated_total", Help: "Times the audit stream was found missing and re-created.",
+	})
 	dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cloudbridge_audit_dropped_total", Help: "Audit events not stored, by reason (buffer_full, publish_failed, refused, stopped).",
 	}, []string{"reason"})
 )
 
-func init() { metrics.Registry.MustRegister(published, dropped) }
+func init() { metrics.Registry.MustRegister(published, dropped, recovered) }
+
+// Recreated is the count of audit stream re-creations, for tests.
+func Recreated() float64 {
+	var m dto.Metric
+	_ = recovered.Write(&m)
+	return m.GetCounter().GetValue()
+}
 
 // Dropped is the count of audit events lost for reason, for tests.
 func Dropped(reason string) float64 {
@@ -76,7 +86,16 @@ type Config struct {
 	Batch      int
 	AckTimeout time.Duration
 	Logger     zerolog.Logger
+	// Recover, when set, re-creates the audit stream. It is called when a
+	// publish finds no stream (deleted while the worker runs), on a
+	// goroutine of its own, one call at a time and at most once per
+	// RecoverEvery; the requests go on (best-effort) or are refused
+	// (required) meanwhile.
+	Recover func(ctx context.Context) error
 }
+
+// RecoverEvery spaces the calls of Config.Recover.
+const RecoverEvery = time.Second
 
 // Publisher publishes audit events.
 type Publisher struct {
@@ -89,6 +108,46 @@ type Publisher struct {
 	closed bool
 	// throttled logs repeated failures once a second with the cause.
 	throttled zerolog.Logger
+	// recovering is held while Recover runs; lastRecover spaces the calls.
+	recovering  sync.Mutex
+	recoverMu   sync.Mutex
+	lastRecover time.Time
+	recoverWG   sync.WaitGroup
+}
+
+// noStream reports whether a publish failed because no stream captures
+// its subject.
+func noStream(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// recoverStream calls Config.Recover in the background after a publish found
+// no stream: at most one call at a time, at most once per RecoverEvery.
+func (p *Publisher) recoverStream(err error) {
+	if p.cfg.Recover == nil || !noStream(err) {
+		return
+	}
+	p.recoverMu.Lock()
+	if time.Since(p.lastRecover) < RecoverEvery || !p.recovering.TryLock() {
+		p.recoverMu.Unlock()
+		return
+	}
+	p.lastRecover = time.Now()
+	p.recoverWG.Add(1)
+	p.recoverMu.Unlock()
+	go func() {
+		defer p.recoverWG.Done()
+		defer p.recovering.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*p.cfg.AckTimeout)
+		defer cancel()
+		if rerr := p.cfg.Recover(ctx); rerr != nil {
+			p.throttled.Error().Str("err", rerr.Error()).Msg("audit stream missing and not re-created")
+			return
+		}
+		recovered.Inc()
+		p.cfg.Logger.Warn().Msg("audit stream was missing: re-created")
+	}()
 }
 
 type item struct {
@@ -147,6 +206,7 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *even
 	defer cancel()
 	if _, err := p.cfg.JS.PublishMsg(ctx, msg); err != nil {
 		dropped.WithLabelValues("refused").Inc()
+		p.recoverStream(err)
 		p.throttled.Error().Str("subject", subject).Str("err", err.Error()).Msg("audit event not stored: request refused")
 		return fmt.Errorf("storing audit event: %w", err)
 	}
@@ -231,6 +291,7 @@ func (p *Publisher) send(batch []item) {
 	defer cancel()
 	if _, err := p.cfg.JS.PublishMsg(ctx, last); err != nil {
 		dropped.WithLabelValues("publish_failed").Add(float64(n + 1))
+		p.recoverStream(err)
 		p.throttled.Warn().Int("events", n+1).Str("subject", last.Subject).Str("err", err.Error()).Msg("audit events not stored")
 		return
 	}
@@ -247,9 +308,17 @@ func (p *Publisher) Stop(ctx context.Context) error {
 	})
 	select {
 	case <-p.done:
-		return nil
 	case <-ctx.Done():
 		return errors.New("audit: buffered events not published before the deadline")
+	}
+	// A Recover in progress ends within its own deadline (2× AckTimeout).
+	rdone := make(chan struct{})
+	go func() { p.recoverWG.Wait(); close(rdone) }()
+	select {
+	case <-rdone:
+		return nil
+	case <-ctx.Done():
+		return errors.New("audit: re-creating the audit stream did not end before the deadline")
 	}
 }
 

@@ -37,13 +37,14 @@ func (s *Service) startAudit(ctx context.Context, js jetstream.JetStream, subjec
 		return nil
 	}
 	cfg := auditStreamConfig(subjects, s.cfg.AuditRetention, s.cfg.KVReplicas)
-	if err := bus.Retry(ctx, s.log, "creating the audit stream", func(ctx context.Context) error {
+	ensure := func(ctx context.Context) error {
 		_, err := bus.EnsureStream(ctx, js, cfg)
 		if err != nil {
 			return fmt.Errorf("creating audit stream %s: %w", cfg.Name, err)
 		}
 		return nil
-	}); err != nil {
+	}
+	if err := bus.Retry(ctx, s.log, "creating the audit stream", ensure); err != nil {
 		return err
 	}
 	key, err := sealer.Derive(audit.FingerprintInfo)
@@ -66,7 +67,9 @@ func (s *Service) startAudit(ctx context.Context, js jetstream.JetStream, subjec
 	if err != nil {
 		return fmt.Errorf("opening JetStream for audit events: %w", err)
 	}
-	s.auditor = audit.New(audit.Config{JS: ajs, Mode: mode, Logger: s.log})
+	// A stream deleted while the worker runs is re-created when a publish
+	// finds it missing.
+	s.auditor = audit.New(audit.Config{JS: ajs, Mode: mode, Logger: s.log, Recover: ensure})
 	s.runner.SetAudit(endpoint.Audit{Auditor: s.auditor, Subjects: subjects, Instance: s.instanceID})
 	return nil
 }

@@ -246,7 +246,24 @@ func TestAuditOneValueFreeEventPerRequest(t *testing.T) {
 	}
 }
 
-func TestAuditRequiredRefusesWhenTheStreamIsGone(t *testing.T) {
+// refuseAudit makes the audit stream refuse every new event for good: a
+// sealed stream takes no message (and is not re-created: it exists).
+func refuseAudit(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Sealed = true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAuditRequiredRefusesWhenTheStreamRefuses(t *testing.T) {
 	srv := natstest.Server(t)
 	key := newMasterKey(t)
 	cfg := joinedConfig(srv.ClientURL(), key)
@@ -262,9 +279,7 @@ func TestAuditRequiredRefusesWhenTheStreamIsGone(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := js.DeleteStream(ctx, events.Subjects{}.AuditStream()); err != nil {
-		t.Fatal(err)
-	}
+	refuseAudit(t, js)
 	before := audit.Dropped("refused")
 	for _, req := range []events.ResolveRequest{{Secret: "biodb01"}, {Secret: "biodb01", Fresh: true}, {Secret: "other"}} {
 		_, err := resolveReq(c, "bio", "local-bio", req)
@@ -286,11 +301,7 @@ func TestAuditBestEffortServesAndCountsLoss(t *testing.T) {
 	nc, c := connect(t, srv.ClientURL())
 	walkthrough(t, c)
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := js.DeleteStream(ctx, events.Subjects{}.AuditStream()); err != nil {
-		t.Fatal(err)
-	}
+	refuseAudit(t, js)
 	before := audit.Dropped("publish_failed")
 	for i := 0; i < 3; i++ {
 		if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"}); err != nil {
@@ -355,5 +366,57 @@ func TestAuditTokenRoleExpiryFingerprint(t *testing.T) {
 		if bytes.Contains(raw, []byte(sec)) {
 			t.Fatalf("token audit event holds a credential: %s", raw)
 		}
+	}
+}
+
+// A deleted audit stream is re-created by the running worker when a publish
+// finds it missing: in required mode the requests meanwhile are refused,
+// then served again with their events stored; in best-effort mode they are
+// served throughout.
+func TestAuditStreamRecreatedAfterDeletion(t *testing.T) {
+	for _, mode := range []string{"required", "best-effort"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := natstest.Server(t)
+			cfg := joinedConfig(srv.ClientURL(), newMasterKey(t))
+			cfg.Audit = mode
+			startWorker(t, cfg)
+			nc, c := connect(t, srv.ClientURL())
+			walkthrough(t, c)
+			js, _ := jetstream.New(nc)
+			ctx := t.Context()
+			recreated := audit.Recreated()
+			if err := js.DeleteStream(ctx, events.Subjects{}.AuditStream()); err != nil {
+				t.Fatal(err)
+			}
+			resolve := func() error {
+				_, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"})
+				return err
+			}
+			err := resolve()
+			switch {
+			case mode == "required" && !errors.Is(err, events.ErrUnavailable):
+				t.Fatalf("first resolve after the deletion: %v, want unavailable", err)
+			case mode == "best-effort" && err != nil:
+				t.Fatalf("best-effort resolve after the deletion: %v", err)
+			}
+			natstest.Eventually(t, 10*time.Second, "the audit stream re-created", func() bool {
+				_, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+				return err == nil && audit.Recreated() > recreated
+			})
+			natstest.Eventually(t, 10*time.Second, "a resolve served with its event in the new stream", func() bool {
+				if err := resolve(); err != nil {
+					return false
+				}
+				return countEvents(js) > 0
+			})
+			st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := st.Info(ctx)
+			if err != nil || info.Config.Storage != jetstream.FileStorage || info.Config.MaxAge != cfg.AuditRetention {
+				t.Fatalf("re-created stream %+v: %v", info, err)
+			}
+		})
 	}
 }
