@@ -420,3 +420,59 @@ func TestAuditStreamRecreatedAfterDeletion(t *testing.T) {
 		})
 	}
 }
+
+// A request that came through a service import shared with client info
+// (share: true) carries the requester's identity, and its audit event has it.
+func TestAuditRequesterFromServiceImport(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(conf, []byte(`
+accounts {
+  CB: {
+    jetstream: enabled
+    users: [{user: worker, password: worker-pw}]
+    exports: [{service: "cloudbridge.v1.resolve.>"}]
+  }
+  APP: {
+    users: [{user: app-user, password: app-pw}]
+    imports: [{service: {account: CB, subject: "cloudbridge.v1.resolve.>"}, share: true}]
+  }
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.ServerWith(t, opts)
+	cfg := joinedConfig(srv.ClientURL(), newMasterKey(t))
+	cfg.User, cfg.Password = "worker", "worker-pw"
+	startWorker(t, cfg)
+	admin := natstest.Connect(t, srv, nats.UserInfo("worker", "worker-pw"))
+	walkthrough(t, events.NewClient(admin, ""))
+	app := natstest.Connect(t, srv, nats.UserInfo("app-user", "app-pw"), nats.Name("bio-etl"))
+	appClient := events.NewClient(app, "")
+	ctx := t.Context()
+	var reply *events.ResolveReply
+	natstest.Eventually(t, 5*time.Second, "a resolve through the import", func() bool {
+		reply, err = appClient.Resolve(ctx, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"})
+		return err == nil
+	})
+	if p, _ := reply.String("password"); p != "password01" {
+		t.Fatalf("reply through the import: %+v", reply)
+	}
+	js, _ := jetstream.New(admin)
+	var ev events.AuditEvent
+	natstest.Eventually(t, 5*time.Second, "the resolve's audit event", func() bool {
+		st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+		if err != nil {
+			return false
+		}
+		m, err := st.GetLastMsgForSubject(ctx, events.Subjects{}.Audit(events.OpResolve, "bio", "local-bio"))
+		return err == nil && json.Unmarshal(m.Data, &ev) == nil && ev.Outcome == events.OutcomeOK
+	})
+	rq := ev.Requester
+	if rq == nil || rq.Account != "APP" || rq.User != "app-user" || rq.Name != "bio-etl" {
+		t.Fatalf("requester %+v, want account APP, user app-user, name bio-etl", rq)
+	}
+}
