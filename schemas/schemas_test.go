@@ -83,9 +83,10 @@ var nestedTypes = map[string]string{
 
 // notMessages are struct types of events that never go on the wire.
 var notMessages = map[string]bool{
-	"Client":   true,
-	"CodeInfo": true, // a row of the error table (events.ErrorTable)
-	"Subjects": true,
+	"Client":      true,
+	"CodeInfo":    true, // a row of the error table (events.ErrorTable)
+	"Subjects":    true,
+	"ReplySealer": true, // a key pair sealing replies; its plaintext is SealedReply
 }
 
 // validator is implemented by request types that the worker checks after decoding.
