@@ -43,6 +43,7 @@ const (
 	DefaultBuffer     = 8192
 	DefaultBatch      = 256
 	DefaultAckTimeout = 2 * time.Second
+	DefaultLinger     = 2 * time.Millisecond
 	// DedupWindow is the audit stream's duplicate window: the same request
 	// seen by several workers (invalidate is a broadcast) is stored once.
 	DedupWindow = 2 * time.Minute
@@ -85,7 +86,10 @@ type Config struct {
 	Buffer     int
 	Batch      int
 	AckTimeout time.Duration
-	Logger     zerolog.Logger
+	// Linger is how long a batch waits for more events once the buffer is
+	// empty (default DefaultLinger; negative: not at all).
+	Linger time.Duration
+	Logger zerolog.Logger
 	// Recover, when set, re-creates the audit stream. It is called when a
 	// publish finds no stream (deleted while the worker runs), on a
 	// goroutine of its own, one call at a time and at most once per
@@ -169,6 +173,9 @@ func New(cfg Config) *Publisher {
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = DefaultAckTimeout
 	}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
+	}
 	p := &Publisher{cfg: cfg, ch: make(chan item, cfg.Buffer), done: make(chan struct{}),
 		throttled: cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})}
 	go p.loop()
@@ -236,8 +243,11 @@ func message(subject, msgID string, ev *events.AuditEvent) (*nats.Msg, error) {
 func (p *Publisher) loop() {
 	defer close(p.done)
 	batch := make([]item, 0, p.cfg.Batch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for it := range p.ch {
 		batch = append(batch[:0], it)
+		waited := p.cfg.Linger <= 0
 	fill:
 		for len(batch) < p.cfg.Batch {
 			select {
@@ -246,9 +256,29 @@ func (p *Publisher) loop() {
 					break fill
 				}
 				batch = append(batch, more)
+				continue
 			default:
-				break fill
 			}
+			if waited {
+				break
+			}
+			// Wait a little for more: one ack per batch instead of one
+			// per event when requests trickle in one at a time.
+			waited = true
+			linger.Reset(p.cfg.Linger)
+		wait:
+			for len(batch) < p.cfg.Batch {
+				select {
+				case more, ok := <-p.ch:
+					if !ok {
+						break fill
+					}
+					batch = append(batch, more)
+				case <-linger.C:
+					break wait
+				}
+			}
+			linger.Stop()
 		}
 		p.send(batch)
 	}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,6 +62,16 @@ func loadWith(b *testing.B, conns []*nats.Conn, requesters, total int, do reques
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	return float64(len(all)) / elapsed.Seconds(), all[len(all)*99/100]
+}
+
+// cpuTime is the CPU time this process used so far (user and system):
+// server, workers and requesters all run in it.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // loadAverage is the 1-minute load average, for the printed figures.
@@ -158,15 +169,25 @@ func BenchmarkCachedResolveAuditOnVsOff(b *testing.B) {
 	dropped0 := audit.Dropped("buffer_full") + audit.Dropped("publish_failed")
 	b.ResetTimer()
 	var offR, onR, sealR, offP, onP, sealP []float64
+	// CPU time of each side (the whole process: server, worker, requesters),
+	// a figure the other tenants of the machine disturb less than wall time.
+	var offCPU, onCPU, sealCPU time.Duration
+	timed := func(cpu *time.Duration, f func() (float64, time.Duration)) (float64, time.Duration) {
+		c0 := cpuTime()
+		r, p := f()
+		*cpu += cpuTime() - c0
+		return r, p
+	}
 	for r := 0; r < rounds; r++ {
-		x, x99 := loadWith(b, off.conns, requesters, per, plain)
-		y, y99 := loadWith(b, on.conns, requesters, per, plain)
-		z, z99 := loadWith(b, on.conns, requesters, per, sealed)
+		x, x99 := timed(&offCPU, func() (float64, time.Duration) { return loadWith(b, off.conns, requesters, per, plain) })
+		y, y99 := timed(&onCPU, func() (float64, time.Duration) { return loadWith(b, on.conns, requesters, per, plain) })
+		z, z99 := timed(&sealCPU, func() (float64, time.Duration) { return loadWith(b, on.conns, requesters, per, sealed) })
 		offR, onR, sealR = append(offR, x), append(onR, y), append(sealR, z)
 		offP, onP, sealP = append(offP, float64(x99)), append(onP, float64(y99)), append(sealP, float64(z99))
 	}
 	b.StopTimer()
-	sent := uint64(2 * rounds * (per / requesters) * requesters)
+	n := rounds * (per / requesters) * requesters
+	sent := uint64(2 * n)
 	var stored uint64
 	natstest.Eventually(b, 30*time.Second, "the measured requests' audit events stored or counted lost", func() bool {
 		stored = countEvents(on.js) - stored0
@@ -184,7 +205,10 @@ func BenchmarkCachedResolveAuditOnVsOff(b *testing.B) {
 		"  audit off:          %6.0f req/s p99 %s\n"+
 		"  audit on:           %6.0f req/s p99 %s | throughput ratio %.2f (goal ≥ 0.80), p99 ratio %.2f (goal ≤ 1.30)\n"+
 		"  audit on + sealed:  %6.0f req/s p99 %s | throughput ratio %.2f (goal ≥ 0.80), p99 ratio %.2f (goal ≤ 1.30)\n"+
+		"  CPU per request (whole process): audit off %s, audit on %s (%.2f×), on + sealed %s (%.2f×)\n"+
 		"  audit events of the measured requests: %d stored, %.0f dropped (of %d)\n",
 		loadAverage(), rounds, per, rOff, pOff, rOn, pOn, rOn/rOff, float64(pOn)/float64(pOff),
-		rSeal, pSeal, rSeal/rOff, float64(pSeal)/float64(pOff), stored, lost, sent)
+		rSeal, pSeal, rSeal/rOff, float64(pSeal)/float64(pOff),
+		offCPU/time.Duration(n), onCPU/time.Duration(n), float64(onCPU)/float64(offCPU), sealCPU/time.Duration(n), float64(sealCPU)/float64(offCPU),
+		stored, lost, sent)
 }
