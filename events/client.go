@@ -33,8 +33,9 @@ const DefaultTimeout = 10 * time.Second
 type Client struct {
 	nc       *nats.Conn
 	subjects Subjects
-	// xkey is the client's ephemeral curve key; nil: replies are not sealed.
-	xkey nkeys.KeyPair
+	// xkey seals with the client's ephemeral curve key; nil: replies are
+	// not sealed.
+	xkey *ReplySealer
 	xpub string
 }
 
@@ -43,8 +44,8 @@ type Client struct {
 func NewClient(nc *nats.Conn, prefix string) *Client {
 	c := &Client{nc: nc, subjects: Subjects{Prefix: prefix}}
 	if kp, err := nkeys.CreateCurveKeys(); err == nil {
-		if pub, err := kp.PublicKey(); err == nil {
-			c.xkey, c.xpub = kp, pub
+		if s, err := NewReplySealer(kp); err == nil {
+			c.xkey, c.xpub = s, s.PublicKey()
 		}
 	}
 	return c
@@ -152,7 +153,7 @@ func (c *Client) open(msg *nats.Msg, id string) error {
 		}
 		return fmt.Errorf("%w: the reply is not sealed", ErrSealedReply)
 	}
-	body, err := OpenReply(c.xkey, sender, id, time.Now(), msg.Data)
+	body, err := c.xkey.Open(sender, id, time.Now(), msg.Data)
 	if err != nil {
 		return err
 	}

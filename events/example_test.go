@@ -1,6 +1,7 @@
 package events_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -116,4 +118,80 @@ func ExampleClient_Test() {
 	// ok: false
 	// secret true
 	// keys false
+}
+
+// Replies are sealed by default: the client sends the public half of an
+// ephemeral curve key (nkeys xkey) in Cloudbridge-Reply-Key, the worker seals
+// the reply body to it and names its own key in Cloudbridge-Sender-Key, and
+// the client opens it, checking that it answers this very request and has
+// not expired. Anyone else subscribed to the reply inboxes sees ciphertext.
+func ExampleClient_sealed() {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer nc.Close()
+	// A snooper on every reply inbox (a deployment without per-user inbox permissions).
+	snooper, err := nats.Connect(natsURL)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer snooper.Close()
+	inboxes, _ := snooper.SubscribeSync("_INBOX.>")
+	_ = snooper.Flush()
+
+	client := events.NewClient(nc, "")
+	fmt.Println("reply key is a curve key:", nkeys.IsValidPublicCurveKey(client.ReplyKey()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	reply, err := client.Resolve(ctx, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	password, _ := reply.String("password")
+	fmt.Println("client opened:", password == "password01")
+
+	// The snooper's copy of that reply (skipping the worker's own inbox traffic).
+	for {
+		m, err := inboxes.NextMsg(5 * time.Second)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		if m.Header.Get(events.HeaderRequestID) == "" {
+			continue
+		}
+		fmt.Println("snooper reads the password:", bytes.Contains(m.Data, []byte("password01")))
+		fmt.Println("sealed by the worker's key:", nkeys.IsValidPublicCurveKey(m.Header.Get(events.HeaderSenderKey)))
+		break
+	}
+
+	// By hand: the sealed plaintext binds the request id, so a captured reply
+	// does not open as the answer to another request.
+	mine, _ := nkeys.CreateCurveKeys()
+	pub, _ := mine.PublicKey()
+	req := nats.NewMsg(client.Subjects().Resolve("bio", "local-bio"))
+	req.Data = []byte(`{"secret":"biodb01"}`)
+	req.Header.Set(events.HeaderRequestID, "req-1")
+	req.Header.Set(events.HeaderReplyKey, pub)
+	m, err := nc.RequestMsgWithContext(ctx, req)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	sender := m.Header.Get(events.HeaderSenderKey)
+	_, err = events.OpenReply(mine, sender, "req-2", time.Now(), m.Data)
+	fmt.Println("replayed into req-2:", errors.Is(err, events.ErrSealedReply))
+	body, err := events.OpenReply(mine, sender, "req-1", time.Now(), m.Data)
+	fmt.Println("opened as req-1:", err == nil && bytes.Contains(body, []byte(`"login":"user01"`)))
+	// Output:
+	// reply key is a curve key: true
+	// client opened: true
+	// snooper reads the password: false
+	// sealed by the worker's key: true
+	// replayed into req-2: true
+	// opened as req-1: true
 }

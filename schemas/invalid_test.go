@@ -13,6 +13,9 @@ import (
 const (
 	awsOK = `"aws":{"region":"us-east-1","auth":"access_key","access_key_id":"AKIAIOSFODNN7EXAMPLE","secret_access_key":"wJalrXUtnFEMI"}`
 	cwOK  = `"cloudwatch":{"log_group":"/app"}`
+	// auditOK is the required part of a valid resolve audit event.
+	auditOK = `"time":"2026-11-24T02:00:00Z","op":"resolve","outcome":"ok","latency_ms":0.5,"request_id":"r1"`
+	xkeyOK  = "XBTJKFJ43PULMKMD36HYQ4P3O26QGKFH7Q3TQZIQIAPDG63AZ5VEHZQE"
 )
 
 // invalidDocs are documents the schema must reject. worker says whether the
@@ -113,6 +116,41 @@ var invalidDocs = []struct {
 	{"error reply without message", "error-reply", `{"error":{"code":"internal"}}`, "required", false},
 	{"rekey negative", "rekey-reply", `{"resealed":-1,"current":"k1"}`, "minimum", false},
 	{"exported fractional", "exported-event", `{"export":"e","events":1.5,"bytes":0,"first_seq":0,"last_seq":0,"rejected":0,"dead":0,"duration_ms":0}`, "type", false},
+	{"require_sealed not bool", "connection", `{"name":"c","provider":"builtin","require_sealed":"yes"}`, "type", true},
+	{"audit value field", "audit-event", `{` + auditOK + `,"value":"password01"}`, "additionalProperties", false},
+	{"audit without request id", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"resolve","outcome":"ok","latency_ms":1}`, "required", false},
+	{"audit request id with space", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"resolve","outcome":"ok","latency_ms":1,"request_id":"a b"}`, "pattern", false},
+	{"audit unknown op", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"read","outcome":"ok","latency_ms":1,"request_id":"r"}`, "enum", false},
+	{"audit unknown outcome", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"resolve","outcome":"teapot","latency_ms":1,"request_id":"r"}`, "enum", false},
+	{"audit negative latency", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"resolve","outcome":"ok","latency_ms":-1,"request_id":"r"}`, "minimum", false},
+	{"audit bad time", "audit-event", `{"time":"yesterday","op":"resolve","outcome":"ok","latency_ms":1,"request_id":"r"}`, "format", false},
+	{"audit admin without verb", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"admin","outcome":"ok","latency_ms":1,"request_id":"r"}`, "required", false},
+	{"audit resolve with verb", "audit-event", `{` + auditOK + `,"verb":"connections-put"}`, "not", false},
+	{"audit invalidate with group", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"invalidate","group":"bio","outcome":"ok","latency_ms":1,"request_id":"r"}`, "not", false},
+	{"audit bad group", "audit-event", `{` + auditOK + `,"group":"Bio"}`, "pattern", false},
+	{"audit fingerprint of a failure", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"resolve","outcome":"not_found","latency_ms":1,"request_id":"r","fingerprint":"` + strings.Repeat("ab", 32) + `"}`, "const", false},
+	{"audit fingerprint upper case", "audit-event", `{` + auditOK + `,"fingerprint":"` + strings.Repeat("AB", 32) + `"}`, "pattern", false},
+	{"audit fingerprint short", "audit-event", `{` + auditOK + `,"fingerprint":"abcd"}`, "pattern", false},
+	{"audit reply key without sealed", "audit-event", `{` + auditOK + `,"reply_key":"` + xkeyOK + `"}`, "required", false},
+	{"audit sealed without reply key", "audit-event", `{` + auditOK + `,"sealed":true}`, "required", false},
+	{"audit sealed false", "audit-event", `{` + auditOK + `,"sealed":false,"reply_key":"` + xkeyOK + `"}`, "const", false},
+	{"audit reply key not a curve key", "audit-event", `{` + auditOK + `,"sealed":true,"reply_key":"UBTJKFJ43PULMKMD36HYQ4P3O26QGKFH7Q3TQZIQIAPDG63AZ5VEHZQE"}`, "pattern", false},
+	{"audit empty requester", "audit-event", `{` + auditOK + `,"requester":{}}`, "minProperties", false},
+	{"audit requester unknown field", "audit-event", `{` + auditOK + `,"requester":{"user":"u","password":"p"}}`, "additionalProperties", false},
+	{"audit bad expires", "audit-event", `{` + auditOK + `,"expires":"soon"}`, "format", false},
+	{"audit empty scope", "audit-event", `{` + auditOK + `,"scopes":[""]}`, "minLength", false},
+	{"fingerprint request without secret", "fingerprint-request", `{"connection":"local-bio"}`, "required", true},
+	{"fingerprint request wildcard", "fingerprint-request", `{"connection":"local-bio","secret":"biodb*"}`, "pattern", true},
+	{"fingerprint request bad connection", "fingerprint-request", `{"connection":"Local Bio","secret":"biodb01"}`, "pattern", true},
+	{"fingerprint request unknown field", "fingerprint-request", `{"connection":"local-bio","secret":"biodb01","value":"password01"}`, "additionalProperties", true},
+	{"fingerprint request long version", "fingerprint-request", `{"connection":"local-bio","secret":"biodb01","version":"` + strings.Repeat("v", 257) + `"}`, "maxLength", true},
+	{"fingerprint reply without fingerprint", "fingerprint-reply", `{"connection":"local-bio","secret":"biodb01"}`, "required", false},
+	{"fingerprint reply bad fingerprint", "fingerprint-reply", `{"connection":"local-bio","secret":"biodb01","fingerprint":"password01"}`, "pattern", false},
+	{"sealed reply without request id", "sealed-reply", `{"expires":"2026-11-24T02:00:00Z","body":{}}`, "required", false},
+	{"sealed reply without expiry", "sealed-reply", `{"request_id":"r","body":{}}`, "required", false},
+	{"sealed reply bad expiry", "sealed-reply", `{"request_id":"r","expires":"1m","body":{}}`, "format", false},
+	{"sealed reply body a string", "sealed-reply", `{"request_id":"r","expires":"2026-11-24T02:00:00Z","body":"password01"}`, "type", false},
+	{"sealed reply unknown field", "sealed-reply", `{"request_id":"r","expires":"2026-11-24T02:00:00Z","body":{},"sender":"x"}`, "additionalProperties", false},
 	{"dead unknown reason", "dead-letter", `{"export":"e","subject":"logs.a","seq":1,"reason":"lost","payload":"","time":"2026-11-24T02:00:00Z"}`, "enum", false},
 }
 
@@ -278,6 +316,10 @@ var validDocs = []struct{ name, schema, doc string }{
 	{"string secret empty", "secret-put", `{"connection":"local-bio","name":"biodb01","value":""}`},
 	{"subject filter full wildcard", "export", `{"name":"e","connection":"c","subjects":[">"],"cloudwatch":{"log_group":"/a"}}`},
 	{"s3 empty prefix", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"a.b-c","prefix":""}}`},
+	{"audit minimal", "audit-event", `{` + auditOK + `}`},
+	{"audit sealed", "audit-event", `{` + auditOK + `,"sealed":true,"reply_key":"` + xkeyOK + `"}`},
+	{"audit admin bad request has no connection", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"admin","verb":"secrets-put","outcome":"bad_request","latency_ms":0.1,"request_id":"r"}`},
+	{"fingerprint request empty version", "fingerprint-request", `{"connection":"local-bio","secret":"biodb01","version":""}`},
 	{"s3 every placeholder", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"abc","prefix":"{export}/{yyyy}-{mm}-{dd}T{hh}/x.y_z/"}}`},
 }
 

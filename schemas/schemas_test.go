@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,10 @@ import (
 
 // goTypes maps every schema to the Go type of package events it describes.
 var goTypes = map[string]func() any{
+	"audit-event":           func() any { return new(events.AuditEvent) },
+	"fingerprint-request":   func() any { return new(events.FingerprintRequest) },
+	"fingerprint-reply":     func() any { return new(events.FingerprintReply) },
+	"sealed-reply":          func() any { return new(events.SealedReply) },
 	"connection":            func() any { return new(events.Connection) },
 	"connection-stored":     func() any { return new(events.Connection) },
 	"connection-list":       func() any { return new(events.ConnectionList) },
@@ -73,15 +78,15 @@ var nestedTypes = map[string]string{
 	"GCPToken":          "token-reply",
 	"AWSEvents":         "connection",
 	"GCPEvents":         "connection",
+	"Requester":         "audit-event",
 }
 
 // notMessages are struct types of events that never go on the wire.
 var notMessages = map[string]bool{
-	"Client":   true,
-	"CodeInfo": true, // a row of the error table (events.ErrorTable)
-	"Subjects": true,
-	// Schemas still to write (issue 13): the audit event and the sealed reply.
-	"AuditEvent": true, "Requester": true, "FingerprintRequest": true, "FingerprintReply": true, "SealedReply": true,
+	"Client":      true,
+	"CodeInfo":    true, // a row of the error table (events.ErrorTable)
+	"Subjects":    true,
+	"ReplySealer": true, // a key pair sealing replies; its plaintext is SealedReply
 }
 
 // validator is implemented by request types that the worker checks after decoding.
@@ -425,7 +430,76 @@ func goValues(t *testing.T) []goValue {
 		Retries: 4, DeadLetters: 1}}})
 	add("dead-result", "more", events.DeadResult{Export: "cw-info", Count: 1000, More: true})
 	add("dead-result", "none", events.DeadResult{Export: "cw-info"})
+	sealedConn := connections(t)[len(connections(t))-1]
+	sealedConn.RequireSealed = true
+	add("connection", "require_sealed", sealedConn)
+	add("connection-stored", "require_sealed", all.Table.Redact(sealedConn))
+	for _, ev := range auditEvents() {
+		add("audit-event", ev.Op+"/"+ev.Verb+"/"+ev.Outcome, ev)
+	}
+	add("fingerprint-request", "current", events.FingerprintRequest{Connection: "local-bio", Secret: "biodb01"})
+	add("fingerprint-request", "version", events.FingerprintRequest{Connection: "aws-sm-bio", Secret: "biodb01", Version: "AWSPREVIOUS"})
+	add("fingerprint-reply", "fp", events.FingerprintReply{Connection: "local-bio", Secret: "biodb01", Version: "3", Fingerprint: fingerprint})
+	add("fingerprint-reply", "no version", events.FingerprintReply{Connection: "local-bio", Secret: "biodb01", Fingerprint: fingerprint})
+	for _, body := range []any{
+		events.ResolveReply{Connection: "local-bio", Secret: "biodb01", Value: &str, FetchedAt: fetched},
+		events.ErrorReply{Error: events.Errorf(events.CodeNotFound, "no such key")},
+		events.Empty{},
+	} {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add("sealed-reply", fmt.Sprintf("%T", body), events.SealedReply{RequestID: "6KvHx0qWm3c8ZpN2aRb1sX", Expires: fetched.Add(events.SealedReplyTTL), Body: b})
+	}
 	return vals
+}
+
+const (
+	fingerprint = "3f1d7a0e9c2b84d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2"
+	replyKey    = "XBTJKFJ43PULMKMD36HYQ4P3O26QGKFH7Q3TQZIQIAPDG63AZ5VEHZQE"
+)
+
+// auditEvents is an audit event of every op, with and without a failure,
+// a requester, token fields and a sealed reply.
+func auditEvents() []events.AuditEvent {
+	exp := fetched.Add(time.Hour)
+	base := func(op string) events.AuditEvent {
+		return events.AuditEvent{Time: fetched, Op: op, Outcome: events.OutcomeOK, LatencyMS: 0.125, Instance: "Vq3kSx2bQ0pJ7eTqFh9YrM", RequestID: "6KvHx0qWm3c8ZpN2aRb1sT"}
+	}
+	var out []events.AuditEvent
+	ev := base(events.OpResolve)
+	ev.Group, ev.Connection, ev.Secret, ev.Version, ev.Cached, ev.Fingerprint = "bio", "aws-sm-bio", "biodb01", "v1", true, fingerprint
+	ev.Requester = &events.Requester{Account: "DATAGROK", User: "api", Name: "datagrok api", Host: "10.0.3.17", Server: "nats-1"}
+	out = append(out, ev)
+	ev.Sealed, ev.ReplyKey, ev.Stale = true, replyKey, true
+	out = append(out, ev)
+	ev = base(events.OpResolve)
+	ev.Group, ev.Connection, ev.Secret, ev.Outcome = "chem", "aws-sm-bio", "biodb01", string(events.CodeForbidden)
+	out = append(out, ev)
+	ev = base(events.OpResolve)
+	ev.Group, ev.Connection, ev.Outcome = "bio", "aws-sm-bio", string(events.CodeBadRequest)
+	out = append(out, ev)
+	ev = base(events.OpTest)
+	ev.Group, ev.Connection, ev.Secret = "bio", "aws-sm-bio", "biodb01"
+	out = append(out, ev)
+	ev = base(events.OpToken)
+	ev.Group, ev.Connection, ev.Role, ev.Expires, ev.Fingerprint = "bio", "aws-task", "arn:aws:iam::123456789012:role/cloudbridge", &exp, fingerprint
+	out = append(out, ev)
+	ev = base(events.OpToken)
+	ev.Group, ev.Connection, ev.Scopes, ev.Expires, ev.Fingerprint = "chem", "gcp-imp", []string{"https://www.googleapis.com/auth/cloud-platform"}, &exp, fingerprint
+	ev.Sealed, ev.ReplyKey = true, replyKey
+	out = append(out, ev)
+	ev = base(events.OpInvalidate)
+	ev.Connection, ev.Secret = "aws-sm-bio", "biodb01"
+	out = append(out, ev)
+	ev = base(events.OpAdmin)
+	ev.Verb, ev.Connection, ev.Secret = "secrets-put", "local-bio", "biodb01"
+	out = append(out, ev)
+	ev = base(events.OpAdmin)
+	ev.Verb, ev.Outcome = "rekey", string(events.CodeUnavailable)
+	out = append(out, ev)
+	return out
 }
 
 // deadReasons are the dead-letter reasons of package events.
@@ -480,6 +554,8 @@ func TestEnumsMatchEvents(t *testing.T) {
 		{"connection", "/$defs/gcp/properties/auth/enum", []string{events.GCPAuthServiceAccountKey, events.GCPAuthImpersonation, events.GCPAuthDefault}},
 		{"token-reply", "/properties/provider/enum", []string{events.ProviderAWS, events.ProviderGCP}},
 		{"defs", "/$defs/name/pattern", []string{events.NamePattern}},
+		{"audit-event", "/properties/op/enum", []string{events.OpResolve, events.OpTest, events.OpToken, events.OpInvalidate, events.OpAdmin}},
+		{"audit-event", "/properties/outcome/anyOf/0/const", []string{events.OutcomeOK}},
 	}
 	for _, tc := range tests {
 		b, err := schemas.Schema(tc.schema)
@@ -491,8 +567,19 @@ func TestEnumsMatchEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, tok := range strings.Split(strings.TrimPrefix(tc.pointer, "/"), "/") {
-			m, _ := node.(map[string]any)
-			node = m[tok]
+			switch n := node.(type) {
+			case map[string]any:
+				node = n[tok]
+			case []any:
+				i, err := strconv.Atoi(tok)
+				if err != nil || i < 0 || i >= len(n) {
+					node = nil
+				} else {
+					node = n[i]
+				}
+			default:
+				node = nil
+			}
 		}
 		var got []string
 		switch n := node.(type) {

@@ -43,6 +43,7 @@ const (
 	DefaultBuffer     = 8192
 	DefaultBatch      = 256
 	DefaultAckTimeout = 2 * time.Second
+	DefaultLinger     = 2 * time.Millisecond
 	// DedupWindow is the audit stream's duplicate window: the same request
 	// seen by several workers (invalidate is a broadcast) is stored once.
 	DedupWindow = 2 * time.Minute
@@ -54,12 +55,22 @@ var (
 	published = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cloudbridge_audit_events_total", Help: "Audit events stored in the audit stream.",
 	})
+	recovered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cloudbridge_audit_stream_recreated_total", Help: "Times the audit stream was found missing and re-created.",
+	})
 	dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cloudbridge_audit_dropped_total", Help: "Audit events not stored, by reason (buffer_full, publish_failed, refused, stopped).",
 	}, []string{"reason"})
 )
 
-func init() { metrics.Registry.MustRegister(published, dropped) }
+func init() { metrics.Registry.MustRegister(published, dropped, recovered) }
+
+// Recreated is the count of audit stream re-creations, for tests.
+func Recreated() float64 {
+	var m dto.Metric
+	_ = recovered.Write(&m)
+	return m.GetCounter().GetValue()
+}
 
 // Dropped is the count of audit events lost for reason, for tests.
 func Dropped(reason string) float64 {
@@ -75,8 +86,20 @@ type Config struct {
 	Buffer     int
 	Batch      int
 	AckTimeout time.Duration
-	Logger     zerolog.Logger
+	// Linger is how long a batch waits for more events once the buffer is
+	// empty (default DefaultLinger; negative: not at all).
+	Linger time.Duration
+	Logger zerolog.Logger
+	// Recover, when set, re-creates the audit stream. It is called when a
+	// publish finds no stream (deleted while the worker runs), on a
+	// goroutine of its own, one call at a time and at most once per
+	// RecoverEvery; the requests go on (best-effort) or are refused
+	// (required) meanwhile.
+	Recover func(ctx context.Context) error
 }
+
+// RecoverEvery spaces the calls of Config.Recover.
+const RecoverEvery = time.Second
 
 // Publisher publishes audit events.
 type Publisher struct {
@@ -89,6 +112,46 @@ type Publisher struct {
 	closed bool
 	// throttled logs repeated failures once a second with the cause.
 	throttled zerolog.Logger
+	// recovering is held while Recover runs; lastRecover spaces the calls.
+	recovering  sync.Mutex
+	recoverMu   sync.Mutex
+	lastRecover time.Time
+	recoverWG   sync.WaitGroup
+}
+
+// noStream reports whether a publish failed because no stream captures
+// its subject.
+func noStream(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// recoverStream calls Config.Recover in the background after a publish found
+// no stream: at most one call at a time, at most once per RecoverEvery.
+func (p *Publisher) recoverStream(err error) {
+	if p.cfg.Recover == nil || !noStream(err) {
+		return
+	}
+	p.recoverMu.Lock()
+	if time.Since(p.lastRecover) < RecoverEvery || !p.recovering.TryLock() {
+		p.recoverMu.Unlock()
+		return
+	}
+	p.lastRecover = time.Now()
+	p.recoverWG.Add(1)
+	p.recoverMu.Unlock()
+	go func() {
+		defer p.recoverWG.Done()
+		defer p.recovering.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*p.cfg.AckTimeout)
+		defer cancel()
+		if rerr := p.cfg.Recover(ctx); rerr != nil {
+			p.throttled.Error().Str("err", rerr.Error()).Msg("audit stream missing and not re-created")
+			return
+		}
+		recovered.Inc()
+		p.cfg.Logger.Warn().Msg("audit stream was missing: re-created")
+	}()
 }
 
 type item struct {
@@ -110,6 +173,9 @@ func New(cfg Config) *Publisher {
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = DefaultAckTimeout
 	}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
+	}
 	p := &Publisher{cfg: cfg, ch: make(chan item, cfg.Buffer), done: make(chan struct{}),
 		throttled: cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})}
 	go p.loop()
@@ -120,7 +186,7 @@ func New(cfg Config) *Publisher {
 func (p *Publisher) Required() bool { return p.cfg.Mode == Required }
 
 // Publish records ev on subject, msgID naming the request for the stream's
-// duplicate detection. Best-effort: it never blocks and returns nil (a full
+// duplicate detection (used for invalidate, the one broadcast). Best-effort: it never blocks and returns nil (a full
 // buffer is counted). Required: it returns once the stream stored the event,
 // or the error saying it did not.
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error {
@@ -147,6 +213,7 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *even
 	defer cancel()
 	if _, err := p.cfg.JS.PublishMsg(ctx, msg); err != nil {
 		dropped.WithLabelValues("refused").Inc()
+		p.recoverStream(err)
 		p.throttled.Error().Str("subject", subject).Str("err", err.Error()).Msg("audit event not stored: request refused")
 		return fmt.Errorf("storing audit event: %w", err)
 	}
@@ -159,8 +226,13 @@ func message(subject, msgID string, ev *events.AuditEvent) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding audit event: %w", err)
 	}
-	m := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
-	if msgID != "" {
+	m := &nats.Msg{Subject: subject, Data: body}
+	// Only a broadcast (invalidate: every worker answers it) needs the
+	// stream's duplicate detection; every other request reaches one worker of
+	// the queue group, and a message id would cost the server a window entry
+	// per request.
+	if msgID != "" && ev.Op == events.OpInvalidate {
+		m.Header = nats.Header{}
 		m.Header.Set(jetstream.MsgIDHeader, msgID)
 	}
 	return m, nil
@@ -171,8 +243,11 @@ func message(subject, msgID string, ev *events.AuditEvent) (*nats.Msg, error) {
 func (p *Publisher) loop() {
 	defer close(p.done)
 	batch := make([]item, 0, p.cfg.Batch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for it := range p.ch {
 		batch = append(batch[:0], it)
+		waited := p.cfg.Linger <= 0
 	fill:
 		for len(batch) < p.cfg.Batch {
 			select {
@@ -181,9 +256,29 @@ func (p *Publisher) loop() {
 					break fill
 				}
 				batch = append(batch, more)
+				continue
 			default:
-				break fill
 			}
+			if waited {
+				break
+			}
+			// Wait a little for more: one ack per batch instead of one
+			// per event when requests trickle in one at a time.
+			waited = true
+			linger.Reset(p.cfg.Linger)
+		wait:
+			for len(batch) < p.cfg.Batch {
+				select {
+				case more, ok := <-p.ch:
+					if !ok {
+						break fill
+					}
+					batch = append(batch, more)
+				case <-linger.C:
+					break wait
+				}
+			}
+			linger.Stop()
 		}
 		p.send(batch)
 	}
@@ -226,6 +321,7 @@ func (p *Publisher) send(batch []item) {
 	defer cancel()
 	if _, err := p.cfg.JS.PublishMsg(ctx, last); err != nil {
 		dropped.WithLabelValues("publish_failed").Add(float64(n + 1))
+		p.recoverStream(err)
 		p.throttled.Warn().Int("events", n+1).Str("subject", last.Subject).Str("err", err.Error()).Msg("audit events not stored")
 		return
 	}
@@ -242,9 +338,17 @@ func (p *Publisher) Stop(ctx context.Context) error {
 	})
 	select {
 	case <-p.done:
-		return nil
 	case <-ctx.Done():
 		return errors.New("audit: buffered events not published before the deadline")
+	}
+	// A Recover in progress ends within its own deadline (2× AckTimeout).
+	rdone := make(chan struct{})
+	go func() { p.recoverWG.Wait(); close(rdone) }()
+	select {
+	case <-rdone:
+		return nil
+	case <-ctx.Done():
+		return errors.New("audit: re-creating the audit stream did not end before the deadline")
 	}
 }
 

@@ -50,7 +50,7 @@ type Runner struct {
 
 	audit *Audit
 	// xkey seals replies to requesters that send their public curve key.
-	xkey nkeys.KeyPair
+	xkey *events.ReplySealer
 	xpub string
 }
 
@@ -107,8 +107,8 @@ func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFl
 	throttled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
 	r := &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight, stats: map[string]*Stats{}}
 	if kp, err := nkeys.CreateCurveKeys(); err == nil {
-		if pub, err := kp.PublicKey(); err == nil {
-			r.xkey, r.xpub = kp, pub
+		if s, err := events.NewReplySealer(kp); err == nil {
+			r.xkey, r.xpub = s, s.PublicKey()
 		}
 	}
 	return r
@@ -298,7 +298,7 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 		body, _ = events.Marshal(events.ErrorReply{Error: we})
 	}
 	if replyKey != "" {
-		sealed, serr := events.SealReply(r.xkey, replyKey, id, time.Now().Add(events.SealedReplyTTL), body)
+		sealed, serr := r.xkey.Seal(replyKey, id, time.Now().Add(events.SealedReplyTTL), body)
 		if serr != nil {
 			// Never the plaintext instead: an error that carries nothing.
 			we = events.AsWire(events.Errorf(events.CodeInternal, "sealing the reply failed"))

@@ -37,13 +37,14 @@ func (s *Service) startAudit(ctx context.Context, js jetstream.JetStream, subjec
 		return nil
 	}
 	cfg := auditStreamConfig(subjects, s.cfg.AuditRetention, s.cfg.KVReplicas)
-	if err := bus.Retry(ctx, s.log, "creating the audit stream", func(ctx context.Context) error {
+	ensure := func(ctx context.Context) error {
 		_, err := bus.EnsureStream(ctx, js, cfg)
 		if err != nil {
 			return fmt.Errorf("creating audit stream %s: %w", cfg.Name, err)
 		}
 		return nil
-	}); err != nil {
+	}
+	if err := bus.Retry(ctx, s.log, "creating the audit stream", ensure); err != nil {
 		return err
 	}
 	key, err := sealer.Derive(audit.FingerprintInfo)
@@ -55,7 +56,20 @@ func (s *Service) startAudit(ctx context.Context, js jetstream.JetStream, subjec
 	if s.cfg.Audit == string(audit.Required) {
 		mode = audit.Required
 	}
-	s.auditor = audit.New(audit.Config{JS: js, Mode: mode, Logger: s.log})
+	// A connection of its own: the events' traffic (and the server's work
+	// reading it) never queues with the replies on the worker's connection.
+	anc, err := s.dial("cloudbridge-audit")
+	if err != nil {
+		return err
+	}
+	s.auditNC = anc
+	ajs, err := jetstream.New(anc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream for audit events: %w", err)
+	}
+	// A stream deleted while the worker runs is re-created when a publish
+	// finds it missing.
+	s.auditor = audit.New(audit.Config{JS: ajs, Mode: mode, Logger: s.log, Recover: ensure})
 	s.runner.SetAudit(endpoint.Audit{Auditor: s.auditor, Subjects: subjects, Instance: s.instanceID})
 	return nil
 }

@@ -23,7 +23,9 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/audit"
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+	"github.com/cloudbridge/cloudbridge/schemas"
 )
 
 // request sends body to subject with a request id and returns the reply.
@@ -64,6 +66,9 @@ func auditEvents(t *testing.T, js jetstream.JetStream) map[string][]events.Audit
 		var ev events.AuditEvent
 		if err := events.Decode(m.Data, &ev); err != nil {
 			t.Fatalf("audit event %s does not decode strictly: %v", m.Data, err)
+		}
+		if err := schemas.Validate("audit-event", m.Data); err != nil {
+			t.Fatalf("audit event %s does not match its schema: %v", m.Data, err)
 		}
 		key := ev.RequestID
 		out[key] = append(out[key], ev)
@@ -241,7 +246,24 @@ func TestAuditOneValueFreeEventPerRequest(t *testing.T) {
 	}
 }
 
-func TestAuditRequiredRefusesWhenTheStreamIsGone(t *testing.T) {
+// refuseAudit makes the audit stream refuse every new event for good: a
+// sealed stream takes no message (and is not re-created: it exists).
+func refuseAudit(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Sealed = true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAuditRequiredRefusesWhenTheStreamRefuses(t *testing.T) {
 	srv := natstest.Server(t)
 	key := newMasterKey(t)
 	cfg := joinedConfig(srv.ClientURL(), key)
@@ -257,9 +279,7 @@ func TestAuditRequiredRefusesWhenTheStreamIsGone(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := js.DeleteStream(ctx, events.Subjects{}.AuditStream()); err != nil {
-		t.Fatal(err)
-	}
+	refuseAudit(t, js)
 	before := audit.Dropped("refused")
 	for _, req := range []events.ResolveRequest{{Secret: "biodb01"}, {Secret: "biodb01", Fresh: true}, {Secret: "other"}} {
 		_, err := resolveReq(c, "bio", "local-bio", req)
@@ -281,11 +301,7 @@ func TestAuditBestEffortServesAndCountsLoss(t *testing.T) {
 	nc, c := connect(t, srv.ClientURL())
 	walkthrough(t, c)
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := js.DeleteStream(ctx, events.Subjects{}.AuditStream()); err != nil {
-		t.Fatal(err)
-	}
+	refuseAudit(t, js)
 	before := audit.Dropped("publish_failed")
 	for i := 0; i < 3; i++ {
 		if _, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"}); err != nil {
@@ -293,4 +309,170 @@ func TestAuditBestEffortServesAndCountsLoss(t *testing.T) {
 		}
 	}
 	natstest.Eventually(t, 5*time.Second, "lost audit events counted", func() bool { return audit.Dropped("publish_failed") >= before+3 })
+}
+
+// A token request's audit event names the role assumed and the expiry, and
+// fingerprints the secret access key; neither the key nor the session token
+// is in it.
+func TestAuditTokenRoleExpiryFingerprint(t *testing.T) {
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	fake := awsfake.New(t)
+	user := fake.AddUser("platform-admin")
+	role := fake.AddRole("bio-reader", awsfake.RoleOptions{MaxSession: 12 * time.Hour})
+	srv := natstest.Server(t)
+	key := newMasterKey(t)
+	startWorker(t, joinedConfig(srv.ClientURL(), key))
+	nc, c := connect(t, srv.ClientURL())
+	conn := events.Connection{Name: "aws-bio", Provider: events.ProviderAWS, Groups: []string{"bio"}, Secrets: []string{"bio/*"},
+		Tokens: &events.TokenPolicy{Enabled: true, MaxDuration: events.Duration(time.Hour)},
+		AWS: &events.AWSConfig{Region: "eu-west-1", Auth: events.AWSAuthAccessKey, AccessKeyID: user.AccessKeyID,
+			SecretAccessKey: user.SecretAccessKey, Endpoint: fake.URL(), RoleARN: role}}
+	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)
+	ctx := t.Context()
+	var tok *events.TokenReply
+	natstest.Eventually(t, 5*time.Second, "the connection to reach the worker", func() bool {
+		var err error
+		tok, err = c.Token(ctx, "bio", "aws-bio", events.TokenRequest{})
+		return err == nil
+	})
+	js, _ := jetstream.New(nc)
+	var ev events.AuditEvent
+	var raw []byte
+	natstest.Eventually(t, 5*time.Second, "the token's audit event", func() bool {
+		st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+		if err != nil {
+			return false
+		}
+		m, err := st.GetLastMsgForSubject(ctx, events.Subjects{}.Audit(events.OpToken, "bio", "aws-bio"))
+		if err != nil || json.Unmarshal(m.Data, &ev) != nil || ev.Outcome != events.OutcomeOK {
+			return false
+		}
+		raw = m.Data
+		return true
+	})
+	if err := schemas.Validate("audit-event", raw); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Role != role || ev.Expires == nil || !ev.Expires.Equal(tok.AWS.Expiration) {
+		t.Fatalf("token event %s: want role %s, expires %s", raw, role, tok.AWS.Expiration)
+	}
+	if want := fingerprintOf(t, key, []byte(tok.AWS.SecretAccessKey)); ev.Fingerprint != want {
+		t.Fatalf("token fingerprint %s, want that of the secret access key %s", ev.Fingerprint, want)
+	}
+	if !ev.Sealed || ev.ReplyKey != c.ReplyKey() {
+		t.Fatalf("token event not recorded as sealed to the client's key: %s", raw)
+	}
+	for _, sec := range []string{tok.AWS.SecretAccessKey, tok.AWS.SessionToken, user.SecretAccessKey} {
+		if bytes.Contains(raw, []byte(sec)) {
+			t.Fatalf("token audit event holds a credential: %s", raw)
+		}
+	}
+}
+
+// A deleted audit stream is re-created by the running worker when a publish
+// finds it missing: in required mode the requests meanwhile are refused,
+// then served again with their events stored; in best-effort mode they are
+// served throughout.
+func TestAuditStreamRecreatedAfterDeletion(t *testing.T) {
+	for _, mode := range []string{"required", "best-effort"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := natstest.Server(t)
+			cfg := joinedConfig(srv.ClientURL(), newMasterKey(t))
+			cfg.Audit = mode
+			startWorker(t, cfg)
+			nc, c := connect(t, srv.ClientURL())
+			walkthrough(t, c)
+			js, _ := jetstream.New(nc)
+			ctx := t.Context()
+			recreated := audit.Recreated()
+			if err := js.DeleteStream(ctx, events.Subjects{}.AuditStream()); err != nil {
+				t.Fatal(err)
+			}
+			resolve := func() error {
+				_, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"})
+				return err
+			}
+			err := resolve()
+			switch {
+			case mode == "required" && !errors.Is(err, events.ErrUnavailable):
+				t.Fatalf("first resolve after the deletion: %v, want unavailable", err)
+			case mode == "best-effort" && err != nil:
+				t.Fatalf("best-effort resolve after the deletion: %v", err)
+			}
+			natstest.Eventually(t, 10*time.Second, "the audit stream re-created", func() bool {
+				_, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+				return err == nil && audit.Recreated() > recreated
+			})
+			natstest.Eventually(t, 10*time.Second, "a resolve served with its event in the new stream", func() bool {
+				if err := resolve(); err != nil {
+					return false
+				}
+				return countEvents(js) > 0
+			})
+			st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := st.Info(ctx)
+			if err != nil || info.Config.Storage != jetstream.FileStorage || info.Config.MaxAge != cfg.AuditRetention {
+				t.Fatalf("re-created stream %+v: %v", info, err)
+			}
+		})
+	}
+}
+
+// A request that came through a service import shared with client info
+// (share: true) carries the requester's identity, and its audit event has it.
+func TestAuditRequesterFromServiceImport(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(conf, []byte(`
+accounts {
+  CB: {
+    jetstream: enabled
+    users: [{user: worker, password: worker-pw}]
+    exports: [{service: "cloudbridge.v1.resolve.>"}]
+  }
+  APP: {
+    users: [{user: app-user, password: app-pw}]
+    imports: [{service: {account: CB, subject: "cloudbridge.v1.resolve.>"}, share: true}]
+  }
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.ServerWith(t, opts)
+	cfg := joinedConfig(srv.ClientURL(), newMasterKey(t))
+	cfg.User, cfg.Password = "worker", "worker-pw"
+	startWorker(t, cfg)
+	admin := natstest.Connect(t, srv, nats.UserInfo("worker", "worker-pw"))
+	walkthrough(t, events.NewClient(admin, ""))
+	app := natstest.Connect(t, srv, nats.UserInfo("app-user", "app-pw"), nats.Name("bio-etl"))
+	appClient := events.NewClient(app, "")
+	ctx := t.Context()
+	var reply *events.ResolveReply
+	natstest.Eventually(t, 5*time.Second, "a resolve through the import", func() bool {
+		reply, err = appClient.Resolve(ctx, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"})
+		return err == nil
+	})
+	if p, _ := reply.String("password"); p != "password01" {
+		t.Fatalf("reply through the import: %+v", reply)
+	}
+	js, _ := jetstream.New(admin)
+	var ev events.AuditEvent
+	natstest.Eventually(t, 5*time.Second, "the resolve's audit event", func() bool {
+		st, err := js.Stream(ctx, events.Subjects{}.AuditStream())
+		if err != nil {
+			return false
+		}
+		m, err := st.GetLastMsgForSubject(ctx, events.Subjects{}.Audit(events.OpResolve, "bio", "local-bio"))
+		return err == nil && json.Unmarshal(m.Data, &ev) == nil && ev.Outcome == events.OutcomeOK
+	})
+	rq := ev.Requester
+	if rq == nil || rq.Account != "APP" || rq.User != "app-user" || rq.Name != "bio-etl" {
+		t.Fatalf("requester %+v, want account APP, user app-user, name bio-etl", rq)
+	}
 }

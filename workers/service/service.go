@@ -69,6 +69,9 @@ type Service struct {
 	fingerprints *audit.Fingerprinter
 	instance     atomic.Pointer[string]
 	noAudit      bool
+	// auditNC publishes audit events: a connection of its own, so the
+	// events never queue with the replies.
+	auditNC *nats.Conn
 }
 
 // Option changes how a worker is assembled.
@@ -308,30 +311,42 @@ func (s *Service) sealer() (*seal.Sealer, error) {
 }
 
 func (s *Service) connect(ctx context.Context) error {
-	opts := bus.Resilient("cloudbridge-worker", s.log)
-	url := s.cfg.URL
 	if s.cfg.Embedded() {
 		e, err := bus.StartEmbedded(s.cfg.Listen, s.cfg.DataDir)
 		if err != nil {
 			return err
 		}
 		s.embedded = e
-		url = e.ClientURL()
-		opts = append(opts, nats.InProcessServer(e.Server()))
+	}
+	nc, err := s.dial("cloudbridge-worker")
+	if err != nil {
+		return err
+	}
+	s.nc = nc
+	return nil
+}
+
+// dial opens a connection named name to the worker's NATS (the embedded
+// server in process).
+func (s *Service) dial(name string) (*nats.Conn, error) {
+	opts := bus.Resilient(name, s.log)
+	url := s.cfg.URL
+	if s.embedded != nil {
+		url = s.embedded.ClientURL()
+		opts = append(opts, nats.InProcessServer(s.embedded.Server()))
 	} else {
 		auth, err := s.cfg.Auth().Options()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		opts = append(opts, auth...)
 		opts = append(opts, nats.RetryOnFailedConnect(false))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
 	}
-	s.nc = nc
-	return nil
+	return nc, nil
 }
 
 func (s *Service) onChange(c registry.Change) {
@@ -417,6 +432,11 @@ func (s *Service) stop(ctx context.Context) error {
 	}
 	if s.auditor != nil {
 		if err := s.auditor.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.auditNC != nil {
+		if err := drain(ctx, s.auditNC); err != nil {
 			errs = append(errs, err)
 		}
 	}
