@@ -97,7 +97,7 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) {
 	if initial && !isDelete(e) {
 		// Loaded at start: opened on first use.
 		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: e.Value()})
-		r.notify(Change{Kind: KindConnection, Name: name})
+		r.notify(Change{Kind: KindConnection, Name: name, Initial: true})
 		return
 	}
 	old := r.slot(name)

@@ -37,6 +37,9 @@ type Change struct {
 	Conn    string
 	Name    string
 	Deleted bool
+	// Initial marks the state Start loads: a listener that acts on the
+	// whole state once Start returns may ignore these.
+	Initial bool
 }
 
 // Options configure the registry.
@@ -257,7 +260,7 @@ func (r *Registry) Start(ctx context.Context) error {
 	}
 	for _, w := range []watched{
 		{b: r.conns, apply: r.applyConnection, loaded: r.probeConnections, opts: allOpts},
-		{b: r.exports, apply: func(e jetstream.KeyValueEntry, _ bool) { r.applyExport(e) }, opts: allOpts},
+		{b: r.exports, apply: r.applyExport, opts: allOpts},
 		{b: r.secrets, apply: func(e jetstream.KeyValueEntry, _ bool) { r.applySecret(e) }, updatesOnly: true,
 			opts: func(first bool) []jetstream.WatchOpt {
 				if first {
