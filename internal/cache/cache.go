@@ -151,14 +151,15 @@ func (s *Store) gen(conn, secret string) generation {
 	return g
 }
 
-// connGenOf is conn's connGen, created when missing; s.mu is held.
-func (s *Store) connGenOf(conn string) *connGen {
-	if v, ok := s.gens.Load(conn); ok {
-		return v.(*connGen)
+// fetchGen is the generation a fetch of a secret of conn starts under. It
+// gives conn a generation first: from then on, invalidations of conn outdate
+// what the fetch gets (Invalidate skips connections without one, so that
+// the connections never fetched cost no memory).
+func (s *Store) fetchGen(conn, secret string) generation {
+	if _, ok := s.gens.Load(conn); !ok {
+		s.gens.LoadOrStore(conn, &connGen{})
 	}
-	cg := &connGen{}
-	s.gens.Store(conn, cg)
-	return cg
+	return s.gen(conn, secret)
 }
 
 // Invalidate drops the entries of a connection, or of one of its secrets when
@@ -167,11 +168,15 @@ func (s *Store) connGenOf(conn string) *connGen {
 // store its result.
 func (s *Store) Invalidate(conn, secret string) {
 	s.mu.Lock()
-	if secret == "" {
-		// The connection's new generation outdates every secret's.
-		s.gens.Store(conn, &connGen{gen: s.tick.Add(1)})
-	} else {
-		s.connGenOf(conn).setSecret(secret, s.tick.Add(1))
+	// A connection with no generation has nothing cached nor being fetched
+	// (a fetch creates it before asking the provider): nothing to outdate.
+	if v, ok := s.gens.Load(conn); ok {
+		if secret == "" {
+			// The connection's new generation outdates every secret's.
+			s.gens.Store(conn, &connGen{gen: s.tick.Add(1)})
+		} else {
+			v.(*connGen).setSecret(secret, s.tick.Add(1))
+		}
 	}
 	s.mu.Unlock()
 	if s.m.len() == 0 {
@@ -233,7 +238,7 @@ func (c *cached) Resolve(ctx context.Context, req provider.Request) (provider.Se
 		return sec, nil
 	}
 	k := key{conn: c.conn, secret: req.Secret, version: req.Version}
-	gen := s.gen(c.conn, req.Secret)
+	gen := s.fetchGen(c.conn, req.Secret)
 	var old *entry
 	if e, ok := s.m.peek(k); ok && e.gen == gen {
 		old = e

@@ -89,3 +89,19 @@ func TestBoundUnderConcurrency(t *testing.T) {
 		t.Fatal("the last entry stored was evicted")
 	}
 }
+
+// Invalidating connections and secrets never fetched (every connection of a
+// worker's registry, as changes are watched) keeps nothing in memory.
+func TestInvalidateUnfetchedKeepsNothing(t *testing.T) {
+	s, _ := newStore(t, 10)
+	for i := 0; i < 100; i++ {
+		s.Invalidate(fmt.Sprint("c", i), "")
+		s.Invalidate(fmt.Sprint("c", i), "s")
+		s.Refresh(fmt.Sprint("c", i), "s")
+	}
+	n := 0
+	s.gens.Range(func(_, _ any) bool { n++; return true })
+	if n != 0 {
+		t.Fatalf("%d generations kept for connections never fetched", n)
+	}
+}

@@ -18,9 +18,15 @@ import (
 // values are being re-read.
 func (s *Store) Refresh(conn, secret string) int {
 	s.mu.Lock()
+	v, ok := s.gens.Load(conn)
+	if !ok {
+		// Nothing of conn cached nor being fetched (fetchGen).
+		s.mu.Unlock()
+		return 0
+	}
 	prev := s.gen(conn, secret)
 	gen := generation{conn: prev.conn, secret: s.tick.Add(1)}
-	s.connGenOf(conn).setSecret(secret, gen.secret)
+	v.(*connGen).setSecret(secret, gen.secret)
 	s.mu.Unlock()
 	now := s.opts.Now()
 	n := 0
