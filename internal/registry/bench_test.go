@@ -57,8 +57,13 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 	bins := procs.Build(b)
 	cluster := procs.StartCluster(b, bins, 1)
 	url := cluster.Nodes[0].ClientURL()
+	// CLOUDBRIDGE_BENCH_GOMEMLIMIT, when set, is the workers' GOMEMLIMIT.
+	env := []string{"CLOUDBRIDGE_MASTER_KEY=" + procs.MasterKey}
+	if v := os.Getenv("CLOUDBRIDGE_BENCH_GOMEMLIMIT"); v != "" {
+		env = append(env, "GOMEMLIMIT="+v)
+	}
 	start := func() (*procs.Worker, string) {
-		w := procs.StartWorker(b, bins, []string{"CLOUDBRIDGE_MASTER_KEY=" + procs.MasterKey},
+		w := procs.StartWorker(b, bins, env,
 			"serve", "--nats-url", url, "--http-addr", "127.0.0.1:0", "--log-level", "info")
 		addr, ok := w.HTTPAddr(60 * time.Second)
 		if !ok {
@@ -133,7 +138,7 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 			b.Fatalf("worker did not stop:\n%s", w.Logs())
 		}
 		t0 := time.Now()
-		w = procs.StartWorker(b, bins, []string{"CLOUDBRIDGE_MASTER_KEY=" + procs.MasterKey},
+		w = procs.StartWorker(b, bins, env,
 			"serve", "--nats-url", url, "--http-addr", "127.0.0.1:0", "--log-level", "info")
 		for {
 			msg, err := admins[0].Request(resolve, []byte(`{"secret":"db01"}`), time.Second)
@@ -164,7 +169,7 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 	b.ReportMetric(restart, "restart-s")
 	b.ReportMetric(mib(loadedRSS), "rss-loaded-MiB")
 	b.ReportMetric(mib(rssLater), "rss-restarted-MiB")
-	fmt.Printf("registry at %d builtin connections + %d secrets, 16 concurrent admins, worker and nats-server in separate processes:\n", n, n)
+	fmt.Printf("registry at %d builtin connections + %d secrets, 16 concurrent admins, worker and nats-server in separate processes (GOMEMLIMIT %q):\n", n, n, os.Getenv("CLOUDBRIDGE_BENCH_GOMEMLIMIT"))
 	fmt.Printf("  admin puts: connections %.0f/s, secrets %.0f/s | bare KV puts of same-size values: %.0f/s, %.0f/s | ratio %.2f, %.2f (goal ≥ 5,000/s)\n",
 		connRate, secretRate, bareConn, bareSecret, connRate/bareConn, secretRate/bareSecret)
 	fmt.Printf("  restart until serving (median of 3): %.2fs %v | bare KV watch of the connections bucket %.2fs %v, of both buckets %.2fs %v (goal ≤ 2s)\n",

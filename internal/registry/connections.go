@@ -234,6 +234,54 @@ func (r *Registry) Connections() []events.Connection {
 	return out
 }
 
+// ConnectionsOf lists the watched connections whose provider may is true
+// for, sorted by name. A record still sealed (loaded at start, not used yet)
+// is opened only when the provider of its public (redacted, unsealed) copy
+// passes may: a caller interested in few providers (the rotation consumers:
+// providers with change events) does not open every record. The provider of
+// an opened record is the sealed one; an unsealed copy altered to name
+// another provider only hides the record from such a caller until the record
+// is opened, as its first use does.
+func (r *Registry) ConnectionsOf(may func(provider string) bool) []events.Connection {
+	var out []events.Connection
+	r.view.Range(func(_, v any) bool {
+		s := v.(*connSlot)
+		o := s.opened.Load()
+		if o == nil {
+			if p, ok := publicProvider(s); ok && !may(p) {
+				return true
+			}
+			o = r.open(s)
+		}
+		if o.err == nil && may(o.c.Provider) {
+			out = append(out, o.c)
+		}
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// publicProvider reads the provider of a sealed slot's public copy (ok
+// false when the slot was opened meanwhile, or the copy names none).
+func publicProvider(s *connSlot) (string, bool) {
+	s.mu.Lock()
+	raw := s.raw
+	s.mu.Unlock()
+	if raw == nil {
+		return "", false
+	}
+	var rec struct {
+		Public struct {
+			Provider string `json:"provider"`
+		} `json:"public"`
+	}
+	if json.Unmarshal(raw, &rec) != nil || rec.Public.Provider == "" {
+		return "", false
+	}
+	return rec.Public.Provider, true
+}
+
 // PutConnection validates and stores a connection, sealed, through the
 // provider table (Options.Providers). Sensitive fields given as
 // events.Redacted keep their stored values, unless the put changes a field

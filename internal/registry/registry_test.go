@@ -880,3 +880,38 @@ func TestWrongKeyAtStartIsUnhealthy(t *testing.T) {
 		t.Fatalf("health with the wrong key: %v", err)
 	}
 }
+
+// ConnectionsOf opens the records loaded at start only for the providers
+// asked for: the others stay sealed.
+func TestConnectionsOfLeavesOthersSealed(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"b1", "b2", "b3"} {
+		if _, err := w.PutConnection(c, builtinConn(t, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.PutConnection(c, awsConn(t, "a", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	late := e.open(seal.New(key), registry.Options{})
+	got := late.ConnectionsOf(func(p string) bool { return p == events.ProviderAWS })
+	if len(got) != 1 || got[0].Name != "a" || !strings.Contains(wire(t, got[0]), awsSecretKey) {
+		t.Fatalf("ConnectionsOf(aws) = %+v", got)
+	}
+	sealed := 0
+	for _, n := range []string{"b1", "b2", "b3"} {
+		if registry.Unopened(late, n) {
+			sealed++
+		}
+	}
+	// Start opens one record to check the master key.
+	if sealed < 2 {
+		t.Fatalf("%d of 3 builtin records still sealed, want ≥ 2", sealed)
+	}
+	if n := len(late.ConnectionsOf(func(p string) bool { return p == events.ProviderBuiltin })); n != 3 {
+		t.Fatalf("ConnectionsOf(builtin): %d", n)
+	}
+}

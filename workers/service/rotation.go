@@ -133,6 +133,16 @@ func (r *rotations) reconcile(ctx context.Context) {
 	}
 }
 
+// hasEvents reports whether a provider has change events at all.
+func hasEvents(name string) bool {
+	k, ok := all.Table.Kind(name)
+	if !ok {
+		return false
+	}
+	_, ok = k.(provider.EventsKind)
+	return ok
+}
+
 // setsEvents reports whether c's rotation events are on.
 func setsEvents(c events.Connection) bool {
 	k, ok := all.Table.Kind(c.Provider)

@@ -135,7 +135,11 @@ func (s *Service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.rotations = newRotations(s.nc, subjects, factories, s.cache, log, s.reg.Connections)
+	// The rotation consumers concern providers with change events only:
+	// the other records loaded at start stay sealed.
+	s.rotations = newRotations(s.nc, subjects, factories, s.cache, log, func() []events.Connection {
+		return s.reg.ConnectionsOf(hasEvents)
+	})
 	s.reg.OnChange(s.onChange)
 	if err := s.reg.Start(ctx); err != nil {
 		return err
