@@ -75,6 +75,15 @@ func (r *Registry) open(s *connSlot) *openedConn {
 	return o
 }
 
+// settle opens the view's record of connection name if it is still sealed,
+// so that its generation is known before another record of the key (read
+// from the bucket) is checked against it.
+func (r *Registry) settle(name string) {
+	if s := r.slot(name); s != nil {
+		r.open(s)
+	}
+}
+
 // opened accounts for a slot's record just opened (or failed).
 func (r *Registry) opened(name string, o *openedConn) {
 	r.setSealedOut(name, o.err)
@@ -199,6 +208,7 @@ func (r *Registry) lookupConnection(ctx context.Context, name string) (c events.
 	if err != nil {
 		return events.Connection{}, 0, nil, translate(fmt.Sprintf("connection %q", name), err)
 	}
+	r.settle(name)
 	c, _, readErr = r.decodeConnection(name, e.Value())
 	return c, storedGen(e.Value()), readErr, nil
 }

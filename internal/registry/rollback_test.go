@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -198,5 +199,44 @@ func TestReplayRefusedOverRecordLoadedAtStart(t *testing.T) {
 	}
 	if _, err := late.LookupConnection(c, n); !errors.Is(err, events.ErrUnavailable) {
 		t.Fatalf("lookup of the replayed record by the late worker: %v", err)
+	}
+}
+
+// A read from the bucket of a replayed record is refused by a worker that
+// loaded the newer one at start and never used it.
+func TestLookupOfReplayRefusedOverRecordLoadedAtStart(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	old := map[string][]byte{}
+	for _, n := range []string{"a", "b"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio", "chem")); err != nil {
+			t.Fatal(err)
+		}
+		v1, err := e.kv("connections").Get(c, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old[n] = v1.Value()
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := e.open(seal.New(key), registry.Options{})
+	n := "a"
+	if !registry.Unopened(late, n) {
+		n = "b"
+	}
+	// The watchers are stopped, so only the bucket read meets the replay.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	late.Stop(sctx)
+	cancel()
+	if _, err := e.kv("connections").Put(c, n, old[n]); err != nil {
+		t.Fatal(err)
+	}
+	_, err := late.LookupConnection(c, n)
+	if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("lookup of a replayed record: %v", err)
 	}
 }
