@@ -395,6 +395,14 @@ func (r *Registry) Health() error {
 		return errors.New("registry buckets not ready")
 	}
 	r.healthMu.Lock()
+	unreadable := len(r.sealedOut)
+	r.healthMu.Unlock()
+	if unreadable > 0 && r.openedOK.Load() == 0 {
+		// The records opened so far are all unreadable (or the readable
+		// ones were deleted): open sealed ones until one opens, if any.
+		r.probeConnections()
+	}
+	r.healthMu.Lock()
 	defer r.healthMu.Unlock()
 	for name, err := range r.stopped {
 		return fmt.Errorf("bucket %s: %v", name, err)

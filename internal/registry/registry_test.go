@@ -915,3 +915,42 @@ func TestConnectionsOfLeavesOthersSealed(t *testing.T) {
 		t.Fatalf("ConnectionsOf(builtin): %d", n)
 	}
 }
+
+// Deleting the record opened at start to check the master key does not make
+// a worker with records under an unknown key unhealthy while its key opens
+// the others (still sealed).
+func TestHealthAfterTheCheckedRecordIsDeleted(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"a", "b", "c"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := other.PutConnection(c, awsConn(t, "x", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	late := e.open(seal.New(key), registry.Options{})
+	for _, n := range []string{"a", "b", "c"} {
+		if !registry.Unopened(late, n) {
+			if err := w.DeleteConnection(c, n); err != nil {
+				t.Fatal(err)
+			}
+			natstest.Eventually(t, 5*time.Second, "the late worker to see the delete", func() bool {
+				_, ok := late.Connection(n)
+				return !ok
+			})
+		}
+	}
+	// x may or may not have been opened (and found unreadable) at start;
+	// opening it now makes sure the worker knows of one unreadable record.
+	if _, ok := late.Connection("x"); ok {
+		t.Fatal("a record under another key was served")
+	}
+	if err := late.Health(); err != nil {
+		t.Fatalf("health: %v", err)
+	}
+}
