@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -49,17 +48,20 @@ type Policy struct {
 	MaxStale time.Duration
 }
 
-// Store is the cache shared by all connections of a worker.
+// Store is the cache shared by all connections of a worker. A hit takes no
+// lock (entries, and the generations in sync.Maps); invalidations are
+// serialized by mu.
 type Store struct {
 	opts Options
-	lru  *lru.Cache[key, *entry]
+	m    entries
 	sf   singleflight.Group
 	mu   sync.Mutex
-	// gens counts the invalidations of each connection, and sgens those of
-	// each secret (since its connection's last one): a value fetched under
-	// an older generation is never stored nor served.
-	gens  map[string]uint64
-	sgens map[secretKey]uint64
+	// gens holds, for each connection invalidated, its generation and those
+	// of its secrets invalidated since (connGen): a value fetched under an
+	// older generation is never stored nor served. Every invalidation takes
+	// a new value of tick, so a generation never comes back.
+	gens sync.Map // string → *connGen
+	tick atomic.Uint64
 	// caps are the TTL caps of connections (LimitTTL, refresh.go).
 	caps  map[string]time.Duration
 	bgCtx context.Context
@@ -71,7 +73,22 @@ type key struct {
 	conn, secret, version string
 }
 
-type secretKey struct{ conn, secret string }
+// connGen is a connection's generation and its secrets' (secret name →
+// uint64), replaced as a whole when the connection is invalidated.
+type connGen struct {
+	gen     uint64
+	secrets atomic.Pointer[sync.Map] // created on the first secret invalidated
+}
+
+// setSecret sets a secret's generation; s.mu is held.
+func (cg *connGen) setSecret(secret string, gen uint64) {
+	m := cg.secrets.Load()
+	if m == nil {
+		m = &sync.Map{}
+		cg.secrets.Store(m)
+	}
+	m.Store(secret, gen)
+}
 
 // generation is what a value was fetched under: its connection's and its
 // secret's invalidation counts.
@@ -83,6 +100,7 @@ func (k key) flight(g generation) string {
 
 type entry struct {
 	owner      *cached
+	used       atomic.Int64 // unix nanoseconds (entries)
 	sec        provider.Secret
 	gen        generation
 	validated  time.Time
@@ -104,9 +122,8 @@ func New(o Options) *Store {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	c, _ := lru.New[key, *entry](o.MaxEntries)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Store{opts: o, lru: c, gens: map[string]uint64{}, sgens: map[secretKey]uint64{}, bgCtx: ctx, stop: cancel}
+	return &Store{opts: o, m: entries{max: o.MaxEntries}, bgCtx: ctx, stop: cancel}
 }
 
 // Close stops background refreshes and waits for them.
@@ -116,12 +133,33 @@ func (s *Store) Close() {
 }
 
 // Len is the number of cached values.
-func (s *Store) Len() int { return s.lru.Len() }
+func (s *Store) Len() int { return s.m.len() }
 
+// gen is the generation of a secret, without a lock.
 func (s *Store) gen(conn, secret string) generation {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return generation{conn: s.gens[conn], secret: s.sgens[secretKey{conn, secret}]}
+	v, ok := s.gens.Load(conn)
+	if !ok {
+		return generation{}
+	}
+	cg := v.(*connGen)
+	g := generation{conn: cg.gen}
+	if m := cg.secrets.Load(); m != nil {
+		if sv, ok := m.Load(secret); ok {
+			g.secret = sv.(uint64)
+		}
+	}
+	return g
+}
+
+// fetchGen is the generation a fetch of a secret of conn starts under. It
+// gives conn a generation first: from then on, invalidations of conn outdate
+// what the fetch gets (Invalidate skips connections without one, so that
+// the connections never fetched cost no memory).
+func (s *Store) fetchGen(conn, secret string) generation {
+	if _, ok := s.gens.Load(conn); !ok {
+		s.gens.LoadOrStore(conn, &connGen{})
+	}
+	return s.gen(conn, secret)
 }
 
 // Invalidate drops the entries of a connection, or of one of its secrets when
@@ -130,24 +168,26 @@ func (s *Store) gen(conn, secret string) generation {
 // store its result.
 func (s *Store) Invalidate(conn, secret string) {
 	s.mu.Lock()
-	if secret == "" {
-		s.gens[conn]++
-		// The connection's generation now outdates every secret's.
-		for k := range s.sgens {
-			if k.conn == conn {
-				delete(s.sgens, k)
-			}
+	// A connection with no generation has nothing cached nor being fetched
+	// (a fetch creates it before asking the provider): nothing to outdate.
+	if v, ok := s.gens.Load(conn); ok {
+		if secret == "" {
+			// The connection's new generation outdates every secret's.
+			s.gens.Store(conn, &connGen{gen: s.tick.Add(1)})
+		} else {
+			v.(*connGen).setSecret(secret, s.tick.Add(1))
 		}
-	} else {
-		s.sgens[secretKey{conn, secret}]++
 	}
 	s.mu.Unlock()
-	for _, k := range s.lru.Keys() {
-		if k.conn == conn && (secret == "" || k.secret == secret) {
-			s.lru.Remove(k)
-		}
+	if s.m.len() == 0 {
+		return
 	}
-	metrics.CacheEntries.Set(float64(s.lru.Len()))
+	s.m.each(func(k key) {
+		if k.conn == conn && (secret == "" || k.secret == secret) {
+			s.m.remove(k)
+		}
+	})
+	metrics.CacheEntries.Set(float64(s.m.len()))
 }
 
 // Peek returns a value of connection conn that is cached and within its TTL,
@@ -159,11 +199,11 @@ func (s *Store) Peek(conn string, req provider.Request) (provider.Secret, bool) 
 		return provider.Secret{}, false
 	}
 	k := key{conn: conn, secret: req.Secret, version: req.Version}
-	e, ok := s.lru.Get(k)
+	now := s.opts.Now()
+	e, ok := s.m.get(k, now.UnixNano())
 	if !ok || e.gen != s.gen(conn, req.Secret) {
 		return provider.Secret{}, false
 	}
-	now := s.opts.Now()
 	if !now.Before(e.validated.Add(e.ttl)) {
 		return provider.Secret{}, false
 	}
@@ -198,9 +238,9 @@ func (c *cached) Resolve(ctx context.Context, req provider.Request) (provider.Se
 		return sec, nil
 	}
 	k := key{conn: c.conn, secret: req.Secret, version: req.Version}
-	gen := s.gen(c.conn, req.Secret)
+	gen := s.fetchGen(c.conn, req.Secret)
 	var old *entry
-	if e, ok := s.lru.Get(k); ok && e.gen == gen {
+	if e, ok := s.m.peek(k); ok && e.gen == gen {
 		old = e
 	}
 	metrics.Cache.WithLabelValues("miss").Inc()
@@ -262,7 +302,7 @@ func (c *cached) load(ctx context.Context, k key, gen generation, old *entry, re
 	// A request that missed just before the previous flight stored its value
 	// starts a new flight: it finds the value here instead of calling again.
 	if !req.Fresh && !refresh {
-		if e, ok := s.lru.Get(k); ok && e.gen == gen && s.opts.Now().Before(e.validated.Add(e.ttl)) {
+		if e, ok := s.m.peek(k); ok && e.gen == gen && s.opts.Now().Before(e.validated.Add(e.ttl)) {
 			sec := e.sec
 			sec.Cached = true
 			return sec, nil
@@ -298,10 +338,11 @@ func (c *cached) store(k key, gen generation, sec provider.Secret) {
 		return
 	}
 	sec.Cached, sec.Stale = false, false
-	e := &entry{owner: c, sec: sec, gen: gen, validated: s.opts.Now(), ttl: s.ttl(k.conn, c.policy.TTL)}
-	s.lru.Add(k, e)
+	now := s.opts.Now()
+	e := &entry{owner: c, sec: sec, gen: gen, validated: now, ttl: s.ttl(k.conn, c.policy.TTL)}
+	s.m.add(k, e, now.UnixNano())
 	s.capEntry(k, e)
-	metrics.CacheEntries.Set(float64(s.lru.Len()))
+	metrics.CacheEntries.Set(float64(s.m.len()))
 }
 
 func (c *cached) refreshInBackground(k key, gen generation, e *entry, req provider.Request) {

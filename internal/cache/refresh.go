@@ -18,28 +18,35 @@ import (
 // values are being re-read.
 func (s *Store) Refresh(conn, secret string) int {
 	s.mu.Lock()
-	sk := secretKey{conn, secret}
-	prev := generation{conn: s.gens[conn], secret: s.sgens[sk]}
-	s.sgens[sk]++
-	gen := generation{conn: prev.conn, secret: s.sgens[sk]}
+	v, ok := s.gens.Load(conn)
+	if !ok {
+		// Nothing of conn cached nor being fetched (fetchGen).
+		s.mu.Unlock()
+		return 0
+	}
+	prev := s.gen(conn, secret)
+	gen := generation{conn: prev.conn, secret: s.tick.Add(1)}
+	v.(*connGen).setSecret(secret, gen.secret)
 	s.mu.Unlock()
 	now := s.opts.Now()
 	n := 0
-	for _, k := range s.lru.Keys() {
+	s.m.each(func(k key) {
 		if k.conn != conn || k.secret != secret {
-			continue
+			return
 		}
-		e, ok := s.lru.Peek(k)
+		e, ok := s.m.peek(k)
 		if !ok || e.gen != prev {
-			continue
+			return
 		}
 		ne := &entry{owner: e.owner, sec: e.sec, gen: gen, validated: now.Add(-e.ttl), ttl: e.ttl}
 		ne.refreshing.Store(true)
-		s.lru.Add(k, ne)
+		if !s.m.replace(k, e, ne) {
+			return
+		}
 		ne.owner.reload(k, gen, ne)
 		n++
-	}
-	metrics.CacheEntries.Set(float64(s.lru.Len()))
+	})
+	metrics.CacheEntries.Set(float64(s.m.len()))
 	return n
 }
 
@@ -76,13 +83,13 @@ func (s *Store) LimitTTL(conn string, d time.Duration) {
 	}
 	s.caps[conn] = d
 	s.mu.Unlock()
-	for _, k := range s.lru.Keys() {
+	s.m.each(func(k key) {
 		if k.conn == conn {
-			if e, ok := s.lru.Peek(k); ok {
+			if e, ok := s.m.peek(k); ok {
 				s.capEntry(k, e)
 			}
 		}
-	}
+	})
 }
 
 // ttl is the TTL of a value of conn stored now: policy's, capped by LimitTTL.
@@ -104,7 +111,5 @@ func (s *Store) capEntry(k key, e *entry) {
 		return
 	}
 	ne := &entry{owner: e.owner, sec: e.sec, gen: e.gen, validated: e.validated, ttl: d}
-	if cur, ok := s.lru.Peek(k); ok && cur == e {
-		s.lru.Add(k, ne)
-	}
+	s.m.replace(k, e, ne)
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -13,41 +15,142 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 )
 
-func (r *Registry) applyConnection(e jetstream.KeyValueEntry) {
+// connSlot is one connection of the watched view. A record loaded at start
+// is kept sealed, as stored (raw), until its first use opens it: a worker
+// starting with many connections does no per-record work before serving,
+// and holds each record once, sealed or open. A record changed after start
+// is opened by the watcher at once, so its generation is checked against
+// the one it replaces (rollback protection); the record it replaces is
+// opened first when it was not yet.
+type connSlot struct {
+	name string
+	// rev is the bucket revision of the record, for compare-and-set puts.
+	rev uint64
+
+	mu     sync.Mutex
+	raw    []byte
+	opened atomic.Pointer[openedConn]
+}
+
+// openedConn is a slot's opened record: the connection, or why it cannot be
+// opened, and its generation.
+type openedConn struct {
+	c   events.Connection
+	gen uint64
+	err error
+}
+
+func (r *Registry) slot(name string) *connSlot {
+	if v, ok := r.view.Load(name); ok {
+		return v.(*connSlot)
+	}
+	return nil
+}
+
+// open opens a slot loaded at start, once. Its generation raises the one
+// seen for its key without refusing it: it was the first record of its key
+// this worker saw, so a generation seen since is a newer state of the
+// bucket, which the watcher is about to apply.
+func (r *Registry) open(s *connSlot) *openedConn {
+	if o := s.opened.Load(); o != nil {
+		return o
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o := s.opened.Load(); o != nil {
+		return o
+	}
+	o := &openedConn{}
+	var rec sealedRecord
+	var pt []byte
+	rec, pt, o.err = r.openRecord(r.conns.name, s.name, s.raw)
+	if o.err == nil {
+		o.gen = rec.Gen
+		r.raiseGen(r.conns.name, s.name, rec.Gen)
+		o.c, o.err = decodeConnectionJSON(s.name, pt)
+	}
+	s.raw = nil
+	r.opened(s.name, o)
+	s.opened.Store(o)
+	return o
+}
+
+// settle opens the view's record of connection name if it is still sealed,
+// so that its generation is known before another record of the key (read
+// from the bucket) is checked against it.
+func (r *Registry) settle(name string) {
+	if s := r.slot(name); s != nil {
+		r.open(s)
+	}
+}
+
+// opened accounts for a slot's record just opened (or failed).
+func (r *Registry) opened(name string, o *openedConn) {
+	r.setSealedOut(name, o.err)
+	if o.err != nil {
+		r.log.Error().Str("conn", name).Err(o.err).Msg("ignoring unreadable connection record")
+		return
+	}
+	r.openedOK.Add(1)
+}
+
+// dropped accounts for a slot leaving the view (replaced or deleted).
+func (r *Registry) dropped(s *connSlot) {
+	if o := r.open(s); o.err == nil {
+		r.openedOK.Add(-1)
+	}
+}
+
+func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) {
 	name := e.Key()
+	if initial && !isDelete(e) {
+		// Loaded at start: opened on first use.
+		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: e.Value()})
+		r.notify(Change{Kind: KindConnection, Name: name, Initial: true})
+		return
+	}
+	old := r.slot(name)
+	if old != nil {
+		// The record being replaced is opened first when it was not yet,
+		// so the one replacing it is checked against its generation.
+		r.open(old)
+	}
 	if isDelete(e) {
-		r.mu.Lock()
-		delete(r.connections, name)
-		r.mu.Unlock()
+		if old != nil {
+			r.view.Delete(name)
+			r.dropped(old)
+		}
 		r.setSealedOut(name, nil)
 		r.notify(Change{Kind: KindConnection, Name: name, Deleted: true})
 		return
 	}
-	c, err := r.decodeConnection(name, e.Value())
-	if errors.Is(err, ErrRollback) {
+	o := &openedConn{}
+	o.c, o.gen, o.err = r.decodeConnection(name, e.Value())
+	if errors.Is(o.err, ErrRollback) {
 		// A replayed old record: keep serving the newer connection seen
 		// before (observeGen logged and counted it).
 		return
 	}
-	r.setSealedOut(name, err)
-	if err != nil {
-		r.log.Error().Str("conn", name).Err(err).Msg("ignoring unreadable connection record")
-		r.mu.Lock()
-		delete(r.connections, name)
-		r.mu.Unlock()
-	} else {
-		r.mu.Lock()
-		r.connections[name] = c
-		r.mu.Unlock()
+	s := &connSlot{name: name, rev: e.Revision()}
+	s.opened.Store(o)
+	r.opened(name, o)
+	r.view.Store(name, s)
+	if old != nil {
+		r.dropped(old)
 	}
 	r.notify(Change{Kind: KindConnection, Name: name})
 }
 
-func (r *Registry) decodeConnection(name string, stored []byte) (events.Connection, error) {
-	pt, _, err := r.openValue(r.conns.name, name, stored)
-	if err != nil {
-		return events.Connection{}, err
-	}
+// probeConnections runs once the state at start is loaded: it opens records
+// until one opens, so that a worker whose master key opens none of them is
+// unhealthy (Health) before it takes requests.
+func (r *Registry) probeConnections() {
+	r.view.Range(func(_, v any) bool {
+		return r.open(v.(*connSlot)).err != nil
+	})
+}
+
+func decodeConnectionJSON(name string, pt []byte) (events.Connection, error) {
 	var c events.Connection
 	if err := json.Unmarshal(pt, &c); err != nil {
 		return events.Connection{}, fmt.Errorf("decoding connection %s: %w", name, err)
@@ -55,13 +158,33 @@ func (r *Registry) decodeConnection(name string, stored []byte) (events.Connecti
 	return c, nil
 }
 
+func (r *Registry) decodeConnection(name string, stored []byte) (events.Connection, uint64, error) {
+	rec, pt, err := r.openRecord(r.conns.name, name, stored)
+	if err == nil {
+		if err = r.observeGen(r.conns.name, name, rec.Gen); err != nil {
+			err = fmt.Errorf("opening record %s/%s: %w", r.conns.name, name, err)
+		}
+	}
+	if err != nil {
+		return events.Connection{}, 0, err
+	}
+	c, err := decodeConnectionJSON(name, pt)
+	return c, rec.Gen, err
+}
+
 // Connection returns a connection from the watched view, with its sensitive
-// fields in clear. It is the hot path of every request.
+// fields in clear. It is the hot path of every request: it takes no lock
+// once the record is open.
 func (r *Registry) Connection(name string) (events.Connection, bool) {
-	r.mu.RLock()
-	c, ok := r.connections[name]
-	r.mu.RUnlock()
-	return c, ok
+	s := r.slot(name)
+	if s == nil {
+		return events.Connection{}, false
+	}
+	o := s.opened.Load()
+	if o == nil {
+		o = r.open(s)
+	}
+	return o.c, o.err == nil
 }
 
 // LookupConnection reads a connection from the bucket itself, bypassing the
@@ -85,7 +208,8 @@ func (r *Registry) lookupConnection(ctx context.Context, name string) (c events.
 	if err != nil {
 		return events.Connection{}, 0, nil, translate(fmt.Sprintf("connection %q", name), err)
 	}
-	c, readErr = r.decodeConnection(name, e.Value())
+	r.settle(name)
+	c, _, readErr = r.decodeConnection(name, e.Value())
 	return c, storedGen(e.Value()), readErr, nil
 }
 
@@ -109,23 +233,96 @@ func unreadableWhy(err error) string {
 
 // Connections lists the watched connections, sorted by name.
 func (r *Registry) Connections() []events.Connection {
-	r.mu.RLock()
-	out := make([]events.Connection, 0, len(r.connections))
-	for _, c := range r.connections {
-		out = append(out, c)
-	}
-	r.mu.RUnlock()
+	var out []events.Connection
+	r.view.Range(func(_, v any) bool {
+		if o := r.open(v.(*connSlot)); o.err == nil {
+			out = append(out, o.c)
+		}
+		return true
+	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// ConnectionsOf lists the watched connections whose provider may is true
+// for, sorted by name. A record still sealed (loaded at start, not used yet)
+// is opened only when the provider of its public (redacted, unsealed) copy
+// passes may: a caller interested in few providers (the rotation consumers:
+// providers with change events) does not open every record. The provider of
+// an opened record is the sealed one; an unsealed copy altered to name
+// another provider only hides the record from such a caller until the record
+// is opened, as its first use does.
+func (r *Registry) ConnectionsOf(may func(provider string) bool) []events.Connection {
+	var out []events.Connection
+	r.view.Range(func(_, v any) bool {
+		s := v.(*connSlot)
+		o := s.opened.Load()
+		if o == nil {
+			if p, ok := publicProvider(s); ok && !may(p) {
+				return true
+			}
+			o = r.open(s)
+		}
+		if o.err == nil && may(o.c.Provider) {
+			out = append(out, o.c)
+		}
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// publicProvider reads the provider of a sealed slot's public copy (ok
+// false when the slot was opened meanwhile, or the copy names none).
+func publicProvider(s *connSlot) (string, bool) {
+	s.mu.Lock()
+	raw := s.raw
+	s.mu.Unlock()
+	if raw == nil {
+		return "", false
+	}
+	var rec struct {
+		Public struct {
+			Provider string `json:"provider"`
+		} `json:"public"`
+	}
+	if json.Unmarshal(raw, &rec) != nil || rec.Public.Provider == "" {
+		return "", false
+	}
+	return rec.Public.Provider, true
 }
 
 // PutConnection validates and stores a connection, sealed, through the
 // provider table (Options.Providers). Sensitive fields given as
 // events.Redacted keep their stored values, unless the put changes a field
 // that routes credentials: that is a bad_request.
+//
+// A put is one round trip to the bucket in the normal case: the connection
+// it replaces is the watched view's, written over with compare-and-set on
+// its revision (a new one is created). When the view is behind the bucket
+// (another worker's write not seen yet), the compare-and-set fails and the
+// put reads the bucket and writes again.
 func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (events.Connection, error) {
 	if err := events.CheckName("name", c.Name); err != nil {
 		return events.Connection{}, err
+	}
+	if s := r.slot(c.Name); s != nil {
+		if o := r.open(s); o.err == nil {
+			// Keeping redacted fields writes into c's provider block: this
+			// attempt works on a copy, in case the bucket must decide.
+			if cc, err := cloneConnection(c); err == nil {
+				prev := o.c
+				out, done, err := r.putConnection(ctx, cc, &prev, o.gen, s.rev)
+				if done || err != nil {
+					return out, err
+				}
+			}
+		}
+	} else {
+		out, done, err := r.putConnection(ctx, c, nil, 0, 0)
+		if done || err != nil {
+			return out, err
+		}
 	}
 	prev, floor, readErr, err := r.lookupConnection(ctx, c.Name)
 	var prevp *events.Connection
@@ -140,38 +337,72 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 	default:
 		return events.Connection{}, err
 	}
-	c.Normalize()
-	if err := r.opts.Providers.Validate(&c); err != nil {
+	out, _, err := r.putConnection(ctx, c, prevp, floor, ^uint64(0))
+	return out, err
+}
+
+// cloneConnection is a deep copy of c.
+func cloneConnection(c events.Connection) (events.Connection, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
 		return events.Connection{}, err
 	}
+	var out events.Connection
+	err = json.Unmarshal(b, &out)
+	return out, err
+}
+
+// putConnection checks c against prev (nil: none) and writes it: at
+// expected revision rev (0: create; ^0: whatever is stored). done is false
+// when the compare-and-set found another revision (nothing was written).
+func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp *events.Connection, floor, rev uint64) (events.Connection, bool, error) {
+	c.Normalize()
+	if err := r.opts.Providers.Validate(&c); err != nil {
+		return events.Connection{}, true, err
+	}
 	if err := r.opts.Providers.KeepRedacted(&c, prevp); err != nil {
-		return events.Connection{}, err
+		if rev != ^uint64(0) {
+			// Judged against a view that may be behind: the bucket decides.
+			return events.Connection{}, false, nil
+		}
+		return events.Connection{}, true, err
 	}
 	if prevp != nil && prevp.Provider != c.Provider {
 		if used := r.exportsUsing(c.Name); len(used) > 0 {
-			return events.Connection{}, events.Errorf(events.CodeBadRequest,
+			return events.Connection{}, true, events.Errorf(events.CodeBadRequest,
 				"provider: connection %q is used by export %q; changing its provider would break it", c.Name, used[0])
 		}
 	}
 	pt, err := events.Marshal(c)
 	if err != nil {
-		return events.Connection{}, fmt.Errorf("encoding connection: %w", err)
+		return events.Connection{}, true, fmt.Errorf("encoding connection: %w", err)
 	}
-	val, err := r.sealValue(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c))
+	val, err := r.sealValue(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c), 0)
 	if err != nil {
-		return events.Connection{}, err
+		return events.Connection{}, true, err
 	}
-	rev, err := r.conns.kv.Put(ctx, c.Name, val)
+	var stored uint64
+	switch rev {
+	case 0:
+		stored, err = r.conns.kv.Create(ctx, c.Name, val)
+	case ^uint64(0):
+		stored, err = r.conns.kv.Put(ctx, c.Name, val)
+	default:
+		stored, err = r.conns.kv.Update(ctx, c.Name, val, rev)
+	}
 	if err != nil {
-		return events.Connection{}, translate("storing connection", err)
+		if rev != ^uint64(0) && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
+			return events.Connection{}, false, nil
+		}
+		return events.Connection{}, true, translate("storing connection", err)
 	}
 	if prevp != nil && prevp.Provider == events.ProviderBuiltin && c.Provider != events.ProviderBuiltin {
 		if err := r.deleteSecretsOf(ctx, c.Name); err != nil {
-			return events.Connection{}, err
+			return events.Connection{}, true, err
 		}
 	}
-	r.conns.waitSeen(ctx, rev)
-	return c, nil
+	r.conns.waitSeen(ctx, stored)
+	return c, true, nil
 }
 
 // DeleteConnection removes a connection and its built-in secrets, even one

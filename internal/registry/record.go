@@ -41,7 +41,9 @@ func associatedData(bucket, key string, v int, gen uint64) []byte {
 	return []byte(ad)
 }
 
-func genKey(bucket, key string) string { return bucket + "/" + key }
+// genKey names a record for seenGen (bucket is one of the registry's
+// bucket names, key shares the record's key string).
+type genKey struct{ bucket, key string }
 
 // nextGen is the generation of a new write of bucket/key: above floor (the
 // stored record's), above every generation this worker has seen for it, and
@@ -54,7 +56,7 @@ func (r *Registry) nextGen(bucket, key string, floor uint64) uint64 {
 		gen = floor + 1
 	}
 	r.genMu.Lock()
-	if seen := r.seenGen[genKey(bucket, key)]; seen >= gen {
+	if seen := r.seenGen[genKey{bucket, key}]; seen >= gen {
 		gen = seen + 1
 	}
 	r.genMu.Unlock()
@@ -81,7 +83,7 @@ func storedGen(raw []byte) uint64 {
 // observeGen records that bucket/key was read at gen, or refuses it as a
 // rollback when a newer generation was seen before.
 func (r *Registry) observeGen(bucket, key string, gen uint64) error {
-	k := genKey(bucket, key)
+	k := genKey{bucket, key}
 	r.genMu.Lock()
 	defer r.genMu.Unlock()
 	if seen := r.seenGen[k]; gen < seen {
@@ -94,15 +96,29 @@ func (r *Registry) observeGen(bucket, key string, gen uint64) error {
 	return nil
 }
 
+// raiseGen records that bucket/key was read at gen without refusing an
+// older one: for a record loaded at start and opened later (connSlot), which
+// was the first record of its key this worker saw, so a generation seen since
+// can only be a newer state of the bucket.
+func (r *Registry) raiseGen(bucket, key string, gen uint64) {
+	k := genKey{bucket, key}
+	r.genMu.Lock()
+	if gen > r.seenGen[k] {
+		r.seenGen[k] = gen
+	}
+	r.genMu.Unlock()
+}
+
 // sealValue seals a new write of bucket/key at the next generation above
 // floor (the generation of the record it replaces, storedGen).
-func (r *Registry) sealValue(bucket, key string, floor uint64, plaintext []byte, public any) ([]byte, error) {
+// version, when not 0, is the built-in secret's version.
+func (r *Registry) sealValue(bucket, key string, floor uint64, plaintext []byte, public any, version uint64) ([]byte, error) {
 	gen := r.nextGen(bucket, key, floor)
 	env, err := r.sealer.Seal(plaintext, associatedData(bucket, key, 2, gen))
 	if err != nil {
 		return nil, fmt.Errorf("sealing %s/%s: %w", bucket, key, err)
 	}
-	rec := sealedRecord{V: 2, Gen: gen, Sealed: env}
+	rec := sealedRecord{V: 2, Gen: gen, Version: version, Sealed: env}
 	if public != nil {
 		if rec.Public, err = json.Marshal(public); err != nil {
 			return nil, fmt.Errorf("encoding %s/%s: %w", bucket, key, err)

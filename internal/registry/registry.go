@@ -37,6 +37,9 @@ type Change struct {
 	Conn    string
 	Name    string
 	Deleted bool
+	// Initial marks the state Start loads: a listener that acts on the
+	// whole state once Start returns may ignore these.
+	Initial bool
 }
 
 // Options configure the registry.
@@ -78,13 +81,19 @@ type Registry struct {
 	secrets *bucket
 	exports *bucket
 
-	// seenGen is the highest generation read or written per bucket/key:
-	// an older record is refused (rollback protection).
+	// seenGen is the highest generation opened per bucket/key: an older
+	// record is refused (rollback protection).
 	genMu   sync.Mutex
-	seenGen map[string]uint64
+	seenGen map[genKey]uint64
+
+	// view is the watched connections: name → *connSlot. Reads take no
+	// lock (the hot path of every request); a record loaded at start is
+	// opened on its first use (connSlot).
+	view sync.Map
+	// openedOK counts the slots of the view whose record opened.
+	openedOK atomic.Int64
 
 	mu          sync.RWMutex
-	connections map[string]events.Connection
 	exportsByNm map[string]events.Export
 	listeners   []func(Change)
 
@@ -107,6 +116,12 @@ type bucket struct {
 	mu   sync.Mutex
 	seen uint64
 	wake chan struct{}
+}
+
+func (b *bucket) lastSeen() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.seen
 }
 
 func (b *bucket) markSeen(rev uint64) {
@@ -160,8 +175,8 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 		opts.Providers = all.Table
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
-		connections: map[string]events.Connection{}, exportsByNm: map[string]events.Export{},
-		sealedOut: map[string]error{}, stopped: map[string]error{}, seenGen: map[string]uint64{}}
+		exportsByNm: map[string]events.Export{},
+		sealedOut:   map[string]error{}, stopped: map[string]error{}, seenGen: map[genKey]uint64{}}
 	for _, b := range []struct {
 		dst  **bucket
 		what string
@@ -215,32 +230,64 @@ func (r *Registry) OnChange(fn func(Change)) {
 	r.mu.Unlock()
 }
 
+// watched is one bucket's watcher: how to apply an entry (initial says it
+// is part of the state loaded at start), what to do once that state is
+// loaded, and the watch options of a (re)start.
+type watched struct {
+	b      *bucket
+	apply  func(e jetstream.KeyValueEntry, initial bool)
+	loaded func()
+	opts   func(first bool) []jetstream.WatchOpt
+	// updatesOnly: the first watch delivers no initial state (and no
+	// end-of-state marker).
+	updatesOnly bool
+}
+
+func allOpts(bool) []jetstream.WatchOpt { return nil }
+
 // Start starts the watchers and returns once the current state is loaded.
+//
+// The connections and exports are loaded; connection records stay sealed
+// until first used (connSlot). Built-in secrets are read from the bucket on
+// each cache miss, so their watcher only follows changes (to invalidate
+// cached values) from the start on: a worker starting has nothing cached.
 func (r *Registry) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	loaded := make(chan struct{}, 3)
-	for _, w := range []struct {
-		b     *bucket
-		apply func(jetstream.KeyValueEntry)
-		opts  []jetstream.WatchOpt
-	}{
-		{r.conns, r.applyConnection, nil},
-		{r.exports, r.applyExport, nil},
-		{r.secrets, r.applySecret, []jetstream.WatchOpt{jetstream.MetaOnly()}},
+	// Changes to secrets after the last one now are followed; a watcher
+	// that restarts resumes after the last one it saw.
+	if st, err := r.secrets.kv.Status(ctx); err == nil {
+		if si, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo }); ok {
+			r.secrets.markSeen(si.StreamInfo().State.LastSeq)
+		}
+	}
+	for _, w := range []watched{
+		{b: r.conns, apply: r.applyConnection, loaded: r.probeConnections, opts: allOpts},
+		{b: r.exports, apply: r.applyExport, opts: allOpts},
+		{b: r.secrets, apply: func(e jetstream.KeyValueEntry, _ bool) { r.applySecret(e) }, updatesOnly: true,
+			opts: func(first bool) []jetstream.WatchOpt {
+				if first {
+					return []jetstream.WatchOpt{jetstream.MetaOnly(), jetstream.UpdatesOnly()}
+				}
+				return []jetstream.WatchOpt{jetstream.MetaOnly(), jetstream.ResumeFromRevision(r.secrets.lastSeen() + 1)}
+			}},
 	} {
 		var kw jetstream.KeyWatcher
 		err := bus.Retry(ctx, r.log, "watching bucket "+w.b.name, func(context.Context) error {
 			var err error
-			kw, err = w.b.kv.WatchAll(wctx, w.opts...)
+			kw, err = w.b.kv.WatchAll(wctx, w.opts(true)...)
 			return err
 		})
 		if err != nil {
 			cancel()
 			return fmt.Errorf("watching bucket %s: %w", w.b.name, err)
 		}
+		if w.updatesOnly {
+			loaded <- struct{}{}
+		}
 		r.wg.Add(1)
-		go r.watch(wctx, kw, w.b, w.apply, loaded, w.opts)
+		go r.watch(wctx, kw, w, loaded)
 	}
 	for i := 0; i < 3; i++ {
 		select {
@@ -254,11 +301,12 @@ func (r *Registry) Start(ctx context.Context) error {
 	return nil
 }
 
-func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket, apply func(jetstream.KeyValueEntry), loaded chan<- struct{}, opts []jetstream.WatchOpt) {
+func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, w watched, loaded chan<- struct{}) {
 	defer r.wg.Done()
-	initial := true
+	b := w.b
+	initial := !w.updatesOnly
 	for {
-		r.follow(ctx, kw, b, apply, &initial, loaded)
+		r.follow(ctx, kw, w, &initial, loaded)
 		_ = kw.Stop()
 		if ctx.Err() != nil {
 			return
@@ -270,7 +318,7 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket
 		for {
 			err := bus.Retry(ctx, r.log, "re-watching bucket "+b.name, func(context.Context) error {
 				var err error
-				kw, err = b.kv.WatchAll(ctx, opts...)
+				kw, err = b.kv.WatchAll(ctx, w.opts(false)...)
 				return err
 			})
 			if err == nil {
@@ -293,7 +341,7 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, b *bucket
 }
 
 // follow applies the watcher's updates until it stops or ctx is done.
-func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, b *bucket, apply func(jetstream.KeyValueEntry), initial *bool, loaded chan<- struct{}) {
+func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, w watched, initial *bool, loaded chan<- struct{}) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -305,12 +353,15 @@ func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, b *bucke
 			if e == nil {
 				if *initial {
 					*initial = false
+					if w.loaded != nil {
+						w.loaded()
+					}
 					loaded <- struct{}{}
 				}
 				continue
 			}
-			apply(e)
-			b.markSeen(e.Revision())
+			w.apply(e, *initial)
+			w.b.markSeen(e.Revision())
 		}
 	}
 }
@@ -348,13 +399,19 @@ func (r *Registry) Health() error {
 		return errors.New("registry buckets not ready")
 	}
 	r.healthMu.Lock()
+	unreadable := len(r.sealedOut)
+	r.healthMu.Unlock()
+	if unreadable > 0 && r.openedOK.Load() == 0 {
+		// The records opened so far are all unreadable (or the readable
+		// ones were deleted): open sealed ones until one opens, if any.
+		r.probeConnections()
+	}
+	r.healthMu.Lock()
 	defer r.healthMu.Unlock()
 	for name, err := range r.stopped {
 		return fmt.Errorf("bucket %s: %v", name, err)
 	}
-	r.mu.RLock()
-	opened := len(r.connections)
-	r.mu.RUnlock()
+	opened := r.openedOK.Load()
 	// Unhealthy when the master key opens none of the stored connections:
 	// a worker started with the wrong key. A few records under an unknown
 	// key among readable ones (written by a misconfigured worker) are

@@ -799,3 +799,158 @@ func TestInvalidKeyIsNotFound(t *testing.T) {
 		}
 	}
 }
+
+// Records loaded at start are served when first used; a put over one keeps
+// its redacted fields; a worker whose view is behind the bucket (its watcher
+// stopped) still keeps the stored value, not its stale one.
+func TestLoadedAtStartAndStaleViewPuts(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"a", "b"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := e.open(seal.New(key), registry.Options{})
+	if got, ok := late.Connection("a"); !ok || !strings.Contains(wire(t, got), awsSecretKey) {
+		t.Fatalf("record loaded at start: %v %+v", ok, got)
+	}
+	if n := len(late.Connections()); n != 2 {
+		t.Fatalf("listed %d connections, want 2", n)
+	}
+	if err := late.Health(); err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	// The view is stopped: the other worker changes the secret key.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	late.Stop(sctx)
+	cancel()
+	changed := awsConn(t, "b", "bio")
+	changed.AWS.SecretAccessKey = "a-newer-secret-access-key-0000000000000000"
+	if _, err := w.PutConnection(c, changed); err != nil {
+		t.Fatal(err)
+	}
+	redacted := awsConn(t, "b", "chem")
+	redacted.AWS.SecretAccessKey = events.Redacted
+	if _, err := late.PutConnection(c, redacted); err != nil {
+		t.Fatalf("put through a stale view: %v", err)
+	}
+	got, err := w.LookupConnection(c, "b")
+	if err != nil || !got.AllowsGroup("chem") || got.AWS.SecretAccessKey != changed.AWS.SecretAccessKey {
+		t.Fatalf("after a put through a stale view: %v %+v", err, got.AWS)
+	}
+	// A new connection the stale view does not know is created; one it does
+	// not know but the bucket has is written over.
+	if _, err := late.PutConnection(c, awsConn(t, "c", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.PutConnection(c, awsConn(t, "d", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := late.PutConnection(c, redactedConn(t, "d", "chem")); err != nil {
+		t.Fatalf("put over a record the view lacks: %v", err)
+	}
+	if got, err := w.LookupConnection(c, "d"); err != nil || !got.AllowsGroup("chem") || got.AWS.SecretAccessKey != awsSecretKey {
+		t.Fatalf("after a put over a record the view lacks: %v", err)
+	}
+}
+
+func redactedConn(t *testing.T, name string, groups ...string) events.Connection {
+	c := awsConn(t, name, groups...)
+	c.AWS.SecretAccessKey = events.Redacted
+	return c
+}
+
+// A worker whose master key opens none of the records loaded at start is
+// unhealthy, though it opens records only when used.
+func TestWrongKeyAtStartIsUnhealthy(t *testing.T) {
+	e := newEnv(t)
+	w := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"b", "a"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wrong := e.open(seal.New(newKey(t)), registry.Options{})
+	err := wrong.Health()
+	if err == nil || !strings.Contains(err.Error(), "2 stored connection") || !strings.Contains(err.Error(), `"a"`) {
+		t.Fatalf("health with the wrong key: %v", err)
+	}
+}
+
+// ConnectionsOf opens the records loaded at start only for the providers
+// asked for: the others stay sealed.
+func TestConnectionsOfLeavesOthersSealed(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"b1", "b2", "b3"} {
+		if _, err := w.PutConnection(c, builtinConn(t, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.PutConnection(c, awsConn(t, "a", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	late := e.open(seal.New(key), registry.Options{})
+	got := late.ConnectionsOf(func(p string) bool { return p == events.ProviderAWS })
+	if len(got) != 1 || got[0].Name != "a" || !strings.Contains(wire(t, got[0]), awsSecretKey) {
+		t.Fatalf("ConnectionsOf(aws) = %+v", got)
+	}
+	sealed := 0
+	for _, n := range []string{"b1", "b2", "b3"} {
+		if registry.Unopened(late, n) {
+			sealed++
+		}
+	}
+	// Start opens one record to check the master key.
+	if sealed < 2 {
+		t.Fatalf("%d of 3 builtin records still sealed, want ≥ 2", sealed)
+	}
+	if n := len(late.ConnectionsOf(func(p string) bool { return p == events.ProviderBuiltin })); n != 3 {
+		t.Fatalf("ConnectionsOf(builtin): %d", n)
+	}
+}
+
+// Deleting the record opened at start to check the master key does not make
+// a worker with records under an unknown key unhealthy while its key opens
+// the others (still sealed).
+func TestHealthAfterTheCheckedRecordIsDeleted(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"a", "b", "c"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := other.PutConnection(c, awsConn(t, "x", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	late := e.open(seal.New(key), registry.Options{})
+	for _, n := range []string{"a", "b", "c"} {
+		if !registry.Unopened(late, n) {
+			if err := w.DeleteConnection(c, n); err != nil {
+				t.Fatal(err)
+			}
+			natstest.Eventually(t, 5*time.Second, "the late worker to see the delete", func() bool {
+				_, ok := late.Connection(n)
+				return !ok
+			})
+		}
+	}
+	// x may or may not have been opened (and found unreadable) at start;
+	// opening it now makes sure the worker knows of one unreadable record.
+	if _, ok := late.Connection("x"); ok {
+		t.Fatal("a record under another key was served")
+	}
+	if err := late.Health(); err != nil {
+		t.Fatalf("health: %v", err)
+	}
+}

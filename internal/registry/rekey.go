@@ -62,6 +62,9 @@ func (r *Registry) rekeyOne(ctx context.Context, b *bucket, key string) (bool, e
 	if err != nil {
 		return false, translate("reading "+b.name+"/"+key, err)
 	}
+	if b == r.conns {
+		r.settle(key)
+	}
 	rec, pt, err := r.openRecord(b.name, key, e.Value())
 	if err == nil {
 		err = r.observeGen(b.name, key, rec.Gen)

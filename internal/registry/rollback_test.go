@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -147,5 +148,95 @@ func TestUnreadableRecordIsRepairable(t *testing.T) {
 	}
 	if _, err := e.kv("secrets").Get(c, "b.db01"); err == nil {
 		t.Fatal("the deleted connection's secret is still stored")
+	}
+}
+
+// A worker that starts with records in the bucket keeps them sealed until
+// used; a replay of an older record is still refused and counted, though
+// the record it replaces was never used (the watcher opens it first).
+func TestReplayRefusedOverRecordLoadedAtStart(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	old := map[string][]byte{}
+	for _, n := range []string{"a", "b"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio", "chem")); err != nil {
+			t.Fatal(err)
+		}
+		v1, err := e.kv("connections").Get(c, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old[n] = v1.Value()
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio")); err != nil { // chem revoked
+			t.Fatal(err)
+		}
+	}
+	late := e.open(seal.New(key), registry.Options{})
+	// Start opened one record (to check the master key); the other is
+	// still sealed.
+	n := "a"
+	if !registry.Unopened(late, n) {
+		n = "b"
+	}
+	if !registry.Unopened(late, n) {
+		t.Fatal("every record loaded at start was opened")
+	}
+	bucket := e.kv("connections").Bucket()
+	before := testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(bucket))
+	if _, err := e.kv("connections").Put(c, n, old[n]); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "both watchers to refuse the replayed record", func() bool {
+		return testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(bucket)) >= before+2
+	})
+	for _, r := range []*registry.Registry{w, late} {
+		got, ok := r.Connection(n)
+		if !ok || got.AllowsGroup("chem") {
+			t.Fatalf("view after replay: %v %+v", ok, got.Groups)
+		}
+	}
+	if _, err := late.LookupConnection(c, n); !errors.Is(err, events.ErrUnavailable) {
+		t.Fatalf("lookup of the replayed record by the late worker: %v", err)
+	}
+}
+
+// A read from the bucket of a replayed record is refused by a worker that
+// loaded the newer one at start and never used it.
+func TestLookupOfReplayRefusedOverRecordLoadedAtStart(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	old := map[string][]byte{}
+	for _, n := range []string{"a", "b"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio", "chem")); err != nil {
+			t.Fatal(err)
+		}
+		v1, err := e.kv("connections").Get(c, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old[n] = v1.Value()
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := e.open(seal.New(key), registry.Options{})
+	n := "a"
+	if !registry.Unopened(late, n) {
+		n = "b"
+	}
+	// The watchers are stopped, so only the bucket read meets the replay.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	late.Stop(sctx)
+	cancel()
+	if _, err := e.kv("connections").Put(c, n, old[n]); err != nil {
+		t.Fatal(err)
+	}
+	_, err := late.LookupConnection(c, n)
+	if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("lookup of a replayed record: %v", err)
 	}
 }

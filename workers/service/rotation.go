@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -45,6 +46,10 @@ type rotations struct {
 	kick chan struct{}
 	stop context.CancelFunc
 	done chan struct{}
+
+	// busy is set while a reconcile runs: a change then may be missing
+	// from the state it read (Concerns).
+	busy atomic.Bool
 
 	mu      sync.Mutex
 	running map[string]*consumer
@@ -84,7 +89,9 @@ func (r *rotations) loop(ctx context.Context) {
 			return
 		case <-r.kick:
 		}
+		r.busy.Store(true)
 		r.reconcile(ctx)
+		r.busy.Store(false)
 	}
 }
 
@@ -96,14 +103,8 @@ const stopTimeout = 5 * time.Second
 func (r *rotations) reconcile(ctx context.Context) {
 	want := map[string]events.Connection{}
 	for _, c := range r.conns() {
-		k, ok := all.Table.Kind(c.Provider)
-		if !ok {
-			continue
-		}
-		if ek, ok := k.(provider.EventsKind); ok {
-			if _, on := ek.Events(&c); on {
-				want[c.Name] = c
-			}
+		if setsEvents(c) {
+			want[c.Name] = c
 		}
 	}
 	r.mu.Lock()
@@ -130,6 +131,42 @@ func (r *rotations) reconcile(ctx context.Context) {
 			r.running[name] = r.start(c)
 		}
 	}
+}
+
+// hasEvents reports whether a provider has change events at all.
+func hasEvents(name string) bool {
+	k, ok := all.Table.Kind(name)
+	if !ok {
+		return false
+	}
+	_, ok = k.(provider.EventsKind)
+	return ok
+}
+
+// setsEvents reports whether c's rotation events are on.
+func setsEvents(c events.Connection) bool {
+	k, ok := all.Table.Kind(c.Provider)
+	if !ok {
+		return false
+	}
+	if ek, ok := k.(provider.EventsKind); ok {
+		_, on := ek.Events(&c)
+		return on
+	}
+	return false
+}
+
+// Concerns reports whether a change of connection name (now c, or gone when
+// !ok) may change the consumers: it sets events, or one of it runs. Others
+// (most connections) need no reconcile.
+func (r *rotations) Concerns(name string, c events.Connection, ok bool) bool {
+	if (ok && setsEvents(c)) || r.busy.Load() {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, running := r.running[name]
+	return running
 }
 
 func fingerprint(c events.Connection) []byte {

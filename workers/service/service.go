@@ -132,12 +132,17 @@ func (s *Service) start(ctx context.Context) error {
 	s.resolver = resolve.New(resolve.Config{Subjects: subjects, Connections: s.reg, Cache: s.cache,
 		Factories: factories, Runner: s.runner, Logger: log, Endpoints: table, Fingerprint: s.fingerprints.Sum})
 	s.exporter, err = newExporter(ctx, s.nc, js, subjects, cfg, log, func() ([]events.Export, map[string]events.Connection) {
-		return s.reg.Exports(), s.connectionMap()
+		exports := s.reg.Exports()
+		return exports, s.connectionsOf(exports)
 	})
 	if err != nil {
 		return err
 	}
-	s.rotations = newRotations(s.nc, subjects, factories, s.cache, log, s.reg.Connections)
+	// The rotation consumers concern providers with change events only:
+	// the other records loaded at start stay sealed.
+	s.rotations = newRotations(s.nc, subjects, factories, s.cache, log, func() []events.Connection {
+		return s.reg.ConnectionsOf(hasEvents)
+	})
 	s.reg.OnChange(s.onChange)
 	if err := s.reg.Start(ctx); err != nil {
 		return err
@@ -350,11 +355,19 @@ func (s *Service) dial(name string) (*nats.Conn, error) {
 }
 
 func (s *Service) onChange(c registry.Change) {
+	if c.Initial {
+		// The state Start loads: nothing is built or cached yet, and the
+		// exports and rotation consumers are brought in line with the whole
+		// state once Start returns.
+		return
+	}
 	switch c.Kind {
 	case registry.KindConnection:
 		s.resolver.ConnectionChanged(c.Name)
 		s.exporter.Changed()
-		s.rotations.Changed()
+		if conn, ok := s.reg.Connection(c.Name); s.rotations.Concerns(c.Name, conn, ok) {
+			s.rotations.Changed()
+		}
 	case registry.KindSecret:
 		s.resolver.SecretChanged(c.Conn, c.Name)
 	case registry.KindExport:
@@ -362,10 +375,14 @@ func (s *Service) onChange(c registry.Change) {
 	}
 }
 
-func (s *Service) connectionMap() map[string]events.Connection {
+// connectionsOf maps the connections the exports use (each connection
+// change reconciles the exports: this is not a copy of every connection).
+func (s *Service) connectionsOf(exports []events.Export) map[string]events.Connection {
 	m := map[string]events.Connection{}
-	for _, c := range s.reg.Connections() {
-		m[c.Name] = c
+	for _, x := range exports {
+		if c, ok := s.reg.Connection(x.Connection); ok {
+			m[x.Connection] = c
+		}
 	}
 	return m
 }
