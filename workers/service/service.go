@@ -46,6 +46,11 @@ type Service struct {
 	log      zerolog.Logger
 	embedded *bus.Embedded
 	nc       *nats.Conn
+	// slow carries the audit events (one per request, so they come in
+	// floods with the requests), so the replies on nc never queue behind
+	// them. Replies stay on nc: a NATS user with allow_responses may answer
+	// a request only on the connection that received it.
+	slow     *nats.Conn
 	reg      *registry.Registry
 	cache    *cache.Store
 	runner   *endpoint.Runner
@@ -122,7 +127,11 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	s.cache = cache.New(cache.Options{MaxEntries: cfg.CacheMaxEntries})
 	s.runner = endpoint.NewRunner(s.nc, log, cfg.RequestTimeout, cfg.MaxInFlight)
-	if err := s.startAudit(ctx, js, subjects, sealer); err != nil {
+	slowJS, err := jetstream.New(s.slow)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	if err := s.startAudit(ctx, slowJS, subjects, sealer); err != nil {
 		return err
 	}
 	factories := providerFactories(log, s.reg, s.factories)
@@ -307,9 +316,12 @@ func (s *Service) sealer() (*seal.Sealer, error) {
 	return seal.New(cur, prev...), nil
 }
 
+// connect opens the worker's two NATS connections (see Service.slow). A
+// server that is not there yet is waited for, with backoff and the failures
+// logged, until it is or ctx is done.
 func (s *Service) connect(ctx context.Context) error {
-	opts := bus.Resilient("cloudbridge-worker", s.log)
 	url := s.cfg.URL
+	var extra []nats.Option
 	if s.cfg.Embedded() {
 		e, err := bus.StartEmbedded(s.cfg.Listen, s.cfg.DataDir)
 		if err != nil {
@@ -317,20 +329,27 @@ func (s *Service) connect(ctx context.Context) error {
 		}
 		s.embedded = e
 		url = e.ClientURL()
-		opts = append(opts, nats.InProcessServer(e.Server()))
+		extra = append(extra, nats.InProcessServer(e.Server()))
 	} else {
 		auth, err := s.cfg.Auth().Options()
 		if err != nil {
 			return err
 		}
-		opts = append(opts, auth...)
-		opts = append(opts, nats.RetryOnFailedConnect(false))
+		// The first connection is retried here, with its failures logged;
+		// once connected, nats.go reconnects forever.
+		extra = append(append(extra, auth...), nats.RetryOnFailedConnect(false))
 	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s: %w", url, err)
+	for _, c := range []struct {
+		name string
+		dst  **nats.Conn
+	}{{"cloudbridge-worker", &s.nc}, {"cloudbridge-worker-audit", &s.slow}} {
+		opts := append(bus.Resilient(c.name, s.log), extra...)
+		nc, err := bus.Connect(ctx, s.log, url, opts...)
+		if err != nil {
+			return fmt.Errorf("connecting to NATS at %s: %w", url, err)
+		}
+		*c.dst = nc
 	}
-	s.nc = nc
 	return nil
 }
 
@@ -356,7 +375,7 @@ func (s *Service) connectionMap() map[string]events.Connection {
 }
 
 func (s *Service) ready() error {
-	if s.nc == nil || !s.nc.IsConnected() {
+	if s.nc == nil || !s.nc.IsConnected() || s.slow == nil || !s.slow.IsConnected() {
 		return errors.New("NATS not connected")
 	}
 	return s.health()
@@ -448,9 +467,11 @@ func (s *Service) stop(ctx context.Context) error {
 	if s.cache != nil {
 		s.cache.Close()
 	}
-	if s.nc != nil {
-		if err := drain(ctx, s.nc); err != nil {
-			errs = append(errs, err)
+	for _, nc := range []*nats.Conn{s.nc, s.slow} {
+		if nc != nil {
+			if err := drain(ctx, nc); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if s.embedded != nil {
@@ -525,6 +546,12 @@ func (s *Service) abort() {
 func Run(ctx context.Context, cfg config.Serve, log zerolog.Logger) error {
 	s, err := Start(ctx, cfg, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			// Stopped while starting (NATS not there yet, buckets not
+			// bound yet): a clean stop.
+			log.Info().Str("err", err.Error()).Msg("stopped before start-up completed")
+			return nil
+		}
 		return err
 	}
 	<-ctx.Done()
