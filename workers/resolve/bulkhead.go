@@ -131,7 +131,8 @@ func (w *Worker) stage(op string) endpoint.StageFunc {
 				w.fast.remember(req.Data(), in)
 				return body, nil, nil
 			}
-			f.Audit = endpoint.AuditFields{}
+			// A throttled resolve's audit event names what was asked.
+			f.Audit = endpoint.AuditFields{Secret: in.Secret, Version: in.Version}
 		} else if err := checkBody(op, req.Data()); err != nil {
 			return nil, nil, err
 		}
