@@ -1,6 +1,7 @@
 package endpoint
 
 import (
+	"runtime"
 	"sync"
 	"time"
 
@@ -110,6 +111,10 @@ func (r *Runner) runLane(name string, ls *lanes, key string, l *lane, stage Stag
 		case it := <-l.ch:
 			r.stage(name, it, stage, fn)
 			r.wg.Done()
+			// A lane working through a flood gives up its processor
+			// between requests, so the subscription goroutines (and the
+			// NATS read loop) never wait behind a whole burst of it.
+			runtime.Gosched()
 			if !idle.Stop() {
 				select {
 				case <-idle.C:
