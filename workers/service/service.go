@@ -46,11 +46,6 @@ type Service struct {
 	log      zerolog.Logger
 	embedded *bus.Embedded
 	nc       *nats.Conn
-	// slow carries the audit events (one per request, so they come in
-	// floods with the requests), so the replies on nc never queue behind
-	// them. Replies stay on nc: a NATS user with allow_responses may answer
-	// a request only on the connection that received it.
-	slow     *nats.Conn
 	reg      *registry.Registry
 	cache    *cache.Store
 	runner   *endpoint.Runner
@@ -127,11 +122,7 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	s.cache = cache.New(cache.Options{MaxEntries: cfg.CacheMaxEntries})
 	s.runner = endpoint.NewRunner(s.nc, log, cfg.RequestTimeout, cfg.MaxInFlight)
-	slowJS, err := jetstream.New(s.slow)
-	if err != nil {
-		return fmt.Errorf("opening JetStream: %w", err)
-	}
-	if err := s.startAudit(ctx, slowJS, subjects, sealer); err != nil {
+	if err := s.startAudit(ctx, js, subjects, sealer); err != nil {
 		return err
 	}
 	factories := providerFactories(log, s.reg, s.factories)
@@ -316,9 +307,9 @@ func (s *Service) sealer() (*seal.Sealer, error) {
 	return seal.New(cur, prev...), nil
 }
 
-// connect opens the worker's two NATS connections (see Service.slow). A
-// server that is not there yet is waited for, with backoff and the failures
-// logged, until it is or ctx is done.
+// connect opens the worker's NATS connection. A server that is not there
+// yet is waited for, with backoff and the failures logged, until it is or
+// ctx is done.
 func (s *Service) connect(ctx context.Context) error {
 	url := s.cfg.URL
 	var extra []nats.Option
@@ -339,17 +330,11 @@ func (s *Service) connect(ctx context.Context) error {
 		// once connected, nats.go reconnects forever.
 		extra = append(append(extra, auth...), nats.RetryOnFailedConnect(false))
 	}
-	for _, c := range []struct {
-		name string
-		dst  **nats.Conn
-	}{{"cloudbridge-worker", &s.nc}, {"cloudbridge-worker-audit", &s.slow}} {
-		opts := append(bus.Resilient(c.name, s.log), extra...)
-		nc, err := bus.Connect(ctx, s.log, url, opts...)
-		if err != nil {
-			return fmt.Errorf("connecting to NATS at %s: %w", url, err)
-		}
-		*c.dst = nc
+	nc, err := bus.Connect(ctx, s.log, url, append(bus.Resilient("cloudbridge-worker", s.log), extra...)...)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", url, err)
 	}
+	s.nc = nc
 	return nil
 }
 
@@ -375,7 +360,7 @@ func (s *Service) connectionMap() map[string]events.Connection {
 }
 
 func (s *Service) ready() error {
-	if s.nc == nil || !s.nc.IsConnected() || s.slow == nil || !s.slow.IsConnected() {
+	if s.nc == nil || !s.nc.IsConnected() {
 		return errors.New("NATS not connected")
 	}
 	return s.health()
@@ -467,11 +452,9 @@ func (s *Service) stop(ctx context.Context) error {
 	if s.cache != nil {
 		s.cache.Close()
 	}
-	for _, nc := range []*nats.Conn{s.nc, s.slow} {
-		if nc != nil {
-			if err := drain(ctx, nc); err != nil {
-				errs = append(errs, err)
-			}
+	if s.nc != nil {
+		if err := drain(ctx, s.nc); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if s.embedded != nil {
