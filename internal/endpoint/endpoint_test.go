@@ -493,3 +493,96 @@ func TestNoReplySubject(t *testing.T) {
 	}
 	waitCounts(t, name, map[string]float64{"not_found": 1})
 }
+
+// TestLanes: requests of one lane queue behind each other only: while lane
+// "jam" is stuck (its stage blocks, as a flood would keep it busy), lane
+// "free" and the inline path answer at once; past its queue's bound a jammed
+// lane's requests fail at once with the lane's throttled error; every request
+// gets its answer once the jam clears, and Wait covers the queued ones.
+func TestLanes(t *testing.T) {
+	h := newHarness(t, 30*time.Second, 4)
+	name := uniqueName(t)
+	gate := make(chan struct{})
+	var gateOnce sync.Once
+	open := func() { gateOnce.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	fast := func(req micro.Request, f *endpoint.Fields) ([]byte, bool) {
+		if string(req.Data()) == "hit" {
+			return []byte(`"inline"`), true
+		}
+		return nil, false
+	}
+	laneOf := func(req micro.Request) string { return req.Subject()[strings.LastIndex(req.Subject(), ".")+1:] }
+	stage := func(req micro.Request, f *endpoint.Fields) ([]byte, func(), error) {
+		if strings.HasSuffix(req.Subject(), ".jam") {
+			<-gate
+		}
+		if string(req.Data()) == "lanehit" {
+			return []byte(`"lane"`), nil, nil
+		}
+		return nil, func() {}, nil
+	}
+	full := func(lane string) error { return events.Errorf(events.CodeThrottled, "lane %s is full", lane) }
+	fn := func(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) { return "ran", nil }
+	h.add(name, "t.lane.*", h.runner.Dispatched(name, fast, laneOf, stage, full, fn))
+
+	// Jam lane "jam" past its bound: one in its stage, LaneDepth queued.
+	replies := make(chan *nats.Msg, 2*endpoint.LaneDepth)
+	inbox := nats.NewInbox()
+	sub, err := h.nc.ChanSubscribe(inbox+".*", replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	const extra = 50
+	total := endpoint.LaneDepth + 1 + extra
+	for i := 0; i < total; i++ {
+		if err := h.nc.PublishRequest("t.lane.jam", fmt.Sprintf("%s.%d", inbox, i), []byte("miss")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The surplus fails at once; the rest waits for the jam.
+	throttled := 0
+	deadline := time.After(20 * time.Second)
+	for throttled < extra {
+		select {
+		case m := <-replies:
+			if msg := wantError(t, m, events.CodeThrottled); msg != "lane jam is full" {
+				t.Fatalf("throttled message %q", msg)
+			}
+			throttled++
+		case <-deadline:
+			t.Fatalf("%d of %d surplus requests throttled", throttled, extra)
+		}
+	}
+	// Other lanes and the inline path are not behind the jam.
+	if m := h.request("t.lane.free", []byte("lanehit")); string(m.Data) != `"lane"` {
+		t.Fatalf("lane hit on a free lane: %s", m.Data)
+	}
+	if m := h.request("t.lane.free", []byte("miss")); string(m.Data) != `"ran"` {
+		t.Fatalf("admitted request on a free lane: %s", m.Data)
+	}
+	if m := h.request("t.lane.jam", []byte("hit")); string(m.Data) != `"inline"` {
+		t.Fatalf("inline hit on the jammed lane: %s", m.Data)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := h.runner.Wait(ctx); err == nil {
+		t.Fatal("Wait returned while requests were queued in a lane")
+	}
+	open()
+	for got := 0; got < total-extra; got++ {
+		select {
+		case m := <-replies:
+			wantOK(t, m)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("only %d of %d queued requests answered after the jam cleared", got, total-extra)
+		}
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := h.runner.Wait(wctx); err != nil {
+		t.Fatalf("Wait after the jam cleared: %v", err)
+	}
+	waitCounts(t, name, map[string]float64{"ok": float64(total - extra + 3), "throttled": extra})
+}

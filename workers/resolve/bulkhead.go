@@ -80,28 +80,68 @@ func (w *Worker) bulkheadFor(name string) *bulkhead {
 	return b
 }
 
-// admit admits a request needing connection name's provider, or fails it at
-// once with throttled.
-func (w *Worker) admit(op string) endpoint.AdmitFunc {
-	return func(req micro.Request, f *endpoint.Fields) (func(), error) {
+// laneOf is a request's lane: its connection, when this worker's view holds
+// it, else the lane shared by the others (they read the bucket to find out).
+func (w *Worker) laneOf(op string) endpoint.LaneFunc {
+	return func(req micro.Request) string {
+		_, name, err := w.cfg.Subjects.ParseOp(op, req.Subject())
+		if err != nil {
+			return ""
+		}
+		if _, ok := w.cfg.Connections.Connection(name); !ok {
+			return ""
+		}
+		return name
+	}
+}
+
+// laneFull is the throttled error of a request finding its connection's lane
+// full.
+func (w *Worker) laneFull(op string) endpoint.LaneFull {
+	return func(lane string) error {
+		if lane == "" {
+			return events.Errorf(events.CodeThrottled, "too many %s requests to unknown connections in this worker; try again later", op)
+		}
+		return events.Errorf(events.CodeThrottled, "connection %q is at its limit in this worker (%d requests waiting to be admitted); try again later", lane, endpoint.LaneDepth)
+	}
+}
+
+// stage handles a request on its connection's lane: a bad body fails at
+// once; a resolve the cache answers is answered (the body decoded here, and
+// remembered for the inline path); anything else needing the provider is
+// admitted to the connection's bulkhead, or fails at once with throttled.
+func (w *Worker) stage(op string) endpoint.StageFunc {
+	return func(req micro.Request, f *endpoint.Fields) ([]byte, func(), error) {
 		group, name, err := w.cfg.Subjects.ParseOp(op, req.Subject())
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		f.Group, f.Conn = group, name
-		// A bad body fails at once, answered (and counted) inline. A resolve
-		// body the fast path already decoded is known good.
-		if _, ok := w.fast.known(req.Data()); !ok || op != events.OpResolve {
-			if err := checkBody(op, req.Data()); err != nil {
-				return nil, err
+		if op == events.OpResolve {
+			in, ok := w.fast.known(req.Data())
+			if !ok {
+				if err := events.Decode(req.Data(), &in); err != nil {
+					return nil, nil, err
+				}
+				if err := in.Validate(); err != nil {
+					return nil, nil, err
+				}
 			}
+			if body, ok := w.hit(req, f, group, name, in); ok {
+				w.fast.remember(req.Data(), in)
+				return body, nil, nil
+			}
+			// A throttled resolve's audit event names what was asked.
+			f.Audit = endpoint.AuditFields{Secret: in.Secret, Version: in.Version}
+		} else if err := checkBody(op, req.Data()); err != nil {
+			return nil, nil, err
 		}
 		b := w.bulkheadFor(name)
 		release, ok := b.admit.Enter()
 		if !ok {
-			return nil, b.throttled(name)
+			return nil, nil, b.throttled(name)
 		}
-		return release, nil
+		return nil, release, nil
 	}
 }
 

@@ -49,27 +49,20 @@ func newFastPath() *fastPath {
 	return &fastPath{bodies: map[string]events.ResolveRequest{}, replies: map[replyKey]renderedReply{}}
 }
 
-// decoded returns the valid request in body, decoding and validating it once.
-func (p *fastPath) decoded(body []byte) (events.ResolveRequest, bool) {
+// remember notes body as a valid request decoded into in (only the bodies of
+// requests the cache answered: a flood of distinct bodies must not push them out).
+func (p *fastPath) remember(body []byte, in events.ResolveRequest) {
 	if len(body) > maxMemoBody {
-		return events.ResolveRequest{}, false
-	}
-	p.mu.RLock()
-	in, ok := p.bodies[string(body)]
-	p.mu.RUnlock()
-	if ok {
-		return in, true
-	}
-	if events.Decode(body, &in) != nil || in.Validate() != nil {
-		return events.ResolveRequest{}, false
+		return
 	}
 	p.mu.Lock()
-	if len(p.bodies) >= memoLimit {
-		clear(p.bodies)
+	if _, ok := p.bodies[string(body)]; !ok {
+		if len(p.bodies) >= memoLimit {
+			clear(p.bodies)
+		}
+		p.bodies[string(body)] = in
 	}
-	p.bodies[string(body)] = in
 	p.mu.Unlock()
-	return in, true
 }
 
 // known returns a request body already decoded and found valid.
@@ -133,14 +126,25 @@ func (p *fastPath) forget(conn string) {
 	p.mu.Unlock()
 }
 
-// fastResolve answers a cached resolve inline, or declines.
+// fastResolve answers a cached resolve inline, on the subscription's
+// goroutine, or declines: only a body already known (memoized when the cache
+// answered it before) is considered, so a request costs no decoding here.
 func (w *Worker) fastResolve(req micro.Request, f *endpoint.Fields) ([]byte, bool) {
+	in, ok := w.fast.known(req.Data())
+	if !ok {
+		return nil, false
+	}
 	group, name, err := w.cfg.Subjects.ParseOp(events.OpResolve, req.Subject())
 	if err != nil {
 		return nil, false
 	}
-	in, ok := w.fast.decoded(req.Data())
-	if !ok || in.Fresh {
+	return w.hit(req, f, group, name, in)
+}
+
+// hit answers a valid resolve request from the cache, with the checks of the
+// regular path (group, allowlist, sealing), or declines.
+func (w *Worker) hit(req micro.Request, f *endpoint.Fields, group, name string, in events.ResolveRequest) ([]byte, bool) {
+	if in.Fresh {
 		return nil, false
 	}
 	c, ok := w.cfg.Connections.Connection(name)

@@ -91,12 +91,23 @@ func warm(t *testing.T, w *Worker, group, conn string, in events.ResolveRequest)
 	}
 }
 
+// fast answers a resolve from the cache as the endpoint does: inline when
+// its body is known, else on its connection's lane; false when the request
+// needs the provider (or fails).
 func fast(t *testing.T, w *Worker, group, conn string, in events.ResolveRequest) (*events.ResolveReply, bool) {
 	t.Helper()
 	var f endpoint.Fields
-	body, ok := w.fastResolve(newRequest(t, group, conn, in), &f)
+	req := newRequest(t, group, conn, in)
+	body, ok := w.fastResolve(req, &f)
 	if !ok {
-		return nil, false
+		reply, release, err := w.stage(events.OpResolve)(req, &f)
+		if release != nil {
+			release()
+		}
+		if err != nil || reply == nil {
+			return nil, false
+		}
+		body = reply
 	}
 	var out events.ResolveReply
 	if err := json.Unmarshal(body, &out); err != nil {
@@ -118,6 +129,35 @@ func TestFastPathAnswersAHit(t *testing.T) {
 	}
 	if _, ok := fast(t, w, "bio", "c1", events.ResolveRequest{Secret: "db1", Fresh: true}); ok {
 		t.Fatal("fast path answered a fresh request")
+	}
+}
+
+// TestInlinePathNeedsAKnownBody: the subscription's goroutine answers only
+// bodies the cache answered before (no decoding there); a body that missed
+// is not remembered, so a flood of distinct misses cannot push out the
+// bodies of hits.
+func TestInlinePathNeedsAKnownBody(t *testing.T) {
+	w, _ := newFastWorker(t)
+	in := events.ResolveRequest{Secret: "db1"}
+	warm(t, w, "bio", "c1", in)
+	var f endpoint.Fields
+	req := newRequest(t, "bio", "c1", in)
+	if _, ok := w.fastResolve(req, &f); ok {
+		t.Fatal("inline path answered a body it had never seen")
+	}
+	if _, ok := fast(t, w, "bio", "c1", in); !ok {
+		t.Fatal("lane did not answer the hit")
+	}
+	if _, ok := w.fastResolve(req, &f); !ok {
+		t.Fatal("inline path did not answer a known body")
+	}
+	miss := events.ResolveRequest{Secret: "db9"}
+	if _, ok := fast(t, w, "bio", "c1", miss); ok {
+		t.Fatal("a miss was answered from the cache")
+	}
+	body, _ := json.Marshal(miss)
+	if _, ok := w.fast.known(body); ok {
+		t.Fatal("the body of a miss was remembered")
 	}
 }
 

@@ -97,9 +97,9 @@ func (w *Worker) Register(svc micro.Service) error {
 		handler micro.Handler
 		opts    []micro.EndpointOpt
 	}{
-		{"resolve", s.OpWildcard(events.OpResolve), r.Limited("resolve", w.fastResolve, w.admit(events.OpResolve), w.handleResolve), nil},
-		{"test", s.OpWildcard(events.OpTest), r.Limited("test", nil, w.admit(events.OpTest), w.handleTest), nil},
-		{"token", s.OpWildcard(events.OpToken), r.Limited("token", nil, w.admit(events.OpToken), w.handleToken), nil},
+		{"resolve", s.OpWildcard(events.OpResolve), w.dispatched(events.OpResolve, w.fastResolve, w.handleResolve), nil},
+		{"test", s.OpWildcard(events.OpTest), w.dispatched(events.OpTest, nil, w.handleTest), nil},
+		{"token", s.OpWildcard(events.OpToken), w.dispatched(events.OpToken, nil, w.handleToken), nil},
 		{"invalidate", s.Invalidate(), r.Inline("invalidate", w.handleInvalidate), []micro.EndpointOpt{micro.WithEndpointQueueGroupDisabled()}},
 		{"admin-audit-fingerprint", s.AdminAuditFingerprint(), r.Handler("admin-audit-fingerprint", w.handleFingerprint), nil},
 	} {
@@ -109,6 +109,12 @@ func (w *Worker) Register(svc micro.Service) error {
 		}
 	}
 	return nil
+}
+
+// dispatched is op's handler: cache hits inline, everything else through its
+// connection's lane and bulkhead.
+func (w *Worker) dispatched(op string, fast endpoint.FastFunc, fn endpoint.Func) micro.Handler {
+	return w.cfg.Runner.Dispatched(op, fast, w.laneOf(op), w.stage(op), w.laneFull(op), fn)
 }
 
 // ConnectionChanged drops the connection's provider and cache entries; the

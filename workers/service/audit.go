@@ -58,7 +58,7 @@ func (s *Service) startAudit(ctx context.Context, js jetstream.JetStream, subjec
 	}
 	// A connection of its own: the events' traffic (and the server's work
 	// reading it) never queues with the replies on the worker's connection.
-	anc, err := s.dial("cloudbridge-audit")
+	anc, err := s.dial(ctx, "cloudbridge-audit")
 	if err != nil {
 		return err
 	}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,10 +59,12 @@ func hangingEndpoint(t testing.TB) (string, func() int) {
 
 // floodSetup is a worker with a builtin connection of group chem, its secret
 // cached, and an AWS connection of group bio whose endpoint hangs.
-func floodSetup(t testing.TB) (*worker, *server.Server, *events.Client, func() int) {
+func floodSetup(t testing.TB, timeout time.Duration, opts ...Option) (*worker, *server.Server, *events.Client, func() int) {
 	t.Helper()
 	srv := natstest.Server(t)
-	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	cfg := joinedConfig(srv.ClientURL(), newMasterKey(t))
+	cfg.RequestTimeout = timeout
+	w := startWorker(t, cfg, opts...)
 	hang, accepted := hangingEndpoint(t) // stopped before the worker: its calls end
 	_, c := connect(t, srv.ClientURL())
 	adminReq(t, c, events.ResourceConnections, events.VerbPut, events.Connection{Name: "local-chem",
@@ -109,8 +113,17 @@ func flood(t testing.TB, url string, n int) (<-chan *nats.Msg, func()) {
 // under 3,000 resolves of distinct secrets, chem's cached resolves, a chem
 // read of its provider and admin all answer, and aws-hang's surplus fails at
 // once with throttled naming the connection.
+//
+// The request timeout is long enough for the whole flood to be read before
+// the admitted requests reach their deadline, so exactly one round of them is
+// admitted: the AWS SDK opens a new connection for each call, and a second
+// round would dial the hanging endpoint again (each round at most
+// max_concurrent at a time, but more in all). Before the lanes, the cached
+// resolves waited on the subscription's goroutine behind the flood's fast
+// failures (and their audit events): under heavy load and -race that took
+// longer than their 5 s deadline, which made this test flaky.
 func TestFloodedConnectionCostsOnlyItself(t *testing.T) {
-	_, srv, c, hangAccepted := floodSetup(t)
+	_, srv, c, hangAccepted := floodSetup(t, 8*time.Second)
 	const n = 3000
 	replies, done := flood(t, srv.ClientURL(), n)
 	defer done()
@@ -134,7 +147,7 @@ func TestFloodedConnectionCostsOnlyItself(t *testing.T) {
 	codes := map[string]int{}
 	throttledFirst := 0
 	timedOut := false
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(60 * time.Second)
 	for got := 0; got < n; got++ {
 		var m *nats.Msg
 		select {
@@ -160,8 +173,9 @@ func TestFloodedConnectionCostsOnlyItself(t *testing.T) {
 	}
 	throttled := codes[strconv.Itoa(events.CodeThrottled.Number())]
 	timeouts := codes[strconv.Itoa(events.CodeTimeout.Number())]
-	if throttled+timeouts != n || throttled < n/2 {
-		t.Fatalf("codes %v: want throttled for most, timeout for the admitted", codes)
+	admitted := events.DefaultMaxConcurrent + events.DefaultMaxQueue
+	if throttled+timeouts != n || timeouts != admitted {
+		t.Fatalf("codes %v: want timeout for the %d admitted, throttled for the rest", codes, admitted)
 	}
 	t.Logf("codes %v; %d throttled replies came before the first timed-out one", codes, throttledFirst)
 	// The upstream work is bounded: the hanging endpoint saw at most
@@ -191,11 +205,18 @@ func cachedLatencies(b *testing.B, nc *nats.Conn, n int) []time.Duration {
 // BenchmarkCachedResolveUnderFlood measures the p99 of chem's cached
 // resolves while aws-hang's endpoint hangs under a steady flood of resolves
 // of distinct secrets, against the same resolves idle in the same run (goal:
-// ratio ≤ 2), and the share of the flood failed at once with throttled.
+// ratio ≤ 2), and the share of the flood failed at once with throttled. The
+// sub-benchmark without audit shows what the flood's audit events (one per
+// throttled request, stored by the in-process JetStream) cost.
 //
 //	go test -run '^$' -bench CachedResolveUnderFlood -benchtime 1x ./workers/service
 func BenchmarkCachedResolveUnderFlood(b *testing.B) {
-	_, srv, _, _ := floodSetup(b)
+	b.Run("audit", func(b *testing.B) { benchFlood(b) })
+	b.Run("no-audit", func(b *testing.B) { benchFlood(b, withoutAudit()) })
+}
+
+func benchFlood(b *testing.B, opts ...Option) {
+	_, srv, _, _ := floodSetup(b, 2*time.Second, opts...)
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		b.Fatal(err)
@@ -203,7 +224,10 @@ func BenchmarkCachedResolveUnderFlood(b *testing.B) {
 	defer nc.Close()
 	const samples = 2000
 	for i := 0; i < b.N; i++ {
+		cpu0 := processCPU()
+		t0 := time.Now()
 		idle := cachedLatencies(b, nc, samples)
+		idleCPU, idleWall := processCPU()-cpu0, time.Since(t0)
 
 		fnc, err := nats.Connect(srv.ClientURL())
 		if err != nil {
@@ -231,13 +255,16 @@ func BenchmarkCachedResolveUnderFlood(b *testing.B) {
 					return
 				case <-tick.C:
 				}
-				for j := 0; j < 100; j++ {
+				for j := 0; j < floodBurst(); j++ {
 					_ = fnc.PublishRequest(subject, inbox+"."+strconv.Itoa(sent), []byte(fmt.Sprintf(`{"secret":"biodb%07d"}`, sent)))
 					sent++
 				}
 			}
 		}()
+		cpu1 := processCPU()
+		t1 := time.Now()
 		flooded := cachedLatencies(b, nc, samples)
+		floodCPU, floodWall := processCPU()-cpu1, time.Since(t1)
 		close(stop)
 		wg.Wait()
 		// Replies that came while measuring: throttled ones are the fast fails.
@@ -256,6 +283,11 @@ func BenchmarkCachedResolveUnderFlood(b *testing.B) {
 		b.ReportMetric(float64(p99(flooded).Microseconds()), "p99-flood-µs")
 		b.ReportMetric(ratio, "p99-ratio")
 		b.ReportMetric(float64(throttled)/float64(max(sent, 1)), "fast-fail-share")
+		// How much of a core the process (worker, in-process NATS server and
+		// clients) had in each phase: on a shared machine a flooded phase
+		// that gets less CPU than the idle one is starved, not busy.
+		b.Logf("process CPU: %.0f%% of a core idle, %.0f%% under the flood",
+			100*float64(idleCPU)/float64(idleWall), 100*float64(floodCPU)/float64(floodWall))
 		b.Logf("cached p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2); flood: %d sent, %d answered so far, %d throttled at once (%.1f%%)",
 			p99(idle), p99(flooded), ratio, sent, got, throttled, 100*float64(throttled)/float64(max(sent, 1)))
 	}
@@ -301,4 +333,22 @@ func TestInvalidateOneSecretKeepsSiblingCached(t *testing.T) {
 	if !cached("biodb02") {
 		t.Fatal("a secret put of biodb01 dropped its sibling biodb02")
 	}
+}
+
+// processCPU is the process's user+system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// floodBurst is how many flood requests go out every 10 ms: 100 (10,000 a
+// second), or CLOUDBRIDGE_FLOOD_BURST.
+func floodBurst() int {
+	if n, err := strconv.Atoi(os.Getenv("CLOUDBRIDGE_FLOOD_BURST")); err == nil && n > 0 {
+		return n
+	}
+	return 100
 }

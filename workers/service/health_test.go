@@ -2,6 +2,8 @@ package service
 
 import (
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,9 +77,44 @@ func TestWrongMasterKeyIsNotReady(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, "both instances to answer $SRV.PING", func() bool { return srvPings(t, nc) == 2 })
 }
 
-// TestSRVStatsTellTheTruth: $SRV.STATS counts the errors of resolve (those
-// answered inline in micro's own fields, all of them in its data, as
-// /metrics does) and its data's processing time is the real time to reply.
+// resolveCounts reads the worker's /metrics: cloudbridge_requests_total of
+// endpoint resolve by code, and the sum of its request durations.
+func resolveCounts(t *testing.T, addr string) (map[string]float64, float64) {
+	t.Helper()
+	code, body := httpGet(t, "http://"+addr+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	counts := map[string]float64{}
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || !strings.Contains(name, `endpoint="resolve"`) {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(name, "cloudbridge_requests_total{"):
+			_, rest, _ := strings.Cut(name, `code="`)
+			c, _, _ := strings.Cut(rest, `"`)
+			counts[c] += v
+		case strings.HasPrefix(name, "cloudbridge_request_duration_seconds_sum{"):
+			sum += v
+		}
+	}
+	return counts, sum
+}
+
+// TestSRVStatsTellTheTruth: after N failed and M successful resolves
+// (answered inline, on the lane and asynchronously), $SRV.STATS's endpoint
+// data counts every one of them with its real outcome and processing time,
+// exactly as /metrics does. micro's own num_requests counts every request it
+// handed on; its own num_errors and processing_time see only the inline
+// replies (nats.go micro counts when its handler returns), which is why the
+// truth is in data.
 func TestSRVStatsTellTheTruth(t *testing.T) {
 	srv := natstest.Server(t)
 	cloud := &fakeCloud{}
@@ -88,6 +125,7 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 	adminReq(t, c, events.ResourceConnections, events.VerbPut, events.Connection{Name: "cloud", Provider: events.ProviderAWS,
 		Groups: []string{"bio"}, Secrets: []string{"*"},
 		AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthAccessKey, AccessKeyID: "AKIDEXAMPLEKEY000001", SecretAccessKey: "k"}}, nil)
+	before, sumBefore := resolveCounts(t, w.HTTPAddr())
 	subject := events.Subjects{}.Resolve("bio", "cloud")
 	ask := func(body string) string {
 		t.Helper()
@@ -97,22 +135,30 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 		}
 		return m.Header.Get(events.HeaderErrorCode)
 	}
-	for i := 0; i < 4; i++ {
-		if code := ask(`{"secret":"bad secret"}`); code != "400" { // inline
+	const rounds = 4
+	for i := 0; i < rounds; i++ {
+		if code := ask(`{"secret":"bad secret"}`); code != "400" { // on the lane
 			t.Fatalf("bad request: code %q", code)
 		}
 		if code := ask(`{"secret":"missing"}`); code != "404" { // from the provider
 			t.Fatalf("missing: code %q", code)
 		}
-	}
-	if code := ask(`{"secret":"db"}`); code != "" {
-		t.Fatalf("ok: code %q", code)
+		if code := ask(fmt.Sprintf(`{"secret":"db%d"}`, i)); code != "" { // a miss, from the provider
+			t.Fatalf("ok: code %q", code)
+		}
+		if code := ask(fmt.Sprintf(`{"secret":"db%d"}`, i)); code != "" { // a hit, on the lane (body new inline)
+			t.Fatalf("ok: code %q", code)
+		}
+		if code := ask(fmt.Sprintf(`{"secret":"db%d"}`, i)); code != "" { // a hit, inline
+			t.Fatalf("ok: code %q", code)
+		}
 	}
 	t0 := time.Now()
 	if code := ask(`{"secret":"slow"}`); code != "504" {
 		t.Fatalf("slow: code %q", code)
 	}
 	slow := time.Since(t0)
+	const errs, oks = 2*rounds + 1, 3 * rounds
 
 	m, err := nc.Request("$SRV.STATS.cloudbridge."+w.ServiceID(), nil, 5*time.Second)
 	if err != nil {
@@ -131,18 +177,36 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 	if ep == nil {
 		t.Fatalf("no resolve endpoint in %s", m.Data)
 	}
-	if ep.NumRequests != 10 || ep.NumErrors < 4 {
-		t.Fatalf("micro fields: %d requests, %d errors; want 10 and at least the 4 answered inline", ep.NumRequests, ep.NumErrors)
+	if ep.NumRequests != errs+oks {
+		t.Fatalf("micro num_requests %d, want %d", ep.NumRequests, errs+oks)
 	}
 	var data endpoint.Stats
 	if err := json.Unmarshal(ep.Data, &data); err != nil {
 		t.Fatalf("data %s: %v", ep.Data, err)
 	}
-	if data.NumRequests != 10 || data.NumErrors != 9 || !strings.HasPrefix(data.LastError, "504:") {
-		t.Fatalf("data: %+v, want 10 requests, 9 errors, the last a timeout", data)
+	if data.NumRequests != errs+oks || data.NumErrors != errs || !strings.HasPrefix(data.LastError, "504:") {
+		t.Fatalf("data: %+v, want %d requests, %d errors, the last a timeout", data, errs+oks, errs)
 	}
-	// The slow request's time is in the data; micro's own field saw the hand-off.
+	if data.AverageProcessingTime != data.ProcessingTime/time.Duration(data.NumRequests) {
+		t.Fatalf("data: average %s of %s over %d", data.AverageProcessingTime, data.ProcessingTime, data.NumRequests)
+	}
+	// The slow request's time is in the data.
 	if data.ProcessingTime < cfg.RequestTimeout || data.ProcessingTime > 10*slow {
 		t.Fatalf("data processing time %s for a request that took %s (deadline %s)", data.ProcessingTime, slow, cfg.RequestTimeout)
+	}
+	// /metrics agrees, request by request and in time.
+	after, sumAfter := resolveCounts(t, w.HTTPAddr())
+	delta := map[string]float64{}
+	for code, v := range after {
+		if d := v - before[code]; d != 0 {
+			delta[code] = d
+		}
+	}
+	want := map[string]float64{"ok": oks, string(events.CodeBadRequest): rounds, string(events.CodeNotFound): rounds, string(events.CodeTimeout): 1}
+	if fmt.Sprint(delta) != fmt.Sprint(want) {
+		t.Fatalf("/metrics counted %v, want %v", delta, want)
+	}
+	if d := time.Duration((sumAfter - sumBefore) * float64(time.Second)); d < data.ProcessingTime-time.Millisecond || d > data.ProcessingTime+time.Millisecond {
+		t.Fatalf("/metrics request time %s, $SRV.STATS %s", d, data.ProcessingTime)
 	}
 }

@@ -315,6 +315,9 @@ func (s *Service) sealer() (*seal.Sealer, error) {
 	return seal.New(cur, prev...), nil
 }
 
+// connect opens the worker's NATS connection. A server that is not there
+// yet is waited for, with backoff and the failures logged, until it is or
+// ctx is done.
 func (s *Service) connect(ctx context.Context) error {
 	if s.cfg.Embedded() {
 		e, err := bus.StartEmbedded(s.cfg.Listen, s.cfg.DataDir)
@@ -323,7 +326,7 @@ func (s *Service) connect(ctx context.Context) error {
 		}
 		s.embedded = e
 	}
-	nc, err := s.dial("cloudbridge-worker")
+	nc, err := s.dial(ctx, "cloudbridge-worker")
 	if err != nil {
 		return err
 	}
@@ -332,22 +335,24 @@ func (s *Service) connect(ctx context.Context) error {
 }
 
 // dial opens a connection named name to the worker's NATS (the embedded
-// server in process).
-func (s *Service) dial(name string) (*nats.Conn, error) {
-	opts := bus.Resilient(name, s.log)
+// server in process). A server that is not there yet is waited for, with
+// backoff and the failures logged, until it is or ctx is done.
+func (s *Service) dial(ctx context.Context, name string) (*nats.Conn, error) {
 	url := s.cfg.URL
+	var extra []nats.Option
 	if s.embedded != nil {
 		url = s.embedded.ClientURL()
-		opts = append(opts, nats.InProcessServer(s.embedded.Server()))
+		extra = append(extra, nats.InProcessServer(s.embedded.Server()))
 	} else {
 		auth, err := s.cfg.Auth().Options()
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, auth...)
-		opts = append(opts, nats.RetryOnFailedConnect(false))
+		// The first connection is retried here, with its failures logged;
+		// once connected, nats.go reconnects forever.
+		extra = append(append(extra, auth...), nats.RetryOnFailedConnect(false))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := bus.Connect(ctx, s.log, url, append(bus.Resilient(name, s.log), extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
 	}
@@ -562,6 +567,12 @@ func (s *Service) abort() {
 func Run(ctx context.Context, cfg config.Serve, log zerolog.Logger) error {
 	s, err := Start(ctx, cfg, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			// Stopped while starting (NATS not there yet, buckets not
+			// bound yet): a clean stop.
+			log.Info().Str("err", err.Error()).Msg("stopped before start-up completed")
+			return nil
+		}
 		return err
 	}
 	<-ctx.Done()
