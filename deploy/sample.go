@@ -23,11 +23,12 @@ var SampleConfig []byte
 // SampleUsers maps each user of the sample configuration to its (public,
 // sample) password.
 var SampleUsers = map[string]string{
-	"admin":  "admin-password",
-	"worker": "worker-password",
-	"logs":   "logs-password",
-	"bio":    "bio-password",
-	"chem":   "chem-password",
+	"admin":   "admin-password",
+	"worker":  "worker-password",
+	"logs":    "logs-password",
+	"auditor": "auditor-password",
+	"bio":     "bio-password",
+	"chem":    "chem-password",
 }
 
 // StartSampleServer starts an in-process nats-server from the sample

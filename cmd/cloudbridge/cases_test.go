@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,9 +12,11 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/deploy"
+	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/config"
 	"github.com/cloudbridge/cloudbridge/workers/service"
 )
@@ -189,5 +192,55 @@ func TestHealthVerb(t *testing.T) {
 	}
 	if _, errOut, code := cb(t, "", "health", "--http-addr", freeAddr(t), "--timeout", "2s"); code != 1 || !strings.Contains(errOut, "/readyz") {
 		t.Fatalf("health of nothing: exit %d %s", code, errOut)
+	}
+}
+
+// The sample deployment records who asked: the worker may publish audit
+// events, the group imports share the requester's identity, and the auditor
+// user reads the audit stream with `audit tail` and nothing else.
+func TestAuditAgainstTheSampleNATSConfig(t *testing.T) {
+	clearNATSEnv(t)
+	s := startSample(t)
+	admin, bio, auditor := as(s, "admin"), as(s, "bio"), as(s, "auditor")
+	conn := `{"name":"local-bio","provider":"builtin","groups":["bio"],"secrets":["biodb*"]}`
+	if _, errOut, code := cb(t, conn, append([]string{"conn", "put", "-f", "-"}, admin...)...); code != 0 {
+		t.Fatalf("conn put: exit %d %s", code, errOut)
+	}
+	if _, errOut, code := cb(t, "", append([]string{"secret", "put", "local-bio", "biodb01", "password=sample-audit-pw-41"}, admin...)...); code != 0 {
+		t.Fatalf("secret put: exit %d %s", code, errOut)
+	}
+	if out, errOut, code := cb(t, "", append([]string{"resolve", "bio", "local-bio", "biodb01"}, bio...)...); code != 0 || !strings.Contains(out, "sample-audit-pw-41") {
+		t.Fatalf("resolve as bio: exit %d %s %s", code, out, errOut)
+	}
+	out, errOut, code := cb(t, "", append([]string{"--json", "audit", "tail", "--op", "resolve", "--all", "--count", "1", "--timeout", "20s"}, auditor...)...)
+	if code != 0 {
+		t.Fatalf("audit tail as auditor: exit %d %s %s", code, out, errOut)
+	}
+	var ev events.AuditEvent
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &ev); err != nil {
+		t.Fatalf("audit tail output %q: %v", out, err)
+	}
+	if ev.Group != "bio" || ev.Connection != "local-bio" || ev.Secret != "biodb01" || ev.Outcome != "ok" ||
+		ev.Requester == nil || ev.Requester.Account != "BIO" || ev.Requester.User != "bio" {
+		t.Fatalf("audit event %+v (requester %+v), want bio's resolve with its identity", ev, ev.Requester)
+	}
+	if strings.Contains(out, "sample-audit-pw-41") {
+		t.Fatalf("audit event holds the value: %s", out)
+	}
+	// The auditor reads nothing else: not the registry, not the logs.
+	if _, errOut, code := cb(t, "", append([]string{"conn", "ls"}, auditor...)...); code != 12 {
+		t.Fatalf("conn ls as auditor: exit %d %s (want forbidden)", code, errOut)
+	}
+	ac := deploy.ConnectAs(t, s, "auditor")
+	js, err := jetstream.New(ac.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, stream := range []string{"KV_cloudbridge_secrets", "CLOUDBRIDGE_LOGS"} {
+		if _, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{}); err == nil {
+			t.Fatalf("the auditor read stream %s", stream)
+		}
 	}
 }
