@@ -1,8 +1,8 @@
 package export
 
 import (
-	"cmp"
 	"bufio"
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
