@@ -48,6 +48,28 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 			FilterSubject: "logs.bench.>", MaxAckPending: 200_000}, n, true)
 		runtime.ReadMemStats(&ms1)
 		bareAllocs := float64(ms1.Mallocs-ms0.Mallocs) / n
+		// The client's Fetch alone (the export's way of pulling, batch by
+		// batch), acking each message: what pulling costs before any export work.
+		var bareFetch time.Duration
+		{
+			cons, err := e.js.CreateOrUpdateConsumer(ctx, DefaultLogsStream, jetstream.ConsumerConfig{Durable: "bare-fetch", AckPolicy: jetstream.AckExplicitPolicy,
+				FilterSubject: "logs.bench.>", MaxAckPending: 200_000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			t0 := time.Now()
+			for got := 0; got < n; {
+				mb, err := cons.Fetch(4600, jetstream.FetchMaxWait(time.Second))
+				if err != nil {
+					b.Fatal(err)
+				}
+				for m := range mb.Messages() {
+					_ = m.Ack()
+					got++
+				}
+			}
+			bareFetch = time.Since(t0)
+		}
 
 		// Export: one worker, one block, one log stream.
 		runtime.GC()
@@ -96,6 +118,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		b.ReportMetric(expRate, "export-events/s")
 		b.ReportMetric(expRate/ackedRate, "ratio")
 		b.ReportMetric(expRate/bareRate, "ratio-vs-noack")
+		b.ReportMetric(expRate/(n/bareFetch.Seconds()), "ratio-vs-fetch")
 		b.ReportMetric(100*fill, "fill-bytes-%")
 		b.ReportMetric(fullPct, "batches-95%-full-%")
 		b.ReportMetric(float64(evs)/float64(calls), "events/call")
@@ -103,6 +126,8 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		fmt.Printf("events=%d avg-size=%dB\n", n, bytes/n)
 		fmt.Printf("baseline, bare durable pull consumer acking each message: %v (%.0f/s), %.1f allocs/event\n", bareAcked.Round(time.Millisecond), ackedRate, bareAllocs)
 		fmt.Printf("bare consume without acks: %v (%.0f/s)\n", bare.Round(time.Millisecond), bareRate)
+		fmt.Printf("bare Fetch of 4,600 at a time, acking each: %v (%.0f/s, %.2f of the baseline)\n", bareFetch.Round(time.Millisecond),
+			n/bareFetch.Seconds(), bareAcked.Seconds()/bareFetch.Seconds())
 		fmt.Printf("export to the CloudWatch fake: %v (%.0f/s) ratio=%.2f (vs no acks %.2f)\n", exported.Round(time.Millisecond), expRate, expRate/ackedRate, expRate/bareRate)
 		fmt.Printf("calls=%d fill=%.1f%% of 1,048,576 bytes, %.1f%% of batches ≥95%% full, %.0f events/call (limit 10,000)\n", calls, 100*fill, fullPct, float64(evs)/float64(calls))
 		fmt.Printf("allocs/event=%.1f (process: worker, the in-process fake and nats-server); the baseline's %.1f, so %.1f more\n", expAllocs, bareAllocs, expAllocs-bareAllocs)
