@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,9 +45,11 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		var ms0, ms1 runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
+		cpu0 := cpuTime()
 		bareAcked, _ := bareConsume(b, e, jetstream.ConsumerConfig{Durable: "bare-acked", AckPolicy: jetstream.AckExplicitPolicy,
 			FilterSubject: "logs.bench.>", MaxAckPending: 200_000}, n, true)
 		runtime.ReadMemStats(&ms1)
+		bareCPU := float64((cpuTime() - cpu0).Microseconds()) / n
 		bareAllocs := float64(ms1.Mallocs-ms0.Mallocs) / n
 		// The client's Fetch alone (the export's way of pulling, batch by
 		// batch), acking each message: what pulling costs before any export work.
@@ -74,6 +77,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		// Export: one worker, one block, one log stream.
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
+		cpu0 = cpuTime()
 		start := time.Now()
 		exp := cwExport("bench", "logs.bench.>")
 		// Limits: CloudWatch's own; a short max_wait so the run's last, partial
@@ -89,6 +93,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		}
 		exported := time.Since(start)
 		runtime.ReadMemStats(&ms1)
+		expCPU := float64((cpuTime() - cpu0).Microseconds()) / float64(got)
 		natstest.Eventually(b, time.Minute, "every event exported", func() bool { return e.cw.Count() >= n })
 		expAllocs := float64(ms1.Mallocs-ms0.Mallocs) / float64(got)
 
@@ -123,6 +128,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		b.ReportMetric(fullPct, "batches-95%-full-%")
 		b.ReportMetric(float64(evs)/float64(calls), "events/call")
 		b.ReportMetric(expAllocs, "allocs/event")
+		b.ReportMetric(bareCPU/expCPU, "cpu-ratio")
 		fmt.Printf("events=%d avg-size=%dB\n", n, bytes/n)
 		fmt.Printf("baseline, bare durable pull consumer acking each message: %v (%.0f/s), %.1f allocs/event\n", bareAcked.Round(time.Millisecond), ackedRate, bareAllocs)
 		fmt.Printf("bare consume without acks: %v (%.0f/s)\n", bare.Round(time.Millisecond), bareRate)
@@ -130,6 +136,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 			n/bareFetch.Seconds(), bareAcked.Seconds()/bareFetch.Seconds())
 		fmt.Printf("export to the CloudWatch fake: %v (%.0f/s) ratio=%.2f (vs no acks %.2f)\n", exported.Round(time.Millisecond), expRate, expRate/ackedRate, expRate/bareRate)
 		fmt.Printf("calls=%d fill=%.1f%% of 1,048,576 bytes, %.1f%% of batches ≥95%% full, %.0f events/call (limit 10,000)\n", calls, 100*fill, fullPct, float64(evs)/float64(calls))
+		fmt.Printf("process CPU per event: baseline %.1fµs, export %.1fµs: cpu-ratio=%.2f (robust to the machine's load; includes the fake and nats-server)\n", bareCPU, expCPU, bareCPU/expCPU)
 		fmt.Printf("allocs/event=%.1f (process: worker, the in-process fake and nats-server); the baseline's %.1f, so %.1f more\n", expAllocs, bareAllocs, expAllocs-bareAllocs)
 	}
 }
@@ -236,4 +243,13 @@ func BenchmarkExportNoopSink(b *testing.B) {
 		b.ReportMetric(ratio, "ratio")
 		fmt.Printf("noop sink: bare %.0f/s, export %.0f/s, ratio %.2f\n", float64(n)/bare.Seconds(), float64(target)/exported.Seconds(), ratio)
 	}
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
