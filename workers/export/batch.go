@@ -3,7 +3,6 @@ package export
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -40,31 +39,30 @@ func newLimits(sink logevent.Limits, p *events.BatchPolicy) limits {
 	return l
 }
 
-// collector fills batches from the consumer's handler and submits them at
-// max_events, max_bytes or max_wait. The handler never blocks: a message
-// goes into the batch being filled, or, while every batch is taken (both
-// flushers busy, one batch queued), into the inbox, and consuming pauses
-// until a batch is free. So nothing waits unseen in the client's buffer
-// behind a slow sink: every message this worker holds is in a batch or in
-// the inbox, and all of those are kept alive with InProgress, so none runs
-// out of AckWait and is delivered by another worker too. What is not pulled
-// stays available to the other workers sharing the export.
+// collector pulls messages into batches and submits them at max_events,
+// max_bytes or max_wait. It asks JetStream only for what the batch being
+// filled has room for, and only once that batch has a slot (the pipeline's
+// free batches): every message this worker holds is in a batch being filled,
+// waiting for a flusher or being delivered, and all of those are kept alive
+// with InProgress; nothing waits unseen in a client-side buffer behind a slow
+// sink, where its AckWait would run out and another worker would deliver it
+// a second time. What JetStream has not handed out stays available to the
+// other workers sharing the export.
 type collector struct {
 	r    *runner
 	p    *pipeline
 	cons jetstream.Consumer
 
-	mu     sync.Mutex
-	b      *batch     // being filled; nil while every batch is taken
-	inbox  []prepared // received while b was nil or ahead of it: the start of the next batches
-	opened time.Time  // when b got its first message
-	epoch  int        // counts batches, so a stale max_wait timer does nothing
-	timer  *time.Timer
-	done   bool          // stopped: the handler gives back what still comes
-	wake   chan struct{} // b became nil with messages in the inbox
+	b       *batch     // being filled; nil while every batch is busy
+	opened  time.Time  // when b got its first message
+	touched time.Time  // last InProgress for b's messages and carry
+	carry   []prepared // fetched past b's limits: the start of the next batch
+	avg     int        // running mean of a message's size for the sink, to size fetches
+	failing int        // consecutive failed fetches, for backoff
+	backlog bool       // the last fetch got all it asked for
 }
 
-// prepared is a received message with its parsed record.
+// prepared is a fetched message with its parsed record.
 type prepared struct {
 	msg  jetstream.Msg
 	rec  logevent.Record
@@ -72,223 +70,201 @@ type prepared struct {
 	size int
 }
 
-// run consumes until ctx ends or the consumer is gone; then it drains the
-// client, flushes what it holds and waits for the flushers.
+// idlePoll bounds a fetch while the export has nothing to send; a batch
+// closer than minFetchWait to its max_wait is submitted without another fetch.
+const (
+	idlePoll     = 5 * time.Second
+	minFetchWait = 5 * time.Millisecond
+)
+
+// run fills and submits batches until ctx ends or the consumer is gone; then
+// it submits what it holds and waits for the flushers.
 func (c *collector) run(ctx context.Context) error {
-	c.wake = make(chan struct{}, 1)
+	defer c.finish()
 	c.b = c.p.next()
-	alive := time.NewTicker(c.r.w.cfg.AckWait / 3)
-	defer alive.Stop()
-	var cc jetstream.ConsumeContext
-	defer func() {
-		if cc != nil {
-			c.drain(cc)
-		}
-		c.finish()
-	}()
+	c.touched = time.Now()
+	alive := c.r.w.cfg.AckWait / 3
 	for ctx.Err() == nil {
-		c.mu.Lock()
-		paused := c.b == nil
-		c.mu.Unlock()
-		if paused && cc != nil {
-			// Every batch is taken: stop pulling. What the client still
-			// holds goes to the inbox, kept alive.
-			c.drain(cc)
-			cc = nil
-		}
-		if paused {
-			select {
-			case b := <-c.p.free:
-				c.refill(b)
-			case <-alive.C:
-				c.touch()
-			case <-ctx.Done():
-			}
-			continue
-		}
-		if cc == nil {
-			var err error
-			cc, err = c.cons.Consume(c.handle, jetstream.PullMaxMessagesWithBytesLimit(c.r.lim.maxEvents, max(2*c.r.lim.maxBytes, 16<<20)),
-				jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-					c.r.log.Debug().Err(err).Msg("consume")
-				}))
-			if err != nil {
-				return fmt.Errorf("consuming: %w", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-cc.Closed():
-			cc = nil
-			if ctx.Err() == nil {
-				return errors.New("consumer closed")
-			}
-		case <-c.wake:
-		case <-alive.C:
+		now := time.Now()
+		if now.Sub(c.touched) >= alive {
 			c.touch()
+		}
+		wait, n := idlePoll, 1 // an empty batch opens with its first message
+		if c.backlog {
+			// The last fetch got all it asked for: there is more.
+			wait, n = c.r.lim.maxWait, c.room()
+		}
+		if !c.b.empty() {
+			n = c.room()
+			wait = c.opened.Add(c.r.lim.maxWait).Sub(now)
+			if wait < minFetchWait {
+				if !c.submit(ctx) {
+					return nil
+				}
+				continue
+			}
+		}
+		wait = min(wait, c.touched.Add(alive).Sub(now))
+		if err := c.fetch(ctx, n, max(wait, minFetchWait)); err != nil {
+			return err
+		}
+		if c.full() || len(c.carry) > 0 {
+			if !c.submit(ctx) {
+				return nil
+			}
 		}
 	}
 	return nil
 }
 
-// drain stops cc, letting the handler take what the client holds.
-func (c *collector) drain(cc jetstream.ConsumeContext) {
-	cc.Drain()
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case <-cc.Closed():
-	case <-t.C:
-		cc.Stop()
-	case <-c.r.flushCtx.Done():
-		cc.Stop()
+// fetch pulls at most what b has room for, waiting up to wait for it, and
+// adds it to b (or to carry past b's limits). When ctx ends mid-fetch, what
+// the fetch still brings is given back (nak) as it arrives.
+func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error {
+	c.backlog = false
+	mb, err := c.cons.Fetch(n, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return c.fetchFailed(ctx, err)
 	}
+	got := 0
+	msgs := mb.Messages()
+	for done := false; !done; {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				done = true
+				break
+			}
+			got++
+			c.add(c.r.prepare(msg))
+		case <-ctx.Done():
+			go func() {
+				for m := range msgs {
+					_ = m.Nak()
+				}
+			}()
+			return nil
+		}
+	}
+	if err := mb.Error(); err != nil && got == 0 {
+		return c.fetchFailed(ctx, err)
+	}
+	c.failing = 0
+	c.backlog = got == n
+	return nil
 }
 
-func (c *collector) handle(msg jetstream.Msg) {
-	p := c.r.prepare(msg)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done {
-		_ = msg.Nak()
-		return
+// fetchFailed: a deleted consumer, or five failures in a row, end the session
+// (the consumer is created again); anything else (a leader election, a lost
+// connection) is retried after a backoff.
+func (c *collector) fetchFailed(ctx context.Context, err error) error {
+	c.failing++
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) || c.failing >= 5 {
+		return err
 	}
-	c.place(p)
+	c.r.log.Debug().Str("err", events.Detail(err)).Msg("fetch")
+	c.touch()
+	sleep(ctx, min(c.r.retry.delay(c.failing-1), c.r.w.cfg.AckWait/3))
+	return nil
 }
 
-// place adds p to b, or to the inbox when b is taken or the inbox is
-// ahead of it; it runs under c.mu.
-func (c *collector) place(p prepared) {
-	if c.b == nil || len(c.inbox) > 0 {
-		c.inbox = append(c.inbox, p)
-		c.signal()
-		return
+// room is how many messages to ask for: what b can still send, estimated in
+// bytes from the mean size seen so far; at least one.
+func (c *collector) room() int {
+	l := c.r.lim
+	n := l.maxEvents - c.b.sent
+	if c.avg > 0 {
+		n = min(n, (l.maxBytes-c.b.bytes)/c.avg+1)
 	}
-	c.add(p)
+	n = min(n, 4*l.maxEvents-len(c.b.msgs))
+	return max(n, 1)
 }
 
-// add adds p to b (not nil), submitting b first when p does not fit and
-// after when it is full; under c.mu.
+// add puts a prepared message into b, or into carry when b is full or the
+// message would take it past max_bytes.
 func (c *collector) add(p prepared) {
-	if p.size > 0 && c.b.sent > 0 && c.b.bytes+p.size > c.r.lim.maxBytes {
-		c.submit()
-		if c.b == nil {
-			c.inbox = append(c.inbox, p)
-			c.signal()
-			return
+	if len(c.carry) > 0 || c.full() || (p.size > 0 && c.b.sent > 0 && c.b.bytes+p.size > c.r.lim.maxBytes) {
+		c.carry = append(c.carry, p)
+		return
+	}
+	if p.size > 0 {
+		if c.avg == 0 {
+			c.avg = p.size
+		} else {
+			c.avg += (p.size - c.avg) / 16
 		}
 	}
 	if c.b.empty() {
 		c.opened = time.Now()
-		epoch := c.epoch
-		c.timer = time.AfterFunc(c.r.lim.maxWait, func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.epoch == epoch && !c.done && c.b != nil {
-				c.submit()
-			}
-		})
 	}
-	if c.b.add(p.msg, p.rec, p.out, p.size) >= c.r.lim.maxEvents || c.b.bytes >= c.r.lim.maxBytes || len(c.b.msgs) >= 4*c.r.lim.maxEvents {
-		c.submit()
-	}
+	c.b.add(p.msg, p.rec, p.out, p.size)
 }
 
-// submit hands b to the flushers and takes a free batch if there is one
-// (else b is nil until run finds one); under c.mu. It never blocks: there
-// are flushers+1 batches and the queue holds them all.
-func (c *collector) submit() {
-	c.epoch++
-	if c.timer != nil {
-		c.timer.Stop()
-		c.timer = nil
-	}
+func (c *collector) full() bool {
+	l := c.r.lim
+	return c.b.sent >= l.maxEvents || c.b.bytes >= l.maxBytes || len(c.b.msgs) >= 4*l.maxEvents
+}
+
+// submit hands b to the flushers and waits for a free batch, keeping carry
+// alive meanwhile; then carry goes into the new batch. False when ctx ended
+// while waiting (carry was given back).
+func (c *collector) submit(ctx context.Context) bool {
 	c.p.submit(c.b)
-	select {
-	case c.b = <-c.p.free:
-	default:
-		c.b = nil
-		c.signal()
+	c.b = nil
+	alive := time.NewTicker(c.r.w.cfg.AckWait / 3)
+	defer alive.Stop()
+	for c.b == nil {
+		select {
+		case c.b = <-c.p.free:
+		case <-alive.C:
+			c.touch()
+		case <-ctx.Done():
+			c.nakCarry()
+			return false
+		}
 	}
-}
-
-func (c *collector) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-// refill makes the free batch fb the one being filled (when none is) and
-// moves the inbox into it.
-func (c *collector) refill(fb *batch) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.b != nil {
-		c.p.free <- fb
-		return
-	}
-	c.b = fb
-	c.moveInbox()
-}
-
-// moveInbox moves the inbox into b (not nil) and the batches that free up
-// at once after it; what does not fit stays; under c.mu.
-func (c *collector) moveInbox() {
-	inbox := c.inbox
-	c.inbox = nil
-	for i, p := range inbox {
-		if c.b == nil {
-			c.inbox = append(inbox[:0:0], inbox[i:]...)
-			return
+	c.touched = time.Now()
+	carry := c.carry
+	c.carry = nil
+	for i, p := range carry {
+		if c.full() || (p.size > 0 && c.b.sent > 0 && c.b.bytes+p.size > c.r.lim.maxBytes) {
+			// More than a batch was carried: submit this one too.
+			c.carry = append(c.carry[:0], carry[i:]...)
+			return c.submit(ctx)
 		}
 		c.add(p)
 	}
+	return true
 }
 
-// touch sends InProgress for the messages of b and of the inbox.
+// touch sends InProgress for b's messages and carry's.
 func (c *collector) touch() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.b != nil {
 		for _, m := range c.b.msgs {
 			_ = m.InProgress()
 		}
 	}
-	for _, p := range c.inbox {
+	for _, p := range c.carry {
 		_ = p.msg.InProgress()
 	}
+	c.touched = time.Now()
 }
 
-// finish flushes what is held (the inbox as batches free up, unless the stop
-// deadline passes first: then it is given back) and waits for the flushers.
+func (c *collector) nakCarry() {
+	for _, p := range c.carry {
+		_ = p.msg.Nak()
+	}
+	c.carry = nil
+}
+
+// finish submits what is held and waits for the flushers.
 func (c *collector) finish() {
-	c.mu.Lock()
-	c.done = true
-	for len(c.inbox) > 0 {
-		if c.b == nil {
-			c.mu.Unlock()
-			var fb *batch
-			select {
-			case fb = <-c.p.free:
-			case <-c.r.flushCtx.Done():
-			}
-			c.mu.Lock()
-			if fb == nil {
-				for _, p := range c.inbox {
-					_ = p.msg.Nak()
-				}
-				c.inbox = nil
-				break
-			}
-			c.b = fb
-		}
-		c.moveInbox()
+	if c.b != nil {
+		c.p.submit(c.b)
+		c.b = nil
 	}
-	if c.b != nil && !c.b.empty() {
-		c.submit()
-	}
-	c.mu.Unlock()
+	// carry after a stop: the flushers are still delivering; give it back.
+	c.nakCarry()
 	c.p.close()
 }
 
