@@ -59,7 +59,6 @@ type collector struct {
 	carry   []prepared // fetched past b's limits: the start of the next batch
 	avg     int        // running mean of a message's size for the sink, to size fetches
 	failing int        // consecutive failed fetches, for backoff
-	backlog bool       // the last fetch got all it asked for
 }
 
 // prepared is a fetched message with its parsed record.
@@ -89,24 +88,30 @@ func (c *collector) run(ctx context.Context) error {
 		if now.Sub(c.touched) >= alive {
 			c.touch()
 		}
-		wait, n := idlePoll, 1 // an empty batch opens with its first message
-		if c.backlog {
-			// The last fetch got all it asked for: there is more.
-			wait, n = c.r.lim.maxWait, c.room()
-		}
-		if !c.b.empty() {
-			n = c.room()
-			wait = c.opened.Add(c.r.lim.maxWait).Sub(now)
+		if c.b.empty() {
+			// What is there now, at once (a backlog fills the batch in one
+			// request); else wait for one message: a batch opens with it.
+			if err := c.fetch(ctx, c.room(), 0); err != nil {
+				return err
+			}
+			if c.b.empty() && len(c.carry) == 0 && ctx.Err() == nil {
+				wait := min(idlePoll, c.touched.Add(alive).Sub(now))
+				if err := c.fetch(ctx, 1, max(wait, minFetchWait)); err != nil {
+					return err
+				}
+			}
+		} else {
+			wait := c.opened.Add(c.r.lim.maxWait).Sub(now)
 			if wait < minFetchWait {
 				if !c.submit(ctx) {
 					return nil
 				}
 				continue
 			}
-		}
-		wait = min(wait, c.touched.Add(alive).Sub(now))
-		if err := c.fetch(ctx, n, max(wait, minFetchWait)); err != nil {
-			return err
+			wait = min(wait, c.touched.Add(alive).Sub(now))
+			if err := c.fetch(ctx, c.room(), max(wait, minFetchWait)); err != nil {
+				return err
+			}
 		}
 		if c.full() || len(c.carry) > 0 {
 			if !c.submit(ctx) {
@@ -117,12 +122,17 @@ func (c *collector) run(ctx context.Context) error {
 	return nil
 }
 
-// fetch pulls at most what b has room for, waiting up to wait for it, and
+// fetch pulls at most n, waiting up to wait for them (0: only what is there now), and
 // adds it to b (or to carry past b's limits). When ctx ends mid-fetch, what
 // the fetch still brings is given back (nak) as it arrives.
 func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error {
-	c.backlog = false
-	mb, err := c.cons.Fetch(n, jetstream.FetchMaxWait(wait))
+	var mb jetstream.MessageBatch
+	var err error
+	if wait == 0 {
+		mb, err = c.cons.FetchNoWait(n)
+	} else {
+		mb, err = c.cons.Fetch(n, jetstream.FetchMaxWait(wait))
+	}
 	if err != nil {
 		return c.fetchFailed(ctx, err)
 	}
@@ -150,7 +160,6 @@ func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error 
 		return c.fetchFailed(ctx, err)
 	}
 	c.failing = 0
-	c.backlog = got == n
 	return nil
 }
 
