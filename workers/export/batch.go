@@ -1,6 +1,8 @@
 package export
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -37,60 +39,241 @@ func newLimits(sink logevent.Limits, p *events.BatchPolicy) limits {
 	return l
 }
 
-// collector fills batches from the consumer's handler and submits them at
-// max_events, max_bytes or max_wait.
+// collector pulls messages into batches and submits them at max_events,
+// max_bytes or max_wait. It asks JetStream only for what the batch being
+// filled has room for, and only once that batch has a slot (the pipeline's
+// free batches): every message this worker holds is in a batch being filled,
+// waiting for a flusher or being delivered, and all of those are kept alive
+// with InProgress; nothing waits unseen in a client-side buffer behind a slow
+// sink, where its AckWait would run out and another worker would deliver it
+// a second time. What JetStream has not handed out stays available to the
+// other workers sharing the export.
 type collector struct {
-	r *runner
-	p *pipeline
+	r    *runner
+	p    *pipeline
+	cons jetstream.Consumer
 
-	mu    sync.Mutex
-	b     *batch
-	epoch int // counts batches, so a stale max_wait timer does nothing
-	timer *time.Timer
-	done  bool
+	b       *batch     // being filled; nil while every batch is busy
+	opened  time.Time  // when b got its first message
+	touched time.Time  // last InProgress for b's messages and carry
+	carry   []prepared // fetched past b's limits: the start of the next batch
+	avg     int        // running mean of a message's size for the sink, to size fetches
+	failing int        // consecutive failed fetches, for backoff
 }
 
-func (c *collector) handle(msg jetstream.Msg) {
-	rec, o, size := c.r.prepare(msg)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done {
-		return // not acked: redelivered
+// prepared is a fetched message with its parsed record.
+type prepared struct {
+	msg  jetstream.Msg
+	rec  logevent.Record
+	out  logevent.Outcome
+	size int
+}
+
+// idlePoll bounds a fetch while the export has nothing to send; a batch
+// closer than minFetchWait to its max_wait is submitted without another fetch.
+const (
+	idlePoll     = 5 * time.Second
+	minFetchWait = 5 * time.Millisecond
+)
+
+// run fills and submits batches until ctx ends or the consumer is gone; then
+// it submits what it holds and waits for the flushers.
+func (c *collector) run(ctx context.Context) error {
+	defer c.finish()
+	c.b = c.p.next()
+	c.touched = time.Now()
+	alive := c.r.w.cfg.AckWait / 3
+	for ctx.Err() == nil {
+		now := time.Now()
+		if now.Sub(c.touched) >= alive {
+			c.touch()
+		}
+		if c.b.empty() {
+			// What is there now, at once (a backlog fills the batch in one
+			// request); else wait for one message: a batch opens with it.
+			if err := c.fetch(ctx, c.room(), 0); err != nil {
+				return err
+			}
+			if c.b.empty() && len(c.carry) == 0 && ctx.Err() == nil {
+				wait := min(idlePoll, c.touched.Add(alive).Sub(now))
+				if err := c.fetch(ctx, 1, max(wait, minFetchWait)); err != nil {
+					return err
+				}
+			}
+		} else {
+			wait := c.opened.Add(c.r.lim.maxWait).Sub(now)
+			if wait < minFetchWait {
+				if !c.submit(ctx) {
+					return nil
+				}
+				continue
+			}
+			wait = min(wait, c.touched.Add(alive).Sub(now))
+			if err := c.fetch(ctx, c.room(), max(wait, minFetchWait)); err != nil {
+				return err
+			}
+		}
+		if c.full() || len(c.carry) > 0 {
+			if !c.submit(ctx) {
+				return nil
+			}
+		}
 	}
-	if size > 0 && c.b.sent > 0 && c.b.bytes+size > c.r.lim.maxBytes {
-		c.submit()
+	return nil
+}
+
+// fetch pulls at most n, waiting up to wait for them (0: only what is there now), and
+// adds it to b (or to carry past b's limits). When ctx ends mid-fetch, what
+// the fetch still brings is given back (nak) as it arrives.
+func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error {
+	var mb jetstream.MessageBatch
+	var err error
+	if wait == 0 {
+		mb, err = c.cons.FetchNoWait(n)
+	} else {
+		mb, err = c.cons.Fetch(n, jetstream.FetchMaxWait(wait))
+	}
+	if err != nil {
+		return c.fetchFailed(ctx, err)
+	}
+	got := 0
+	msgs := mb.Messages()
+	for done := false; !done; {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				done = true
+				break
+			}
+			got++
+			c.add(c.r.prepare(msg))
+		case <-ctx.Done():
+			go func() {
+				for m := range msgs {
+					_ = m.Nak()
+				}
+			}()
+			return nil
+		}
+	}
+	if err := mb.Error(); err != nil && got == 0 {
+		return c.fetchFailed(ctx, err)
+	}
+	c.failing = 0
+	return nil
+}
+
+// fetchFailed: a deleted consumer, or five failures in a row, end the session
+// (the consumer is created again); anything else (a leader election, a lost
+// connection) is retried after a backoff.
+func (c *collector) fetchFailed(ctx context.Context, err error) error {
+	c.failing++
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) || c.failing >= 5 {
+		return err
+	}
+	c.r.log.Debug().Str("err", events.Detail(err)).Msg("fetch")
+	c.touch()
+	sleep(ctx, min(c.r.retry.delay(c.failing-1), c.r.w.cfg.AckWait/3))
+	return nil
+}
+
+// room is how many messages to ask for: what b can still send, estimated in
+// bytes from the mean size seen so far; at least one.
+func (c *collector) room() int {
+	l := c.r.lim
+	n := l.maxEvents - c.b.sent
+	if c.avg > 0 {
+		n = min(n, (l.maxBytes-c.b.bytes)/c.avg+1)
+	}
+	n = min(n, 4*l.maxEvents-len(c.b.msgs))
+	return max(n, 1)
+}
+
+// add puts a prepared message into b, or into carry when b is full or the
+// message would take it past max_bytes.
+func (c *collector) add(p prepared) {
+	if len(c.carry) > 0 || c.full() || (p.size > 0 && c.b.sent > 0 && c.b.bytes+p.size > c.r.lim.maxBytes) {
+		c.carry = append(c.carry, p)
+		return
+	}
+	if p.size > 0 {
+		if c.avg == 0 {
+			c.avg = p.size
+		} else {
+			c.avg += (p.size - c.avg) / 16
+		}
 	}
 	if c.b.empty() {
-		epoch := c.epoch
-		c.timer = time.AfterFunc(c.r.lim.maxWait, func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.epoch == epoch && !c.done {
-				c.submit()
-			}
-		})
+		c.opened = time.Now()
 	}
-	if c.b.add(msg, rec, o, size) >= c.r.lim.maxEvents || c.b.bytes >= c.r.lim.maxBytes || len(c.b.msgs) >= 4*c.r.lim.maxEvents {
-		c.submit()
-	}
+	c.b.add(p.msg, p.rec, p.out, p.size)
 }
 
-// submit hands the batch to the flusher; it runs under c.mu.
-func (c *collector) submit() {
-	c.epoch++
-	if c.timer != nil {
-		c.timer.Stop()
-		c.timer = nil
-	}
-	c.b = c.p.submit(c.b)
+func (c *collector) full() bool {
+	l := c.r.lim
+	return c.b.sent >= l.maxEvents || c.b.bytes >= l.maxBytes || len(c.b.msgs) >= 4*l.maxEvents
 }
 
-// finish flushes the last batch and waits for the flusher.
+// submit hands b to the flushers and waits for a free batch, keeping carry
+// alive meanwhile; then carry goes into the new batch. False when ctx ended
+// while waiting (carry was given back).
+func (c *collector) submit(ctx context.Context) bool {
+	c.p.submit(c.b)
+	c.b = nil
+	alive := time.NewTicker(c.r.w.cfg.AckWait / 3)
+	defer alive.Stop()
+	for c.b == nil {
+		select {
+		case c.b = <-c.p.free:
+		case <-alive.C:
+			c.touch()
+		case <-ctx.Done():
+			c.nakCarry()
+			return false
+		}
+	}
+	c.touched = time.Now()
+	carry := c.carry
+	c.carry = nil
+	for i, p := range carry {
+		if c.full() || (p.size > 0 && c.b.sent > 0 && c.b.bytes+p.size > c.r.lim.maxBytes) {
+			// More than a batch was carried: submit this one too.
+			c.carry = append(c.carry[:0], carry[i:]...)
+			return c.submit(ctx)
+		}
+		c.add(p)
+	}
+	return true
+}
+
+// touch sends InProgress for b's messages and carry's.
+func (c *collector) touch() {
+	if c.b != nil {
+		for _, m := range c.b.msgs {
+			_ = m.InProgress()
+		}
+	}
+	for _, p := range c.carry {
+		_ = p.msg.InProgress()
+	}
+	c.touched = time.Now()
+}
+
+func (c *collector) nakCarry() {
+	for _, p := range c.carry {
+		_ = p.msg.Nak()
+	}
+	c.carry = nil
+}
+
+// finish submits what is held and waits for the flushers.
 func (c *collector) finish() {
-	c.mu.Lock()
-	c.submit()
-	c.done = true
-	c.mu.Unlock()
+	if c.b != nil {
+		c.p.submit(c.b)
+		c.b = nil
+	}
+	// carry after a stop: the flushers are still delivering; give it back.
+	c.nakCarry()
 	c.p.close()
 }
 
@@ -108,7 +291,7 @@ type pipeline struct {
 const flushers = 2
 
 func newPipeline(r *runner) *pipeline {
-	p := &pipeline{r: r, queue: make(chan *batch), free: make(chan *batch, flushers+1), done: make(chan struct{})}
+	p := &pipeline{r: r, queue: make(chan *batch, flushers+1), free: make(chan *batch, flushers+1), done: make(chan struct{})}
 	for range flushers + 1 {
 		p.free <- &batch{}
 	}
@@ -127,17 +310,19 @@ func newPipeline(r *runner) *pipeline {
 	return p
 }
 
-// next is an empty batch, waiting while both are busy.
+// next is an empty batch, waiting while all are busy.
 func (p *pipeline) next() *batch { return <-p.free }
 
-// submit hands b to the flusher and returns an empty batch.
-func (p *pipeline) submit(b *batch) *batch {
+// submit hands b to a flusher (an empty b goes back to the free ones). It
+// does not wait: a batch is only filled when one of the flushers+1 batches
+// was free, so a flusher or the queue's room takes it.
+func (p *pipeline) submit(b *batch) {
 	if b.empty() {
-		return b
+		p.free <- b
+		return
 	}
 	p.r.alive.add(b)
 	p.queue <- b
-	return p.next()
 }
 
 // close waits for the flusher to finish.
@@ -180,7 +365,7 @@ func (b *batch) add(msg jetstream.Msg, rec logevent.Record, o logevent.Outcome, 
 
 // prepare parses msg: its record, its initial outcome (dead when empty,
 // dropped below min_level) and its size for the sink (0 when not sent).
-func (r *runner) prepare(msg jetstream.Msg) (logevent.Record, logevent.Outcome, int) {
+func (r *runner) prepare(msg jetstream.Msg) prepared {
 	r.mIn.Inc()
 	var received time.Time
 	var seq uint64
@@ -193,9 +378,9 @@ func (r *runner) prepare(msg jetstream.Msg) (logevent.Record, logevent.Outcome, 
 	rec := logevent.Record{Event: logevent.Parse(msg.Data(), received), Subject: msg.Subject(), Stream: stream, Seq: seq, Received: received}
 	switch {
 	case rec.Empty:
-		return rec, logevent.Outcome{Status: logevent.Dead, Reason: events.DeadInvalid, Detail: "empty message"}, 0
+		return prepared{msg, rec, logevent.Outcome{Status: logevent.Dead, Reason: events.DeadInvalid, Detail: "empty message"}, 0}
 	case logevent.Below(rec.Level, r.spec.exp.MinLevel):
-		return rec, logevent.Outcome{Status: logevent.Dropped}, 0
+		return prepared{msg, rec, logevent.Outcome{Status: logevent.Dropped}, 0}
 	}
-	return rec, logevent.Outcome{}, r.sink.Size(&rec)
+	return prepared{msg, rec, logevent.Outcome{}, r.sink.Size(&rec)}
 }

@@ -271,3 +271,34 @@ func TestWarningsRateLimited(t *testing.T) {
 		t.Fatalf("after the period: %v, suppressed %d", ok, n)
 	}
 }
+
+// TestHeldMessagesKeptAlive: two workers share an export whose sink fails
+// for four AckWaits while far more events wait than their batches hold. A
+// worker pulls only into a free batch and keeps every batch alive, so no
+// message it holds runs out of AckWait: after the fault each event is stored
+// once and no message was delivered to a worker twice.
+func TestHeldMessagesKeptAlive(t *testing.T) {
+	const n = 3000
+	e := newEnv(t)
+	ackWait := 2 * time.Second
+	exp := cwExport("held", "logs.held.>")
+	exp.Batch.MaxEvents = 100
+	in := testutil.ToFloat64(metrics.ExportEventsIn.WithLabelValues(exp.Name))
+	until := time.Now().Add(4 * ackWait)
+	e.cw.FailFor(4*ackWait, 503)
+	for range 2 {
+		e.worker(func(c *Config) { c.AckWait, c.CallTimeout = ackWait, ackWait/2 }, exp)
+	}
+	e.publish(0, n, subjectsN("logs.held", 3), "")
+	natstest.Eventually(t, 90*time.Second, "every event delivered and acked", func() bool {
+		ack, pending := consumerPending(t, e.js, exp.Name)
+		return len(cwIDs(e.cw)) == n && ack == 0 && pending == 0
+	})
+	if time.Now().Before(until) {
+		t.Fatal("delivered before the fault ended; the test proves nothing")
+	}
+	assertOnce(t, e, exp.Name, n, in)
+	if got := testutil.ToFloat64(metrics.ExportEventsIn.WithLabelValues(exp.Name)) - in; got != n {
+		t.Fatalf("the workers received %v messages for %d events: some were redelivered", got, n)
+	}
+}

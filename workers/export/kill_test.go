@@ -23,7 +23,8 @@ const (
 	childNATS   = "CLOUDBRIDGE_EXPORT_CHILD_NATS"
 	childCW     = "CLOUDBRIDGE_EXPORT_CHILD_CW"
 	childExport = "kill9"
-	childSink   = "CLOUDBRIDGE_EXPORT_CHILD_SINK" // "s3" for s3KillExport, else killExport
+	childSink   = "CLOUDBRIDGE_EXPORT_CHILD_SINK" // "s3" for s3KillExport, "backlog" for backlogExport, else killExport
+	childMem    = "CLOUDBRIDGE_EXPORT_CHILD_MEM"  // set: SIGUSR1 prints the live heap to stdout (bench_backlog_test.go)
 )
 
 func TestMain(m *testing.M) {
@@ -60,8 +61,14 @@ func runChild() int {
 		return 1
 	}
 	exp := killExport()
-	if os.Getenv(childSink) == "s3" {
+	switch os.Getenv(childSink) {
+	case "s3":
 		exp = s3KillExport()
+	case "backlog":
+		exp = backlogExport()
+	}
+	if os.Getenv(childMem) != "" {
+		reportHeapOnSIGUSR1()
 	}
 	w.Apply([]events.Export{exp}, map[string]events.Connection{"aws-logs": awsConn(os.Getenv(childCW))})
 	sig := make(chan os.Signal, 1)

@@ -2,7 +2,6 @@ package export
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -144,41 +143,18 @@ func (r *runner) session() error {
 	if err != nil {
 		return fmt.Errorf("creating consumer: %w", err)
 	}
-	// The handler fills batches on the client's delivery goroutine; a full
-	// batch goes to the flusher, and while both batches are busy the handler
-	// blocks, the client stops taking messages and stops pulling once
-	// MaxMessages are outstanding: back-pressure, bounded memory.
+	// The collector pulls only into a free batch (batch.go): back-pressure
+	// without a client-side buffer, memory bounded by the batches.
 	stopAlive := r.alive.run(w.cfg.AckWait / 3)
 	defer stopAlive()
 	sctx, stopStatus := context.WithCancel(r.fetchCtx)
 	statusDone := make(chan struct{})
 	go func() { defer close(statusDone); r.statusLoop(sctx, cons, w.cfg.StatusInterval) }()
 	defer func() { stopStatus(); <-statusDone }()
-	c := &collector{r: r, p: newPipeline(r)}
-	c.b = c.p.next()
-	cc, err := cons.Consume(c.handle, jetstream.PullMaxMessagesWithBytesLimit(r.lim.maxEvents, max(2*r.lim.maxBytes, 16<<20)),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			r.log.Debug().Err(err).Msg("consume")
-		}))
-	if err != nil {
-		c.p.close()
-		return fmt.Errorf("consuming: %w", err)
-	}
+	c := &collector{r: r, p: newPipeline(r), cons: cons}
 	r.log.Info().Msg("export running")
-	select {
-	case <-r.fetchCtx.Done():
-	case <-cc.Closed():
-	}
-	// Stop fetching: take what the client already holds, flush, return.
-	cc.Drain()
-	select {
-	case <-cc.Closed():
-	case <-time.After(5 * time.Second):
-	case <-r.flushCtx.Done():
-	}
-	c.finish()
-	if r.fetchCtx.Err() == nil {
-		return errors.New("consumer closed")
+	if err := c.run(r.fetchCtx); err != nil {
+		return fmt.Errorf("fetching: %w", err)
 	}
 	return nil
 }
