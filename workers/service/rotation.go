@@ -258,13 +258,28 @@ func (r *rotations) Stop(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Degraded reports whether the consumer of conn cannot receive (false when
-// it has none).
-func (r *rotations) Degraded(conn string) bool {
+// Degraded reports whether the consumer of conn on this worker cannot
+// receive, the class of why (a wire code, rotation.CauseClass: never the
+// cloud's text) and since when; false when it receives or there is none.
+// The resolve worker's conn test reports it (resolve.EventHealth).
+func (r *rotations) Degraded(conn string) (degraded bool, cause string, since time.Time) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	cons := r.running[conn]
-	return cons != nil && cons.runner.Degraded()
+	r.mu.Unlock()
+	if cons == nil || !cons.runner.Degraded() {
+		return false, "", time.Time{}
+	}
+	h := cons.runner.Health()
+	if !h.Degraded { // recovered in between
+		return false, "", time.Time{}
+	}
+	return true, string(rotation.CauseClass(h.Cause)), h.Since
+}
+
+// degraded is Degraded's first result.
+func (r *rotations) degraded(conn string) bool {
+	d, _, _ := r.Degraded(conn)
+	return d
 }
 
 // lazySource builds the connection's own provider, and from it the event
