@@ -19,6 +19,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/rotation"
+	"github.com/cloudbridge/cloudbridge/workers/resolve"
 )
 
 // rotations runs, in this worker, one change-event consumer (a
@@ -275,6 +276,8 @@ func (r *rotations) Degraded(conn string) (degraded bool, cause string, since ti
 	}
 	return true, string(rotation.CauseClass(h.Cause)), h.Since
 }
+
+var _ resolve.EventHealth = (*rotations)(nil)
 
 // degraded is Degraded's first result.
 func (r *rotations) degraded(conn string) bool {
