@@ -40,29 +40,36 @@ func (s *Store) Refresh(conn, secret string) int {
 		}
 		ne := &entry{owner: e.owner, sec: e.sec, gen: gen, validated: now.Add(-e.ttl), ttl: e.ttl}
 		ne.refreshing.Store(true)
-		if !s.m.replace(k, e, ne) {
-			return
-		}
+		// The re-read's flight starts before the outdated value goes in
+		// (and before Refresh returns): a request that misses on it joins
+		// the flight instead of starting its own, which would check the
+		// version of a value known to have changed.
 		ne.owner.reload(k, gen, ne)
 		n++
+		s.m.replace(k, e, ne) // fails if e went meanwhile: the flight stores the new value anyway
 	})
 	metrics.CacheEntries.Set(float64(s.m.len()))
 	return n
 }
 
 // reload re-reads k in the background under gen, without the version check
-// (the value is known to have changed: one call, not two).
+// (the value is known to have changed: one call, not two). The flight is
+// registered before reload returns, so that a request missing from then on
+// joins it.
 func (c *cached) reload(k key, gen generation, e *entry) {
 	s := c.s
 	metrics.Cache.WithLabelValues("refresh").Inc()
+	req := provider.Request{Secret: k.secret, Version: k.version}
+	ch := s.sf.DoChan(k.flight(gen), func() (any, error) {
+		ctx, cancel := context.WithTimeout(s.bgCtx, s.opts.UpstreamTimeout)
+		defer cancel()
+		return c.load(ctx, k, gen, nil, req, true)
+	})
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		defer e.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(s.bgCtx, s.opts.UpstreamTimeout)
-		defer cancel()
-		req := provider.Request{Secret: k.secret, Version: k.version}
-		_, _, _ = s.sf.Do(k.flight(gen), func() (any, error) { return c.load(ctx, k, gen, nil, req, true) })
+		<-ch // the call ends with s.bgCtx (Close)
 	}()
 }
 

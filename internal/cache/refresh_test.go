@@ -103,3 +103,32 @@ func TestLimitTTL(t *testing.T) {
 		t.Fatal("cap not lifted")
 	}
 }
+
+// TestRefreshThenMissMakesOneCall: a request that misses right after Refresh
+// returns (before the background re-read would have been scheduled) joins
+// the re-read: no version check of the outdated value (known to have
+// changed), one provider call per rotation, the new value served.
+func TestRefreshThenMissMakesOneCall(t *testing.T) {
+	s, _ := newStore(t, 10)
+	p := &fakeProvider{version: "v0", value: "val0"}
+	r := s.Wrap("c", Policy{TTL: 12 * time.Hour}, checkingProvider{p})
+	ctx := context.Background()
+	if _, err := r.Resolve(ctx, provider.Request{Secret: "db"}); err != nil {
+		t.Fatal(err)
+	}
+	const rotations = 50
+	for i := 1; i <= rotations; i++ {
+		p.set(fmt.Sprintf("v%d", i), fmt.Sprintf("val%d", i), nil)
+		if n := s.Refresh("c", "db"); n != 1 {
+			t.Fatalf("rotation %d: Refresh re-reads %d values, want 1", i, n)
+		}
+		sec, err := r.Resolve(ctx, provider.Request{Secret: "db"})
+		if err != nil || string(sec.Data) != fmt.Sprintf("val%d@db", i) {
+			t.Fatalf("rotation %d: %q %v", i, sec.Data, err)
+		}
+	}
+	s.Close() // waits for the background re-reads
+	if c, k := p.calls.Load(), p.checks.Load(); c != 1+rotations || k != 0 {
+		t.Fatalf("%d rotations: %d calls and %d version checks, want %d and 0", rotations, c, k, 1+rotations)
+	}
+}

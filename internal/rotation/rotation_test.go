@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/cloudbridge/cloudbridge/events"
 )
 
 // fakeSource hands out scripted receive results one by one, then blocks
@@ -380,5 +382,33 @@ func TestBackoffGrowsAndIsCapped(t *testing.T) {
 	}
 	if d := backoff(100*time.Millisecond, 2*time.Second, 10); d < time.Second {
 		t.Errorf("backoff(10) = %s, want at least half the cap", d)
+	}
+}
+
+type apiErr string
+
+func (e apiErr) Error() string     { return "cloud text: " + string(e) }
+func (e apiErr) ErrorCode() string { return string(e) }
+
+// TestCauseClass: receive errors map to wire codes, never to their text.
+func TestCauseClass(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want events.Code
+	}{
+		{nil, ""},
+		{fmt.Errorf("setting up the provider: %w", events.Errorf(events.CodeUnauthorized, "aws: no credentials")), events.CodeUnauthorized},
+		{fmt.Errorf("sqs ReceiveMessage: %w", context.DeadlineExceeded), events.CodeTimeout},
+		{fmt.Errorf("sqs ReceiveMessage: AccessDenied: %w", apiErr("AccessDenied")), events.CodeForbidden},
+		{fmt.Errorf("sqs ReceiveMessage: %w", apiErr("AWS.SimpleQueueService.NonExistentQueue")), events.CodeNotFound},
+		{fmt.Errorf("sqs ReceiveMessage: %w", apiErr("QueueDoesNotExist")), events.CodeNotFound},
+		{fmt.Errorf("sqs ReceiveMessage: %w", apiErr("ExpiredToken")), events.CodeUnauthorized},
+		{fmt.Errorf("sqs ReceiveMessage: %w", apiErr("ThrottlingException")), events.CodeThrottled},
+		{fmt.Errorf("sqs ReceiveMessage: %w", apiErr("InternalFailure")), events.CodeUnavailable},
+		{errors.New("pubsub Pull: Unavailable"), events.CodeUnavailable},
+	} {
+		if got := CauseClass(c.err); got != c.want {
+			t.Errorf("CauseClass(%v) = %q, want %q", c.err, got, c.want)
+		}
 	}
 }

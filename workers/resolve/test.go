@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/micro"
 
@@ -24,6 +25,7 @@ func (w *Worker) handleTest(ctx context.Context, req micro.Request, f *endpoint.
 	b, err := w.provider(ctx, c)
 	if err != nil {
 		rep.Add(events.FailStep(events.StepCredentials, err))
+		w.addConsumerStep(rep, c.Name)
 		return rep, nil
 	}
 	release, err := b.bulkhead.acquire(ctx)
@@ -36,6 +38,7 @@ func (w *Worker) handleTest(ctx context.Context, req micro.Request, f *endpoint.
 			rep.Add(st)
 		}
 	}
+	w.addConsumerStep(rep, c.Name)
 	if in.Secret == "" {
 		if len(rep.Steps) == 0 {
 			rep.Add(events.PassStep(events.StepSecret, "no secret named: pass --secret to read one"))
@@ -86,4 +89,35 @@ func keysStep(secret string, sec provider.Secret, want []string) events.Step {
 		return events.FailStep(events.StepKeys, events.Errorf(events.CodeNotFound, "secret %q lacks keys: %s", secret, strings.Join(missing, ", ")))
 	}
 	return events.PassStep(events.StepKeys, fmt.Sprintf("keys present: %s", strings.Join(have, ", ")))
+}
+
+// EventHealth is the health of this worker's change-event consumers (the
+// rotation manager provides it).
+type EventHealth interface {
+	// Degraded reports whether the consumer of conn on this worker cannot
+	// receive, the class of why (a wire code, never the cloud's text) and
+	// since when; false when it receives or this worker runs none.
+	Degraded(conn string) (degraded bool, cause string, since time.Time)
+}
+
+// addConsumerStep adds, after the probe's fresh events step, a failed events
+// step when the running consumer of conn on this worker is degraded: a
+// probe that passes does not mean the consumer receives (its own
+// credentials, its long polls), nor the reverse, which the probe's own step
+// reports as failed.
+func (w *Worker) addConsumerStep(rep *events.TestReply, conn string) {
+	if w.cfg.Events == nil {
+		return
+	}
+	degraded, cause, since := w.cfg.Events.Degraded(conn)
+	if !degraded {
+		return
+	}
+	code := events.Code(cause)
+	if code.Help() == "" { // not a wire code
+		code = events.CodeUnavailable
+	}
+	rep.Add(events.FailStep(events.StepEvents, events.Errorf(code,
+		"the change-event consumer on this worker cannot receive (%s) since %s: the connection is degraded, its secrets use the degraded TTL",
+		code, since.UTC().Format(time.RFC3339))))
 }

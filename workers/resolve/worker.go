@@ -42,6 +42,9 @@ type Config struct {
 	// Endpoints, when set, refuses a stored connection whose endpoints fall
 	// outside the allowlist before its provider is built (forbidden).
 	Endpoints EndpointChecker
+	// Events, when set, is the health of this worker's change-event
+	// consumers, reported by conn test's events step (test.go).
+	Events EventHealth
 }
 
 // EndpointChecker checks where a stored connection sends credentials

@@ -19,6 +19,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/rotation"
+	"github.com/cloudbridge/cloudbridge/workers/resolve"
 )
 
 // rotations runs, in this worker, one change-event consumer (a
@@ -258,13 +259,30 @@ func (r *rotations) Stop(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Degraded reports whether the consumer of conn cannot receive (false when
-// it has none).
-func (r *rotations) Degraded(conn string) bool {
+// Degraded reports whether the consumer of conn on this worker cannot
+// receive, the class of why (a wire code, rotation.CauseClass: never the
+// cloud's text) and since when; false when it receives or there is none.
+// The resolve worker's conn test reports it (resolve.EventHealth).
+func (r *rotations) Degraded(conn string) (degraded bool, cause string, since time.Time) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	cons := r.running[conn]
-	return cons != nil && cons.runner.Degraded()
+	r.mu.Unlock()
+	if cons == nil || !cons.runner.Degraded() {
+		return false, "", time.Time{}
+	}
+	h := cons.runner.Health()
+	if !h.Degraded { // recovered in between
+		return false, "", time.Time{}
+	}
+	return true, string(rotation.CauseClass(h.Cause)), h.Since
+}
+
+var _ resolve.EventHealth = (*rotations)(nil)
+
+// degraded is Degraded's first result.
+func (r *rotations) degraded(conn string) bool {
+	d, _, _ := r.Degraded(conn)
+	return d
 }
 
 // lazySource builds the connection's own provider, and from it the event

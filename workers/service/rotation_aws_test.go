@@ -203,7 +203,7 @@ func TestRotationAWSHostileEvents(t *testing.T) {
 		t.Error("a secret value or the connection's key in the logs")
 	}
 	// Still consuming.
-	if w.rotations.Degraded(name) {
+	if w.rotations.degraded(name) {
 		t.Error("degraded after bad events")
 	}
 }
@@ -233,7 +233,7 @@ func TestRotationAWSQueueDisappears(t *testing.T) {
 	warm(t, c, name, "bio/db01", w)
 
 	e.deleteQueue(t)
-	if !waitUntil(15*time.Second, func() bool { return w.rotations.Degraded(name) }) {
+	if !waitUntil(15*time.Second, func() bool { return w.rotations.degraded(name) }) {
 		t.Fatal("not degraded 15 s after the queue was deleted")
 	}
 	if m := scrape(t, w); !containsAny(m, gauge+"1") {
@@ -242,6 +242,10 @@ func TestRotationAWSQueueDisappears(t *testing.T) {
 	st, rep := eventsStep(t, c, name)
 	if st.OK || rep.OK || st.Error == nil || st.Error.Code != events.CodeNotFound {
 		t.Errorf("events step with the queue deleted: %+v (report ok %v)", st, rep.OK)
+	}
+	// And the running consumer's own step: it cannot receive, not_found.
+	if steps, _ := eventsSteps(t, c, name); len(steps) != 2 || steps[1].OK || steps[1].Error == nil || steps[1].Error.Code != events.CodeNotFound {
+		t.Errorf("events steps with the queue deleted: %+v, want the probe's and the consumer's (not_found)", steps)
 	}
 	// The short TTL: the value cached for 1h is trusted for 1s only, so a
 	// worker serving it re-validates it (refresh ahead, DescribeSecret)
@@ -260,7 +264,7 @@ func TestRotationAWSQueueDisappears(t *testing.T) {
 	}
 
 	e.createQueue(t)
-	if !waitUntil(15*time.Second, func() bool { return !w.rotations.Degraded(name) }) {
+	if !waitUntil(15*time.Second, func() bool { return !w.rotations.degraded(name) }) {
 		t.Fatal("still degraded 15 s after the queue was recreated")
 	}
 	if m := scrape(t, w); !containsAny(m, gauge+"0") {

@@ -285,9 +285,9 @@ func (e *rotationMoto) name(id string) string {
 	return id
 }
 
-// awsFactory builds the worker's AWS providers with calls counting every
-// request, and SQS long polls of wait seconds.
-func awsFactory(calls *awsCalls, wait int32) provider.Factory {
+// awsFactory builds the worker's AWS providers with calls (an *awsCalls
+// counting every request, or a wrapper of one), and SQS long polls of wait seconds.
+func awsFactory(calls http.RoundTripper, wait int32) provider.Factory {
 	return awsprov.Factory(awsprov.WithHTTPClient(&http.Client{Transport: calls}), awsprov.WithEventsWait(wait),
 		awsprov.WithRetry(2, 50*time.Millisecond))
 }

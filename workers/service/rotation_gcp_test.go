@@ -113,7 +113,7 @@ func TestRotationGCPEndToEnd(t *testing.T) {
 	warm(t, c, conn.Name, "biodb02", ws...)
 	// pstest hands a message to a pull already waiting; make sure each
 	// consumer has pulled once (the subscription exists for both).
-	if !waitUntil(10*time.Second, func() bool { return !w1.rotations.Degraded(conn.Name) && !w2.rotations.Degraded(conn.Name) }) {
+	if !waitUntil(10*time.Second, func() bool { return !w1.rotations.degraded(conn.Name) && !w2.rotations.degraded(conn.Name) }) {
 		t.Fatal("a consumer is degraded")
 	}
 	skip := len(e.fake.Calls())
@@ -226,7 +226,7 @@ func TestRotationGCPHostileAndSubscriptionGone(t *testing.T) {
 	if _, err := e.ps.GServer.DeleteSubscription(tctx(t), &pubsubpb.DeleteSubscriptionRequest{Subscription: e.sub}); err != nil {
 		t.Fatal(err)
 	}
-	if !waitUntil(15*time.Second, func() bool { return w.rotations.Degraded(name) }) {
+	if !waitUntil(15*time.Second, func() bool { return w.rotations.degraded(name) }) {
 		t.Fatal("not degraded 15 s after the subscription was deleted")
 	}
 	if !containsAny(scrape(t, w), gauge+"1") {
@@ -245,7 +245,7 @@ func TestRotationGCPHostileAndSubscriptionGone(t *testing.T) {
 		t.Fatal("no re-read of biodb01 within 10 s: the 1s degraded TTL does not apply")
 	}
 	e.createSub(t)
-	if !waitUntil(15*time.Second, func() bool { return !w.rotations.Degraded(name) }) {
+	if !waitUntil(15*time.Second, func() bool { return !w.rotations.degraded(name) }) {
 		t.Fatal("still degraded 15 s after the subscription was recreated")
 	}
 	if !containsAny(scrape(t, w), gauge+"0") {

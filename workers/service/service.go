@@ -129,8 +129,14 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	factories := providerFactories(log, s.reg, s.factories)
+	// The rotation consumers concern providers with change events only:
+	// the other records loaded at start stay sealed.
+	s.rotations = newRotations(s.nc, subjects, factories, s.cache, log, func() []events.Connection {
+		return s.reg.ConnectionsOf(hasEvents)
+	})
 	s.resolver = resolve.New(resolve.Config{Subjects: subjects, Connections: s.reg, Cache: s.cache,
-		Factories: factories, Runner: s.runner, Logger: log, Endpoints: table, Fingerprint: s.fingerprints.Sum})
+		Factories: factories, Runner: s.runner, Logger: log, Endpoints: table, Fingerprint: s.fingerprints.Sum,
+		Events: s.rotations})
 	s.exporter, err = newExporter(ctx, s.nc, js, subjects, cfg, log, func() ([]events.Export, map[string]events.Connection) {
 		exports := s.reg.Exports()
 		return exports, s.connectionsOf(exports)
@@ -138,11 +144,6 @@ func (s *Service) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The rotation consumers concern providers with change events only:
-	// the other records loaded at start stay sealed.
-	s.rotations = newRotations(s.nc, subjects, factories, s.cache, log, func() []events.Connection {
-		return s.reg.ConnectionsOf(hasEvents)
-	})
 	s.reg.OnChange(s.onChange)
 	if err := s.reg.Start(ctx); err != nil {
 		return err
