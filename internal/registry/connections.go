@@ -101,15 +101,19 @@ func (r *Registry) dropped(s *connSlot) {
 	}
 }
 
-func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) {
+func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Change {
 	name := e.Key()
 	if initial && !isDelete(e) {
 		// Loaded at start: opened on first use.
 		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: e.Value()})
-		r.notify(Change{Kind: KindConnection, Name: name, Initial: true})
-		return
+		return &Change{Kind: KindConnection, Name: name, Initial: true}
 	}
 	old := r.slot(name)
+	if old != nil && old.rev >= e.Revision() {
+		// A put through this worker applied this write (or a later one)
+		// already, and notified it (adoptConnection).
+		return nil
+	}
 	if old != nil {
 		// The record being replaced is opened first when it was not yet,
 		// so the one replacing it is checked against its generation.
@@ -121,23 +125,60 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) {
 			r.dropped(old)
 		}
 		r.setSealedOut(name, nil)
-		r.notify(Change{Kind: KindConnection, Name: name, Deleted: true})
-		return
+		return &Change{Kind: KindConnection, Name: name, Deleted: true}
 	}
 	o := &openedConn{}
 	o.c, o.gen, o.err = r.decodeConnection(name, e.Value())
 	if errors.Is(o.err, ErrRollback) {
 		// A replayed old record: keep serving the newer connection seen
 		// before (observeGen logged and counted it).
-		return
+		return nil
 	}
-	s := &connSlot{name: name, rev: e.Revision()}
+	r.replace(name, e.Revision(), old, o)
+	return &Change{Kind: KindConnection, Name: name}
+}
+
+// replace puts opened record o, stored at revision rev, into the view in
+// place of old (nil: none). The bucket's applyMu is held.
+func (r *Registry) replace(name string, rev uint64, old *connSlot, o *openedConn) {
+	s := &connSlot{name: name, rev: rev}
 	s.opened.Store(o)
 	r.opened(name, o)
 	r.view.Store(name, s)
 	if old != nil {
 		r.dropped(old)
 	}
+}
+
+// adoptConnection puts a connection this worker has just written, sealed at
+// generation gen, at revision rev, into the view and notifies the change,
+// unless the watcher has applied that revision already: a put's reply means
+// this worker's view has it, without waiting for the watcher to bring it
+// back. pt is the sealed plaintext: the view holds it decoded, exactly as
+// the watcher would. The watcher applies entries in revision order and
+// skips those at or below the revision of the view's record, so a later
+// write (a delete included) still replaces it, and the write itself is
+// notified once.
+func (r *Registry) adoptConnection(name string, pt []byte, gen, rev uint64) {
+	c, err := decodeConnectionJSON(name, pt)
+	if err != nil {
+		return
+	}
+	b := r.conns
+	b.applyMu.Lock()
+	old := r.slot(name)
+	if b.lastSeen() >= rev || (old != nil && old.rev >= rev) {
+		// Applied (or replaced) by the watcher already.
+		b.applyMu.Unlock()
+		return
+	}
+	if old != nil {
+		r.open(old)
+	}
+	// The generation this worker wrote is the newest seen for the key.
+	r.raiseGen(b.name, name, gen)
+	r.replace(name, rev, old, &openedConn{c: c, gen: gen})
+	b.applyMu.Unlock()
 	r.notify(Change{Kind: KindConnection, Name: name})
 }
 
@@ -377,7 +418,7 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 	if err != nil {
 		return events.Connection{}, true, fmt.Errorf("encoding connection: %w", err)
 	}
-	val, err := r.sealValue(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c), 0)
+	val, gen, err := r.sealValueGen(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c), 0)
 	if err != nil {
 		return events.Connection{}, true, err
 	}
@@ -401,7 +442,7 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 			return events.Connection{}, true, err
 		}
 	}
-	r.conns.waitSeen(ctx, stored)
+	r.adoptConnection(c.Name, pt, gen, stored)
 	return c, true, nil
 }
 
