@@ -1,11 +1,13 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -38,6 +40,28 @@ type openedConn struct {
 	c   events.Connection
 	gen uint64
 	err error
+}
+
+// arena holds the records loaded at start, packed in large pointer-free
+// chunks: no per-record allocation, nothing for the garbage collector to
+// scan. A chunk is freed once every record in it has been opened (or
+// replaced). Used by the connections watcher only.
+type arena struct{ chunk []byte }
+
+const arenaChunk = 256 << 10
+
+// copy returns a copy of b in the arena.
+func (a *arena) copy(b []byte) []byte {
+	if len(b) > arenaChunk/8 {
+		return append([]byte(nil), b...)
+	}
+	if cap(a.chunk)-len(a.chunk) < len(b) {
+		a.chunk = make([]byte, 0, arenaChunk)
+	}
+	n := len(a.chunk)
+	a.chunk = append(a.chunk, b...)
+	// Capped, so that nothing appended to a record overwrites the next.
+	return a.chunk[n : n+len(b) : n+len(b)]
 }
 
 func (r *Registry) slot(name string) *connSlot {
@@ -104,8 +128,11 @@ func (r *Registry) dropped(s *connSlot) {
 func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Change {
 	name := e.Key()
 	if initial && !isDelete(e) {
-		// Loaded at start: opened on first use.
-		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: e.Value()})
+		// Loaded at start: opened on first use. The record is copied out
+		// of its message (which holds the subject and headers too) into the
+		// load's arena, and the name out of the subject.
+		name = strings.Clone(name)
+		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: r.load.copy(e.Value())})
 		return &Change{Kind: KindConnection, Name: name, Initial: true}
 	}
 	old := r.slot(name)
@@ -322,6 +349,9 @@ func publicProvider(s *connSlot) (string, bool) {
 	if raw == nil {
 		return "", false
 	}
+	if p, ok := quickProvider(raw); ok {
+		return p, true
+	}
 	var rec struct {
 		Public struct {
 			Provider string `json:"provider"`
@@ -331,6 +361,32 @@ func publicProvider(s *connSlot) (string, bool) {
 		return "", false
 	}
 	return rec.Public.Provider, true
+}
+
+// quickProvider reads the provider of a record's public copy the way this
+// registry writes it ({"v":…,"public":{"name":…,"provider":"x",…},…}),
+// without decoding the record: a caller of ConnectionsOf passes over every
+// sealed record. ok is false for any other layout (publicProvider then
+// decodes it). The public copy is a hint only (see ConnectionsOf).
+func quickProvider(raw []byte) (string, bool) {
+	_, rest, ok := bytes.Cut(raw, []byte(`,"public":{"name":"`))
+	if !ok {
+		return "", false
+	}
+	// A name is a token (events.CheckName): no quote or backslash in it.
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return "", false
+	}
+	rest, ok = bytes.CutPrefix(rest[i:], []byte(`","provider":"`))
+	if !ok {
+		return "", false
+	}
+	j := bytes.IndexByte(rest, '"')
+	if j <= 0 || !events.ValidName(string(rest[:j])) {
+		return "", false
+	}
+	return string(rest[:j]), true
 }
 
 // PutConnection validates and stores a connection, sealed, through the

@@ -92,6 +92,8 @@ type Registry struct {
 	view sync.Map
 	// openedOK counts the slots of the view whose record opened.
 	openedOK atomic.Int64
+	// load packs the records the connections watcher loads at start.
+	load arena
 
 	mu          sync.RWMutex
 	exportsByNm map[string]events.Export
