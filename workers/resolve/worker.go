@@ -63,8 +63,8 @@ type Worker struct {
 	// connection has no entry in either, so they do not grow with changes.
 	epochs   map[string]uint64
 	building map[string]int
-	sf     singleflight.Group
-	fast   *fastPath
+	sf       singleflight.Group
+	fast     *fastPath
 	// bulkheads bound each connection's upstream work.
 	bulkheads map[string]*bulkhead
 	queueWait time.Duration
