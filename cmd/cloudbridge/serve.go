@@ -21,5 +21,8 @@ func (c *serveCmd) Run(e *env) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if err := applyMemoryLimit(c.MemoryLimit, log); err != nil {
+		return usageError{err}
+	}
 	return service.Run(e.ctx, c.Serve, log)
 }

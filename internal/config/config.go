@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,6 +95,7 @@ type Serve struct {
 	CacheMaxEntries int           `name:"cache-max-entries" env:"CLOUDBRIDGE_CACHE_MAX_ENTRIES" default:"10000" help:"Bound of the per-worker secret cache (LRU)."`
 	MaxInFlight     int           `name:"max-in-flight" env:"CLOUDBRIDGE_MAX_IN_FLIGHT" default:"1024" help:"Requests handled at once by this worker; more wait."`
 	KVReplicas      int           `name:"kv-replicas" env:"CLOUDBRIDGE_KV_REPLICAS" default:"1" help:"Replicas of the KV buckets and streams when created (clustered NATS)."`
+	MemoryLimit     string        `name:"memory-limit" env:"CLOUDBRIDGE_MEMORY_LIMIT" default:"auto" help:"Soft memory limit of the worker's Go runtime, e.g. 512MiB (the garbage collector works harder near it; it never refuses memory): auto = GOMEMLIMIT when set, else 90% of the cgroup's memory limit when there is one, else none; off = none."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"CLOUDBRIDGE_SHUTDOWN_TIMEOUT" default:"30s" help:"How long shutdown may take to finish requests and flush batches."`
 
 	Audit          string        `name:"audit" env:"CLOUDBRIDGE_AUDIT" default:"best-effort" enum:"best-effort,required" help:"Audit events of requests: best-effort (an event that cannot be stored is counted in cloudbridge_audit_dropped_total) or required (a request whose event cannot be stored is refused with unavailable)."`
@@ -146,6 +148,9 @@ func (s *Serve) Validate() error {
 	}
 	if s.KVReplicas < 1 || s.KVReplicas > 5 {
 		return errors.New("--kv-replicas: 1 to 5")
+	}
+	if _, err := ParseMemoryLimit(s.MemoryLimit); err != nil {
+		return err
 	}
 	if s.ShutdownTimeout <= 0 {
 		return errors.New("--shutdown-timeout: must be positive")
@@ -200,10 +205,35 @@ func Defaults() Serve {
 		CacheMaxEntries: 10000,
 		MaxInFlight:     1024,
 		KVReplicas:      1,
+		MemoryLimit:     "auto",
 		ShutdownTimeout: 30 * time.Second,
 		LogsSubjects:    []string{"logs.>"},
 		LogsMaxAge:      168 * time.Hour,
 		Audit:           "best-effort",
 		AuditRetention:  90 * 24 * time.Hour,
 	}
+}
+
+// ParseMemoryLimit reads --memory-limit: a size in bytes with an optional
+// unit (B, KiB, MiB, GiB, TiB; KB, MB, GB, TB), or auto (-1) or off (0).
+func ParseMemoryLimit(v string) (int64, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "auto":
+		return -1, nil
+	case "off":
+		return 0, nil
+	}
+	s := strings.TrimSpace(v)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	units := map[string]int64{"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+		"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
+	mult, ok := units[strings.ToLower(strings.TrimSpace(s[i:]))]
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if i == 0 || !ok || err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("--memory-limit %q: want a size such as 512MiB or 2GiB, auto or off", v)
+	}
+	return n * mult, nil
 }

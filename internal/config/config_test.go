@@ -30,6 +30,10 @@ func TestValidate(t *testing.T) {
 		{"logs subject wildcard all", func(s *Serve) { s.LogsSubjects = []string{">"} }, "overlaps"},
 		{"bad logs subject", func(s *Serve) { s.LogsSubjects = []string{"logs..x"} }, "subject"},
 		{"replicas", func(s *Serve) { s.KVReplicas = 7 }, "--kv-replicas"},
+		{"memory limit", func(s *Serve) { s.MemoryLimit = "512MiB" }, ""},
+		{"bad memory limit", func(s *Serve) { s.MemoryLimit = "lots" }, "--memory-limit"},
+		{"memory limit unit", func(s *Serve) { s.MemoryLimit = "512 furlongs" }, "--memory-limit"},
+		{"zero memory limit", func(s *Serve) { s.MemoryLimit = "0MiB" }, "--memory-limit"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -46,5 +50,20 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestParseMemoryLimit(t *testing.T) {
+	for in, want := range map[string]int64{"auto": -1, "": -1, "off": 0, "OFF": 0, "1048576": 1 << 20,
+		"150MiB": 150 << 20, "2GiB": 2 << 30, "2 GiB": 2 << 30, "500MB": 500e6, "64KiB": 64 << 10} {
+		got, err := ParseMemoryLimit(in)
+		if err != nil || got != want {
+			t.Errorf("ParseMemoryLimit(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"MiB", "-5MiB", "1.5GiB", "10XB", "99999999999TiB"} {
+		if _, err := ParseMemoryLimit(in); err == nil {
+			t.Errorf("ParseMemoryLimit(%q): no error", in)
+		}
 	}
 }

@@ -1,11 +1,13 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -38,6 +40,28 @@ type openedConn struct {
 	c   events.Connection
 	gen uint64
 	err error
+}
+
+// arena holds the records loaded at start, packed in large pointer-free
+// chunks: no per-record allocation, nothing for the garbage collector to
+// scan. A chunk is freed once every record in it has been opened (or
+// replaced). Used by the connections watcher only.
+type arena struct{ chunk []byte }
+
+const arenaChunk = 256 << 10
+
+// copy returns a copy of b in the arena.
+func (a *arena) copy(b []byte) []byte {
+	if len(b) > arenaChunk/8 {
+		return append([]byte(nil), b...)
+	}
+	if cap(a.chunk)-len(a.chunk) < len(b) {
+		a.chunk = make([]byte, 0, arenaChunk)
+	}
+	n := len(a.chunk)
+	a.chunk = append(a.chunk, b...)
+	// Capped, so that nothing appended to a record overwrites the next.
+	return a.chunk[n : n+len(b) : n+len(b)]
 }
 
 func (r *Registry) slot(name string) *connSlot {
@@ -101,15 +125,22 @@ func (r *Registry) dropped(s *connSlot) {
 	}
 }
 
-func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) {
+func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Change {
 	name := e.Key()
 	if initial && !isDelete(e) {
-		// Loaded at start: opened on first use.
-		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: e.Value()})
-		r.notify(Change{Kind: KindConnection, Name: name, Initial: true})
-		return
+		// Loaded at start: opened on first use. The record is copied out
+		// of its message (which holds the subject and headers too) into the
+		// load's arena, and the name out of the subject.
+		name = strings.Clone(name)
+		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: r.load.copy(e.Value())})
+		return &Change{Kind: KindConnection, Name: name, Initial: true}
 	}
 	old := r.slot(name)
+	if old != nil && old.rev >= e.Revision() {
+		// A put through this worker applied this write (or a later one)
+		// already, and notified it (adoptConnection).
+		return nil
+	}
 	if old != nil {
 		// The record being replaced is opened first when it was not yet,
 		// so the one replacing it is checked against its generation.
@@ -121,23 +152,60 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) {
 			r.dropped(old)
 		}
 		r.setSealedOut(name, nil)
-		r.notify(Change{Kind: KindConnection, Name: name, Deleted: true})
-		return
+		return &Change{Kind: KindConnection, Name: name, Deleted: true}
 	}
 	o := &openedConn{}
 	o.c, o.gen, o.err = r.decodeConnection(name, e.Value())
 	if errors.Is(o.err, ErrRollback) {
 		// A replayed old record: keep serving the newer connection seen
 		// before (observeGen logged and counted it).
-		return
+		return nil
 	}
-	s := &connSlot{name: name, rev: e.Revision()}
+	r.replace(name, e.Revision(), old, o)
+	return &Change{Kind: KindConnection, Name: name}
+}
+
+// replace puts opened record o, stored at revision rev, into the view in
+// place of old (nil: none). The bucket's applyMu is held.
+func (r *Registry) replace(name string, rev uint64, old *connSlot, o *openedConn) {
+	s := &connSlot{name: name, rev: rev}
 	s.opened.Store(o)
 	r.opened(name, o)
 	r.view.Store(name, s)
 	if old != nil {
 		r.dropped(old)
 	}
+}
+
+// adoptConnection puts a connection this worker has just written, sealed at
+// generation gen, at revision rev, into the view and notifies the change,
+// unless the watcher has applied that revision already: a put's reply means
+// this worker's view has it, without waiting for the watcher to bring it
+// back. pt is the sealed plaintext: the view holds it decoded, exactly as
+// the watcher would. The watcher applies entries in revision order and
+// skips those at or below the revision of the view's record, so a later
+// write (a delete included) still replaces it, and the write itself is
+// notified once.
+func (r *Registry) adoptConnection(name string, pt []byte, gen, rev uint64) {
+	c, err := decodeConnectionJSON(name, pt)
+	if err != nil {
+		return
+	}
+	b := r.conns
+	b.applyMu.Lock()
+	old := r.slot(name)
+	if b.lastSeen() >= rev || (old != nil && old.rev >= rev) {
+		// Applied (or replaced) by the watcher already.
+		b.applyMu.Unlock()
+		return
+	}
+	if old != nil {
+		r.open(old)
+	}
+	// The generation this worker wrote is the newest seen for the key.
+	r.raiseGen(b.name, name, gen)
+	r.replace(name, rev, old, &openedConn{c: c, gen: gen})
+	b.applyMu.Unlock()
 	r.notify(Change{Kind: KindConnection, Name: name})
 }
 
@@ -281,6 +349,9 @@ func publicProvider(s *connSlot) (string, bool) {
 	if raw == nil {
 		return "", false
 	}
+	if p, ok := quickProvider(raw); ok {
+		return p, true
+	}
 	var rec struct {
 		Public struct {
 			Provider string `json:"provider"`
@@ -290,6 +361,32 @@ func publicProvider(s *connSlot) (string, bool) {
 		return "", false
 	}
 	return rec.Public.Provider, true
+}
+
+// quickProvider reads the provider of a record's public copy the way this
+// registry writes it ({"v":…,"public":{"name":…,"provider":"x",…},…}),
+// without decoding the record: a caller of ConnectionsOf passes over every
+// sealed record. ok is false for any other layout (publicProvider then
+// decodes it). The public copy is a hint only (see ConnectionsOf).
+func quickProvider(raw []byte) (string, bool) {
+	_, rest, ok := bytes.Cut(raw, []byte(`,"public":{"name":"`))
+	if !ok {
+		return "", false
+	}
+	// A name is a token (events.CheckName): no quote or backslash in it.
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return "", false
+	}
+	rest, ok = bytes.CutPrefix(rest[i:], []byte(`","provider":"`))
+	if !ok {
+		return "", false
+	}
+	j := bytes.IndexByte(rest, '"')
+	if j <= 0 || !events.ValidName(string(rest[:j])) {
+		return "", false
+	}
+	return string(rest[:j]), true
 }
 
 // PutConnection validates and stores a connection, sealed, through the
@@ -377,7 +474,7 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 	if err != nil {
 		return events.Connection{}, true, fmt.Errorf("encoding connection: %w", err)
 	}
-	val, err := r.sealValue(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c), 0)
+	val, gen, err := r.sealValueGen(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c), 0)
 	if err != nil {
 		return events.Connection{}, true, err
 	}
@@ -401,7 +498,7 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 			return events.Connection{}, true, err
 		}
 	}
-	r.conns.waitSeen(ctx, stored)
+	r.adoptConnection(c.Name, pt, gen, stored)
 	return c, true, nil
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 )
 
-func (r *Registry) applyExport(e jetstream.KeyValueEntry, initial bool) {
+func (r *Registry) applyExport(e jetstream.KeyValueEntry, initial bool) *Change {
 	name := e.Key()
 	deleted := isDelete(e)
 	var x events.Export
@@ -28,7 +28,7 @@ func (r *Registry) applyExport(e jetstream.KeyValueEntry, initial bool) {
 		r.exportsByNm[name] = x
 	}
 	r.mu.Unlock()
-	r.notify(Change{Kind: KindExport, Name: name, Deleted: deleted, Initial: initial})
+	return &Change{Kind: KindExport, Name: name, Deleted: deleted, Initial: initial}
 }
 
 // Exports lists the watched export blocks, sorted by name.

@@ -113,18 +113,25 @@ func (r *Registry) raiseGen(bucket, key string, gen uint64) {
 // floor (the generation of the record it replaces, storedGen).
 // version, when not 0, is the built-in secret's version.
 func (r *Registry) sealValue(bucket, key string, floor uint64, plaintext []byte, public any, version uint64) ([]byte, error) {
+	val, _, err := r.sealValueGen(bucket, key, floor, plaintext, public, version)
+	return val, err
+}
+
+// sealValueGen is sealValue, also returning the generation sealed.
+func (r *Registry) sealValueGen(bucket, key string, floor uint64, plaintext []byte, public any, version uint64) ([]byte, uint64, error) {
 	gen := r.nextGen(bucket, key, floor)
 	env, err := r.sealer.Seal(plaintext, associatedData(bucket, key, 2, gen))
 	if err != nil {
-		return nil, fmt.Errorf("sealing %s/%s: %w", bucket, key, err)
+		return nil, 0, fmt.Errorf("sealing %s/%s: %w", bucket, key, err)
 	}
 	rec := sealedRecord{V: 2, Gen: gen, Version: version, Sealed: env}
 	if public != nil {
 		if rec.Public, err = json.Marshal(public); err != nil {
-			return nil, fmt.Errorf("encoding %s/%s: %w", bucket, key, err)
+			return nil, 0, fmt.Errorf("encoding %s/%s: %w", bucket, key, err)
 		}
 	}
-	return json.Marshal(rec)
+	val, err := json.Marshal(rec)
+	return val, gen, err
 }
 
 // openValue opens a stored record, refusing one older than a generation

@@ -92,6 +92,8 @@ type Registry struct {
 	view sync.Map
 	// openedOK counts the slots of the view whose record opened.
 	openedOK atomic.Int64
+	// load packs the records the connections watcher loads at start.
+	load arena
 
 	mu          sync.RWMutex
 	exportsByNm map[string]events.Export
@@ -112,6 +114,11 @@ type Registry struct {
 type bucket struct {
 	name string
 	kv   jetstream.KeyValue
+
+	// applyMu orders the changes to the view: the watcher holds it while it
+	// applies an entry and marks its revision seen, a put while it adopts
+	// its own write (adoptConnection).
+	applyMu sync.Mutex
 
 	mu   sync.Mutex
 	seen uint64
@@ -222,8 +229,11 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	return kv, nil
 }
 
-// OnChange registers fn to be called, from the watcher goroutine, for every change.
-// Register before Start to see the initial state too.
+// OnChange registers fn to be called for every change: from the watcher
+// goroutine, or from the goroutine of a put through this worker, which
+// applies its own write at once (so fn may be called concurrently). Each
+// change is notified once. Register before Start to see the initial state
+// too.
 func (r *Registry) OnChange(fn func(Change)) {
 	r.mu.Lock()
 	r.listeners = append(r.listeners, fn)
@@ -231,11 +241,11 @@ func (r *Registry) OnChange(fn func(Change)) {
 }
 
 // watched is one bucket's watcher: how to apply an entry (initial says it
-// is part of the state loaded at start), what to do once that state is
-// loaded, and the watch options of a (re)start.
+// is part of the state loaded at start; the change to notify, if any), what
+// to do once that state is loaded, and the watch options of a (re)start.
 type watched struct {
 	b      *bucket
-	apply  func(e jetstream.KeyValueEntry, initial bool)
+	apply  func(e jetstream.KeyValueEntry, initial bool) *Change
 	loaded func()
 	opts   func(first bool) []jetstream.WatchOpt
 	// updatesOnly: the first watch delivers no initial state (and no
@@ -265,7 +275,7 @@ func (r *Registry) Start(ctx context.Context) error {
 	for _, w := range []watched{
 		{b: r.conns, apply: r.applyConnection, loaded: r.probeConnections, opts: allOpts},
 		{b: r.exports, apply: r.applyExport, opts: allOpts},
-		{b: r.secrets, apply: func(e jetstream.KeyValueEntry, _ bool) { r.applySecret(e) }, updatesOnly: true,
+		{b: r.secrets, apply: func(e jetstream.KeyValueEntry, _ bool) *Change { return r.applySecret(e) }, updatesOnly: true,
 			opts: func(first bool) []jetstream.WatchOpt {
 				if first {
 					return []jetstream.WatchOpt{jetstream.MetaOnly(), jetstream.UpdatesOnly()}
@@ -360,8 +370,13 @@ func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, w watche
 				}
 				continue
 			}
-			w.apply(e, *initial)
+			w.b.applyMu.Lock()
+			c := w.apply(e, *initial)
 			w.b.markSeen(e.Revision())
+			w.b.applyMu.Unlock()
+			if c != nil {
+				r.notify(*c)
+			}
 		}
 	}
 }

@@ -954,3 +954,91 @@ func TestHealthAfterTheCheckedRecordIsDeleted(t *testing.T) {
 		t.Fatalf("health: %v", err)
 	}
 }
+
+// A put applies its own write to the view before it returns (read your
+// writes, listeners notified) and the watcher, bringing the same write back,
+// neither applies nor notifies it again; writes of another worker after it
+// (a delete included) still apply.
+func TestPutAppliesItsOwnWriteOnce(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(key), registry.Options{})
+	var changes, deletes atomic.Int32
+	gate, stalled := make(chan struct{}), make(chan struct{})
+	w.OnChange(func(ch registry.Change) {
+		if ch.Kind == registry.KindConnection && ch.Name == "gate" {
+			// The watcher stalls here, so w's puts below must apply
+			// their own writes.
+			close(stalled)
+			select {
+			case <-gate:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		if ch.Kind == registry.KindConnection && ch.Name == "a" {
+			changes.Add(1)
+			if ch.Deleted {
+				deletes.Add(1)
+			}
+		}
+	})
+	c := ctx(t)
+	if _, err := other.PutConnection(c, awsConn(t, "gate", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stalled:
+	case <-c.Done():
+		t.Fatal("the watcher did not apply the other worker's put")
+	}
+	groups := []string{"g1", "g2", "g3"}
+	for i, g := range groups {
+		if _, err := w.PutConnection(c, awsConn(t, "a", g)); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := w.Connection("a")
+		if !ok || len(got.Groups) != 1 || got.Groups[0] != g || !strings.Contains(wire(t, got), awsSecretKey) {
+			t.Fatalf("put %d: the view has %v (%v), want groups [%s] in clear", i, got.Groups, ok, g)
+		}
+		if n := changes.Load(); n != int32(i+1) {
+			t.Fatalf("put %d: %d change notifications when its reply came, want %d", i, n, i+1)
+		}
+	}
+	// Once w's watcher has applied a later write of another worker, it has
+	// brought back the three puts: none of them was notified again.
+	close(gate)
+	if _, err := other.PutConnection(c, awsConn(t, "z", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the watcher to apply the other worker's put", func() bool {
+		_, ok := w.Connection("z")
+		return ok
+	})
+	if n := changes.Load(); n != int32(len(groups)) {
+		t.Fatalf("%d change notifications for %d puts", n, len(groups))
+	}
+	// The other worker's delete and put of the same connection apply.
+	if err := other.DeleteConnection(c, "a"); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the delete to apply", func() bool {
+		_, ok := w.Connection("a")
+		return !ok && deletes.Load() == 1
+	})
+	if _, err := other.PutConnection(c, awsConn(t, "a", "g4")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker's put to apply", func() bool {
+		got, ok := w.Connection("a")
+		return ok && len(got.Groups) == 1 && got.Groups[0] == "g4"
+	})
+	// And w's next put updates it with compare-and-set on the revision the
+	// watcher applied.
+	if _, err := w.PutConnection(c, awsConn(t, "a", "g5")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := w.Connection("a"); len(got.Groups) != 1 || got.Groups[0] != "g5" {
+		t.Fatalf("the view has %v after the last put", got.Groups)
+	}
+}

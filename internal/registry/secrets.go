@@ -16,12 +16,12 @@ import (
 
 func secretKey(conn, name string) string { return conn + "." + name }
 
-func (r *Registry) applySecret(e jetstream.KeyValueEntry) {
+func (r *Registry) applySecret(e jetstream.KeyValueEntry) *Change {
 	conn, name, ok := strings.Cut(e.Key(), ".")
 	if !ok {
-		return
+		return nil
 	}
-	r.notify(Change{Kind: KindSecret, Conn: conn, Name: name, Deleted: isDelete(e)})
+	return &Change{Kind: KindSecret, Conn: conn, Name: name, Deleted: isDelete(e)}
 }
 
 // StoredSecret is a built-in secret's value its version (1 for the first

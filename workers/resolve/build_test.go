@@ -95,3 +95,20 @@ func (c *closingResolver) Resolve(context.Context, provider.Request) (provider.S
 }
 
 func (c *closingResolver) Close() error { c.onClose(c.desc); return nil }
+
+// The bookkeeping of builds racing changes does not grow with the changes
+// of connections no build is under way for.
+func TestChangesWithoutBuildsLeaveNoEpochs(t *testing.T) {
+	store := cache.New(cache.Options{})
+	t.Cleanup(store.Close)
+	w := New(Config{Connections: &fakeConns{by: map[string]events.Connection{}}, Cache: store})
+	t.Cleanup(w.Close)
+	for i := 0; i < 100; i++ {
+		w.ConnectionChanged("c" + string(rune('a'+i%26)) + string(rune('a'+i/26)))
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.epochs) != 0 || len(w.building) != 0 {
+		t.Fatalf("%d epochs, %d builds recorded after changes without builds", len(w.epochs), len(w.building))
+	}
+}

@@ -60,11 +60,14 @@ type Worker struct {
 	// built holds each connection's provider, built on first use and dropped
 	// when the connection changes.
 	built map[string]*built
-	// epochs counts each connection's changes: a provider whose build
-	// began under an older epoch is closed, never kept.
-	epochs map[string]uint64
-	sf     singleflight.Group
-	fast   *fastPath
+	// epochs counts each connection's changes while a build of its
+	// provider is under way (building): a provider whose build began under
+	// an older epoch is closed, never kept. Without a build under way a
+	// connection has no entry in either, so they do not grow with changes.
+	epochs   map[string]uint64
+	building map[string]int
+	sf       singleflight.Group
+	fast     *fastPath
 	// bulkheads bound each connection's upstream work.
 	bulkheads map[string]*bulkhead
 	queueWait time.Duration
@@ -87,7 +90,7 @@ func New(cfg Config) *Worker {
 	if cfg.Fingerprint == nil {
 		cfg.Fingerprint = func([]byte) string { return "" }
 	}
-	return &Worker{cfg: cfg, built: map[string]*built{}, epochs: map[string]uint64{}, fast: newFastPath(),
+	return &Worker{cfg: cfg, built: map[string]*built{}, epochs: map[string]uint64{}, building: map[string]int{}, fast: newFastPath(),
 		bulkheads: map[string]*bulkhead{}, queueWait: wait}
 }
 
@@ -127,7 +130,9 @@ func (w *Worker) ConnectionChanged(name string) {
 	b := w.built[name]
 	delete(w.built, name)
 	delete(w.bulkheads, name)
-	w.epochs[name]++
+	if w.building[name] > 0 {
+		w.epochs[name]++
+	}
 	w.mu.Unlock()
 	w.cfg.Cache.Invalidate(name, "")
 	w.fast.forget(name)
@@ -229,17 +234,28 @@ func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, err
 		w.mu.Lock()
 		b, ok := w.built[c.Name]
 		epoch := w.epochs[c.Name]
+		if !ok {
+			w.building[c.Name]++
+		}
 		w.mu.Unlock()
 		if ok {
 			return b, nil
 		}
+		var err error
 		if w.cfg.Endpoints != nil {
-			if err := w.cfg.Endpoints.CheckStored(&c); err != nil {
+			if err = w.cfg.Endpoints.CheckStored(&c); err != nil {
 				w.cfg.Logger.Warn().Str("conn", c.Name).Err(err).Msg("refusing a stored connection outside the endpoint allowlist")
-				return nil, err
 			}
 		}
-		b, err := w.build(ctx, c, epoch)
+		if err == nil {
+			b, err = w.build(ctx, c, epoch)
+		}
+		w.mu.Lock()
+		if w.building[c.Name]--; w.building[c.Name] <= 0 {
+			delete(w.building, c.Name)
+			delete(w.epochs, c.Name)
+		}
+		w.mu.Unlock()
 		if err == nil || !errors.Is(err, errChanged) {
 			return b, err
 		}
