@@ -109,12 +109,10 @@ func resolveCounts(t *testing.T, addr string) (map[string]float64, float64) {
 }
 
 // TestSRVStatsTellTheTruth: after N failed and M successful resolves
-// (answered inline, on the lane and asynchronously), $SRV.STATS's endpoint
-// data counts every one of them with its real outcome and processing time,
-// exactly as /metrics does. micro's own num_requests counts every request it
-// handed on; its own num_errors and processing_time see only the inline
-// replies (nats.go micro counts when its handler returns), which is why the
-// truth is in data.
+// (answered inline, on the lane and asynchronously), $SRV.STATS's own fields
+// and its endpoint data count every one of them with its real outcome and
+// processing time, exactly as /metrics does (nats.go micro, which counts when
+// its handler returns, saw only the inline replies' errors and times).
 func TestSRVStatsTellTheTruth(t *testing.T) {
 	srv := natstest.Server(t)
 	cloud := &fakeCloud{}
@@ -177,8 +175,14 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 	if ep == nil {
 		t.Fatalf("no resolve endpoint in %s", m.Data)
 	}
-	if ep.NumRequests != errs+oks {
-		t.Fatalf("micro num_requests %d, want %d", ep.NumRequests, errs+oks)
+	// $SRV.STATS's own fields count every reply, asynchronous ones included.
+	if ep.NumRequests != errs+oks || ep.NumErrors != errs || !strings.HasPrefix(ep.LastError, "504:") {
+		t.Fatalf("$SRV.STATS: %d requests, %d errors, last %q; want %d, %d, a timeout", ep.NumRequests, ep.NumErrors, ep.LastError, errs+oks, errs)
+	}
+	if ep.ProcessingTime < cfg.RequestTimeout || ep.ProcessingTime > 10*slow ||
+		ep.AverageProcessingTime != ep.ProcessingTime/time.Duration(ep.NumRequests) {
+		t.Fatalf("$SRV.STATS processing time %s (average %s) for a request that took %s (deadline %s)",
+			ep.ProcessingTime, ep.AverageProcessingTime, slow, cfg.RequestTimeout)
 	}
 	var data endpoint.Stats
 	if err := json.Unmarshal(ep.Data, &data); err != nil {
@@ -206,7 +210,8 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 	if fmt.Sprint(delta) != fmt.Sprint(want) {
 		t.Fatalf("/metrics counted %v, want %v", delta, want)
 	}
-	if d := time.Duration((sumAfter - sumBefore) * float64(time.Second)); d < data.ProcessingTime-time.Millisecond || d > data.ProcessingTime+time.Millisecond {
-		t.Fatalf("/metrics request time %s, $SRV.STATS %s", d, data.ProcessingTime)
+	if d := time.Duration((sumAfter - sumBefore) * float64(time.Second)); d < data.ProcessingTime-time.Millisecond || d > data.ProcessingTime+time.Millisecond ||
+		d < ep.ProcessingTime-time.Millisecond || d > ep.ProcessingTime+time.Millisecond {
+		t.Fatalf("/metrics request time %s, $SRV.STATS %s (data %s)", d, ep.ProcessingTime, data.ProcessingTime)
 	}
 }
