@@ -222,6 +222,15 @@ func arrival(req micro.Request) time.Time {
 	return time.Now()
 }
 
+// elapsed is req's processing time so far: srv.Request fixes it as the time
+// its reply counts in $SRV.STATS, so both agree exactly.
+func elapsed(req micro.Request, start time.Time) time.Duration {
+	if e, ok := req.(interface{ Elapsed() time.Duration }); ok {
+		return e.Elapsed()
+	}
+	return time.Since(start)
+}
+
 // Wait waits for requests in flight, at most until ctx is done.
 func (r *Runner) Wait(ctx context.Context) error {
 	done := make(chan struct{})
@@ -315,7 +324,7 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 	}
 	// Counted before it is sent: whoever has the reply finds it in /metrics
 	// and $SRV.STATS.
-	d := time.Since(start)
+	d := elapsed(req, start)
 	metrics.Requests.WithLabelValues(name, code).Inc()
 	metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
 	r.count(name, d, we)

@@ -77,6 +77,26 @@ func TestWrongMasterKeyIsNotReady(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, "both instances to answer $SRV.PING", func() bool { return srvPings(t, nc) == 2 })
 }
 
+// resolveStats is the resolve endpoint's entry of the worker's $SRV.STATS.
+func resolveStats(t *testing.T, nc *nats.Conn, w *worker) micro.EndpointStats {
+	t.Helper()
+	m, err := nc.Request("$SRV.STATS.cloudbridge."+w.ServiceID(), nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats micro.Stats
+	if err := json.Unmarshal(m.Data, &stats); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range stats.Endpoints {
+		if e.Name == "resolve" {
+			return *e
+		}
+	}
+	t.Fatalf("no resolve endpoint in %s", m.Data)
+	return micro.EndpointStats{}
+}
+
 // resolveCounts reads the worker's /metrics: cloudbridge_requests_total of
 // endpoint resolve by code, and the sum of its request durations.
 func resolveCounts(t *testing.T, addr string) (map[string]float64, float64) {
@@ -197,6 +217,10 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 	// The slow request's time is in the data.
 	if data.ProcessingTime < cfg.RequestTimeout || data.ProcessingTime > 10*slow {
 		t.Fatalf("data processing time %s for a request that took %s (deadline %s)", data.ProcessingTime, slow, cfg.RequestTimeout)
+	}
+	if ep.NumRequests != data.NumRequests || ep.NumErrors != data.NumErrors || ep.LastError != data.LastError ||
+		ep.ProcessingTime != data.ProcessingTime {
+		t.Fatalf("$SRV.STATS %+v, its data %+v", ep, data)
 	}
 	// /metrics agrees, request by request and in time.
 	after, sumAfter := resolveCounts(t, w.HTTPAddr())

@@ -17,6 +17,7 @@ import (
 	"maps"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -294,6 +295,8 @@ type Request struct {
 	ep    *endpoint
 	start time.Time
 	once  sync.Once
+	// took, once set by Elapsed, is the processing time counted.
+	took atomic.Int64
 }
 
 var _ micro.Request = (*Request)(nil)
@@ -301,10 +304,24 @@ var _ micro.Request = (*Request)(nil)
 // Arrived is when the request was received.
 func (r *Request) Arrived() time.Time { return r.start }
 
+// Elapsed fixes the request's processing time, from its arrival to now, as
+// the time its reply counts (a caller measuring it for its own metrics just
+// before replying counts the same).
+func (r *Request) Elapsed() time.Duration {
+	d := time.Since(r.start)
+	if !r.took.CompareAndSwap(0, int64(d)+1) {
+		return time.Duration(r.took.Load() - 1)
+	}
+	return d
+}
+
 // record counts the reply (an error reply when code is not "").
 func (r *Request) record(code, description string) {
 	r.once.Do(func() {
 		d := time.Since(r.start)
+		if t := r.took.Load(); t != 0 {
+			d = time.Duration(t - 1)
+		}
 		e := r.ep
 		e.mu.Lock()
 		e.stats.NumRequests++
