@@ -83,6 +83,9 @@ type endpoint struct {
 	handler    micro.Handler
 	sub        *nats.Subscription
 
+	// received counts the requests handed to the handler.
+	received atomic.Int64
+
 	mu    sync.Mutex
 	stats micro.EndpointStats
 }
@@ -189,7 +192,10 @@ func (s *Service) AddEndpoint(name string, h micro.Handler, opts ...EndpointOpt)
 	if s.stopped {
 		return ErrStopped
 	}
-	cb := func(m *nats.Msg) { e.handler.Handle(&Request{msg: m, ep: e, start: time.Now()}) }
+	cb := func(m *nats.Msg) {
+		e.received.Add(1)
+		e.handler.Handle(&Request{msg: m, ep: e, start: time.Now()})
+	}
 	var err error
 	if queue == "" {
 		e.sub, err = s.nc.Subscribe(subject, cb)
@@ -201,6 +207,22 @@ func (s *Service) AddEndpoint(name string, h micro.Handler, opts ...EndpointOpt)
 	}
 	s.endpoints = append(s.endpoints, e)
 	return nil
+}
+
+// Pending is the number of endpoint name's requests received and not yet
+// answered (not on the wire: $SRV.STATS counts replies).
+func (s *Service) Pending(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.endpoints {
+		if e.name == name {
+			e.mu.Lock()
+			n := int(e.received.Load()) - e.stats.NumRequests
+			e.mu.Unlock()
+			return n
+		}
+	}
+	return 0
 }
 
 // ID is the instance's id.

@@ -228,6 +228,9 @@ func TestStatsCountEveryReply(t *testing.T) {
 		st = stats(t, nc, s, "ep")
 		return st.NumRequests == 8*n+1
 	})
+	if p := s.Pending("ep"); p != 0 {
+		t.Fatalf("%d requests pending after every reply", p)
+	}
 	if st.NumRequests != 8*n+1 || st.NumErrors != 4*n+1 || st.LastError != "404:not nowhere" {
 		t.Fatalf("stats %+v, want %d requests, %d errors", st, 8*n+1, 4*n+1)
 	}
