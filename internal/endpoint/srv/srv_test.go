@@ -105,6 +105,9 @@ func TestControlSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = other.Stop() }()
+	if err := wnc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
