@@ -303,8 +303,9 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 			code = string(events.CodeUnavailable)
 		}
 	}
-	hdr := nats.Header{}
-	hdr.Set(events.HeaderRequestID, id)
+	// The key is in canonical form already (Header.Set would canonicalize it
+	// on every reply).
+	hdr := nats.Header{events.HeaderRequestID: {id}}
 	var we *events.Error
 	if err != nil {
 		we = events.AsWire(err)
