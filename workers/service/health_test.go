@@ -1,7 +1,9 @@
 package service
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -237,5 +239,49 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 	if d := time.Duration((sumAfter - sumBefore) * float64(time.Second)); d < data.ProcessingTime-time.Millisecond || d > data.ProcessingTime+time.Millisecond ||
 		d < ep.ProcessingTime-time.Millisecond || d > ep.ProcessingTime+time.Millisecond {
 		t.Fatalf("/metrics request time %s, $SRV.STATS %s (data %s)", d, ep.ProcessingTime, data.ProcessingTime)
+	}
+}
+
+// TestStoppedWorkerLeavesSRV: a worker answers $SRV.PING, INFO and STATS on
+// all three subject forms (built by micro.ControlSubject) while it runs, and
+// none of them once stopped; its endpoints take no more requests.
+func TestStoppedWorkerLeavesSRV(t *testing.T) {
+	srv := natstest.Server(t)
+	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	nc := natstest.Connect(t, srv)
+	id := w.ServiceID()
+	verbs := []micro.Verb{micro.PingVerb, micro.InfoVerb, micro.StatsVerb}
+	forms := [][2]string{{"", ""}, {Name, ""}, {Name, id}}
+	for _, verb := range verbs {
+		for _, form := range forms {
+			subject, err := micro.ControlSubject(verb, form[0], form[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := nc.Request(subject, nil, 5*time.Second)
+			if err != nil {
+				t.Fatalf("%s: %v", subject, err)
+			}
+			var ident micro.ServiceIdentity
+			if err := json.Unmarshal(m.Data, &ident); err != nil || ident.ID != id || ident.Name != Name || ident.Version != Version {
+				t.Fatalf("%s: %s: %v", subject, m.Data, err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range verbs {
+		for _, form := range forms {
+			subject, _ := micro.ControlSubject(verb, form[0], form[1])
+			if _, err := nc.Request(subject, nil, 2*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+				t.Fatalf("%s after Stop: %v", subject, err)
+			}
+		}
+	}
+	if _, err := nc.Request(events.Subjects{}.Resolve("bio", "local-bio"), []byte(`{"secret":"x"}`), 2*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("resolve after Stop: %v", err)
 	}
 }
