@@ -38,6 +38,8 @@ type Func func(ctx context.Context, req micro.Request, f *Fields) (any, error)
 
 // Runner runs handlers.
 type Runner struct {
+	// nc is the workers' connection; replies go through their request
+	// (srv.Request publishes on the connection it arrived on).
 	nc        *nats.Conn
 	log       zerolog.Logger
 	throttled zerolog.Logger
@@ -95,7 +97,8 @@ func (r *Runner) EndpointData(name string) any {
 }
 
 // NewRunner returns a runner allowing maxInFlight concurrent requests per
-// endpoint run by Handler, each under timeout, replying on nc.
+// endpoint run by Handler, each under timeout, for the endpoints of a worker
+// connected by nc (the replies go through each request).
 func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runner {
 	if maxInFlight <= 0 {
 		maxInFlight = 1024
