@@ -38,6 +38,8 @@ type Func func(ctx context.Context, req micro.Request, f *Fields) (any, error)
 
 // Runner runs handlers.
 type Runner struct {
+	// nc is the workers' connection; replies go through their request
+	// (srv.Request publishes on the connection it arrived on).
 	nc        *nats.Conn
 	log       zerolog.Logger
 	throttled zerolog.Logger
@@ -54,10 +56,10 @@ type Runner struct {
 	xpub string
 }
 
-// Stats are an endpoint's counts as /metrics has them: every request to its
-// reply, asynchronous ones included. micro's own fields see only what is
-// answered on the subscription's goroutine (cache hits and fast failures)
-// and the hand-off of the rest; these go in the data of $SRV.STATS.
+// Stats are an endpoint's counts as /metrics has them: every request from
+// its arrival to its reply, asynchronous ones included; they go in the data
+// of $SRV.STATS (whose own fields, counted by srv as each reply is sent,
+// agree with them).
 type Stats struct {
 	NumRequests           int           `json:"num_requests"`
 	NumErrors             int           `json:"num_errors"`
@@ -83,19 +85,20 @@ func (r *Runner) count(name string, d time.Duration, we *events.Error) {
 	}
 }
 
-// EndpointStats is the micro StatsHandler: the endpoint's Stats, for the data
-// of its $SRV.STATS entry.
-func (r *Runner) EndpointStats(e *micro.Endpoint) any {
+// EndpointData is endpoint name's Stats, for the data of its $SRV.STATS
+// entry (srv.Config.Data).
+func (r *Runner) EndpointData(name string) any {
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
-	if st := r.stats[e.Name]; st != nil {
+	if st := r.stats[name]; st != nil {
 		return *st
 	}
 	return Stats{}
 }
 
 // NewRunner returns a runner allowing maxInFlight concurrent requests per
-// endpoint run by Handler, each under timeout, replying on nc.
+// endpoint run by Handler, each under timeout, for the endpoints of a worker
+// connected by nc (the replies go through each request).
 func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runner {
 	if maxInFlight <= 0 {
 		maxInFlight = 1024
@@ -173,18 +176,18 @@ type AdmitFunc func(req micro.Request, f *Fields) (release func(), err error)
 // admitted request runs fn on a goroutine of its own, under the deadline.
 func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
-		start := time.Now()
+		start := arrival(req)
 		var f Fields
 		if fast != nil {
 			if body, done := fast(req, &f); done {
-				r.finish(name, req, &f, start, body, nil, true)
+				r.finish(name, req, &f, start, body, nil)
 				return
 			}
 			f = Fields{}
 		}
 		release, err := admit(req, &f)
 		if err != nil {
-			r.finish(name, req, &f, start, nil, err, true)
+			r.finish(name, req, &f, start, nil, err)
 			return
 		}
 		r.wg.Add(1)
@@ -201,7 +204,7 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		r.wg.Add(1)
 		defer r.wg.Done()
-		start := time.Now()
+		start := arrival(req)
 		ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
 		defer cancel()
 		var f Fields
@@ -210,8 +213,25 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 		if err == nil {
 			body, err = events.Marshal(out)
 		}
-		r.finishSync(name, req, &f, start, body, err, true)
+		r.finishSync(name, req, &f, start, body, err)
 	})
+}
+
+// arrival is when req was received: srv.Request knows, else now.
+func arrival(req micro.Request) time.Time {
+	if a, ok := req.(interface{ Arrived() time.Time }); ok {
+		return a.Arrived()
+	}
+	return time.Now()
+}
+
+// elapsed is req's processing time so far: srv.Request fixes it as the time
+// its reply counts in $SRV.STATS, so both agree exactly.
+func elapsed(req micro.Request, start time.Time) time.Duration {
+	if e, ok := req.(interface{ Elapsed() time.Duration }); ok {
+		return e.Elapsed()
+	}
+	return time.Since(start)
 }
 
 // Wait waits for requests in flight, at most until ctx is done.
@@ -235,32 +255,28 @@ func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time) {
 	if err == nil {
 		body, err = events.Marshal(out)
 	}
-	r.finishSync(name, req, &f, start, body, err, false)
+	r.finishSync(name, req, &f, start, body, err)
 }
 
 // finish replies on the subscription's goroutine (inline): at once, unless
 // the audit event must be stored first (required mode), which is awaited on
 // a goroutine of its own so the subscription never waits for it.
-func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, inline bool) {
+func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error) {
 	if r.audit != nil && r.audit.Auditor.Required() {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.finishSync(name, req, f, start, body, err, false)
+			r.finishSync(name, req, f, start, body, err)
 		}()
 		return
 	}
-	r.finishSync(name, req, f, start, body, err, inline)
+	r.finishSync(name, req, f, start, body, err)
 }
 
-// finishSync records the audit event, then sends the reply (body, or err's
-// wire form) and counts and logs the outcome. In required audit mode a
-// request whose event was not stored is refused with unavailable. inline
-// replies go through the micro request (so micro's own stats count them);
-// the others are published on the runner's connection: micro reads the
-// request's state once the handler returned, while this goroutine may
-// still be working.
-func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, inline bool) {
+// finishSync records the audit event, then counts the outcome, sends the
+// reply (body, or err's wire form) and logs the outcome. In required audit
+// mode a request whose event was not stored is refused with unavailable.
+func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error) {
 	id, _ := requestID(req)
 	replyKey := ""
 	if h := req.Headers(); h != nil {
@@ -290,8 +306,9 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 			code = string(events.CodeUnavailable)
 		}
 	}
-	hdr := nats.Header{}
-	hdr.Set(events.HeaderRequestID, id)
+	// The key is in canonical form already (Header.Set would canonicalize it
+	// on every reply).
+	hdr := nats.Header{events.HeaderRequestID: {id}}
 	var we *events.Error
 	if err != nil {
 		we = events.AsWire(err)
@@ -309,24 +326,19 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 			hdr.Set(events.HeaderSenderKey, r.xpub)
 		}
 	}
-	switch {
-	case inline && we == nil:
-		_ = req.Respond(body, micro.WithHeaders(micro.Headers(hdr)))
-	case inline:
-		_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body, micro.WithHeaders(micro.Headers(hdr)))
-	default:
-		if we != nil {
-			hdr.Set(micro.ErrorCodeHeader, strconv.Itoa(we.Code.Number()))
-			hdr.Set(micro.ErrorHeader, we.Message)
-		}
-		if req.Reply() != "" {
-			_ = r.nc.PublishMsg(&nats.Msg{Subject: req.Reply(), Data: body, Header: hdr})
-		}
-	}
-	d := time.Since(start)
+	// Counted before it is sent: whoever has the reply finds it in /metrics
+	// and $SRV.STATS.
+	d := elapsed(req, start)
 	metrics.Requests.WithLabelValues(name, code).Inc()
 	metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
 	r.count(name, d, we)
+	// The request (srv.Request) is safe to answer from any goroutine, and
+	// counts the reply in the endpoint's $SRV.STATS as it is sent.
+	if we == nil {
+		_ = req.Respond(body, micro.WithHeaders(micro.Headers(hdr)))
+	} else {
+		_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body, micro.WithHeaders(micro.Headers(hdr)))
+	}
 	r.logOutcome(name, req.Subject(), *f, code, d, err)
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint/srv"
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
 	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
@@ -32,7 +33,7 @@ type harness struct {
 	t      *testing.T
 	nc     *nats.Conn // the requester
 	wnc    *nats.Conn // the worker's connection
-	svc    micro.Service
+	svc    *srv.Service
 	runner *endpoint.Runner
 	logs   *testenv.Buffer
 }
@@ -47,22 +48,22 @@ func uniqueName(t *testing.T) string {
 
 func newHarness(t *testing.T, timeout time.Duration, maxInFlight int) *harness {
 	t.Helper()
-	srv := natstest.Server(t)
-	wnc := natstest.Connect(t, srv)
+	ns := natstest.Server(t)
+	wnc := natstest.Connect(t, ns)
 	logs := &testenv.Buffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel)
-	svc, err := micro.AddService(wnc, micro.Config{Name: "endpointtest", Version: "1.0.0"})
+	svc, err := srv.Add(wnc, srv.Config{Name: "endpointtest", Version: "1.0.0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = svc.Stop() })
-	return &harness{t: t, nc: natstest.Connect(t, srv), wnc: wnc, svc: svc,
+	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
+	return &harness{t: t, nc: natstest.Connect(t, ns), wnc: wnc, svc: svc,
 		runner: endpoint.NewRunner(wnc, log, timeout, maxInFlight), logs: logs}
 }
 
 func (h *harness) add(name, subject string, handler micro.Handler) {
 	h.t.Helper()
-	if err := h.svc.AddEndpoint(name, handler, micro.WithEndpointSubject(subject)); err != nil {
+	if err := h.svc.AddEndpoint(name, handler, srv.WithSubject(subject)); err != nil {
 		h.t.Fatal(err)
 	}
 	// AddEndpoint subscribes on the worker's connection; a round trip there

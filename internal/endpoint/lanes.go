@@ -63,11 +63,11 @@ type lanes struct {
 func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage StageFunc, full LaneFull, fn Func) micro.Handler {
 	ls := &lanes{m: map[string]*lane{}}
 	return micro.HandlerFunc(func(req micro.Request) {
-		start := time.Now()
+		start := arrival(req)
 		if fast != nil {
 			var f Fields
 			if body, done := fast(req, &f); done {
-				r.finish(name, req, &f, start, body, nil, true)
+				r.finish(name, req, &f, start, body, nil)
 				return
 			}
 		}
@@ -76,7 +76,7 @@ func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage S
 		if !r.enqueue(name, ls, key, laneItem{req: req, start: start}, stage, fn) {
 			r.wg.Done()
 			var f Fields
-			r.finish(name, req, &f, start, nil, full(key), true)
+			r.finish(name, req, &f, start, nil, full(key))
 		}
 	})
 }
@@ -142,9 +142,9 @@ func (r *Runner) stage(name string, it laneItem, stage StageFunc, fn Func) {
 	reply, release, err := r.callStage(stage, it.req, &f)
 	switch {
 	case err != nil:
-		r.finish(name, it.req, &f, it.start, nil, err, false)
+		r.finish(name, it.req, &f, it.start, nil, err)
 	case reply != nil:
-		r.finish(name, it.req, &f, it.start, reply, nil, false)
+		r.finish(name, it.req, &f, it.start, reply, nil)
 	default:
 		r.wg.Add(1)
 		go func() {

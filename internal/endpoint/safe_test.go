@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint/srv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
@@ -33,15 +34,15 @@ func TestReplyCarriesSafeMessageLogCarriesCause(t *testing.T) {
 		"joined":  fmt.Errorf("storing: %w: %w", events.ErrUnavailable, fmt.Errorf("nats: %s", marker)),
 		"foreign": fmt.Errorf("nats: %s", marker),
 	}
-	svc, err := micro.AddService(nc, micro.Config{Name: "safe", Version: "0.0.1"})
+	svc, err := srv.Add(nc, srv.Config{Name: "safe", Version: "0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = svc.Stop() })
+	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 	for name, e := range fail {
 		e := e
 		if err := svc.AddEndpoint(name, r.Handler(name, func(context.Context, micro.Request, *Fields) (any, error) { return nil, e }),
-			micro.WithEndpointSubject("safe."+name)); err != nil {
+			srv.WithSubject("safe."+name)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint/srv"
 )
 
 // Dead serves cloudbridge.v1.admin.dead.{list,get,replay,purge}: it reads the
@@ -31,14 +32,14 @@ func NewDead(subjects events.Subjects, js jetstream.JetStream, stream string, ru
 	return &Dead{subjects: subjects, js: js, stream: stream, runner: runner}
 }
 
-// Register adds the dead-letter endpoints to the micro service.
-func (d *Dead) Register(svc micro.Service) error {
+// Register adds the dead-letter endpoints to the service.
+func (d *Dead) Register(svc *srv.Service) error {
 	for verb, fn := range map[string]endpoint.Func{
 		events.VerbList: d.list, events.VerbGet: d.get, events.VerbReplay: d.replay, events.VerbPurge: d.purge,
 	} {
 		name := "admin-dead-" + verb
 		if err := svc.AddEndpoint(name, d.runner.Handler(name, fn),
-			micro.WithEndpointSubject(d.subjects.AdminDead(verb))); err != nil {
+			srv.WithSubject(d.subjects.AdminDead(verb))); err != nil {
 			return fmt.Errorf("adding endpoint %s: %w", name, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint/srv"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 )
@@ -72,8 +73,8 @@ func (w *Worker) WithProviders(p Providers) *Worker {
 	return w
 }
 
-// Register adds the admin endpoints to the micro service.
-func (w *Worker) Register(svc micro.Service) error {
+// Register adds the admin endpoints to the service.
+func (w *Worker) Register(svc *srv.Service) error {
 	type ep struct {
 		resource, verb string
 		fn             endpoint.Func
@@ -94,12 +95,12 @@ func (w *Worker) Register(svc micro.Service) error {
 	for _, e := range eps {
 		name := "admin-" + e.resource + "-" + e.verb
 		if err := svc.AddEndpoint(name, w.runner.Handler(name, e.fn),
-			micro.WithEndpointSubject(w.subjects.Admin(e.resource, e.verb))); err != nil {
+			srv.WithSubject(w.subjects.Admin(e.resource, e.verb))); err != nil {
 			return fmt.Errorf("adding endpoint %s: %w", name, err)
 		}
 	}
 	if err := svc.AddEndpoint("admin-rekey", w.runner.Handler("admin-rekey", w.rekey),
-		micro.WithEndpointSubject(w.subjects.AdminRekey())); err != nil {
+		srv.WithSubject(w.subjects.AdminRekey())); err != nil {
 		return fmt.Errorf("adding endpoint admin-rekey: %w", err)
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint/srv"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
@@ -58,8 +59,8 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	srv := natstest.Server(t)
-	wnc := natstest.Connect(t, srv)
+	ns := natstest.Server(t)
+	wnc := natstest.Connect(t, ns)
 	js, err := jetstream.New(wnc)
 	if err != nil {
 		t.Fatal(err)
@@ -84,11 +85,11 @@ func newHarness(t *testing.T) *harness {
 		defer cancel()
 		reg.Stop(ctx)
 	})
-	svc, err := micro.AddService(wnc, micro.Config{Name: "cloudbridge", Version: "1.0.0"})
+	svc, err := srv.Add(wnc, srv.Config{Name: "cloudbridge", Version: "1.0.0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = svc.Stop() })
+	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 	inv := &invalidations{}
 	runner := endpoint.NewRunner(wnc, zerolog.Nop(), 5*time.Second, 16)
 	if err := admin.New(events.Subjects{}, reg, inv, runner).Register(svc); err != nil {
@@ -97,7 +98,7 @@ func newHarness(t *testing.T) *harness {
 	if err := wnc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, nc: natstest.Connect(t, srv), kv: map[string]jetstream.KeyValue{}, inv: inv, key: key}
+	h := &harness{t: t, nc: natstest.Connect(t, ns), kv: map[string]jetstream.KeyValue{}, inv: inv, key: key}
 	for _, what := range []string{"connections", "secrets", "exports"} {
 		if h.kv[what], err = js.KeyValue(ctx, events.Subjects{}.Bucket(what)); err != nil {
 			t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/cache"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint/srv"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
@@ -94,22 +95,22 @@ func New(cfg Config) *Worker {
 		bulkheads: map[string]*bulkhead{}, queueWait: wait}
 }
 
-// Register adds the worker's endpoints to the micro service.
-func (w *Worker) Register(svc micro.Service) error {
+// Register adds the worker's endpoints to the service.
+func (w *Worker) Register(svc *srv.Service) error {
 	s, r := w.cfg.Subjects, w.cfg.Runner
 	for _, ep := range []struct {
 		name    string
 		subject string
 		handler micro.Handler
-		opts    []micro.EndpointOpt
+		opts    []srv.EndpointOpt
 	}{
 		{"resolve", s.OpWildcard(events.OpResolve), w.dispatched(events.OpResolve, w.fastResolve, w.handleResolve), nil},
 		{"test", s.OpWildcard(events.OpTest), w.dispatched(events.OpTest, nil, w.handleTest), nil},
 		{"token", s.OpWildcard(events.OpToken), w.dispatched(events.OpToken, nil, w.handleToken), nil},
-		{"invalidate", s.Invalidate(), r.Inline("invalidate", w.handleInvalidate), []micro.EndpointOpt{micro.WithEndpointQueueGroupDisabled()}},
+		{"invalidate", s.Invalidate(), r.Inline("invalidate", w.handleInvalidate), []srv.EndpointOpt{srv.WithQueueGroupDisabled()}},
 		{"admin-audit-fingerprint", s.AdminAuditFingerprint(), r.Handler("admin-audit-fingerprint", w.handleFingerprint), nil},
 	} {
-		opts := append([]micro.EndpointOpt{micro.WithEndpointSubject(ep.subject)}, ep.opts...)
+		opts := append([]srv.EndpointOpt{srv.WithSubject(ep.subject)}, ep.opts...)
 		if err := svc.AddEndpoint(ep.name, ep.handler, opts...); err != nil {
 			return fmt.Errorf("adding endpoint %s: %w", ep.name, err)
 		}

@@ -67,7 +67,8 @@ func load(b *testing.B, conns []*nats.Conn, requesters, total int, subject strin
 //
 // The NATS server is a nats-server process (internal/testenv/procs), so that
 // its CPU is not in the worker's process; CLOUDBRIDGE_BENCH_INPROCESS=1 uses
-// an in-process server instead.
+// an in-process server instead; CLOUDBRIDGE_BENCH_AUDIT=off runs the worker
+// without audit events (the cost of the event each hit publishes).
 func BenchmarkCachedResolveVsEcho(b *testing.B) {
 	var url string
 	if os.Getenv("CLOUDBRIDGE_BENCH_INPROCESS") == "1" {
@@ -77,7 +78,11 @@ func BenchmarkCachedResolveVsEcho(b *testing.B) {
 	}
 	cfg := joinedConfig(url, newMasterKey(b))
 	cfg.HTTPAddr = "off"
-	s, err := Start(context.Background(), cfg, zerolog.Nop())
+	var opts []Option
+	if os.Getenv("CLOUDBRIDGE_BENCH_AUDIT") == "off" {
+		opts = append(opts, withoutAudit())
+	}
+	s, err := Start(context.Background(), cfg, zerolog.Nop(), opts...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -123,7 +123,10 @@ func flood(t testing.TB, url string, n int) (<-chan *nats.Msg, func()) {
 // failures (and their audit events): under heavy load and -race that took
 // longer than their 5 s deadline, which made this test flaky.
 func TestFloodedConnectionCostsOnlyItself(t *testing.T) {
-	_, srv, c, hangAccepted := floodSetup(t, 8*time.Second)
+	w, srv, c, hangAccepted := floodSetup(t, 8*time.Second)
+	snc := natstest.Connect(t, srv)
+	before, _ := resolveCounts(t, w.HTTPAddr())
+	statsBefore := resolveStats(t, snc, w)
 	const n = 3000
 	replies, done := flood(t, srv.ClientURL(), n)
 	defer done()
@@ -178,6 +181,23 @@ func TestFloodedConnectionCostsOnlyItself(t *testing.T) {
 		t.Fatalf("codes %v: want timeout for the %d admitted, throttled for the rest", codes, admitted)
 	}
 	t.Logf("codes %v; %d throttled replies came before the first timed-out one", codes, throttledFirst)
+	// $SRV.STATS counted every reply as it was sent, the throttled ones
+	// from the lane and the timeouts from their goroutines, as /metrics did.
+	after, _ := resolveCounts(t, w.HTTPAddr())
+	st := resolveStats(t, snc, w)
+	var reqs, errs float64
+	for code, v := range after {
+		reqs += v - before[code]
+		if code != "ok" {
+			errs += v - before[code]
+		}
+	}
+	if gotReqs, gotErrs := st.NumRequests-statsBefore.NumRequests, st.NumErrors-statsBefore.NumErrors; float64(gotReqs) != reqs ||
+		float64(gotErrs) != errs || gotErrs != n || !strings.HasPrefix(st.LastError, strconv.Itoa(events.CodeThrottled.Number())+":") &&
+		!strings.HasPrefix(st.LastError, strconv.Itoa(events.CodeTimeout.Number())+":") {
+		t.Fatalf("$SRV.STATS counted %d requests, %d errors (last %q); /metrics %v requests, %v errors; %d flood errors",
+			gotReqs, gotErrs, st.LastError, reqs, errs, n)
+	}
 	// The upstream work is bounded: the hanging endpoint saw at most
 	// max_concurrent calls.
 	if got := hangAccepted(); got > events.DefaultMaxConcurrent {

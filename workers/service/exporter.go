@@ -18,6 +18,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/config"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint/srv"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	awsprov "github.com/cloudbridge/cloudbridge/internal/provider/aws"
 	"github.com/cloudbridge/cloudbridge/internal/provider/gcp"
@@ -120,7 +121,7 @@ func (r *reconciler) Stop(ctx context.Context) error {
 // Register adds the export health endpoint (admin.exports.status), answered
 // from this worker's view: the consumers' info, the dead-letter stream and
 // every worker's status records.
-func (r *reconciler) Register(svc micro.Service, subjects events.Subjects, run *endpoint.Runner) error {
+func (r *reconciler) Register(svc *srv.Service, subjects events.Subjects, run *endpoint.Runner) error {
 	const name = "admin-exports-status"
 	return svc.AddEndpoint(name, run.Handler(name, func(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
 		var q events.ExportStatusRequest
@@ -132,7 +133,7 @@ func (r *reconciler) Register(svc micro.Service, subjects events.Subjects, run *
 		}
 		f.Export = q.Name
 		return r.w.Status(ctx, q.Name)
-	}), micro.WithEndpointSubject(subjects.AdminExportsStatus()))
+	}), srv.WithSubject(subjects.AdminExportsStatus()))
 }
 
 // sinkAWSConfig gives a CloudWatch sink the SDK config of its connection,

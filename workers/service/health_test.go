@@ -1,7 +1,9 @@
 package service
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -77,6 +79,26 @@ func TestWrongMasterKeyIsNotReady(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, "both instances to answer $SRV.PING", func() bool { return srvPings(t, nc) == 2 })
 }
 
+// resolveStats is the resolve endpoint's entry of the worker's $SRV.STATS.
+func resolveStats(t *testing.T, nc *nats.Conn, w *worker) micro.EndpointStats {
+	t.Helper()
+	m, err := nc.Request("$SRV.STATS.cloudbridge."+w.ServiceID(), nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats micro.Stats
+	if err := json.Unmarshal(m.Data, &stats); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range stats.Endpoints {
+		if e.Name == "resolve" {
+			return *e
+		}
+	}
+	t.Fatalf("no resolve endpoint in %s", m.Data)
+	return micro.EndpointStats{}
+}
+
 // resolveCounts reads the worker's /metrics: cloudbridge_requests_total of
 // endpoint resolve by code, and the sum of its request durations.
 func resolveCounts(t *testing.T, addr string) (map[string]float64, float64) {
@@ -109,12 +131,10 @@ func resolveCounts(t *testing.T, addr string) (map[string]float64, float64) {
 }
 
 // TestSRVStatsTellTheTruth: after N failed and M successful resolves
-// (answered inline, on the lane and asynchronously), $SRV.STATS's endpoint
-// data counts every one of them with its real outcome and processing time,
-// exactly as /metrics does. micro's own num_requests counts every request it
-// handed on; its own num_errors and processing_time see only the inline
-// replies (nats.go micro counts when its handler returns), which is why the
-// truth is in data.
+// (answered inline, on the lane and asynchronously), $SRV.STATS's own fields
+// and its endpoint data count every one of them with its real outcome and
+// processing time, exactly as /metrics does (nats.go micro, which counts when
+// its handler returns, saw only the inline replies' errors and times).
 func TestSRVStatsTellTheTruth(t *testing.T) {
 	srv := natstest.Server(t)
 	cloud := &fakeCloud{}
@@ -177,8 +197,14 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 	if ep == nil {
 		t.Fatalf("no resolve endpoint in %s", m.Data)
 	}
-	if ep.NumRequests != errs+oks {
-		t.Fatalf("micro num_requests %d, want %d", ep.NumRequests, errs+oks)
+	// $SRV.STATS's own fields count every reply, asynchronous ones included.
+	if ep.NumRequests != errs+oks || ep.NumErrors != errs || !strings.HasPrefix(ep.LastError, "504:") {
+		t.Fatalf("$SRV.STATS: %d requests, %d errors, last %q; want %d, %d, a timeout", ep.NumRequests, ep.NumErrors, ep.LastError, errs+oks, errs)
+	}
+	if ep.ProcessingTime < cfg.RequestTimeout || ep.ProcessingTime > 10*slow ||
+		ep.AverageProcessingTime != ep.ProcessingTime/time.Duration(ep.NumRequests) {
+		t.Fatalf("$SRV.STATS processing time %s (average %s) for a request that took %s (deadline %s)",
+			ep.ProcessingTime, ep.AverageProcessingTime, slow, cfg.RequestTimeout)
 	}
 	var data endpoint.Stats
 	if err := json.Unmarshal(ep.Data, &data); err != nil {
@@ -194,6 +220,10 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 	if data.ProcessingTime < cfg.RequestTimeout || data.ProcessingTime > 10*slow {
 		t.Fatalf("data processing time %s for a request that took %s (deadline %s)", data.ProcessingTime, slow, cfg.RequestTimeout)
 	}
+	if ep.NumRequests != data.NumRequests || ep.NumErrors != data.NumErrors || ep.LastError != data.LastError ||
+		ep.ProcessingTime != data.ProcessingTime {
+		t.Fatalf("$SRV.STATS %+v, its data %+v", ep, data)
+	}
 	// /metrics agrees, request by request and in time.
 	after, sumAfter := resolveCounts(t, w.HTTPAddr())
 	delta := map[string]float64{}
@@ -206,7 +236,52 @@ func TestSRVStatsTellTheTruth(t *testing.T) {
 	if fmt.Sprint(delta) != fmt.Sprint(want) {
 		t.Fatalf("/metrics counted %v, want %v", delta, want)
 	}
-	if d := time.Duration((sumAfter - sumBefore) * float64(time.Second)); d < data.ProcessingTime-time.Millisecond || d > data.ProcessingTime+time.Millisecond {
-		t.Fatalf("/metrics request time %s, $SRV.STATS %s", d, data.ProcessingTime)
+	if d := time.Duration((sumAfter - sumBefore) * float64(time.Second)); d < data.ProcessingTime-time.Millisecond || d > data.ProcessingTime+time.Millisecond ||
+		d < ep.ProcessingTime-time.Millisecond || d > ep.ProcessingTime+time.Millisecond {
+		t.Fatalf("/metrics request time %s, $SRV.STATS %s (data %s)", d, ep.ProcessingTime, data.ProcessingTime)
+	}
+}
+
+// TestStoppedWorkerLeavesSRV: a worker answers $SRV.PING, INFO and STATS on
+// all three subject forms (built by micro.ControlSubject) while it runs, and
+// none of them once stopped; its endpoints take no more requests.
+func TestStoppedWorkerLeavesSRV(t *testing.T) {
+	srv := natstest.Server(t)
+	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	nc := natstest.Connect(t, srv)
+	id := w.ServiceID()
+	verbs := []micro.Verb{micro.PingVerb, micro.InfoVerb, micro.StatsVerb}
+	forms := [][2]string{{"", ""}, {Name, ""}, {Name, id}}
+	for _, verb := range verbs {
+		for _, form := range forms {
+			subject, err := micro.ControlSubject(verb, form[0], form[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := nc.Request(subject, nil, 5*time.Second)
+			if err != nil {
+				t.Fatalf("%s: %v", subject, err)
+			}
+			var ident micro.ServiceIdentity
+			if err := json.Unmarshal(m.Data, &ident); err != nil || ident.ID != id || ident.Name != Name || ident.Version != Version {
+				t.Fatalf("%s: %s: %v", subject, m.Data, err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range verbs {
+		for _, form := range forms {
+			subject, _ := micro.ControlSubject(verb, form[0], form[1])
+			if _, err := nc.Request(subject, nil, 2*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+				t.Fatalf("%s after Stop: %v", subject, err)
+			}
+		}
+	}
+	if _, err := nc.Request(events.Subjects{}.Resolve("bio", "local-bio"), []byte(`{"secret":"x"}`), 2*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("resolve after Stop: %v", err)
 	}
 }

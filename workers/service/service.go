@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -25,6 +24,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/cache"
 	"github.com/cloudbridge/cloudbridge/internal/config"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint/srv"
 	"github.com/cloudbridge/cloudbridge/internal/monitor"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
@@ -50,7 +50,7 @@ type Service struct {
 	cache    *cache.Store
 	runner   *endpoint.Runner
 	svcMu    sync.Mutex
-	svc      micro.Service // nil while not taking requests
+	svc      *srv.Service // nil while not taking requests
 	stopping bool
 	admin    *admin.Worker
 	dead     *admin.Dead
@@ -173,7 +173,7 @@ func (s *Service) start(ctx context.Context) error {
 	return nil
 }
 
-// addEndpoints registers the micro service and its endpoints, and waits
+// addEndpoints registers the service ($SRV discovery) and its endpoints, and waits
 // until the server has their subscriptions: from then on, requests find this
 // worker.
 func (s *Service) addEndpoints() error {
@@ -183,47 +183,54 @@ func (s *Service) addEndpoints() error {
 		return nil
 	}
 	// The queue group is named after the service (micro's default is "q").
-	svc, err := micro.AddService(s.nc, micro.Config{Name: Name, Version: Version, QueueGroup: Name,
-		Description:  "cloudbridge: credentials and log export for data platforms",
-		StatsHandler: s.runner.EndpointStats})
+	// srv, not nats.go micro: its $SRV.STATS counts every reply as it is
+	// sent, the asynchronous ones included.
+	svc, err := srv.Add(s.nc, srv.Config{Name: Name, Version: Version, QueueGroup: Name,
+		Description: "cloudbridge: credentials and log export for data platforms",
+		Data:        s.runner.EndpointData})
 	if err != nil {
-		return fmt.Errorf("registering micro service: %w", err)
+		return fmt.Errorf("registering the service: %w", err)
+	}
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = svc.Stop(ctx)
 	}
 	if err := s.resolver.Register(svc); err != nil {
-		_ = svc.Stop()
+		stop()
 		return err
 	}
 	if err := s.admin.Register(svc); err != nil {
-		_ = svc.Stop()
+		stop()
 		return err
 	}
 	if err := s.dead.Register(svc); err != nil {
-		_ = svc.Stop()
+		stop()
 		return err
 	}
 	if err := s.exporter.Register(svc, events.Subjects{Prefix: s.cfg.Prefix}, s.runner); err != nil {
-		_ = svc.Stop()
+		stop()
 		return err
 	}
 	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
-		_ = svc.Stop()
+		stop()
 		return fmt.Errorf("registering endpoints with NATS: %w", err)
 	}
 	s.svc = svc
-	id := svc.Info().ID
+	id := svc.ID()
 	s.instance.Store(&id)
 	return nil
 }
 
-// removeEndpoints stops the micro service: its subscriptions drain, so the
-// queue groups stop sending this worker requests.
-func (s *Service) removeEndpoints() error {
+// removeEndpoints stops the service: its subscriptions drain (within ctx),
+// so the queue groups stop sending this worker requests.
+func (s *Service) removeEndpoints(ctx context.Context) error {
 	s.svcMu.Lock()
 	defer s.svcMu.Unlock()
 	if s.svc == nil {
 		return nil
 	}
-	err := s.svc.Stop()
+	err := s.svc.Stop(ctx)
 	s.svc = nil
 	// Once the server has the unsubscribes, it sends this worker no more
 	// requests.
@@ -263,7 +270,10 @@ func (s *Service) watchHealth(ctx context.Context) {
 				s.log.Error().Str("why", why.Error()).Msg("worker not ready: leaving the queue groups")
 				last = why.Error()
 			}
-			if err := s.removeEndpoints(); err != nil {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := s.removeEndpoints(ctx)
+			cancel()
+			if err != nil {
 				s.log.Warn().Err(err).Msg("removing endpoints")
 			}
 		default:
@@ -425,7 +435,7 @@ func (s *Service) ServiceID() string {
 	if s.svc == nil {
 		return ""
 	}
-	return s.svc.Info().ID
+	return s.svc.ID()
 }
 
 // Stop stops taking requests, finishes those in flight, stops the export
@@ -445,8 +455,8 @@ func (s *Service) stop(ctx context.Context) error {
 	s.svcMu.Lock()
 	s.stopping = true
 	s.svcMu.Unlock()
-	if err := s.removeEndpoints(); err != nil {
-		errs = append(errs, fmt.Errorf("stopping micro service: %w", err))
+	if err := s.removeEndpoints(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stopping the service: %w", err))
 	}
 	if s.runner != nil {
 		if err := s.waitIdle(ctx); err != nil {

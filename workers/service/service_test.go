@@ -324,12 +324,7 @@ func TestCacheThroughNATS(t *testing.T) {
 	}
 	natstest.Eventually(t, 5*time.Second, "the provider call", func() bool { return cloud.calls.Load() >= 1 })
 	natstest.Eventually(t, 5*time.Second, "all requests to be waiting", func() bool {
-		for _, ep := range w.svc.Stats().Endpoints {
-			if ep.Name == "resolve" {
-				return ep.NumRequests >= 100
-			}
-		}
-		return false
+		return w.svc.Pending("resolve") >= 100
 	})
 	cloud.mu.Lock()
 	close(cloud.gate)
