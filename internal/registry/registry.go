@@ -119,10 +119,45 @@ type bucket struct {
 	// applies an entry and marks its revision seen, a put while it adopts
 	// its own write (adoptConnection).
 	applyMu sync.Mutex
+	// own holds revisions this worker wrote whose change it has already
+	// acted on itself (a secret put invalidates this worker's cache before
+	// it replies): the watcher applies them without notifying again, so a
+	// late notification cannot drop what a request cached after the reply.
+	// Guarded by applyMu; an entry is removed when the watcher reaches it.
+	own map[uint64]struct{}
 
 	mu   sync.Mutex
 	seen uint64
 	wake chan struct{}
+}
+
+// wroteOwn records that this worker wrote revision rev and handles its
+// change itself. A revision the watcher has already applied is not kept.
+func (b *bucket) wroteOwn(rev uint64) {
+	b.applyMu.Lock()
+	defer b.applyMu.Unlock()
+	if b.lastSeen() >= rev {
+		return
+	}
+	if b.own == nil {
+		b.own = map[uint64]struct{}{}
+	}
+	b.own[rev] = struct{}{}
+}
+
+// takeOwn reports whether rev is one of this worker's own handled writes,
+// forgetting it and any older one left (applyMu held).
+func (b *bucket) takeOwn(rev uint64) bool {
+	if len(b.own) == 0 {
+		return false
+	}
+	_, ok := b.own[rev]
+	for r := range b.own {
+		if r <= rev {
+			delete(b.own, r)
+		}
+	}
+	return ok
 }
 
 func (b *bucket) lastSeen() uint64 {
@@ -373,6 +408,9 @@ func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, w watche
 			w.b.applyMu.Lock()
 			c := w.apply(e, *initial)
 			w.b.markSeen(e.Revision())
+			if w.b.takeOwn(e.Revision()) {
+				c = nil
+			}
 			w.b.applyMu.Unlock()
 			if c != nil {
 				r.notify(*c)

@@ -29,7 +29,9 @@ func (r *Registry) applySecret(e jetstream.KeyValueEntry) *Change {
 // builtin provider reads through provider.SecretStore).
 type StoredSecret = provider.StoredSecret
 
-// PutSecret stores a built-in secret of a builtin connection, sealed.
+// PutSecret stores a built-in secret of a builtin connection, sealed. The
+// caller acts on the change on this worker (invalidates its cache entry):
+// the watcher does not notify this worker's listeners of the write again.
 //
 // A put is one round trip to the bucket when the secret is new: the
 // connection is checked in the watched view (the bucket confirms a negative
@@ -49,12 +51,16 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 		if err != nil {
 			return err
 		}
+		var rev uint64
 		if prev == 0 {
-			_, err = r.secrets.kv.Create(ctx, key, val)
+			rev, err = r.secrets.kv.Create(ctx, key, val)
 		} else {
-			_, err = r.secrets.kv.Update(ctx, key, val, prev)
+			rev, err = r.secrets.kv.Update(ctx, key, val, prev)
 		}
 		if err == nil {
+			// The caller invalidates this worker's cache before it replies
+			// (admin): the watcher's notification would only come later.
+			r.secrets.wroteOwn(rev)
 			return nil
 		}
 		if attempt >= 10 || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) || ctx.Err() != nil {
