@@ -39,6 +39,15 @@ type Sink interface {
 	Close() error
 }
 
+// CallReporter is a Sink that reports each successful call as it returns:
+// WriteEach is Write calling accepted (on the caller's goroutine, between
+// calls) after every call that set outcomes, so the runner acks what a call
+// carried at once instead of after the whole batch's calls (a worker killed
+// between two calls of a batch then loses the acks of none it completed).
+type CallReporter interface {
+	WriteEach(ctx context.Context, recs []logevent.Record, out []logevent.Outcome, accepted func()) error
+}
+
 // Clients turn a connection into what a cloud's SDK clients are built from,
 // with the connection's own credentials. A sink kind uses its provider's.
 type Clients struct {

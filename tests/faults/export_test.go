@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,12 +41,26 @@ func TestExportThroughFaults(t *testing.T) {
 	b := binaries(t)
 	start := time.Now()
 	aws := awsfake.New(t)
-	aws.AddCredentials(awsfake.Credentials{AccessKeyID: "AKIDFAULTSLOGS000001", SecretAccessKey: "faults-logs-secret"})
+	// Each worker process signs with its own access key (auth "default",
+	// the key in its environment), so the fake's calls tell which worker
+	// delivered what: worker i is started with key i, the restarted one with 3.
+	workerKey := func(i int) string { return fmt.Sprintf("AKIDFAULTSLOGS00000%d", i) }
+	for i := range 4 {
+		aws.AddCredentials(awsfake.Credentials{AccessKeyID: workerKey(i), SecretAccessKey: "faults-logs-secret"})
+	}
 	cw := aws.Logs()
 	cw.SetDelay(50 * time.Millisecond) // calls in flight when the worker is killed
 
 	c := procs.StartCluster(t, b, 3)
-	workers := []*procs.Worker{startWorker(t, c), startWorker(t, c), startWorker(t, c)}
+	start3 := func(i int) *procs.Worker {
+		return startWorkerEnv(t, c, []string{"AWS_ACCESS_KEY_ID=" + workerKey(i), "AWS_SECRET_ACCESS_KEY=faults-logs-secret",
+			"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"})
+	}
+	workers := []*procs.Worker{start3(0), start3(1), start3(2)}
+	// A timeline of the fake's calls: when the n-th call was recorded (to the
+	// sampling period), to place each delivery relative to the faults.
+	tl := newCallTimeline(cw, start)
+	defer tl.stop()
 	var wmu sync.Mutex
 	logs := func() string {
 		wmu.Lock()
@@ -79,8 +94,7 @@ func TestExportThroughFaults(t *testing.T) {
 
 	admin(t, cl, events.ResourceConnections, events.VerbPut, events.Connection{Name: "aws-logs", Provider: events.ProviderAWS,
 		Groups: []string{"ops"}, Secrets: []string{},
-		AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthAccessKey, AccessKeyID: "AKIDFAULTSLOGS000001",
-			SecretAccessKey: "faults-logs-secret", Endpoint: aws.URL()}}, nil, 30*time.Second)
+		AWS: &events.AWSConfig{Region: "us-east-1", Auth: events.AWSAuthDefault, Endpoint: aws.URL()}}, nil, 30*time.Second)
 	admin(t, cl, events.ResourceExports, events.VerbPut, events.Export{Name: "chaos", Connection: "aws-logs",
 		Subjects:   []string{"logs.chaos.>"},
 		CloudWatch: &events.CloudWatchSink{LogGroup: "/faults/chaos", LogStream: "{subject}", Create: true},
@@ -136,6 +150,7 @@ func TestExportThroughFaults(t *testing.T) {
 
 	// 1. A worker killed with SIGKILL mid-batch, then started again.
 	eventually(t, 90*time.Second, "2,000 events exported", func() bool { return cw.Count() >= 2000 }, logs)
+	killAt := time.Since(start)
 	workers[0].Kill()
 	ackPending := -1
 	{
@@ -147,7 +162,7 @@ func TestExportThroughFaults(t *testing.T) {
 	}
 	t.Logf("worker 0 killed (SIGKILL) at %d events in CloudWatch, %d messages ack-pending", cw.Count(), ackPending)
 	wmu.Lock()
-	workers[0] = startWorker(t, c)
+	workers[0] = start3(3)
 	wmu.Unlock()
 
 	// 2. 10 s of throttling, then 3. 10 s of 503, each until a call succeeds
@@ -176,6 +191,7 @@ func TestExportThroughFaults(t *testing.T) {
 	}
 	leader := c.Node(si.Cluster.Leader)
 	before := cw.Count()
+	leaderAt := time.Since(start)
 	leader.Kill()
 	eventually(t, 60*time.Second, "a new logs stream leader", func() bool {
 		si := info()
@@ -247,6 +263,9 @@ func TestExportThroughFaults(t *testing.T) {
 		published.Load(), pubRetries.Load(), elapsed.Round(time.Second), dups, pct, calls(func(awsfake.LogCall) bool { return true }), calls(succeeded))
 	if dups > 0 {
 		t.Logf("duplicated ids (id ranges ×count): %s", dupRanges(counts))
+		t.Logf("duplicates by cause (worker 0 killed at %s, leader killed at %s):\n%s",
+			killAt.Round(time.Millisecond), leaderAt.Round(time.Millisecond),
+			explainDups(cw.Calls(), cw, tl, counts, workerKey, killAt, leaderAt))
 	}
 	if pct > maxDupPct {
 		t.Errorf("%d duplicates (%.3f%%), want ≤ %.1f%%", dups, pct, maxDupPct)
@@ -284,4 +303,131 @@ func dupRanges(counts map[int]int) string {
 		out = append(out[:40], "…")
 	}
 	return strings.Join(out, " ")
+}
+
+// callTimeline samples how many calls the fake has recorded, to date each call.
+type callTimeline struct {
+	mu      sync.Mutex
+	samples []timelineSample
+	done    chan struct{}
+	exited  chan struct{}
+}
+
+type timelineSample struct {
+	at    time.Duration // since the test's start
+	calls int
+}
+
+func newCallTimeline(cw *awsfake.Logs, start time.Time) *callTimeline {
+	tl := &callTimeline{done: make(chan struct{}), exited: make(chan struct{})}
+	go func() {
+		defer close(tl.exited)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tl.done:
+				return
+			case <-tick.C:
+				n := len(cw.Calls())
+				tl.mu.Lock()
+				tl.samples = append(tl.samples, timelineSample{time.Since(start), n})
+				tl.mu.Unlock()
+			}
+		}
+	}()
+	return tl
+}
+
+func (tl *callTimeline) stop() {
+	select {
+	case <-tl.done:
+	default:
+		close(tl.done)
+		<-tl.exited
+	}
+}
+
+// at is when call i (0-based) was first seen recorded.
+func (tl *callTimeline) at(i int) time.Duration {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for _, s := range tl.samples {
+		if s.calls > i {
+			return s.at
+		}
+	}
+	return -1
+}
+
+// explainDups reconstructs, for every duplicated id, which calls (worker by
+// access key, time) carried each copy: the fake appends a successful call's
+// accepted events to its stream in call order, under the lock that records
+// the call. It classifies each duplicate by the first copy: delivered by the
+// killed worker within 2 s before its kill ("kill": accepted, acks lost with
+// the process), within 3 s around the leader kill ("leader": acks lost with
+// the consumer leader), else "other".
+func explainDups(calls []awsfake.LogCall, cw *awsfake.Logs, tl *callTimeline, counts map[int]int,
+	key func(int) string, killAt, leaderAt time.Duration) string {
+	type copyOf struct {
+		call int
+		key  string
+	}
+	streamEvents := map[string][]awsfake.LogEvent{}
+	cw.AllEvents(func(group, stream string, ev awsfake.LogEvent) {
+		streamEvents[group+"/"+stream] = append(streamEvents[group+"/"+stream], ev)
+	})
+	off := map[string]int{}
+	copies := map[int][]copyOf{}
+	for i, call := range calls {
+		if call.Op != awsfake.OpPutLogEvents || call.Error != "" {
+			continue
+		}
+		k := call.Group + "/" + call.Stream
+		evs := streamEvents[k]
+		for j := off[k]; j < off[k]+call.Accepted && j < len(evs); j++ {
+			var m struct {
+				ID *int `json:"id"`
+			}
+			if json.Unmarshal([]byte(evs[j].Message), &m) == nil && m.ID != nil && counts[*m.ID] > 1 {
+				copies[*m.ID] = append(copies[*m.ID], copyOf{i, call.AccessKeyID})
+			}
+		}
+		off[k] += call.Accepted
+	}
+	workerOf := func(k string) string {
+		for i := range 4 {
+			if key(i) == k {
+				return fmt.Sprintf("w%d", i)
+			}
+		}
+		return "?"
+	}
+	byCause := map[string]int{}
+	var lines []string
+	ids := make([]int, 0, len(copies))
+	for id := range copies {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		cs := copies[id]
+		first := tl.at(cs[0].call)
+		cause := "other"
+		switch {
+		case cs[0].key == key(0) && first >= killAt-2*time.Second && first <= killAt+time.Second:
+			cause = "kill"
+		case first >= leaderAt-3*time.Second && first <= leaderAt+3*time.Second:
+			cause = "leader"
+		}
+		byCause[cause]++
+		if len(lines) < 60 {
+			var parts []string
+			for _, c := range cs {
+				parts = append(parts, fmt.Sprintf("%s@%s(call %d)", workerOf(c.key), tl.at(c.call).Round(10*time.Millisecond), c.call))
+			}
+			lines = append(lines, fmt.Sprintf("  id %d [%s]: %s", id, cause, strings.Join(parts, " ")))
+		}
+	}
+	return fmt.Sprintf("  by cause: kill %d, leader %d, other %d\n%s", byCause["kill"], byCause["leader"], byCause["other"], strings.Join(lines, "\n"))
 }

@@ -69,6 +69,12 @@ var (
 // startWorker starts a worker on the cluster with R3 buckets and streams.
 func startWorker(t *testing.T, c *procs.Cluster, extra ...string) *procs.Worker {
 	t.Helper()
+	return startWorkerEnv(t, c, nil, extra...)
+}
+
+// startWorkerEnv is startWorker with more environment.
+func startWorkerEnv(t *testing.T, c *procs.Cluster, env []string, extra ...string) *procs.Worker {
+	t.Helper()
 	b := binaries(t)
 	helpOnce.Do(func() {
 		out, _ := exec.Command(b.Cloudbridge, "serve", "--help").CombinedOutput()
@@ -81,7 +87,7 @@ func startWorker(t *testing.T, c *procs.Cluster, extra ...string) *procs.Worker 
 		args = append(args, "--allow-endpoints", "127.0.0.1")
 	}
 	args = append(args, extra...)
-	return procs.StartWorker(t, b, []string{"CLOUDBRIDGE_MASTER_KEY=" + procs.MasterKey}, args...)
+	return procs.StartWorker(t, b, append([]string{"CLOUDBRIDGE_MASTER_KEY=" + procs.MasterKey}, env...), args...)
 }
 
 // connect is a client connection that fails over between the nodes forever.

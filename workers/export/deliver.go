@@ -56,10 +56,18 @@ func (r *runner) deliver(b *batch) bool {
 			return false
 		}
 		cctx, cancel := context.WithTimeout(ctx, r.w.cfg.CallTimeout)
-		err := r.sink.Write(cctx, b.recs, b.out)
+		acked := 0
+		var err error
+		if cr, ok := r.sink.(sink.CallReporter); ok {
+			// Each call's messages are acked (and flushed) as it returns,
+			// before the next call of the batch goes out.
+			err = cr.WriteEach(cctx, b.recs, b.out, func() { acked += r.ackAccepted(b) })
+		} else {
+			err = r.sink.Write(cctx, b.recs, b.out)
+		}
 		timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded)
 		cancel()
-		if r.ackAccepted(b) > 0 {
+		if acked += r.ackAccepted(b); acked > 0 {
 			attempt = 0 // a call went through: the next one starts its own backoff
 			r.health.delivered(r.w.cfg.Now())
 		}
@@ -97,8 +105,11 @@ func (r *runner) deliver(b *batch) bool {
 	return true
 }
 
-// ackAccepted acks the messages of records accepted since the last call and
-// returns how many.
+// ackAccepted acks the messages of records accepted since the last call,
+// flushes the acks to the server at once, and returns how many. The flush
+// bounds what a worker killed right after a call can leave unacked (and
+// deliver twice) to the calls in flight: an accepted call's acks are on the
+// wire before the next call goes out.
 func (r *runner) ackAccepted(b *batch) int {
 	n := 0
 	for i, m := range b.msgs {
@@ -108,7 +119,27 @@ func (r *runner) ackAccepted(b *batch) int {
 			n++
 		}
 	}
+	if n > 0 {
+		r.flushAcks()
+	}
 	return n
+}
+
+// ackFlushTimeout bounds the wait for the server's PONG after a call's acks;
+// a connection that is reconnecting sends them when it is back.
+const ackFlushTimeout = time.Second
+
+func (r *runner) flushAcks() {
+	nc := r.w.cfg.NC
+	if js := r.w.cfg.JS; js != nil && js.Conn() != nil {
+		nc = js.Conn()
+	}
+	if nc == nil || !nc.IsConnected() {
+		return
+	}
+	if err := nc.FlushTimeout(ackFlushTimeout); err != nil {
+		r.log.Debug().Str("err", events.Detail(err)).Msg("flushing acks")
+	}
 }
 
 // refuse dead-letters the still pending records of a call the cloud refused

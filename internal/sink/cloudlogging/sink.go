@@ -192,6 +192,17 @@ func (s *Sink) entry(r *logevent.Record) *loggingpb.LogEntry {
 // successful call carried; at the first failed call it returns a
 // *sink.Failure classifying it, and the records not yet carried stay Pending.
 func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent.Outcome) error {
+	return s.WriteEach(ctx, recs, out, nil)
+}
+
+// WriteEach is Write, calling accepted (when not nil) after each successful
+// entries.write (sink.CallReporter).
+func (s *Sink) WriteEach(ctx context.Context, recs []logevent.Record, out []logevent.Outcome, accepted func()) error {
+	done := func() {
+		if accepted != nil {
+			accepted()
+		}
+	}
 	var entries []*loggingpb.LogEntry
 	var idx []int
 	size := 0
@@ -216,6 +227,7 @@ func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent
 			if err := s.write(ctx, entries, idx, out); err != nil {
 				return err
 			}
+			done()
 			entries, idx, size = entries[:0], idx[:0], 0
 		}
 		entries = append(entries, e)
@@ -225,7 +237,11 @@ func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent
 	if len(entries) == 0 {
 		return nil
 	}
-	return s.write(ctx, entries, idx, out)
+	if err := s.write(ctx, entries, idx, out); err != nil {
+		return err
+	}
+	done()
+	return nil
 }
 
 func (s *Sink) write(ctx context.Context, entries []*loggingpb.LogEntry, idx []int, out []logevent.Outcome) error {

@@ -212,6 +212,12 @@ type item struct {
 // record a successful call carried; at the first failed call it returns a
 // *sink.Failure classifying it, and the records not yet carried stay Pending.
 func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent.Outcome) error {
+	return s.WriteEach(ctx, recs, out, nil)
+}
+
+// WriteEach is Write, calling accepted (when not nil) after each successful
+// PutLogEvents (sink.CallReporter).
+func (s *Sink) WriteEach(ctx context.Context, recs []logevent.Record, out []logevent.Outcome, accepted func()) error {
 	byStream := map[streamKey][]item{}
 	var order []streamKey
 	for i := range recs {
@@ -246,6 +252,9 @@ func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent
 			n := chunk(items)
 			if err := s.put(ctx, k.group, k.stream, items[:n], out); err != nil {
 				return err
+			}
+			if accepted != nil {
+				accepted()
 			}
 			items = items[n:]
 		}
