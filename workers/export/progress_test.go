@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,6 +114,70 @@ func TestRefusedCallDeadLetters(t *testing.T) {
 	}
 	for id, c := range cwIDs(e.cw) {
 		if c != 1 || id%2 != 0 {
+			t.Fatalf("event %d stored %d times", id, c)
+		}
+	}
+}
+
+// hangingStream holds the PutLogEvents calls of one log stream until release
+// is closed (or the call's context ends); the other calls go to the fake.
+type hangingStream struct {
+	cloudwatch.API
+	stream  string
+	release chan struct{}
+	hung    *atomic.Int64
+}
+
+func (s hangingStream) PutLogEvents(ctx context.Context, in *cloudwatchlogs.PutLogEventsInput, opts ...func(*cloudwatchlogs.Options)) (*cloudwatchlogs.PutLogEventsOutput, error) {
+	if aws.ToString(in.LogStreamName) == s.stream {
+		s.hung.Add(1)
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return s.API.PutLogEvents(ctx, in, opts...)
+}
+
+// TestCallAckedBeforeNextCall: one batch spans two log streams; the first
+// stream's call succeeds and the second's hangs. The first call's messages
+// are acked while the second still hangs (not after the batch's last call),
+// so a worker killed then would leave only the hung call's events to be
+// redelivered. After the release, every event is stored once.
+func TestCallAckedBeforeNextCall(t *testing.T) {
+	const n = 100
+	e := newEnv(t)
+	var hung atomic.Int64
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	factory := func(ctx context.Context, exp events.Export, conn events.Connection) (Sink, error) {
+		cfg, _ := testAWSConfig(ctx, conn)
+		return cloudwatch.New(hangingStream{API: cloudwatch.NewClient(cfg, conn), stream: "logs.h.b", release: release, hung: &hung},
+			exp, zerolog.Nop()), nil
+	}
+	exp := cwExport("hang", "logs.h.>")
+	w := e.worker(func(c *Config) {
+		// The hung call must not end by its deadline while the test looks.
+		c.Sinks, c.AckWait, c.CallTimeout = factory, 2*time.Minute, time.Minute
+	})
+	// All in the stream before the export starts: one batch, stream a's
+	// call first (its subject comes first), then b's.
+	e.publish(0, n, []string{"logs.h.a", "logs.h.b"}, "")
+	w.Apply([]events.Export{exp}, e.conns())
+	natstest.Eventually(t, 15*time.Second, "stream a's events stored and acked while b's call hangs", func() bool {
+		ack, _ := consumerPending(t, e.js, exp.Name)
+		return hung.Load() > 0 && len(cwIDs(e.cw)) == n/2 && ack == n/2
+	})
+	unblock()
+	natstest.Eventually(t, 30*time.Second, "every event delivered and acked", func() bool {
+		ack, pending := consumerPending(t, e.js, exp.Name)
+		return len(cwIDs(e.cw)) == n && ack == 0 && pending == 0
+	})
+	for id, c := range cwIDs(e.cw) {
+		if c != 1 {
 			t.Fatalf("event %d stored %d times", id, c)
 		}
 	}
