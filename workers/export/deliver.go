@@ -59,8 +59,8 @@ func (r *runner) deliver(b *batch) bool {
 		acked := 0
 		var err error
 		if cr, ok := r.sink.(sink.CallReporter); ok {
-			// Each call's messages are acked (and flushed) as it returns,
-			// before the next call of the batch goes out.
+			// Each call's messages are acked as it returns, before the
+			// next call of the batch goes out.
 			err = cr.WriteEach(cctx, b.recs, b.out, func() { acked += r.ackAccepted(b) })
 		} else {
 			err = r.sink.Write(cctx, b.recs, b.out)
@@ -105,11 +105,12 @@ func (r *runner) deliver(b *batch) bool {
 	return true
 }
 
-// ackAccepted acks the messages of records accepted since the last call,
-// flushes the acks to the server at once, and returns how many. The flush
-// bounds what a worker killed right after a call can leave unacked (and
-// deliver twice) to the calls in flight: an accepted call's acks are on the
-// wire before the next call goes out.
+// ackAccepted acks the messages of records accepted since the last call and
+// returns how many. Called as each call returns, it bounds what a worker
+// killed right after a call can leave unacked (and deliver twice) to the
+// calls in flight. (No flush waits for the server here: a blocking round
+// trip between a batch's calls would spend their shared deadline; the
+// client writes the acks out at once.)
 func (r *runner) ackAccepted(b *batch) int {
 	n := 0
 	for i, m := range b.msgs {
@@ -119,27 +120,7 @@ func (r *runner) ackAccepted(b *batch) int {
 			n++
 		}
 	}
-	if n > 0 {
-		r.flushAcks()
-	}
 	return n
-}
-
-// ackFlushTimeout bounds the wait for the server's PONG after a call's acks;
-// a connection that is reconnecting sends them when it is back.
-const ackFlushTimeout = time.Second
-
-func (r *runner) flushAcks() {
-	nc := r.w.cfg.NC
-	if js := r.w.cfg.JS; js != nil && js.Conn() != nil {
-		nc = js.Conn()
-	}
-	if nc == nil || !nc.IsConnected() {
-		return
-	}
-	if err := nc.FlushTimeout(ackFlushTimeout); err != nil {
-		r.log.Debug().Str("err", events.Detail(err)).Msg("flushing acks")
-	}
 }
 
 // refuse dead-letters the still pending records of a call the cloud refused
