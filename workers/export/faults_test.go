@@ -71,7 +71,10 @@ func assertOnce(t *testing.T, e *env, exp string, n int, inBefore float64) {
 func TestLongCallKeptAlive(t *testing.T) {
 	const n = 200
 	e := newEnv(t)
-	ackWait := 2 * time.Second
+	// Long enough that an InProgress every third of it is not late on a
+	// loaded machine (2 s was: a keepalive delayed past 1.3 s redelivered),
+	// short enough that the fault outlasts it four times over.
+	ackWait := 5 * time.Second
 	var hung atomic.Int64
 	exp := cwExport("longcall", "logs.long.>")
 	in := testutil.ToFloat64(metrics.ExportEventsIn.WithLabelValues(exp.Name))
@@ -280,7 +283,10 @@ func TestWarningsRateLimited(t *testing.T) {
 func TestHeldMessagesKeptAlive(t *testing.T) {
 	const n = 3000
 	e := newEnv(t)
-	ackWait := 2 * time.Second
+	// Long enough that an InProgress every third of it is not late on a
+	// loaded machine (2 s was: a keepalive delayed past 1.3 s redelivered),
+	// short enough that the fault outlasts it four times over.
+	ackWait := 5 * time.Second
 	exp := cwExport("held", "logs.held.>")
 	exp.Batch.MaxEvents = 100
 	in := testutil.ToFloat64(metrics.ExportEventsIn.WithLabelValues(exp.Name))
