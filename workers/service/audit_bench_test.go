@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,45 +21,11 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
-// requestFunc sends one request on nc as requester r and checks its reply.
-type requestFunc func(nc *nats.Conn, r int) error
-
 // loadWith runs total requests of do from requesters goroutines over conns
 // and returns the throughput and the p99 latency.
 func loadWith(b *testing.B, conns []*nats.Conn, requesters, total int, do requestFunc) (float64, time.Duration) {
-	b.Helper()
-	lat := make([][]time.Duration, requesters)
-	per := max(total/requesters, 1)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for r := 0; r < requesters; r++ {
-		wg.Add(1)
-		go func(r int) {
-			defer wg.Done()
-			nc := conns[r%len(conns)]
-			l := make([]time.Duration, 0, per)
-			for i := 0; i < per; i++ {
-				t0 := time.Now()
-				if err := do(nc, r); err != nil {
-					b.Error(err)
-					return
-				}
-				l = append(l, time.Since(t0))
-			}
-			lat[r] = l
-		}(r)
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	if len(all) == 0 {
-		b.Fatal("no requests completed")
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	return float64(len(all)) / elapsed.Seconds(), all[len(all)*99/100]
+	rate, _, p99 := loadLat(b, conns, requesters, total, do)
+	return rate, p99
 }
 
 // cpuTime is the CPU time this process used so far (user and system):

@@ -18,16 +18,32 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/testenv/procs"
 )
 
-// load sends total requests from requesters goroutines spread over conns
-// connections and returns the throughput and the latencies' p50 and p99.
+// load sends total requests of subject with body from requesters
+// goroutines spread over conns connections and returns the throughput and
+// the latencies' p50 and p99.
 func load(b *testing.B, conns []*nats.Conn, requesters, total int, subject string, body []byte) (float64, time.Duration, time.Duration) {
+	return loadLat(b, conns, requesters, total, func(nc *nats.Conn, _ int) error {
+		msg, err := nc.Request(subject, body, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("request %s: %w", subject, err)
+		}
+		if code := msg.Header.Get(events.HeaderErrorCode); code != "" {
+			return fmt.Errorf("request %s: %s", subject, code)
+		}
+		return nil
+	})
+}
+
+// requestFunc sends one request on nc as requester r and checks its reply.
+type requestFunc func(nc *nats.Conn, r int) error
+
+// loadLat runs total requests of do from requesters closed-loop goroutines
+// over conns and returns the throughput and the latencies' p50 and p99.
+func loadLat(b *testing.B, conns []*nats.Conn, requesters, total int, do requestFunc) (float64, time.Duration, time.Duration) {
 	b.Helper()
 	lat := make([][]time.Duration, requesters)
+	per := max(total/requesters, 1)
 	var wg sync.WaitGroup
-	per := total / requesters
-	if per == 0 {
-		per = 1
-	}
 	start := time.Now()
 	for r := 0; r < requesters; r++ {
 		wg.Add(1)
@@ -37,9 +53,8 @@ func load(b *testing.B, conns []*nats.Conn, requesters, total int, subject strin
 			l := make([]time.Duration, 0, per)
 			for i := 0; i < per; i++ {
 				t0 := time.Now()
-				msg, err := nc.Request(subject, body, 5*time.Second)
-				if err != nil || msg.Header.Get(events.HeaderErrorCode) != "" {
-					b.Errorf("request %s: %v", subject, err)
+				if err := do(nc, r); err != nil {
+					b.Error(err)
 					return
 				}
 				l = append(l, time.Since(t0))
