@@ -97,7 +97,7 @@ func (c *auditTailCmd) Run(e *env) error {
 		return events.Wrap(events.CodeUnavailable, err, "reading the audit stream %s", s.AuditStream())
 	}
 	if !e.f.JSON {
-		fmt.Fprintf(e.stdout, "%-24s  %-10s  %-12s  %-16s  %-20s  %-11s  %8s  %-12s  %s\n",
+		fmt.Fprintf(e.stdout, "%-24s  %-16s  %-12s  %-16s  %-20s  %-11s  %8s  %-12s  %s\n",
 			"TIME", "OP", "GROUP", "CONN", "SECRET", "OUTCOME", "MS", "FINGERPRINT", "REQUEST")
 	}
 	seen := 0
@@ -125,7 +125,7 @@ func (c *auditTailCmd) Run(e *env) error {
 				if ev.Verb != "" {
 					what = ev.Verb
 				}
-				fmt.Fprintf(e.stdout, "%-24s  %-10s  %-12s  %-16s  %-20s  %-11s  %8.2f  %-12s  %s\n",
+				fmt.Fprintf(e.stdout, "%-24s  %-16s  %-12s  %-16s  %-20s  %-11s  %8.2f  %-12s  %s\n",
 					ev.Time.Format("2006-01-02T15:04:05.000Z"), what, orDash(ev.Group), orDash(ev.Connection),
 					orDash(clip(ev.Secret, 20)), ev.Outcome, ev.LatencyMS, orDash(clip(ev.Fingerprint, 12)), ev.RequestID)
 			}
