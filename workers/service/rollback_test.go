@@ -43,9 +43,18 @@ func TestReplayedRecordKeepsAccessRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// v2 revokes chem; both workers see it.
+	// v2 revokes chem; both workers see it (the worker that took the put
+	// has it when it replies; the other one once its watcher applies it).
 	conn.Groups = []string{"bio"}
 	adminReq(t, c, events.ResourceConnections, events.VerbPut, conn, nil)
+	natstest.Eventually(t, 5*time.Second, "both workers to apply the revocation", func() bool {
+		for _, w := range []*worker{w1, w2} {
+			if got, ok := w.reg.Connection("local-bio"); !ok || got.AllowsGroup("chem") {
+				return false
+			}
+		}
+		return true
+	})
 	for i := 0; i < 4; i++ {
 		if _, err := resolveReq(c, "chem", "local-bio", events.ResolveRequest{Secret: "biodb01"}); !errors.Is(err, events.ErrForbidden) {
 			t.Fatalf("chem after revocation: %v", err)
