@@ -12,6 +12,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -53,6 +54,30 @@ type CallReporter interface {
 type Clients struct {
 	AWS func(context.Context, events.Connection) (aws.Config, error)
 	GCP func(context.Context, events.Connection) ([]option.ClientOption, error)
+}
+
+// AWSConfig builds the AWS configuration of export exp from its connection.
+func (c Clients) AWSConfig(ctx context.Context, exp events.Export, conn events.Connection) (aws.Config, error) {
+	if c.AWS == nil {
+		return aws.Config{}, fmt.Errorf("export %s: no aws client configuration", exp.Name)
+	}
+	cfg, err := c.AWS(ctx, conn)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("building aws config for export %s: %w", exp.Name, err)
+	}
+	return cfg, nil
+}
+
+// GCPOptions builds the Google client options of export exp from its connection.
+func (c Clients) GCPOptions(ctx context.Context, exp events.Export, conn events.Connection) ([]option.ClientOption, error) {
+	if c.GCP == nil {
+		return nil, fmt.Errorf("export %s: no gcp client options", exp.Name)
+	}
+	opts, err := c.GCP(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("building gcp options for export %s: %w", exp.Name, err)
+	}
+	return opts, nil
 }
 
 // Kind is one kind of sink, registered in internal/sink/all. Its block and

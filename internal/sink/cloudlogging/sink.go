@@ -41,12 +41,9 @@ var Kind = sink.Kind{Block: "cloud_logging", New: open}
 
 // open builds the sink of an export with a cloud_logging block from its gcp connection.
 func open(ctx context.Context, exp events.Export, conn events.Connection, c sink.Clients) (sink.Sink, error) {
-	if c.GCP == nil {
-		return nil, fmt.Errorf("export %s: no gcp client options", exp.Name)
-	}
-	opts, err := c.GCP(ctx, conn)
+	opts, err := c.GCPOptions(ctx, exp, conn)
 	if err != nil {
-		return nil, fmt.Errorf("building gcp options for export %s: %w", exp.Name, err)
+		return nil, err
 	}
 	client, err := NewClient(ctx, conn, opts...)
 	if err != nil {

@@ -39,12 +39,9 @@ var Kind = sink.Kind{Block: "s3", New: open}
 
 // open builds the sink of an export with an s3 block from its aws connection.
 func open(ctx context.Context, exp events.Export, conn events.Connection, c sink.Clients) (sink.Sink, error) {
-	if c.AWS == nil {
-		return nil, fmt.Errorf("export %s: no aws client configuration", exp.Name)
-	}
-	cfg, err := c.AWS(ctx, conn)
+	cfg, err := c.AWSConfig(ctx, exp, conn)
 	if err != nil {
-		return nil, fmt.Errorf("building aws config for export %s: %w", exp.Name, err)
+		return nil, err
 	}
 	return New(NewClient(cfg, conn), exp), nil
 }
