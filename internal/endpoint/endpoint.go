@@ -199,7 +199,8 @@ func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) m
 }
 
 // Inline adapts fn to a micro handler run on the subscription's goroutine,
-// for cheap handlers that must keep order.
+// for cheap handlers that must keep order; its reply goes out as finish
+// sends it (never waiting for the audit stream on that goroutine).
 func (r *Runner) Inline(name string, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		r.wg.Add(1)
@@ -213,7 +214,7 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 		if err == nil {
 			body, err = events.Marshal(out)
 		}
-		r.finishSync(name, req, &f, start, body, err)
+		r.finish(name, req, &f, start, body, err)
 	})
 }
 

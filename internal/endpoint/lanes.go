@@ -140,6 +140,9 @@ func (r *Runner) runLane(name string, ls *lanes, key string, l *lane, stage Stag
 func (r *Runner) stage(name string, it laneItem, stage StageFunc, fn Func) {
 	var f Fields
 	reply, release, err := r.callStage(stage, it.req, &f)
+	if release != nil && (err != nil || reply != nil) {
+		release() // answered here: nothing holds the admission
+	}
 	switch {
 	case err != nil:
 		r.finish(name, it.req, &f, it.start, nil, err)
