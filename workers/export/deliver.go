@@ -326,7 +326,11 @@ func (r *runner) deadLetterChunk(b *batch, idx []int, ok map[int]bool) {
 func (r *runner) abandon(b *batch) {
 	n := 0
 	for i, m := range b.msgs {
-		if !b.acked[i] && b.out[i].Status != logevent.Dropped {
+		switch {
+		case b.acked[i]:
+		case b.out[i].Status == logevent.Dropped:
+			_ = m.Ack() // filtered out (min_level): never to be sent, not worth a redelivery
+		default:
 			_ = m.Nak()
 			n++
 		}
