@@ -221,7 +221,9 @@ func (r *Registry) probeConnections() {
 func decodeConnectionJSON(name string, pt []byte) (events.Connection, error) {
 	var c events.Connection
 	if err := json.Unmarshal(pt, &c); err != nil {
-		return events.Connection{}, fmt.Errorf("decoding connection %s: %w", name, err)
+		// Not the decoder's text: it can quote a value of the opened
+		// (secret-bearing) plaintext, and this error is logged.
+		return events.Connection{}, fmt.Errorf("decoding connection %s: malformed opened record (%T)", name, err)
 	}
 	return c, nil
 }

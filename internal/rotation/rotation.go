@@ -182,8 +182,19 @@ func (r *Runner) Stop(ctx context.Context) error {
 	select {
 	case <-r.done:
 	case <-ctx.Done():
+		// A receive that outlives ctx (a long poll ignoring cancellation)
+		// still gets its source closed, once it returns.
+		go func() {
+			<-r.done
+			_ = r.close()
+		}()
 		return ctx.Err()
 	}
+	return r.close()
+}
+
+// close releases the source (once), after the run has ended.
+func (r *Runner) close() error {
 	var err error
 	r.once.Do(func() {
 		metricDegraded.DeleteLabelValues(r.cfg.Connection)
