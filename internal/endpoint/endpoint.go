@@ -81,7 +81,10 @@ func (r *Runner) count(name string, d time.Duration, we *events.Error) {
 	st.AverageProcessingTime = st.ProcessingTime / time.Duration(st.NumRequests)
 	if we != nil {
 		st.NumErrors++
-		st.LastError = strconv.Itoa(we.Code.Number()) + ":" + we.Message
+		if n := strconv.Itoa(we.Code.Number()); len(st.LastError) != len(n)+1+len(we.Message) ||
+			st.LastError[:len(n)] != n || st.LastError[len(n)] != ':' || st.LastError[len(n)+1:] != we.Message {
+			st.LastError = n + ":" + we.Message // not again for each of a flood's errors
+		}
 	}
 }
 
@@ -294,7 +297,7 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 	}
 	code := "ok"
 	if err != nil {
-		code = string(events.AsWire(err).Code)
+		code = codeOf(err)
 	}
 	if r.audit != nil {
 		subject, msgID, ev := r.auditEvent(name, req, f, id, start, code, replyKey != "", replyKey)
@@ -312,8 +315,7 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 	hdr := nats.Header{events.HeaderRequestID: {id}}
 	var we *events.Error
 	if err != nil {
-		we = events.AsWire(err)
-		body, _ = events.Marshal(events.ErrorReply{Error: we})
+		we, body = wireOf(err) // rendered once for a Rendered error
 	}
 	if replyKey != "" {
 		sealed, serr := r.xkey.Seal(replyKey, id, time.Now().Add(events.SealedReplyTTL), body)

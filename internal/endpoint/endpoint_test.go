@@ -513,7 +513,10 @@ func TestLanes(t *testing.T) {
 		}
 		return nil, false
 	}
-	laneOf := func(req micro.Request) string { return req.Subject()[strings.LastIndex(req.Subject(), ".")+1:] }
+	laneOf := func(req micro.Request, f *endpoint.Fields) string {
+		f.Conn = req.Subject()[strings.LastIndex(req.Subject(), ".")+1:]
+		return f.Conn
+	}
 	stage := func(req micro.Request, f *endpoint.Fields) ([]byte, func(), error) {
 		if strings.HasSuffix(req.Subject(), ".jam") {
 			<-gate

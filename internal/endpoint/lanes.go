@@ -21,9 +21,11 @@ import (
 // flood does.
 
 // LaneFunc names a request's lane, on the subscription's goroutine and
-// cheaply (from its subject). "" is the lane shared by requests that name no
+// cheaply (from its subject), and fills in the fields it learned (the
+// request's group and connection, for the log and audit event of a request
+// its full lane refuses). "" is the lane shared by requests that name no
 // known connection.
-type LaneFunc func(req micro.Request) string
+type LaneFunc func(req micro.Request, f *Fields) string
 
 // StageFunc handles a request on its lane's goroutine, without blocking: it
 // answers it (reply, e.g. a cache hit that needed decoding), fails it (err,
@@ -31,7 +33,8 @@ type LaneFunc func(req micro.Request) string
 // run on a goroutine of its own (release, called when it is done).
 type StageFunc func(req micro.Request, f *Fields) (reply []byte, release func(), err error)
 
-// LaneFull is the error of a request finding its lane's queue full.
+// LaneFull is the error of a request finding its lane's queue full. It is
+// called once per lane, and its reply rendered once (Rendered).
 type LaneFull func(lane string) error
 
 // LaneDepth bounds each lane's queue.
@@ -40,6 +43,13 @@ const LaneDepth = 1024
 // laneIdle is how long an empty lane waits before its goroutine ends.
 const laneIdle = 30 * time.Second
 
+// laneBurst is how many queued requests a lane handles back to back before
+// it gives up its processor. Not after each one: a reply's publish readies
+// the NATS connection's flusher, which would then write every reply of a
+// flood with a system call of its own; handled back to back, a burst's
+// replies go out in one write.
+const laneBurst = 16
+
 type laneItem struct {
 	req   micro.Request
 	start time.Time
@@ -47,6 +57,8 @@ type laneItem struct {
 
 type lane struct {
 	ch chan laneItem
+	// full is the lane's LaneFull error, rendered once.
+	full error
 }
 
 // lanes are an endpoint's lanes by name.
@@ -71,19 +83,22 @@ func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage S
 				return
 			}
 		}
-		key := laneOf(req)
+		var f Fields
+		key := laneOf(req, &f)
 		r.wg.Add(1)
-		if !r.enqueue(name, ls, key, laneItem{req: req, start: start}, stage, fn) {
+		if refused := r.enqueue(name, ls, key, laneItem{req: req, start: start}, stage, full, fn); refused != nil {
+			// Its reply was rendered once for the lane: a flood's surplus
+			// costs this goroutine next to nothing each.
 			r.wg.Done()
-			var f Fields
-			r.finish(name, req, &f, start, nil, full(key))
+			r.finish(name, req, &f, start, nil, refused)
 		}
 	})
 }
 
 // enqueue hands it to lane key without blocking, starting the lane's
-// goroutine when it has none; false when the lane's queue is full.
-func (r *Runner) enqueue(name string, ls *lanes, key string, it laneItem, stage StageFunc, fn Func) bool {
+// goroutine when it has none; when the lane's queue is full it returns the
+// lane's full error.
+func (r *Runner) enqueue(name string, ls *lanes, key string, it laneItem, stage StageFunc, full LaneFull, fn Func) error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.m[key]
@@ -94,35 +109,43 @@ func (r *Runner) enqueue(name string, ls *lanes, key string, it laneItem, stage 
 	}
 	select {
 	case l.ch <- it:
-		return true
+		return nil
 	default:
-		return false
+		if l.full == nil {
+			l.full = Rendered(full(key))
+		}
+		return l.full
 	}
 }
 
-// runLane handles lane l's requests in order, until it has been empty for
+// runLane handles lane l's requests in order, until it has handled none for
 // laneIdle. Items are sent under ls.mu, so a lane removed while empty has
 // lost nothing.
 func (r *Runner) runLane(name string, ls *lanes, key string, l *lane, stage StageFunc, fn Func) {
 	idle := time.NewTimer(laneIdle)
 	defer idle.Stop()
+	handled, seen := 0, 0
 	for {
 		select {
 		case it := <-l.ch:
 			r.stage(name, it, stage, fn)
 			r.wg.Done()
-			// A lane working through a flood gives up its processor
-			// between requests, so the subscription goroutines (and the
-			// NATS read loop) never wait behind a whole burst of it.
-			runtime.Gosched()
-			if !idle.Stop() {
-				select {
-				case <-idle.C:
-				default:
-				}
+			handled++
+			// A lane working through a backlog gives up its processor
+			// every laneBurst requests, so the subscription goroutines
+			// (and the NATS read loop) never wait behind a whole flood
+			// of it.
+			if handled%laneBurst == 0 {
+				runtime.Gosched()
 			}
-			idle.Reset(laneIdle)
 		case <-idle.C:
+			if handled != seen {
+				// Busy since the timer was set (the timer is not
+				// reset per request: that would cost each one).
+				seen = handled
+				idle.Reset(laneIdle)
+				continue
+			}
 			ls.mu.Lock()
 			if len(l.ch) == 0 {
 				delete(ls.m, key)
@@ -170,4 +193,49 @@ func (r *Runner) callStage(stage StageFunc, req micro.Request, f *Fields) (reply
 		release = func() {}
 	}
 	return reply, release, err
+}
+
+// A renderedError is a wire error whose reply is rendered once, for an
+// error replied to many requests (throttled, through a flood): finishSync
+// sends its body and headers as they are instead of encoding them for each.
+type renderedError struct {
+	wire *events.Error
+	body []byte
+}
+
+// Rendered renders err's reply once, when it is an *events.Error (the
+// others are returned as they are: their wire form is internal). Its text,
+// code and errors.Is/As are err's.
+func Rendered(err error) error {
+	we, ok := err.(*events.Error)
+	if !ok {
+		return err
+	}
+	we = events.AsWire(we)
+	body, merr := events.Marshal(events.ErrorReply{Error: we})
+	if merr != nil {
+		return err
+	}
+	return &renderedError{wire: we, body: body}
+}
+
+func (e *renderedError) Error() string { return e.wire.Error() }
+func (e *renderedError) Unwrap() error { return e.wire }
+
+// wireOf is err's wire error and the body of its reply.
+func wireOf(err error) (*events.Error, []byte) {
+	if re, ok := err.(*renderedError); ok {
+		return re.wire, re.body
+	}
+	we := events.AsWire(err)
+	body, _ := events.Marshal(events.ErrorReply{Error: we})
+	return we, body
+}
+
+// codeOf is err's wire code.
+func codeOf(err error) string {
+	if re, ok := err.(*renderedError); ok {
+		return string(re.wire.Code)
+	}
+	return string(events.AsWire(err).Code)
 }

@@ -3,12 +3,15 @@ package service
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -229,6 +232,15 @@ func cachedLatencies(b *testing.B, nc *nats.Conn, n int) []time.Duration {
 // sub-benchmark without audit shows what the flood's audit events (one per
 // throttled request, stored by the in-process JetStream) cost.
 //
+// The flood is paced at a steady rate (CLOUDBRIDGE_FLOOD_RATE a second,
+// 10,000 by default) on a 1 ms ticker: each tick sends what is due by then,
+// so a late tick does not lower the rate, and at most 10 ms worth at once, so
+// a generator the machine stalled does not come back as one burst (what it
+// could not send is reported). Its replies are counted by a callback, not
+// kept. CPU per flood request is the process's CPU (worker, in-process NATS
+// server and JetStream, both clients) in the flooded phase less the idle
+// phase's (the same 2,000 cached resolves), per flood request sent.
+//
 //	go test -run '^$' -bench CachedResolveUnderFlood -benchtime 1x ./workers/service
 func BenchmarkCachedResolveUnderFlood(b *testing.B) {
 	b.Run("audit", func(b *testing.B) { benchFlood(b) })
@@ -243,6 +255,7 @@ func benchFlood(b *testing.B, opts ...Option) {
 	}
 	defer nc.Close()
 	const samples = 2000
+	rate := floodRate()
 	for i := 0; i < b.N; i++ {
 		cpu0 := processCPU()
 		t0 := time.Now()
@@ -253,63 +266,109 @@ func benchFlood(b *testing.B, opts ...Option) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		replies := make(chan *nats.Msg, 1<<16)
+		// The replies to the requests sent from request from on (the
+		// measured ones), and any throttled reply (the flood is warm).
+		var answered, throttled, anyThrottled atomic.Int64
+		var from atomic.Int64
+		from.Store(math.MaxInt64)
+		throttledCode := strconv.Itoa(events.CodeThrottled.Number())
 		inbox := nats.NewInbox()
-		sub, err := fnc.ChanSubscribe(inbox+".*", replies)
+		sub, err := fnc.Subscribe(inbox+".*", func(m *nats.Msg) {
+			isThrottled := m.Header.Get(events.HeaderErrorCode) == throttledCode
+			if isThrottled {
+				anyThrottled.Add(1)
+			}
+			if n, err := strconv.ParseInt(m.Subject[len(inbox)+1:], 10, 64); err != nil || n < from.Load() {
+				return
+			}
+			answered.Add(1)
+			if isThrottled {
+				throttled.Add(1)
+			}
+		})
 		if err != nil {
 			b.Fatal(err)
 		}
 		_ = sub.SetPendingLimits(-1, -1)
+		if err := fnc.Flush(); err != nil {
+			b.Fatal(err)
+		}
 		stop := make(chan struct{})
-		var sent int
+		// sent and skipped are the generator's; read while it runs.
+		var sent, skipped atomic.Int64
 		var wg sync.WaitGroup
 		wg.Add(1)
-		go func() { // about 10,000 resolves a second
+		go func() {
 			defer wg.Done()
-			tick := time.NewTicker(10 * time.Millisecond)
+			tick := time.NewTicker(time.Millisecond)
 			defer tick.Stop()
 			subject := events.Subjects{}.Resolve("bio", "aws-hang")
+			body := make([]byte, 0, 64)
+			reply := make([]byte, 0, 64)
+			begin := time.Now()
 			for {
 				select {
 				case <-stop:
 					return
 				case <-tick.C:
 				}
-				for j := 0; j < floodBurst(); j++ {
-					_ = fnc.PublishRequest(subject, inbox+"."+strconv.Itoa(sent), []byte(fmt.Sprintf(`{"secret":"biodb%07d"}`, sent)))
-					sent++
+				due := int64(time.Since(begin).Seconds()*float64(rate)) - sent.Load() - skipped.Load()
+				if most := int64(rate / 100); due > most {
+					skipped.Add(due - most)
+					due = most
+				}
+				for j := int64(0); j < due; j++ {
+					n := sent.Load()
+					body = strconv.AppendInt(append(body[:0], `{"secret":"biodb`...), n, 10)
+					body = append(body, `"}`...)
+					reply = strconv.AppendInt(append(append(reply[:0], inbox...), '.'), n, 10)
+					_ = fnc.PublishRequest(subject, string(reply), body)
+					sent.Add(1)
 				}
 			}
 		}()
+		// Measured in the flood's steady state: its first requests have
+		// filled the connection's bulkhead, the rest are throttled.
+		warm := time.Now()
+		for anyThrottled.Load() == 0 || time.Since(warm) < 200*time.Millisecond {
+			if time.Since(warm) > 10*time.Second {
+				b.Fatal("no flood request throttled within 10 s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		sent0, skipped0 := sent.Load(), skipped.Load()
+		from.Store(sent0)
+		stopProfile := profileFlood(b)
 		cpu1 := processCPU()
 		t1 := time.Now()
 		flooded := cachedLatencies(b, nc, samples)
 		floodCPU, floodWall := processCPU()-cpu1, time.Since(t1)
+		stopProfile()
 		close(stop)
 		wg.Wait()
-		// Replies that came while measuring: throttled ones are the fast fails.
-		var got, throttled int
-		for len(replies) > 0 {
-			m := <-replies
-			got++
-			if m.Header.Get(events.HeaderErrorCode) == strconv.Itoa(events.CodeThrottled.Number()) {
-				throttled++
-			}
-		}
+		// The flood requests sent while measuring, and those of them
+		// answered meanwhile: throttled ones are the fast fails.
+		n, notSent := sent.Load()-sent0, skipped.Load()-skipped0
+		got, thr := answered.Load(), throttled.Load()
 		fnc.Close()
-		p99 := func(l []time.Duration) time.Duration { return l[len(l)*99/100] }
-		ratio := float64(p99(flooded)) / float64(p99(idle))
-		b.ReportMetric(float64(p99(idle).Microseconds()), "p99-idle-µs")
-		b.ReportMetric(float64(p99(flooded).Microseconds()), "p99-flood-µs")
+		p := func(l []time.Duration, q int) time.Duration { return l[len(l)*q/100] }
+		ratio := float64(p(flooded, 99)) / float64(p(idle, 99))
+		perFlood := time.Duration(float64(floodCPU-idleCPU) / float64(max(n, 1)))
+		b.ReportMetric(float64(p(idle, 99).Microseconds()), "p99-idle-µs")
+		b.ReportMetric(float64(p(flooded, 99).Microseconds()), "p99-flood-µs")
 		b.ReportMetric(ratio, "p99-ratio")
-		b.ReportMetric(float64(throttled)/float64(max(sent, 1)), "fast-fail-share")
+		b.ReportMetric(float64(thr)/float64(max(n, 1)), "fast-fail-share")
+		b.ReportMetric(float64(perFlood.Nanoseconds())/1000, "cpu-µs/flood-req")
 		// How much of a core the process (worker, in-process NATS server and
 		// clients) had in each phase: on a shared machine a flooded phase
 		// that gets less CPU than the idle one is starved, not busy.
-		b.Logf("process CPU: %.0f%% of a core idle, %.0f%% under the flood",
-			100*float64(idleCPU)/float64(idleWall), 100*float64(floodCPU)/float64(floodWall))
-		b.Logf("cached p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2); flood: %d sent, %d answered so far, %d throttled at once (%.1f%%)",
-			p99(idle), p99(flooded), ratio, sent, got, throttled, 100*float64(throttled)/float64(max(sent, 1)))
+		b.Logf("process CPU: %.0f%% of a core idle (%.0f µs per cached resolve), %.0f%% under the flood (%.1f µs more per flood request)",
+			100*float64(idleCPU)/float64(idleWall), float64(idleCPU.Microseconds())/samples,
+			100*float64(floodCPU)/float64(floodWall), float64(perFlood.Nanoseconds())/1000)
+		b.Logf("cached p50 idle %s, under flood %s; p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2)",
+			p(idle, 50), p(flooded, 50), p(idle, 99), p(flooded, 99), ratio)
+		b.Logf("flood: %d sent in %s (%.0f a second; %d not sent, the generator was late), %d answered so far, %d throttled at once (%.1f%%)",
+			n, floodWall.Round(time.Millisecond), float64(n)/floodWall.Seconds(), notSent, got, thr, 100*float64(thr)/float64(max(n, 1)))
 	}
 }
 
@@ -364,11 +423,28 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// floodBurst is how many flood requests go out every 10 ms: 100 (10,000 a
-// second), or CLOUDBRIDGE_FLOOD_BURST.
-func floodBurst() int {
-	if n, err := strconv.Atoi(os.Getenv("CLOUDBRIDGE_FLOOD_BURST")); err == nil && n > 0 {
+// profileFlood writes a CPU profile of the flooded phase to
+// $CLOUDBRIDGE_FLOOD_CPUPROFILE-<sub-benchmark>.prof when that is set.
+func profileFlood(b *testing.B) func() {
+	base := os.Getenv("CLOUDBRIDGE_FLOOD_CPUPROFILE")
+	if base == "" {
+		return func() {}
+	}
+	f, err := os.Create(base + "-" + b.Name()[strings.LastIndex(b.Name(), "/")+1:] + ".prof")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }
+}
+
+// floodRate is the flood's requests a second: 10,000, or
+// CLOUDBRIDGE_FLOOD_RATE.
+func floodRate() int {
+	if n, err := strconv.Atoi(os.Getenv("CLOUDBRIDGE_FLOOD_RATE")); err == nil && n > 0 {
 		return n
 	}
-	return 100
+	return 10000
 }

@@ -351,10 +351,20 @@ func (r *Request) record(code, description string) {
 		e.stats.AverageProcessingTime = e.stats.ProcessingTime / time.Duration(e.stats.NumRequests)
 		if code != "" {
 			e.stats.NumErrors++
-			e.stats.LastError = code + ":" + description
+			e.stats.LastError = joinError(e.stats.LastError, code, description)
 		}
 		e.mu.Unlock()
 	})
+}
+
+// joinError is code:description, reusing prev when it is that already (a
+// flood's errors are one error many times).
+func joinError(prev, code, description string) string {
+	if len(prev) == len(code)+1+len(description) && prev[:len(code)] == code &&
+		prev[len(code)] == ':' && prev[len(code)+1:] == description {
+		return prev
+	}
+	return code + ":" + description
 }
 
 // Respond sends the reply (counted first, so whoever has it sees it in
