@@ -76,21 +76,21 @@ func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage S
 	ls := &lanes{m: map[string]*lane{}}
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := arrival(req)
+		f := new(Fields) // one for both: each escapes
 		if fast != nil {
-			var f Fields
-			if body, done := fast(req, &f); done {
-				r.finish(name, req, &f, start, body, nil)
+			if body, done := fast(req, f); done {
+				r.finish(name, req, f, start, body, nil)
 				return
 			}
+			*f = Fields{}
 		}
-		var f Fields
-		key := laneOf(req, &f)
+		key := laneOf(req, f)
 		r.wg.Add(1)
 		if refused := r.enqueue(name, ls, key, laneItem{req: req, start: start}, stage, full, fn); refused != nil {
 			// Its reply was rendered once for the lane: a flood's surplus
 			// costs this goroutine next to nothing each.
 			r.wg.Done()
-			r.finish(name, req, &f, start, nil, refused)
+			r.finish(name, req, f, start, nil, refused)
 		}
 	})
 }

@@ -1,11 +1,15 @@
 package service
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -232,13 +236,13 @@ func cachedLatencies(b *testing.B, nc *nats.Conn, n int) []time.Duration {
 // sub-benchmark without audit shows what the flood's audit events (one per
 // throttled request, stored by the in-process JetStream) cost.
 //
-// The flood is paced at a steady rate (CLOUDBRIDGE_FLOOD_RATE a second,
-// 10,000 by default) on a 1 ms ticker: each tick sends what is due by then,
-// so a late tick does not lower the rate, and at most 10 ms worth at once, so
-// a generator the machine stalled does not come back as one burst (what it
-// could not send is reported). Its replies are counted by a callback, not
-// kept. CPU per flood request is the process's CPU (worker, in-process NATS
-// server and JetStream, both clients) in the flooded phase less the idle
+// The flood comes from a process of its own (this test binary again, as
+// TestFloodGenerator), as it would from other clients: its publishing and
+// the decoding of its replies do not run on this process's Go scheduler,
+// between the measured resolves, and its CPU is reported apart. It is paced
+// at a steady rate (CLOUDBRIDGE_FLOOD_RATE a second, 10,000 by default). CPU
+// per flood request is this process's CPU (worker, NATS server and
+// JetStream, the measuring client) in the flooded phase less the idle
 // phase's (the same 2,000 cached resolves), per flood request sent.
 //
 //	go test -run '^$' -bench CachedResolveUnderFlood -benchtime 1x ./workers/service
@@ -255,120 +259,235 @@ func benchFlood(b *testing.B, opts ...Option) {
 	}
 	defer nc.Close()
 	const samples = 2000
-	rate := floodRate()
 	for i := 0; i < b.N; i++ {
 		cpu0 := processCPU()
 		t0 := time.Now()
 		idle := cachedLatencies(b, nc, samples)
 		idleCPU, idleWall := processCPU()-cpu0, time.Since(t0)
 
-		fnc, err := nats.Connect(srv.ClientURL())
-		if err != nil {
-			b.Fatal(err)
-		}
-		// The replies to the requests sent from request from on (the
-		// measured ones), and any throttled reply (the flood is warm).
-		var answered, throttled, anyThrottled atomic.Int64
-		var from atomic.Int64
-		from.Store(math.MaxInt64)
-		throttledCode := strconv.Itoa(events.CodeThrottled.Number())
-		inbox := nats.NewInbox()
-		sub, err := fnc.Subscribe(inbox+".*", func(m *nats.Msg) {
-			isThrottled := m.Header.Get(events.HeaderErrorCode) == throttledCode
-			if isThrottled {
-				anyThrottled.Add(1)
-			}
-			if n, err := strconv.ParseInt(m.Subject[len(inbox)+1:], 10, 64); err != nil || n < from.Load() {
-				return
-			}
-			answered.Add(1)
-			if isThrottled {
-				throttled.Add(1)
-			}
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		_ = sub.SetPendingLimits(-1, -1)
-		if err := fnc.Flush(); err != nil {
-			b.Fatal(err)
-		}
-		stop := make(chan struct{})
-		// sent and skipped are the generator's; read while it runs.
-		var sent, skipped atomic.Int64
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tick := time.NewTicker(time.Millisecond)
-			defer tick.Stop()
-			subject := events.Subjects{}.Resolve("bio", "aws-hang")
-			body := make([]byte, 0, 64)
-			reply := make([]byte, 0, 64)
-			begin := time.Now()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-				due := int64(time.Since(begin).Seconds()*float64(rate)) - sent.Load() - skipped.Load()
-				if most := int64(rate / 100); due > most {
-					skipped.Add(due - most)
-					due = most
-				}
-				for j := int64(0); j < due; j++ {
-					n := sent.Load()
-					body = strconv.AppendInt(append(body[:0], `{"secret":"biodb`...), n, 10)
-					body = append(body, `"}`...)
-					reply = strconv.AppendInt(append(append(reply[:0], inbox...), '.'), n, 10)
-					_ = fnc.PublishRequest(subject, string(reply), body)
-					sent.Add(1)
-				}
-			}
-		}()
-		// Measured in the flood's steady state: its first requests have
-		// filled the connection's bulkhead, the rest are throttled.
-		warm := time.Now()
-		for anyThrottled.Load() == 0 || time.Since(warm) < 200*time.Millisecond {
-			if time.Since(warm) > 10*time.Second {
-				b.Fatal("no flood request throttled within 10 s")
-			}
-			time.Sleep(time.Millisecond)
-		}
-		sent0, skipped0 := sent.Load(), skipped.Load()
-		from.Store(sent0)
+		gen := startFloodGenerator(b, srv.ClientURL())
 		stopProfile := profileFlood(b)
+		gen.command("start")
 		cpu1 := processCPU()
 		t1 := time.Now()
 		flooded := cachedLatencies(b, nc, samples)
 		floodCPU, floodWall := processCPU()-cpu1, time.Since(t1)
 		stopProfile()
-		close(stop)
-		wg.Wait()
-		// The flood requests sent while measuring, and those of them
-		// answered meanwhile: throttled ones are the fast fails.
-		n, notSent := sent.Load()-sent0, skipped.Load()-skipped0
-		got, thr := answered.Load(), throttled.Load()
-		fnc.Close()
+		res := gen.stop()
+
+		n := max(res.Sent, 1)
 		p := func(l []time.Duration, q int) time.Duration { return l[len(l)*q/100] }
 		ratio := float64(p(flooded, 99)) / float64(p(idle, 99))
-		perFlood := time.Duration(float64(floodCPU-idleCPU) / float64(max(n, 1)))
+		perFlood := time.Duration(float64(floodCPU-idleCPU) / float64(n))
 		b.ReportMetric(float64(p(idle, 99).Microseconds()), "p99-idle-µs")
 		b.ReportMetric(float64(p(flooded, 99).Microseconds()), "p99-flood-µs")
 		b.ReportMetric(ratio, "p99-ratio")
-		b.ReportMetric(float64(thr)/float64(max(n, 1)), "fast-fail-share")
+		b.ReportMetric(float64(res.Throttled)/float64(n), "fast-fail-share")
 		b.ReportMetric(float64(perFlood.Nanoseconds())/1000, "cpu-µs/flood-req")
-		// How much of a core the process (worker, in-process NATS server and
-		// clients) had in each phase: on a shared machine a flooded phase
+		// How much of a core this process (worker, NATS server, measuring
+		// client) had in each phase: on a shared machine a flooded phase
 		// that gets less CPU than the idle one is starved, not busy.
-		b.Logf("process CPU: %.0f%% of a core idle (%.0f µs per cached resolve), %.0f%% under the flood (%.1f µs more per flood request)",
+		b.Logf("process CPU: %.0f%% of a core idle (%.0f µs per cached resolve), %.0f%% under the flood (%.1f µs more per flood request); the flood generator's process %.0f%%",
 			100*float64(idleCPU)/float64(idleWall), float64(idleCPU.Microseconds())/samples,
-			100*float64(floodCPU)/float64(floodWall), float64(perFlood.Nanoseconds())/1000)
+			100*float64(floodCPU)/float64(floodWall), float64(perFlood.Nanoseconds())/1000,
+			100*float64(res.CPU)/float64(max(res.Wall, 1)))
 		b.Logf("cached p50 idle %s, under flood %s; p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2)",
 			p(idle, 50), p(flooded, 50), p(idle, 99), p(flooded, 99), ratio)
 		b.Logf("flood: %d sent in %s (%.0f a second; %d not sent, the generator was late), %d answered so far, %d throttled at once (%.1f%%)",
-			n, floodWall.Round(time.Millisecond), float64(n)/floodWall.Seconds(), notSent, got, thr, 100*float64(thr)/float64(max(n, 1)))
+			res.Sent, floodWall.Round(time.Millisecond), float64(res.Sent)/floodWall.Seconds(), res.Skipped, res.Answered,
+			res.Throttled, 100*float64(res.Throttled)/float64(n))
+	}
+}
+
+// floodResult is what the flood generator counted in the measured window.
+type floodResult struct {
+	// Sent and Skipped: requests sent, and not sent because the generator
+	// was late by more than 10 ms.
+	Sent, Skipped int64
+	// Answered and Throttled: replies to the requests sent in the window
+	// that came within it, and those of them throttled.
+	Answered, Throttled int64
+	// CPU and Wall: the generator process's CPU and the window's length.
+	CPU, Wall time.Duration
+}
+
+type floodGenerator struct {
+	b     *testing.B
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines chan string
+}
+
+// startFloodGenerator starts the flood in a process of its own and returns
+// once its first requests have filled aws-hang's bulkhead (its steady state).
+func startFloodGenerator(b *testing.B, url string) *floodGenerator {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFloodGenerator$", "-test.count=1")
+	cmd.Env = append(os.Environ(), floodGeneratorEnv+"="+url)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	g := &floodGenerator{b: b, cmd: cmd, in: in, lines: make(chan string, 16)}
+	b.Cleanup(func() { _ = in.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	go func() {
+		defer close(g.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if line, ok := strings.CutPrefix(sc.Text(), "FLOOD "); ok {
+				g.lines <- line
+			}
+		}
+	}()
+	if line := g.next(30 * time.Second); line != "warm" {
+		b.Fatalf("flood generator: %q, want warm", line)
+	}
+	return g
+}
+
+func (g *floodGenerator) command(c string) {
+	if _, err := io.WriteString(g.in, c+"\n"); err != nil {
+		g.b.Fatal(err)
+	}
+}
+
+func (g *floodGenerator) next(timeout time.Duration) string {
+	select {
+	case line, ok := <-g.lines:
+		if !ok {
+			g.b.Fatal("the flood generator ended")
+		}
+		return line
+	case <-time.After(timeout):
+		g.b.Fatal("the flood generator did not answer")
+	}
+	return ""
+}
+
+// stop ends the flood and returns its counts.
+func (g *floodGenerator) stop() floodResult {
+	g.command("stop")
+	var res floodResult
+	if err := json.Unmarshal([]byte(g.next(30*time.Second)), &res); err != nil {
+		g.b.Fatal(err)
+	}
+	_ = g.in.Close()
+	_ = g.cmd.Wait()
+	return res
+}
+
+// floodGeneratorEnv names the NATS server the flood generator floods.
+const floodGeneratorEnv = "CLOUDBRIDGE_FLOOD_GENERATOR"
+
+// TestFloodGenerator is BenchmarkCachedResolveUnderFlood's flood, run as a
+// process of its own; skipped otherwise. It sends resolves of distinct
+// secrets to aws-hang at a steady rate on a 1 ms ticker: each tick sends what
+// is due by then, so a late tick does not lower the rate, but at most 10 ms
+// worth, so a generator the machine stalled does not come back as one burst
+// (what it did not send is counted). It prints "FLOOD warm" once a request
+// was throttled and 200 ms have passed; on "start" it counts from the next
+// request on, and on "stop" it prints the counts (FLOOD {json}) and ends.
+func TestFloodGenerator(t *testing.T) {
+	url := os.Getenv(floodGeneratorEnv)
+	if url == "" {
+		t.Skip("BenchmarkCachedResolveUnderFlood's flood generator, run by the benchmark")
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rate := floodRate()
+	// The replies to the requests sent from request from on (the measured
+	// ones), and any throttled reply (the flood is warm).
+	var answered, throttled, anyThrottled, sent, skipped atomic.Int64
+	var from atomic.Int64
+	from.Store(math.MaxInt64)
+	throttledCode := strconv.Itoa(events.CodeThrottled.Number())
+	inbox := nats.NewInbox()
+	sub, err := nc.Subscribe(inbox+".*", func(m *nats.Msg) {
+		isThrottled := m.Header.Get(events.HeaderErrorCode) == throttledCode
+		if isThrottled {
+			anyThrottled.Add(1)
+		}
+		if n, err := strconv.ParseInt(m.Subject[len(inbox)+1:], 10, 64); err != nil || n < from.Load() {
+			return
+		}
+		answered.Add(1)
+		if isThrottled {
+			throttled.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	commands := make(chan string)
+	go func() {
+		defer close(commands)
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			commands <- sc.Text()
+		}
+	}()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	subject := events.Subjects{}.Resolve("bio", "aws-hang")
+	body := make([]byte, 0, 64)
+	reply := make([]byte, 0, 64)
+	begin, warm := time.Now(), false
+	var cpu0 time.Duration
+	var t0 time.Time
+	var sent0, skipped0 int64
+	for {
+		select {
+		case c, ok := <-commands:
+			switch {
+			case ok && c == "start":
+				sent0, skipped0 = sent.Load(), skipped.Load()
+				from.Store(sent0)
+				cpu0, t0 = processCPU(), time.Now()
+				continue
+			case ok && c != "stop":
+				t.Fatalf("flood generator: command %q", c)
+			}
+			res := floodResult{Sent: sent.Load() - sent0, Skipped: skipped.Load() - skipped0,
+				Answered: answered.Load(), Throttled: throttled.Load(), CPU: processCPU() - cpu0, Wall: time.Since(t0)}
+			out, _ := json.Marshal(res)
+			fmt.Printf("FLOOD %s\n", out)
+			return
+		case <-tick.C:
+		}
+		if !warm && anyThrottled.Load() > 0 && time.Since(begin) > 200*time.Millisecond {
+			warm = true
+			fmt.Println("FLOOD warm")
+		}
+		due := int64(time.Since(begin).Seconds()*float64(rate)) - sent.Load() - skipped.Load()
+		if most := int64(rate / 100); due > most {
+			skipped.Add(due - most)
+			due = most
+		}
+		for j := int64(0); j < due; j++ {
+			n := sent.Load()
+			body = strconv.AppendInt(append(body[:0], `{"secret":"biodb`...), n, 10)
+			body = append(body, `"}`...)
+			reply = strconv.AppendInt(append(append(reply[:0], inbox...), '.'), n, 10)
+			if err := nc.PublishRequest(subject, string(reply), body); err != nil {
+				t.Fatal(err)
+			}
+			sent.Add(1)
+		}
 	}
 }
 

@@ -399,9 +399,14 @@ func (r *Request) Error(code, description string, data []byte, opts ...micro.Res
 	if description == "" {
 		return fmt.Errorf("%w: description", micro.ErrArgRequired)
 	}
-	m := &nats.Msg{Header: nats.Header{}}
+	// The options' headers are used as they are (micro.WithHeaders hands
+	// its map to a message without headers), not copied.
+	m := &nats.Msg{}
 	for _, o := range opts {
 		o(m)
+	}
+	if m.Header == nil {
+		m.Header = nats.Header{}
 	}
 	m.Header.Set(micro.ErrorHeader, description)
 	m.Header.Set(micro.ErrorCodeHeader, code)
