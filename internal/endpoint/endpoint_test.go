@@ -498,8 +498,10 @@ func TestNoReplySubject(t *testing.T) {
 // TestLanes: requests of one lane queue behind each other only: while lane
 // "jam" is stuck (its stage blocks, as a flood would keep it busy), lane
 // "free" and the inline path answer at once; past its queue's bound a jammed
-// lane's requests fail at once with the lane's throttled error; every request
-// gets its answer once the jam clears, and Wait covers the queued ones.
+// lane's requests fail at once with the lane's throttled error (its reply
+// rendered once, the whole wire form checked), their outcome naming the
+// connection laneOf found; every request gets its answer once the jam clears,
+// and Wait covers the queued ones.
 func TestLanes(t *testing.T) {
 	h := newHarness(t, 30*time.Second, 4)
 	name := uniqueName(t)
@@ -559,6 +561,16 @@ func TestLanes(t *testing.T) {
 			t.Fatalf("%d of %d surplus requests throttled", throttled, extra)
 		}
 	}
+	// The refused requests' outcome names the connection their lane
+	// found (the throttled log is sampled: the first one is there).
+	natstest.Eventually(t, 5*time.Second, "the refused request's log naming its connection", func() bool {
+		for _, line := range strings.Split(h.logs.String(), "\n") {
+			if strings.Contains(line, `"code":"throttled"`) && strings.Contains(line, `"conn":"jam"`) {
+				return true
+			}
+		}
+		return false
+	})
 	// Other lanes and the inline path are not behind the jam.
 	if m := h.request("t.lane.free", []byte("lanehit")); string(m.Data) != `"lane"` {
 		t.Fatalf("lane hit on a free lane: %s", m.Data)
@@ -589,4 +601,20 @@ func TestLanes(t *testing.T) {
 		t.Fatalf("Wait after the jam cleared: %v", err)
 	}
 	waitCounts(t, name, map[string]float64{"ok": float64(total - extra + 3), "throttled": extra})
+}
+
+// Rendered keeps an error's text, code and identity; an error that is not an
+// *events.Error stays as it is (its wire form is internal).
+func TestRendered(t *testing.T) {
+	err := endpoint.Rendered(events.Errorf(events.CodeThrottled, "connection %q is busy", "c"))
+	if !errors.Is(err, events.ErrThrottled) || err.Error() != `connection "c" is busy` {
+		t.Fatalf("rendered: %v", err)
+	}
+	if we := events.AsWire(err); we.Code != events.CodeThrottled || we.Message != `connection "c" is busy` {
+		t.Fatalf("wire form of a rendered error: %+v", we)
+	}
+	plain := errors.New("plain")
+	if endpoint.Rendered(plain) != plain {
+		t.Fatal("a foreign error was rendered")
+	}
 }

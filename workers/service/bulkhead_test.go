@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strconv"
 	"strings"
@@ -542,21 +543,38 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// profileFlood writes a CPU profile of the flooded phase to
-// $CLOUDBRIDGE_FLOOD_CPUPROFILE-<sub-benchmark>.prof when that is set.
+// profileFlood writes a CPU profile and an execution trace of the flooded
+// phase to $CLOUDBRIDGE_FLOOD_CPUPROFILE-<sub-benchmark>.prof and
+// $CLOUDBRIDGE_FLOOD_TRACE-<sub-benchmark>.trace when those are set (go tool
+// trace -pprof=sched shows where goroutines waited for a processor).
 func profileFlood(b *testing.B) func() {
-	base := os.Getenv("CLOUDBRIDGE_FLOOD_CPUPROFILE")
-	if base == "" {
-		return func() {}
+	sub := b.Name()[strings.LastIndex(b.Name(), "/")+1:]
+	var stops []func()
+	if base := os.Getenv("CLOUDBRIDGE_FLOOD_CPUPROFILE"); base != "" {
+		f, err := os.Create(base + "-" + sub + ".prof")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); _ = f.Close() })
 	}
-	f, err := os.Create(base + "-" + b.Name()[strings.LastIndex(b.Name(), "/")+1:] + ".prof")
-	if err != nil {
-		b.Fatal(err)
+	if base := os.Getenv("CLOUDBRIDGE_FLOOD_TRACE"); base != "" {
+		f, err := os.Create(base + "-" + sub + ".trace")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			b.Fatal(err)
+		}
+		stops = append(stops, func() { trace.Stop(); _ = f.Close() })
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
+	return func() {
+		for _, stop := range stops {
+			stop()
+		}
 	}
-	return func() { pprof.StopCPUProfile(); _ = f.Close() }
 }
 
 // floodRate is the flood's requests a second: 10,000, or

@@ -1,0 +1,52 @@
+package resolve
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/cloudbridge/cloudbridge/events"
+)
+
+// TestPlainResolveReadsAsDecode: whatever plainResolve accepts, the strict
+// decoder reads the same; what it declines goes to the strict decoder.
+func TestPlainResolveReadsAsDecode(t *testing.T) {
+	accepted := []string{`{"secret":"biodb01"}`, `{"secret":"arn:aws:secretsmanager:us-east-1:1:secret:x-AbC"}`,
+		`{"secret":"a b~!"}`, `{"secret":"x"}`}
+	declined := []string{``, `{}`, `{"secret":""}`, ` {"secret":"a"}`, `{"secret":"a"} `, `{"secret": "a"}`,
+		`{"secret":"a\"b"}`, `{"secret":"a\\b"}`, `{"secret":"a\u0062"}`, `{"secret":"é"}`, "{\"secret\":\"a\tb\"}",
+		`{"secret":"a","secret":"b"}`, `{"secret":"a","fresh":true}`, `{"secret":"a"}"}`, `{"secret":"a"}x`,
+		`{"Secret":"a"}`, `{"secret":"` + strings.Repeat("a", maxMemoBody) + `"}`, `{"secret":"a","x":"}`}
+	for _, body := range accepted {
+		got, ok := plainResolve([]byte(body))
+		var want events.ResolveRequest
+		if err := events.Decode([]byte(body), &want); !ok || err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: plain %+v %v, strict %+v %v", body, got, ok, want, err)
+		}
+	}
+	for _, body := range declined {
+		if got, ok := plainResolve([]byte(body)); ok {
+			t.Fatalf("%s: read as %+v, want it left to the strict decoder", body, got)
+		}
+	}
+	// Random bodies around the plain form: an accepted one always reads the
+	// same as the strict decoder's.
+	r := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte("ab\"\\{}:, \t\x00\x7f\xc3\xa9")
+	for i := 0; i < 20000; i++ {
+		name := make([]byte, r.IntN(8))
+		for j := range name {
+			name[j] = alphabet[r.IntN(len(alphabet))]
+		}
+		body := []byte(`{"secret":"` + string(name) + `"}`)
+		got, ok := plainResolve(body)
+		if !ok {
+			continue
+		}
+		var want events.ResolveRequest
+		if err := events.Decode(body, &want); err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: plain %+v, strict %+v %v", body, got, want, err)
+		}
+	}
+}
