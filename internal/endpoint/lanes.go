@@ -118,9 +118,10 @@ func (r *Runner) enqueue(name string, ls *lanes, key string, it laneItem, stage 
 	}
 }
 
-// runLane handles lane l's requests in order, until it has handled none for
-// laneIdle. Items are sent under ls.mu, so a lane removed while empty has
-// lost nothing.
+// runLane handles lane l's requests in order, until it has handled none in a
+// whole period of laneIdle (so it ends between one and two laneIdle after its
+// last request). Items are sent under ls.mu, so a lane removed while empty
+// has lost nothing.
 func (r *Runner) runLane(name string, ls *lanes, key string, l *lane, stage StageFunc, fn Func) {
 	idle := time.NewTimer(laneIdle)
 	defer idle.Stop()

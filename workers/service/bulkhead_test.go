@@ -261,18 +261,18 @@ func benchFlood(b *testing.B, opts ...Option) {
 	defer nc.Close()
 	const samples = 2000
 	for i := 0; i < b.N; i++ {
-		cpu0 := processCPU()
+		cpu0, io0 := processCPU(), processIO()
 		t0 := time.Now()
 		idle := cachedLatencies(b, nc, samples)
-		idleCPU, idleWall := processCPU()-cpu0, time.Since(t0)
+		idleCPU, idleIO, idleWall := processCPU()-cpu0, processIO()-io0, time.Since(t0)
 
 		gen := startFloodGenerator(b, srv.ClientURL())
 		stopProfile := profileFlood(b)
 		gen.command("start")
-		cpu1 := processCPU()
+		cpu1, io1 := processCPU(), processIO()
 		t1 := time.Now()
 		flooded := cachedLatencies(b, nc, samples)
-		floodCPU, floodWall := processCPU()-cpu1, time.Since(t1)
+		floodCPU, floodIO, floodWall := processCPU()-cpu1, processIO()-io1, time.Since(t1)
 		stopProfile()
 		res := gen.stop()
 
@@ -280,11 +280,13 @@ func benchFlood(b *testing.B, opts ...Option) {
 		p := func(l []time.Duration, q int) time.Duration { return l[len(l)*q/100] }
 		ratio := float64(p(flooded, 99)) / float64(p(idle, 99))
 		perFlood := time.Duration(float64(floodCPU-idleCPU) / float64(n))
+		ioPerFlood := float64(floodIO-idleIO) / float64(n)
 		b.ReportMetric(float64(p(idle, 99).Microseconds()), "p99-idle-µs")
 		b.ReportMetric(float64(p(flooded, 99).Microseconds()), "p99-flood-µs")
 		b.ReportMetric(ratio, "p99-ratio")
 		b.ReportMetric(float64(res.Throttled)/float64(n), "fast-fail-share")
 		b.ReportMetric(float64(perFlood.Nanoseconds())/1000, "cpu-µs/flood-req")
+		b.ReportMetric(ioPerFlood, "syscalls/flood-req")
 		// How much of a core this process (worker, NATS server, measuring
 		// client) had in each phase: on a shared machine a flooded phase
 		// that gets less CPU than the idle one is starved, not busy.
@@ -292,6 +294,8 @@ func benchFlood(b *testing.B, opts ...Option) {
 			100*float64(idleCPU)/float64(idleWall), float64(idleCPU.Microseconds())/samples,
 			100*float64(floodCPU)/float64(floodWall), float64(perFlood.Nanoseconds())/1000,
 			100*float64(res.CPU)/float64(max(res.Wall, 1)))
+		b.Logf("read and write system calls: %.1f per cached resolve idle, %.2f more per flood request",
+			float64(idleIO)/samples, ioPerFlood)
 		b.Logf("cached p50 idle %s, under flood %s; p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2)",
 			p(idle, 50), p(flooded, 50), p(idle, 99), p(flooded, 99), ratio)
 		b.Logf("flood: %d sent in %s (%.0f a second; %d not sent, the generator was late), %d answered so far, %d throttled at once (%.1f%%)",
@@ -532,6 +536,26 @@ func TestInvalidateOneSecretKeepsSiblingCached(t *testing.T) {
 	if !cached("biodb02") {
 		t.Fatal("a secret put of biodb01 dropped its sibling biodb02")
 	}
+}
+
+// processIO is the process's read and write system calls so far (Linux's
+// /proc/self/io; 0 elsewhere).
+func processIO() int64 {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+			c, _ := strconv.ParseInt(v, 10, 64)
+			n += c
+		} else if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			c, _ := strconv.ParseInt(v, 10, 64)
+			n += c
+		}
+	}
+	return n
 }
 
 // processCPU is the process's user+system CPU time so far.
