@@ -27,7 +27,8 @@ import (
 // known connection.
 type LaneFunc func(req micro.Request, f *Fields) string
 
-// StageFunc handles a request on its lane's goroutine, without blocking: it
+// StageFunc handles a request on its lane's goroutine, without blocking (f
+// holds what the LaneFunc filled in): it
 // answers it (reply, e.g. a cache hit that needed decoding), fails it (err,
 // e.g. a bad body or throttled past the connection's bound), or admits it to
 // run on a goroutine of its own (release, called when it is done).
@@ -53,6 +54,8 @@ const laneBurst = 16
 type laneItem struct {
 	req   micro.Request
 	start time.Time
+	// f holds what LaneFunc filled in; the stage goes on with it.
+	f *Fields
 }
 
 type lane struct {
@@ -86,7 +89,7 @@ func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage S
 		}
 		key := laneOf(req, f)
 		r.wg.Add(1)
-		if refused := r.enqueue(name, ls, key, laneItem{req: req, start: start}, stage, full, fn); refused != nil {
+		if refused := r.enqueue(name, ls, key, laneItem{req: req, start: start, f: f}, stage, full, fn); refused != nil {
 			// Its reply was rendered once for the lane: a flood's surplus
 			// costs this goroutine next to nothing each.
 			r.wg.Done()
@@ -162,16 +165,16 @@ func (r *Runner) runLane(name string, ls *lanes, key string, l *lane, stage Stag
 // stage runs one request's stage on its lane; an admitted request goes on to
 // a goroutine of its own.
 func (r *Runner) stage(name string, it laneItem, stage StageFunc, fn Func) {
-	var f Fields
-	reply, release, err := r.callStage(stage, it.req, &f)
+	f := it.f
+	reply, release, err := r.callStage(stage, it.req, f)
 	if release != nil && (err != nil || reply != nil) {
 		release() // answered here: nothing holds the admission
 	}
 	switch {
 	case err != nil:
-		r.finish(name, it.req, &f, it.start, nil, err)
+		r.finish(name, it.req, f, it.start, nil, err)
 	case reply != nil:
-		r.finish(name, it.req, &f, it.start, reply, nil)
+		r.finish(name, it.req, f, it.start, reply, nil)
 	default:
 		r.wg.Add(1)
 		go func() {

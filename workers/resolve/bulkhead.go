@@ -126,11 +126,15 @@ func (w *Worker) laneFull(op string) endpoint.LaneFull {
 // admitted to the connection's bulkhead, or fails at once with throttled.
 func (w *Worker) stage(op string) endpoint.StageFunc {
 	return func(req micro.Request, f *endpoint.Fields) ([]byte, func(), error) {
-		group, name, err := w.cfg.Subjects.ParseOp(op, req.Subject())
-		if err != nil {
-			return nil, nil, err
+		// laneOf parsed the subject already, unless it found it wrong.
+		group, name := f.Group, f.Conn
+		if name == "" {
+			var err error
+			if group, name, err = w.cfg.Subjects.ParseOp(op, req.Subject()); err != nil {
+				return nil, nil, err
+			}
+			f.Group, f.Conn = group, name
 		}
-		f.Group, f.Conn = group, name
 		if op == events.OpResolve {
 			in, ok := w.fast.known(req.Data())
 			if !ok {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"sort"
@@ -261,18 +262,23 @@ func benchFlood(b *testing.B, opts ...Option) {
 	defer nc.Close()
 	const samples = 2000
 	for i := 0; i < b.N; i++ {
+		var ms0, ms1, ms2, ms3 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
 		cpu0, io0 := processCPU(), processIO()
 		t0 := time.Now()
 		idle := cachedLatencies(b, nc, samples)
 		idleCPU, idleIO, idleWall := processCPU()-cpu0, processIO()-io0, time.Since(t0)
+		runtime.ReadMemStats(&ms1)
 
 		gen := startFloodGenerator(b, srv.ClientURL())
 		stopProfile := profileFlood(b)
 		gen.command("start")
+		runtime.ReadMemStats(&ms2)
 		cpu1, io1 := processCPU(), processIO()
 		t1 := time.Now()
 		flooded := cachedLatencies(b, nc, samples)
 		floodCPU, floodIO, floodWall := processCPU()-cpu1, processIO()-io1, time.Since(t1)
+		runtime.ReadMemStats(&ms3)
 		stopProfile()
 		res := gen.stop()
 
@@ -281,12 +287,15 @@ func benchFlood(b *testing.B, opts ...Option) {
 		ratio := float64(p(flooded, 99)) / float64(p(idle, 99))
 		perFlood := time.Duration(float64(floodCPU-idleCPU) / float64(n))
 		ioPerFlood := float64(floodIO-idleIO) / float64(n)
+		idleAllocs, floodAllocs := ms1.Mallocs-ms0.Mallocs, ms3.Mallocs-ms2.Mallocs
+		allocsPerFlood := (float64(floodAllocs) - float64(idleAllocs)) / float64(n)
 		b.ReportMetric(float64(p(idle, 99).Microseconds()), "p99-idle-µs")
 		b.ReportMetric(float64(p(flooded, 99).Microseconds()), "p99-flood-µs")
 		b.ReportMetric(ratio, "p99-ratio")
 		b.ReportMetric(float64(res.Throttled)/float64(n), "fast-fail-share")
 		b.ReportMetric(float64(perFlood.Nanoseconds())/1000, "cpu-µs/flood-req")
 		b.ReportMetric(ioPerFlood, "syscalls/flood-req")
+		b.ReportMetric(allocsPerFlood, "allocs/flood-req")
 		// How much of a core this process (worker, NATS server, measuring
 		// client) had in each phase: on a shared machine a flooded phase
 		// that gets less CPU than the idle one is starved, not busy.
@@ -296,6 +305,8 @@ func benchFlood(b *testing.B, opts ...Option) {
 			100*float64(res.CPU)/float64(max(res.Wall, 1)))
 		b.Logf("read and write system calls: %.1f per cached resolve idle, %.2f more per flood request",
 			float64(idleIO)/samples, ioPerFlood)
+		b.Logf("heap allocations: %.0f per cached resolve idle, %.0f more per flood request; %d garbage collections idle, %d under the flood",
+			float64(idleAllocs)/samples, allocsPerFlood, ms1.NumGC-ms0.NumGC, ms3.NumGC-ms2.NumGC)
 		b.Logf("cached p50 idle %s, under flood %s; p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2)",
 			p(idle, 50), p(flooded, 50), p(idle, 99), p(flooded, 99), ratio)
 		b.Logf("flood: %d sent in %s (%.0f a second; %d not sent, the generator was late), %d answered so far, %d throttled at once (%.1f%%)",
