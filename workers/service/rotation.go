@@ -292,12 +292,6 @@ func (r *rotations) Degraded(conn string) (degraded bool, cause string, since ti
 
 var _ resolve.EventHealth = (*rotations)(nil)
 
-// degraded is Degraded's first result.
-func (r *rotations) degraded(conn string) bool {
-	d, _, _ := r.Degraded(conn)
-	return d
-}
-
 // lazySource builds the connection's own provider, and from it the event
 // source, on the first receive, and again after a failed build: a connection
 // whose credentials or client cannot be set up is degraded like one whose
