@@ -83,7 +83,10 @@ func (s *RotationSource) Close() error {
 func (s *RotationSource) Receive(ctx context.Context) ([]rotation.Message, error) {
 	pctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.sub, MaxMessages: rotationMaxMessages})
+	// No retries in the client: it would retry Unavailable, Internal,
+	// Unknown and Aborted until pctx ends, and a service that is down would
+	// look like empty polls, never degraded. The runner retries, with backoff.
+	resp, err := s.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.sub, MaxMessages: rotationMaxMessages}, noRetry)
 	if err != nil {
 		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded) {
 			return nil, nil // an empty poll
@@ -109,6 +112,9 @@ func (s *RotationSource) acker(ackID string) func(context.Context) error {
 		return nil
 	}
 }
+
+// noRetry turns off the client library's retries of a call.
+var noRetry = gax.WithRetry(func() gax.Retryer { return nil })
 
 // pubsubError translates a failed Pull or Acknowledge: a wire error whose
 // code tells the cause as grpcError maps it (rotation.CauseClass reads it:

@@ -233,6 +233,10 @@ func TestRotationPullErrorClasses(t *testing.T) {
 		{codes.ResourceExhausted, events.CodeThrottled},
 		{codes.InvalidArgument, events.CodeBadRequest},
 		{codes.FailedPrecondition, events.CodeUnavailable},
+		// Codes the client library would retry until the pull's deadline,
+		// which would look like empty polls: a service that is down.
+		{codes.Unavailable, events.CodeUnavailable},
+		{codes.Internal, events.CodeUnavailable},
 	} {
 		t.Run(tc.code.String(), func(t *testing.T) {
 			e := newPubsubEnv(t, pstest.WithErrorInjection("Pull", tc.code, "server text sk-live-0000"))
