@@ -258,8 +258,10 @@ func (p *Provider) probeEvents(ctx context.Context) events.Step {
 	defer s.Close()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	// noRetry: a service that is down or unreachable fails the step at once
+	// (unavailable) instead of being retried until the deadline (timeout).
 	//lint:ignore SA1019 ReturnImmediately is what a probe wants: no wait for a message.
-	resp, err := s.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.sub, MaxMessages: 1, ReturnImmediately: true}) //nolint:staticcheck
+	resp, err := s.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.sub, MaxMessages: 1, ReturnImmediately: true}, noRetry) //nolint:staticcheck
 	if err != nil {
 		return events.FailStep(events.StepEvents, fmt.Errorf("gcp.events.subscription: %w", grpcError(pctx, err, "Pub/Sub")))
 	}
