@@ -182,10 +182,13 @@ func New(cfg Config) *Publisher {
 	if cfg.Linger == 0 {
 		cfg.Linger = DefaultLinger
 	}
-	p := &Publisher{cfg: cfg, ch: make(chan item, cfg.Buffer), done: make(chan struct{}), stopping: make(chan struct{}),
+	p := &Publisher{
+		cfg: cfg, ch: make(chan item, cfg.Buffer), done: make(chan struct{}), stopping: make(chan struct{}),
 		throttled: cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second}),
-		lost: dropped.WithLabelValues("publish_failed"), full: dropped.WithLabelValues("buffer_full"),
-		stopped: dropped.WithLabelValues("stopped")}
+		lost:      dropped.WithLabelValues("publish_failed"),
+		full:      dropped.WithLabelValues("buffer_full"),
+		stopped:   dropped.WithLabelValues("stopped"),
+	}
 	go p.loop()
 	return p
 }

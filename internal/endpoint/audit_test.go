@@ -135,7 +135,10 @@ func TestBadReplyKeyRefusedBeforeTheHandler(t *testing.T) {
 	var calls atomic.Int32
 	fast := func(micro.Request, *endpoint.Fields) ([]byte, bool) { calls.Add(1); return nil, false }
 	admit := func(micro.Request, *endpoint.Fields) (func(), error) { calls.Add(1); return func() {}, nil }
-	stage := func(micro.Request, *endpoint.Fields) ([]byte, func(), error) { calls.Add(1); return nil, func() {}, nil }
+	stage := func(micro.Request, *endpoint.Fields) ([]byte, func(), error) {
+		calls.Add(1)
+		return nil, func() {}, nil
+	}
 	fn := func(context.Context, micro.Request, *endpoint.Fields) (any, error) { calls.Add(1); return "ran", nil }
 	lane := func(micro.Request) string { return "" }
 	full := func(string) error { return events.Errorf(events.CodeThrottled, "full") }
