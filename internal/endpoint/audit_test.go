@@ -184,3 +184,60 @@ func TestBadReplyKeyRefusedBeforeTheHandler(t *testing.T) {
 		waitCounts(t, name, map[string]float64{"ok": 1, "bad_request": 3})
 	}
 }
+
+// The reply echoes the request's id; one is made up only where something is
+// bound to it (an audit event, a sealed reply), so a runner without audit
+// sends an unsealed reply without an id the requester did not give.
+func TestReplyRequestID(t *testing.T) {
+	h := newHarness(t, 10*time.Second, 4)
+	name := uniqueName(t)
+	fast := func(micro.Request, *endpoint.Fields) ([]byte, bool) { return []byte(`"hit"`), true }
+	h.add(name, "t.id", h.runner.Limited(name, fast, nil, nil))
+	send := func(id, key string) *nats.Msg {
+		t.Helper()
+		m := nats.NewMsg("t.id")
+		if id != "" {
+			m.Header.Set(events.HeaderRequestID, id)
+		}
+		if key != "" {
+			m.Header.Set(events.HeaderReplyKey, key)
+		}
+		rep, err := h.nc.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantOK(t, rep)
+		return rep
+	}
+	if got := send("req-1", "").Header.Get(events.HeaderRequestID); got != "req-1" {
+		t.Fatalf("given id echoed as %q", got)
+	}
+	if rep := send("", ""); rep.Header != nil && len(rep.Header) != 0 {
+		t.Fatalf("no audit, no id given, unsealed: reply headers %v", rep.Header)
+	}
+	if got := send("bad id with spaces", "").Header.Get(events.HeaderRequestID); got != "" {
+		t.Fatalf("an insane id echoed as %q", got)
+	}
+	kp, _ := nkeys.CreateCurveKeys()
+	pub, _ := kp.PublicKey()
+	if got := send("", pub).Header.Get(events.HeaderRequestID); got == "" {
+		t.Fatal("a sealed reply without a given id carries no made-up id")
+	}
+	// With audit, every reply names its request.
+	js, err := jetstream.New(natstest.Connect(t, h.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := newHarness(t, 10*time.Second, 4)
+	pubr := audit.New(audit.Config{JS: js, Logger: zerolog.Nop()})
+	t.Cleanup(func() { _ = pubr.Stop(context.Background()) })
+	h2.runner.SetAudit(endpoint.Audit{Auditor: pubr})
+	h2.add(name, "t.id", h2.runner.Limited(name, fast, nil, nil))
+	rep, err := h2.nc.Request("t.id", nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Header.Get(events.HeaderRequestID) == "" {
+		t.Fatal("with audit, a reply without a given id carries no made-up id")
+	}
+}
