@@ -64,6 +64,9 @@ func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage S
 	ls := &lanes{m: map[string]*lane{}}
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := arrival(req)
+		if r.RefuseReplyKey(name, req, start) {
+			return
+		}
 		if fast != nil {
 			var f Fields
 			if body, done := fast(req, &f); done {
