@@ -117,6 +117,12 @@ type Publisher struct {
 	recoverMu   sync.Mutex
 	lastRecover time.Time
 	recoverWG   sync.WaitGroup
+	// stopping is closed by Stop: a lingering batch goes at once.
+	stopping chan struct{}
+	// buf is the loop's encoding buffer.
+	buf []byte
+	// lost, full and stopped are dropped's children.
+	lost, full, stopped prometheus.Counter
 }
 
 // noStream reports whether a publish failed because no stream captures
@@ -176,8 +182,13 @@ func New(cfg Config) *Publisher {
 	if cfg.Linger == 0 {
 		cfg.Linger = DefaultLinger
 	}
-	p := &Publisher{cfg: cfg, ch: make(chan item, cfg.Buffer), done: make(chan struct{}),
-		throttled: cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})}
+	p := &Publisher{
+		cfg: cfg, ch: make(chan item, cfg.Buffer), done: make(chan struct{}), stopping: make(chan struct{}),
+		throttled: cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second}),
+		lost:      dropped.WithLabelValues("publish_failed"),
+		full:      dropped.WithLabelValues("buffer_full"),
+		stopped:   dropped.WithLabelValues("stopped"),
+	}
 	go p.loop()
 	return p
 }
@@ -194,13 +205,13 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *even
 		p.mu.RLock()
 		defer p.mu.RUnlock()
 		if p.closed {
-			dropped.WithLabelValues("stopped").Inc()
+			p.stopped.Inc()
 			return nil
 		}
 		select {
 		case p.ch <- item{subject, msgID, ev}:
 		default:
-			dropped.WithLabelValues("buffer_full").Inc()
+			p.full.Inc()
 			p.throttled.Warn().Str("subject", subject).Msg("audit buffer full: event dropped")
 		}
 		return nil
@@ -222,24 +233,33 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *even
 }
 
 func message(subject, msgID string, ev *events.AuditEvent) (*nats.Msg, error) {
-	body, err := events.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("encoding audit event: %w", err)
-	}
+	return msgOf(subject, msgID, ev, appendEvent(nil, ev)), nil
+}
+
+// msgOf is the message of ev, whose JSON is body.
+func msgOf(subject, msgID string, ev *events.AuditEvent, body []byte) *nats.Msg {
 	m := &nats.Msg{Subject: subject, Data: body}
-	// Only a broadcast (invalidate: every worker answers it) needs the
-	// stream's duplicate detection; every other request reaches one worker of
-	// the queue group, and a message id would cost the server a window entry
-	// per request.
-	if msgID != "" && ev.Op == events.OpInvalidate {
-		m.Header = nats.Header{}
-		m.Header.Set(jetstream.MsgIDHeader, msgID)
+	if id := dedupID(msgID, ev); id != "" {
+		m.Header = nats.Header{jetstream.MsgIDHeader: {id}}
 	}
-	return m, nil
+	return m
+}
+
+// dedupID is the message id of ev's message. Only a broadcast (invalidate:
+// every worker answers it) needs the stream's duplicate detection; every
+// other request reaches one worker of the queue group, and a message id would
+// cost the server a window entry per request.
+func dedupID(msgID string, ev *events.AuditEvent) string {
+	if ev.Op == events.OpInvalidate {
+		return msgID
+	}
+	return ""
 }
 
 // loop drains the buffer in batches of asynchronous publishes, waiting for
-// each batch's acks before the next, so at most one batch is outstanding.
+// each batch's acks before the next, so at most one batch is outstanding. A
+// batch not full at once waits Linger for more, asleep (not woken by each
+// event that arrives meanwhile), then takes what came.
 func (p *Publisher) loop() {
 	defer close(p.done)
 	batch := make([]item, 0, p.cfg.Batch)
@@ -247,82 +267,73 @@ func (p *Publisher) loop() {
 	linger.Stop()
 	for it := range p.ch {
 		batch = append(batch[:0], it)
-		waited := p.cfg.Linger <= 0
-	fill:
-		for len(batch) < p.cfg.Batch {
-			select {
-			case more, ok := <-p.ch:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, more)
-				continue
-			default:
-			}
-			if waited {
-				break
-			}
+		open := p.drain(&batch)
+		if open && len(batch) < p.cfg.Batch && p.cfg.Linger > 0 {
 			// Wait a little for more: one ack per batch instead of one
-			// per event when requests trickle in one at a time.
-			waited = true
+			// per event when requests trickle in.
 			linger.Reset(p.cfg.Linger)
-		wait:
-			for len(batch) < p.cfg.Batch {
-				select {
-				case more, ok := <-p.ch:
-					if !ok {
-						break fill
-					}
-					batch = append(batch, more)
-				case <-linger.C:
-					break wait
-				}
+			select {
+			case <-linger.C:
+			case <-p.stopping:
+				linger.Stop()
 			}
-			linger.Stop()
+			p.drain(&batch)
 		}
 		p.send(batch)
 	}
+}
+
+// drain moves what the buffer holds into batch, up to a full batch, without
+// waiting; false once the buffer is closed.
+func (p *Publisher) drain(batch *[]item) bool {
+	for len(*batch) < p.cfg.Batch {
+		select {
+		case more, ok := <-p.ch:
+			if !ok {
+				return false
+			}
+			*batch = append(*batch, more)
+		default:
+			return true
+		}
+	}
+	return true
 }
 
 // send publishes a batch: every event but the last as a plain publish (no
 // ack each: the stream's acks would cost the server and this worker more than
 // the events themselves), the last one awaiting the stream's ack. Published
 // in order on one connection, the batch is stored when its last event is;
-// when the last is not acknowledged, the whole batch is counted lost.
+// when the last is not acknowledged, the whole batch is counted lost. The
+// events are encoded one at a time into one buffer (nats.go copies each
+// message as it is published).
 func (p *Publisher) send(batch []item) {
 	nc := p.cfg.JS.Conn()
-	var last *nats.Msg
 	n := 0
 	for i, it := range batch {
-		msg, err := message(it.subject, it.msgID, it.ev)
-		if err != nil {
-			dropped.WithLabelValues("publish_failed").Inc()
-			continue
-		}
+		p.buf = appendEvent(p.buf[:0], it.ev)
 		if i == len(batch)-1 {
-			last = msg
 			break
 		}
-		if err := nc.PublishMsg(msg); err != nil {
-			dropped.WithLabelValues("publish_failed").Inc()
+		var err error
+		if id := dedupID(it.msgID, it.ev); id != "" {
+			err = nc.PublishMsg(msgOf(it.subject, it.msgID, it.ev, p.buf))
+		} else {
+			err = nc.Publish(it.subject, p.buf)
+		}
+		if err != nil {
+			p.lost.Inc()
 			continue
 		}
 		n++
 	}
-	if last == nil {
-		if n > 0 {
-			// Nothing acknowledged: count nothing lost, but flush.
-			_ = nc.FlushTimeout(p.cfg.AckTimeout)
-			published.Add(float64(n))
-		}
-		return
-	}
+	last := batch[len(batch)-1]
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
 	defer cancel()
-	if _, err := p.cfg.JS.PublishMsg(ctx, last); err != nil {
-		dropped.WithLabelValues("publish_failed").Add(float64(n + 1))
+	if _, err := p.cfg.JS.PublishMsg(ctx, msgOf(last.subject, last.msgID, last.ev, p.buf)); err != nil {
+		p.lost.Add(float64(n + 1))
 		p.recoverStream(err)
-		p.throttled.Warn().Int("events", n+1).Str("subject", last.Subject).Str("err", err.Error()).Msg("audit events not stored")
+		p.throttled.Warn().Int("events", n+1).Str("subject", last.subject).Str("err", err.Error()).Msg("audit events not stored")
 		return
 	}
 	published.Add(float64(n + 1))
@@ -334,6 +345,7 @@ func (p *Publisher) Stop(ctx context.Context) error {
 		p.mu.Lock()
 		p.closed = true
 		close(p.ch)
+		close(p.stopping)
 		p.mu.Unlock()
 	})
 	select {

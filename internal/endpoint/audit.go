@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
-	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
 )
 
 // AuditFields are what a handler learns for the audit event of its request.
@@ -39,21 +41,48 @@ type Audit struct {
 	Subjects events.Subjects
 	// Instance is the worker's micro instance id.
 	Instance func() string
+	// MaxWaiting bounds the replies waiting at once for their event to be
+	// stored (required mode; default DefaultAuditWaits): past it a request
+	// is refused at once with unavailable.
+	MaxWaiting int
+}
+
+// auditWaitsFull counts the requests refused because MaxWaiting replies
+// already waited for their audit event.
+var auditWaitsFull = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "cloudbridge_audit_waits_full_total",
+	Help: "Requests refused (unavailable) because too many replies already waited for their audit event to be stored (serve --audit required).",
+})
+
+func init() { metrics.Registry.MustRegister(auditWaitsFull) }
+
+// AuditWaitsFull is the count of requests refused for the audit's backlog,
+// for tests.
+func AuditWaitsFull() float64 {
+	var m dto.Metric
+	_ = auditWaitsFull.Write(&m)
+	return m.GetCounter().GetValue()
 }
 
 // SetAudit makes the runner record an audit event of every request. Call it
 // before the endpoints are registered.
-func (r *Runner) SetAudit(a Audit) { r.audit = &a }
+func (r *Runner) SetAudit(a Audit) {
+	if a.MaxWaiting <= 0 {
+		a.MaxWaiting = DefaultAuditWaits
+	}
+	r.audit = &a
+	r.auditWaits = make(chan struct{}, a.MaxWaiting)
+}
 
-// requestID is the request's id: its Cloudbridge-Request-Id header when it is
-// a sane token, else a new one.
-func requestID(req micro.Request) (id string, given bool) {
+// requestID is the request's Cloudbridge-Request-Id header when it is a sane
+// token, else "".
+func requestID(req micro.Request) string {
 	if h := req.Headers(); h != nil {
 		if v := h.Get(events.HeaderRequestID); v != "" && len(v) <= 128 && printable(v) {
-			return v, true
+			return v
 		}
 	}
-	return nuid.Next(), false
+	return ""
 }
 
 func printable(s string) bool {
@@ -111,7 +140,19 @@ func token(s string) string {
 	return "_"
 }
 
-// auditEvent builds the event of a request with outcome code.
+// publishAudit records the event of a request with outcome code (failed:
+// nothing was served, so no fingerprint).
+func (r *Runner) publishAudit(name string, req micro.Request, f *Fields, id string, start time.Time, code, replyKey string, failed bool) error {
+	subject, msgID, ev := r.auditEvent(name, req, f, id, start, code, replyKey != "", replyKey)
+	if failed {
+		ev.Fingerprint = ""
+	}
+	return r.audit.Auditor.Publish(context.Background(), subject, msgID, ev)
+}
+
+// auditEvent builds the event of a request with outcome code; msgID is set
+// for invalidate only, the one broadcast (the stream's duplicate detection
+// stores it once whichever workers saw it).
 func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string, start time.Time, code string, sealed bool, replyKey string) (subject, msgID string, ev *events.AuditEvent) {
 	op, verb := opOf(name)
 	ev = &events.AuditEvent{Time: start.UTC(), Op: op, Verb: verb, Group: f.Group, Connection: f.Conn,
@@ -134,13 +175,14 @@ func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string
 	} else {
 		subject = r.audit.Subjects.Audit(op, token(f.Group), token(f.Conn))
 	}
-	// One event per request, whichever workers saw it: the requester's id,
-	// else its reply inbox (unique per request), else the id made here.
-	switch {
-	case req.Reply() != "":
-		msgID = op + ":" + req.Reply()
-	default:
-		msgID = op + ":" + id
+	// One event per request, whichever workers saw it: its reply inbox
+	// (unique per request), else its id.
+	if op == events.OpInvalidate {
+		if req.Reply() != "" {
+			msgID = op + ":" + req.Reply()
+		} else {
+			msgID = op + ":" + id
+		}
 	}
 	return subject, msgID, ev
 }

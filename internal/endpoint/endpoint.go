@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -47,10 +49,17 @@ type Runner struct {
 	max       int
 	wg        sync.WaitGroup
 
-	statsMu sync.Mutex
-	stats   map[string]*Stats
+	// eps are each endpoint's counts and metric children, by name (made on
+	// its first reply; read without a lock).
+	eps sync.Map
 
 	audit *Audit
+	// auditWaits bounds the replies waiting for their audit event to be
+	// stored (required mode), each on a goroutine of its own.
+	auditWaits chan struct{}
+	// hdrs are reply header maps for reuse (nats.go encodes a header map
+	// into the message and keeps nothing of it).
+	hdrs sync.Pool
 	// xkey seals replies to requesters that send their public curve key.
 	xkey *events.ReplySealer
 	xpub string
@@ -68,14 +77,44 @@ type Stats struct {
 	AverageProcessingTime time.Duration `json:"average_processing_time"`
 }
 
-func (r *Runner) count(name string, d time.Duration, we *events.Error) {
-	r.statsMu.Lock()
-	defer r.statsMu.Unlock()
-	st := r.stats[name]
-	if st == nil {
-		st = &Stats{}
-		r.stats[name] = st
+// epState is an endpoint's Stats and its metric children, resolved once
+// instead of per request.
+type epState struct {
+	ok  prometheus.Counter
+	dur prometheus.Observer
+	// codes are the request counters of the error codes seen so far.
+	codes sync.Map
+
+	mu sync.Mutex
+	st Stats
+}
+
+// ep is endpoint name's state.
+func (r *Runner) ep(name string) *epState {
+	if v, ok := r.eps.Load(name); ok {
+		return v.(*epState)
 	}
+	e := &epState{ok: metrics.Requests.WithLabelValues(name, "ok"), dur: metrics.RequestDuration.WithLabelValues(name)}
+	v, _ := r.eps.LoadOrStore(name, e)
+	return v.(*epState)
+}
+
+// requests is the request counter of the endpoint's outcome code.
+func (e *epState) requests(name, code string) prometheus.Counter {
+	if code == "ok" {
+		return e.ok
+	}
+	if c, ok := e.codes.Load(code); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := e.codes.LoadOrStore(code, metrics.Requests.WithLabelValues(name, code))
+	return c.(prometheus.Counter)
+}
+
+func (e *epState) count(d time.Duration, we *events.Error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := &e.st
 	st.NumRequests++
 	st.ProcessingTime += d
 	st.AverageProcessingTime = st.ProcessingTime / time.Duration(st.NumRequests)
@@ -91,12 +130,14 @@ func (r *Runner) count(name string, d time.Duration, we *events.Error) {
 // EndpointData is endpoint name's Stats, for the data of its $SRV.STATS
 // entry (srv.Config.Data).
 func (r *Runner) EndpointData(name string) any {
-	r.statsMu.Lock()
-	defer r.statsMu.Unlock()
-	if st := r.stats[name]; st != nil {
-		return *st
+	v, ok := r.eps.Load(name)
+	if !ok {
+		return Stats{}
 	}
-	return Stats{}
+	e := v.(*epState)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st
 }
 
 // NewRunner returns a runner allowing maxInFlight concurrent requests per
@@ -111,7 +152,7 @@ func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFl
 	}
 	// Fast failures come in floods: one log line per second tells the cause.
 	throttled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
-	r := &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight, stats: map[string]*Stats{}}
+	r := &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight}
 	if kp, err := nkeys.CreateCurveKeys(); err == nil {
 		if s, err := events.NewReplySealer(kp); err == nil {
 			r.xkey, r.xpub = s, s.PublicKey()
@@ -180,6 +221,9 @@ type AdmitFunc func(req micro.Request, f *Fields) (release func(), err error)
 func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := arrival(req)
+		if r.RefuseReplyKey(name, req, start) {
+			return
+		}
 		var f Fields
 		if fast != nil {
 			if body, done := fast(req, &f); done {
@@ -209,6 +253,9 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 		r.wg.Add(1)
 		defer r.wg.Done()
 		start := arrival(req)
+		if r.RefuseReplyKey(name, req, start) {
+			return
+		}
 		ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
 		defer cancel()
 		var f Fields
@@ -262,63 +309,112 @@ func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time) {
 	r.finishSync(name, req, &f, start, body, err)
 }
 
-// finish replies on the subscription's goroutine (inline): at once, unless
-// the audit event must be stored first (required mode), which is awaited on
-// a goroutine of its own so the subscription never waits for it.
-func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error) {
-	if r.audit != nil && r.audit.Auditor.Required() {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.finishSync(name, req, f, start, body, err)
-		}()
-		return
+// RefuseReplyKey answers a request at once, before anything else runs for
+// it (fast path, admission, handler), when its Cloudbridge-Reply-Key is not a
+// public curve key or this worker cannot seal replies: nothing is done for a
+// request whose reply is an error anyway. It reports whether it answered.
+// Every handler calls it first (Dispatched too).
+func (r *Runner) RefuseReplyKey(name string, req micro.Request, start time.Time) bool {
+	key := replyKey(req)
+	if key == "" {
+		return false
 	}
-	r.finishSync(name, req, f, start, body, err)
+	err := events.CheckReplyKey(key)
+	if err == nil {
+		if r.xkey != nil {
+			return false
+		}
+		err = events.Errorf(events.CodeUnavailable, "this worker cannot seal replies")
+	}
+	var f Fields
+	// Nothing is sent to a key that is not one.
+	r.finishTo(name, req, &f, start, nil, err, "")
+	return true
 }
 
-// finishSync records the audit event, then counts the outcome, sends the
-// reply (body, or err's wire form) and logs the outcome. In required audit
-// mode a request whose event was not stored is refused with unavailable.
-func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error) {
-	id, _ := requestID(req)
-	replyKey := ""
-	if h := req.Headers(); h != nil {
-		replyKey = h.Get(events.HeaderReplyKey)
+// replyKey is the request's Cloudbridge-Reply-Key header (checked by
+// RefuseReplyKey as the request arrived).
+func replyKey(req micro.Request) string {
+	return req.Headers().Get(events.HeaderReplyKey)
+}
+
+// DefaultAuditWaits bounds the replies waiting for their audit event to be
+// stored at once (required mode), unless Audit.MaxWaiting says otherwise.
+const DefaultAuditWaits = 1024
+
+// finish replies on the subscription's goroutine (inline): at once, unless
+// the audit event must be stored first (required mode), which is awaited on
+// a goroutine of its own so the subscription never waits for it; at most
+// Audit.MaxWaiting such replies wait at once, past which a request is
+// refused at once with unavailable (and counted).
+func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error) {
+	r.finishTo(name, req, f, start, body, err, replyKey(req))
+}
+
+func (r *Runner) finishTo(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
+	if r.audit == nil || !r.audit.Auditor.Required() {
+		r.reply(name, req, f, start, body, err, key, true)
+		return
 	}
-	if replyKey != "" {
-		if kerr := events.CheckReplyKey(replyKey); kerr != nil || r.xkey == nil {
-			if kerr == nil {
-				kerr = events.Errorf(events.CodeUnavailable, "this worker cannot seal replies")
-			}
-			// Nothing is sent to a key that is not one.
-			replyKey, body, err = "", nil, kerr
-		}
+	select {
+	case r.auditWaits <- struct{}{}:
+	default:
+		auditWaitsFull.Inc()
+		err = events.Errorf(events.CodeUnavailable, "%d replies already wait for their audit event to be stored in this worker (serve --audit required); try again later", cap(r.auditWaits))
+		r.reply(name, req, f, start, nil, err, "", false)
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer func() { <-r.auditWaits; r.wg.Done() }()
+		r.reply(name, req, f, start, body, err, key, true)
+	}()
+}
+
+// finishSync replies from the request's own goroutine: it may wait for the
+// audit event to be stored.
+func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error) {
+	r.reply(name, req, f, start, body, err, replyKey(req), true)
+}
+
+// reply records the audit event (unless audited is false: a request refused
+// for the audit's backlog), counts the outcome, sends the reply (body, or
+// err's wire form; sealed to key when not "") and logs the outcome. In
+// required mode the event is stored before the reply, and a request whose
+// event was not stored is refused with unavailable; best-effort, it is
+// queued once the reply is sent, off the reply's latency.
+func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string, audited bool) {
+	id := requestID(req)
+	if id == "" && (r.audit != nil || key != "") {
+		// An id the audit event and a sealed reply are bound to; otherwise
+		// nothing would record one.
+		id = nuid.Next()
 	}
 	code := "ok"
 	if err != nil {
 		code = codeOf(err)
 	}
-	if r.audit != nil {
-		subject, msgID, ev := r.auditEvent(name, req, f, id, start, code, replyKey != "", replyKey)
-		if err != nil {
-			// Nothing was served.
-			ev.Fingerprint = ""
-		}
-		if aerr := r.audit.Auditor.Publish(context.Background(), subject, msgID, ev); aerr != nil {
+	audited = audited && r.audit != nil
+	if audited && r.audit.Auditor.Required() {
+		if aerr := r.publishAudit(name, req, f, id, start, code, key, err != nil); aerr != nil {
 			err = events.Wrap(events.CodeUnavailable, aerr, "the audit event of this request could not be stored, so it is refused (serve --audit required)")
 			code = string(events.CodeUnavailable)
 		}
+		audited = false
 	}
-	// The key is in canonical form already (Header.Set would canonicalize it
-	// on every reply).
-	hdr := nats.Header{events.HeaderRequestID: {id}}
 	var we *events.Error
 	if err != nil {
 		we, body = wireOf(err) // rendered once for a Rendered error
 	}
-	if replyKey != "" {
-		sealed, serr := r.xkey.Seal(replyKey, id, time.Now().Add(events.SealedReplyTTL), body)
+	var hdr nats.Header
+	if id != "" {
+		hdr = r.header()
+		// The keys are in canonical form already (Header.Set would
+		// canonicalize them on every reply).
+		hdr[events.HeaderRequestID] = append(hdr[events.HeaderRequestID][:0], id)
+	}
+	if key != "" {
+		sealed, serr := r.xkey.Seal(key, id, time.Now().Add(events.SealedReplyTTL), body)
 		if serr != nil {
 			// Never the plaintext instead: an error that carries nothing.
 			we = events.AsWire(events.Errorf(events.CodeInternal, "sealing the reply failed"))
@@ -326,23 +422,50 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 			body, _ = events.Marshal(events.ErrorReply{Error: we})
 		} else {
 			body = sealed
-			hdr.Set(events.HeaderSenderKey, r.xpub)
+			hdr[events.HeaderSenderKey] = append(hdr[events.HeaderSenderKey][:0], r.xpub)
 		}
 	}
 	// Counted before it is sent: whoever has the reply finds it in /metrics
 	// and $SRV.STATS.
 	d := elapsed(req, start)
-	metrics.Requests.WithLabelValues(name, code).Inc()
-	metrics.RequestDuration.WithLabelValues(name).Observe(d.Seconds())
-	r.count(name, d, we)
+	e := r.ep(name)
+	e.requests(name, code).Inc()
+	e.dur.Observe(d.Seconds())
+	e.count(d, we)
 	// The request (srv.Request) is safe to answer from any goroutine, and
 	// counts the reply in the endpoint's $SRV.STATS as it is sent.
-	if we == nil {
+	switch rh, fast := req.(interface {
+		RespondHeader([]byte, nats.Header) error
+	}); {
+	case we == nil && fast:
+		_ = rh.RespondHeader(body, hdr)
+		r.putHeader(hdr)
+	case we == nil:
 		_ = req.Respond(body, micro.WithHeaders(micro.Headers(hdr)))
-	} else {
+	default:
 		_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body, micro.WithHeaders(micro.Headers(hdr)))
 	}
-	r.logOutcome(name, req.Subject(), *f, code, d, err)
+	if audited {
+		_ = r.publishAudit(name, req, f, id, start, code, key, we != nil)
+	}
+	r.logOutcome(name, req.Subject(), f, code, d, err)
+}
+
+// header is an empty reply header map.
+func (r *Runner) header() nats.Header {
+	if h, ok := r.hdrs.Get().(nats.Header); ok {
+		return h
+	}
+	return nats.Header{}
+}
+
+// putHeader gives back a reply header map once its reply is sent.
+func (r *Runner) putHeader(h nats.Header) {
+	if h == nil {
+		return
+	}
+	delete(h, events.HeaderSenderKey)
+	r.hdrs.Put(h)
 }
 
 func (r *Runner) call(ctx context.Context, fn Func, req micro.Request, f *Fields) (reply any, err error) {
@@ -359,7 +482,7 @@ func (r *Runner) call(ctx context.Context, fn Func, req micro.Request, f *Fields
 // typeOf describes a panic value by type only: its text could carry a payload.
 func typeOf(p any) string { return fmt.Sprintf("%T", p) }
 
-func (r *Runner) logOutcome(name, subject string, f Fields, code string, d time.Duration, err error) {
+func (r *Runner) logOutcome(name, subject string, f *Fields, code string, d time.Duration, err error) {
 	var ev *zerolog.Event
 	switch code {
 	case "ok":

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,7 @@ const secretText = "hunter2-PLAINTEXT-in-an-error"
 
 type harness struct {
 	t      *testing.T
+	ns     *server.Server
 	nc     *nats.Conn // the requester
 	wnc    *nats.Conn // the worker's connection
 	svc    *srv.Service
@@ -57,7 +59,7 @@ func newHarness(t *testing.T, timeout time.Duration, maxInFlight int) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
-	return &harness{t: t, nc: natstest.Connect(t, ns), wnc: wnc, svc: svc,
+	return &harness{t: t, ns: ns, nc: natstest.Connect(t, ns), wnc: wnc, svc: svc,
 		runner: endpoint.NewRunner(wnc, log, timeout, maxInFlight), logs: logs}
 }
 

@@ -79,6 +79,9 @@ func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage S
 	ls := &lanes{m: map[string]*lane{}}
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := arrival(req)
+		if r.RefuseReplyKey(name, req, start) {
+			return
+		}
 		f := new(Fields) // one for both: each escapes
 		if fast != nil {
 			if body, done := fast(req, f); done {

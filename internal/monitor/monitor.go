@@ -42,7 +42,11 @@ func Start(addr string, ready Check) (*Server, error) {
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--http-addr %s: %w", addr, err)
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			err = op.Err
+		}
+		return nil, fmt.Errorf("--http-addr %s: cannot listen (%w); is another worker running on this machine? Pass a free --http-addr address, or --http-addr off", addr, err)
 	}
 	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
 	go func() { _ = s.srv.Serve(ln) }()

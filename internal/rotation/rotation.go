@@ -205,9 +205,6 @@ func (r *Runner) close() error {
 	return err
 }
 
-// Done is closed when the runner has ended.
-func (r *Runner) Done() <-chan struct{} { return r.done }
-
 // Degraded reports whether the last receive failed.
 func (r *Runner) Degraded() bool { return r.degraded.Load() }
 

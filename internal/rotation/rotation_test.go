@@ -346,7 +346,7 @@ func TestStopHonoursItsDeadline(t *testing.T) {
 		t.Fatalf("Stop: %v, want DeadlineExceeded", err)
 	}
 	close(d.release)
-	<-r.Done()
+	<-r.done
 }
 
 func TestDedupWindowAndBound(t *testing.T) {

@@ -135,27 +135,37 @@ func (r *rotations) reconcile(ctx context.Context) {
 	}
 }
 
-// hasEvents reports whether a provider has change events at all.
-func hasEvents(name string) bool {
+// eventsKind is the change-event side of a provider's kind (false when the
+// provider has no change events).
+func eventsKind(name string) (provider.EventsKind, bool) {
 	k, ok := all.Table.Kind(name)
 	if !ok {
-		return false
+		return nil, false
 	}
-	_, ok = k.(provider.EventsKind)
+	ek, ok := k.(provider.EventsKind)
+	return ek, ok
+}
+
+// hasEvents reports whether a provider has change events at all.
+func hasEvents(name string) bool {
+	_, ok := eventsKind(name)
 	return ok
+}
+
+// eventsOf reports whether c's rotation events are on, and the cache TTL of
+// its secrets while its consumer is degraded.
+func eventsOf(c events.Connection) (degradedTTL time.Duration, on bool) {
+	ek, ok := eventsKind(c.Provider)
+	if !ok {
+		return 0, false
+	}
+	return ek.Events(&c)
 }
 
 // setsEvents reports whether c's rotation events are on.
 func setsEvents(c events.Connection) bool {
-	k, ok := all.Table.Kind(c.Provider)
-	if !ok {
-		return false
-	}
-	if ek, ok := k.(provider.EventsKind); ok {
-		_, on := ek.Events(&c)
-		return on
-	}
-	return false
+	_, on := eventsOf(c)
+	return on
 }
 
 // Concerns reports whether a change of connection name (now c, or gone when
@@ -181,8 +191,7 @@ func fingerprint(c events.Connection) []byte {
 
 // start starts the consumer of c (r.mu held).
 func (r *rotations) start(c events.Connection) *consumer {
-	k, _ := all.Table.Kind(c.Provider)
-	degradedTTL, _ := k.(provider.EventsKind).Events(&c)
+	degradedTTL, _ := eventsOf(c)
 	name := c.Name
 	src := &lazySource{conn: c, factory: r.factories[c.Provider]}
 	runner := rotation.Start(rotation.Config{
@@ -282,12 +291,6 @@ func (r *rotations) Degraded(conn string) (degraded bool, cause string, since ti
 }
 
 var _ resolve.EventHealth = (*rotations)(nil)
-
-// degraded is Degraded's first result.
-func (r *rotations) degraded(conn string) bool {
-	d, _, _ := r.Degraded(conn)
-	return d
-}
 
 // lazySource builds the connection's own provider, and from it the event
 // source, on the first receive, and again after a failed build: a connection

@@ -120,3 +120,9 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// degraded is Degraded's first result.
+func (r *rotations) degraded(conn string) bool {
+	d, _, _ := r.Degraded(conn)
+	return d
+}

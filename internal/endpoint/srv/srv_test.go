@@ -176,6 +176,10 @@ func TestStatsCountEveryReply(t *testing.T) {
 				_ = req.Respond([]byte("fine"))
 			case "json":
 				_ = req.RespondJSON(map[string]int{"a": 1})
+			case "hdr":
+				_ = req.(*srv.Request).RespondHeader([]byte("with"), nats.Header{"X": {"1"}})
+			case "bare":
+				_ = req.(*srv.Request).RespondHeader([]byte("bare"), nil)
 			default:
 				_ = req.Error("404", "not "+string(req.Data()), []byte(`{}`))
 			}
@@ -202,7 +206,7 @@ func TestStatsCountEveryReply(t *testing.T) {
 	var asyncTime time.Duration
 	for i := 0; i < n; i++ {
 		for _, async := range []bool{false, true} {
-			for _, body := range []string{"ok", "json", "here", "there"} {
+			for _, body := range []string{"ok", "json", "hdr", "bare", "here", "there"} {
 				msg := &nats.Msg{Subject: "t.ep", Data: []byte(body), Header: nats.Header{}}
 				if async {
 					msg.Header.Set("Async", "1")
@@ -215,8 +219,11 @@ func TestStatsCountEveryReply(t *testing.T) {
 				if async {
 					asyncTime += time.Since(t0)
 				}
-				wantErr := body != "ok" && body != "json"
+				wantErr := body != "ok" && body != "json" && body != "hdr" && body != "bare"
 				if (m.Header.Get(micro.ErrorCodeHeader) == "404") != wantErr || (m.Header.Get(micro.ErrorHeader) == "not "+body) != wantErr {
+					t.Fatalf("%s: reply %v %s", body, m.Header, m.Data)
+				}
+				if (body == "hdr") != (m.Header.Get("X") == "1") || (body == "bare" && (len(m.Header) != 0 || string(m.Data) != "bare")) {
 					t.Fatalf("%s: reply %v %s", body, m.Header, m.Data)
 				}
 			}
@@ -229,13 +236,13 @@ func TestStatsCountEveryReply(t *testing.T) {
 	var st micro.EndpointStats
 	natstest.Eventually(t, 5*time.Second, "the request without a reply counted", func() bool {
 		st = stats(t, nc, s, "ep")
-		return st.NumRequests == 8*n+1
+		return st.NumRequests == 12*n+1
 	})
 	if p := s.Pending("ep"); p != 0 {
 		t.Fatalf("%d requests pending after every reply", p)
 	}
-	if st.NumRequests != 8*n+1 || st.NumErrors != 4*n+1 || st.LastError != "404:not nowhere" {
-		t.Fatalf("stats %+v, want %d requests, %d errors", st, 8*n+1, 4*n+1)
+	if st.NumRequests != 12*n+1 || st.NumErrors != 4*n+1 || st.LastError != "404:not nowhere" {
+		t.Fatalf("stats %+v, want %d requests, %d errors", st, 12*n+1, 4*n+1)
 	}
 	// The asynchronous replies' time is in: each held at least hold, and no
 	// more than the requester waited.

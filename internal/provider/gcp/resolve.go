@@ -140,6 +140,8 @@ func grpcError(ctx context.Context, err error, service string) error {
 		return events.Wrap(events.CodeForbidden, err, "%s denied permission", service)
 	case code == codes.NotFound:
 		return events.Wrap(events.CodeNotFound, err, "%s: not found", service)
+	case code == codes.InvalidArgument:
+		return events.Wrap(events.CodeBadRequest, err, "%s rejected the request as invalid", service)
 	}
 	return events.Wrap(events.CodeUnavailable, err, "%s failed (%s)", service, code)
 }

@@ -83,12 +83,15 @@ func (s *RotationSource) Close() error {
 func (s *RotationSource) Receive(ctx context.Context) ([]rotation.Message, error) {
 	pctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.sub, MaxMessages: rotationMaxMessages})
+	// No retries in the client: it would retry Unavailable, Internal,
+	// Unknown and Aborted until pctx ends, and a service that is down would
+	// look like empty polls, never degraded. The runner retries, with backoff.
+	resp, err := s.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.sub, MaxMessages: rotationMaxMessages}, noRetry)
 	if err != nil {
 		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded) {
 			return nil, nil // an empty poll
 		}
-		return nil, pubsubError("Pull", err)
+		return nil, pubsubError(pctx, "Pull", err)
 	}
 	msgs := make([]rotation.Message, 0, len(resp.ReceivedMessages))
 	for _, rm := range resp.ReceivedMessages {
@@ -104,21 +107,28 @@ func (s *RotationSource) Receive(ctx context.Context) ([]rotation.Message, error
 func (s *RotationSource) acker(ackID string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if err := s.api.Acknowledge(ctx, &pubsubpb.AcknowledgeRequest{Subscription: s.sub, AckIds: []string{ackID}}); err != nil {
-			return pubsubError("Acknowledge", err)
+			return pubsubError(ctx, "Acknowledge", err)
 		}
 		return nil
 	}
 }
 
-// pubsubError names the call and the gRPC code, not the server's text.
-func pubsubError(op string, err error) error {
+// noRetry turns off the client library's retries of a call.
+var noRetry = gax.WithRetry(func() gax.Retryer { return nil })
+
+// pubsubError translates a failed Pull or Acknowledge: a wire error whose
+// code tells the cause as grpcError maps it (rotation.CauseClass reads it:
+// the consumer's events step of conn test) and whose message names the call
+// and the gRPC code, never the server's text (kept as the cause, for the log).
+func pubsubError(ctx context.Context, op string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("pubsub %s: %w", op, err)
 	}
-	if st, ok := status.FromError(err); ok {
-		return fmt.Errorf("pubsub %s: %s", op, st.Code())
+	code := status.Code(err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		code = codes.DeadlineExceeded
 	}
-	return fmt.Errorf("pubsub %s: %w", op, err)
+	return events.Wrap(events.CodeOf(grpcError(ctx, err, "Pub/Sub")), err, "pubsub %s: %s", op, code)
 }
 
 // Secret Manager event types that change what a secret resolves to.
@@ -248,8 +258,10 @@ func (p *Provider) probeEvents(ctx context.Context) events.Step {
 	defer s.Close()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	// noRetry: a service that is down or unreachable fails the step at once
+	// (unavailable) instead of being retried until the deadline (timeout).
 	//lint:ignore SA1019 ReturnImmediately is what a probe wants: no wait for a message.
-	resp, err := s.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.sub, MaxMessages: 1, ReturnImmediately: true}) //nolint:staticcheck
+	resp, err := s.api.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.sub, MaxMessages: 1, ReturnImmediately: true}, noRetry) //nolint:staticcheck
 	if err != nil {
 		return events.FailStep(events.StepEvents, fmt.Errorf("gcp.events.subscription: %w", grpcError(pctx, err, "Pub/Sub")))
 	}

@@ -72,10 +72,12 @@ func TestProbeEventsStep(t *testing.T) {
 		conn := env.keyConn("gcp-sm-bio", env.reader)
 		conn.GCP.Events = &events.GCPEvents{Subscription: "projects/bio-prod/subscriptions/secret-changes", Endpoint: "http://127.0.0.1:1"}
 		p := newProvider(t, conn)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// A refused connection fails the Pull at once (unavailable): the
+		// client library does not retry it until the deadline (timeout).
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		st := p.probeEvents(ctx) // gRPC waits for the endpoint until the deadline
-		if st.OK || st.Error == nil || st.Error.Code != events.CodeTimeout {
+		st := p.probeEvents(ctx)
+		if st.OK || st.Error == nil || st.Error.Code != events.CodeUnavailable {
 			t.Fatalf("step %+v", st)
 		}
 	})

@@ -10,6 +10,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"cloud.google.com/go/pubsub/v2/pstest"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -81,8 +82,8 @@ type pubsubEnv struct {
 	sub   string
 }
 
-func newPubsubEnv(t *testing.T) *pubsubEnv {
-	srv := pstest.NewServer()
+func newPubsubEnv(t *testing.T, opts ...pstest.ServerReactorOption) *pubsubEnv {
+	srv := pstest.NewServer(opts...)
 	t.Cleanup(func() { _ = srv.Close() })
 	e := &pubsubEnv{srv: srv, topic: "projects/bio-prod/topics/secret-changes", sub: "projects/bio-prod/subscriptions/secret-changes"}
 	ctx := ctxT(t)
@@ -215,6 +216,41 @@ func TestRotationSubscriptionDisappears(t *testing.T) {
 	waitFor(t, 10*time.Second, "recovery", func() bool { return !r.Degraded() })
 	e.publish("SECRET_VERSION_ADD", "biodb01")
 	waitFor(t, 10*time.Second, "the change after recovery", func() bool { return len(log.list()) == 2 })
+}
+
+// TestRotationPullErrorClasses: a Pull the server fails makes the runner
+// degraded with a cause whose class (what conn test's events step reports)
+// follows the gRPC code, and whose text names the call and the code, not the
+// server's message.
+func TestRotationPullErrorClasses(t *testing.T) {
+	for _, tc := range []struct {
+		code codes.Code
+		want events.Code
+	}{
+		{codes.PermissionDenied, events.CodeForbidden},
+		{codes.Unauthenticated, events.CodeUnauthorized},
+		{codes.NotFound, events.CodeNotFound},
+		{codes.ResourceExhausted, events.CodeThrottled},
+		{codes.InvalidArgument, events.CodeBadRequest},
+		{codes.FailedPrecondition, events.CodeUnavailable},
+		// Codes the client library would retry until the pull's deadline,
+		// which would look like empty polls: a service that is down.
+		{codes.Unavailable, events.CodeUnavailable},
+		{codes.Internal, events.CodeUnavailable},
+	} {
+		t.Run(tc.code.String(), func(t *testing.T) {
+			e := newPubsubEnv(t, pstest.WithErrorInjection("Pull", tc.code, "server text sk-live-0000"))
+			_, r, _ := startRotation(t, e)
+			waitFor(t, 10*time.Second, "degraded", r.Degraded)
+			h := r.Health()
+			if got := rotation.CauseClass(h.Cause); got != tc.want {
+				t.Errorf("cause %v: class %s, want %s", h.Cause, got, tc.want)
+			}
+			if msg := h.Cause.Error(); msg != "pubsub Pull: "+tc.code.String() {
+				t.Errorf("cause text %q", msg)
+			}
+		})
+	}
 }
 
 func TestNewRotationSourceRejectsBadBlocks(t *testing.T) {
