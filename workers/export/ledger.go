@@ -9,6 +9,11 @@ package export
 // broadcast on events.Subjects.Accepted, its peers'), and a message found in
 // it is acked instead of delivered a second time.
 //
+// Core NATS drops what a disconnected or not yet started worker would have
+// received, so each worker also broadcasts its own recent ranges again every
+// third of the ack wait and at once after a reconnect: a redelivery comes an
+// ack wait after the lost acks, by when every connected peer has heard.
+//
 // The ledger holds merged ranges, not one entry per message (a fetch's
 // messages are mostly contiguous), for a window of max(2×AckWait, 1 min),
 // and at most ledgerCap ranges whatever the rate: past that the oldest are
@@ -235,8 +240,9 @@ const (
 // to its peers' broadcasts and the republication of its own on reconnect.
 type dedupe struct {
 	r   *runner
-	led *ledger
-	off bool // Config.noSuppress: record nothing, suppress nothing (tests)
+	led *ledger // own and peers' accepted sequences: what is suppressed
+	own *ledger // own only: what is broadcast again (peers' ranges are theirs to repeat, and would never expire)
+	off bool    // Config.noSuppress: record nothing, suppress nothing (tests)
 
 	mu  sync.Mutex
 	inc incarnation // of the running session; zero before the first
@@ -251,9 +257,11 @@ func newDedupe(r *runner) *dedupe {
 	ig := func(reason string) prometheus.Counter {
 		return metrics.ExportAcceptedIgnored.WithLabelValues(r.name, reason)
 	}
+	window := max(2*r.w.cfg.AckWait, minLedgerWindow)
 	return &dedupe{
 		r: r, off: r.w.cfg.noSuppress,
-		led:         newLedger(max(2*r.w.cfg.AckWait, minLedgerWindow), ledgerCap),
+		led:         newLedger(window, ledgerCap),
+		own:         newLedger(window, ledgerCap),
 		logs:        warnLimiter{every: r.w.cfg.WarnEvery},
 		mSuppressed: metrics.ExportRedeliveriesSuppressed.WithLabelValues(r.name),
 		mCapped:     metrics.ExportLedgerDropped.WithLabelValues(r.name),
@@ -288,6 +296,7 @@ func (d *dedupe) start(cons jetstream.Consumer, stream string) (stop func()) {
 	d.mu.Lock()
 	if !d.inc.equal(inc) {
 		d.led.reset()
+		d.own.reset()
 		d.inc = inc
 	}
 	d.mu.Unlock()
@@ -303,21 +312,27 @@ func (d *dedupe) start(cons jetstream.Consumer, stream string) (stop func()) {
 		t := time.NewTicker(ledgerSweep)
 		defer t.Stop()
 		reconnects := w.cfg.NC.Stats().Reconnects
+		every := max(w.cfg.AckWait/3, ledgerSweep)
+		last := time.Now()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
 			}
-			if n := d.led.sweep(time.Now()); n > 0 {
+			now := time.Now()
+			if n := d.led.sweep(now); n > 0 {
 				d.mCapped.Add(float64(n))
 			}
+			d.own.sweep(now)
 			// Broadcasts published while the connection was down died with
-			// it (and those before it, with the node it was on): tell the
-			// peers again what is in the ledger.
-			if rc := w.cfg.NC.Stats().Reconnects; rc != reconnects && w.cfg.NC.IsConnected() {
-				reconnects = rc
-				d.publish(d.led.ranges())
+			// it (and those before it, with the node it was on), and a peer
+			// that was cut off or not yet started missed them: tell the
+			// peers again, after a reconnect and every third of the ack wait.
+			rc := w.cfg.NC.Stats().Reconnects
+			if (rc != reconnects || now.Sub(last) >= every) && w.cfg.NC.IsConnected() {
+				reconnects, last = rc, now
+				d.publish(d.own.ranges())
 			}
 		}
 	}()
@@ -341,6 +356,7 @@ func (d *dedupe) accepted(seqs []uint64) {
 	now := time.Now()
 	for _, r := range rs {
 		d.led.add(r[0], r[1], now)
+		d.own.add(r[0], r[1], now)
 	}
 	d.publish(rs)
 }

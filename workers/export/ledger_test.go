@@ -220,10 +220,12 @@ func (d *dropAcks) hook(m jetstream.Msg) error {
 // export; once every event is in CloudWatch, A stops: what it delivered
 // comes back to B after AckWait. It returns how many events CloudWatch holds
 // more than once, once the consumer has nothing pending.
-func lostAcks(t *testing.T, suppress bool) (dups, lost int) {
+// With late, B starts only once A has delivered everything: it learns
+// what A accepted from A's periodic broadcast.
+func lostAcks(t *testing.T, suppress, late bool) (dups, lost int) {
 	const n = 600
 	e := newEnv(t)
-	exp := cwExport(fmt.Sprintf("lostacks-%v", suppress), "logs.lost.>")
+	exp := cwExport(fmt.Sprintf("lostacks-%v-%v", suppress, late), "logs.lost.>")
 	exp.Batch.MaxEvents = 50
 	drop := &dropAcks{seqs: map[uint64]int{}}
 	// A long ack wait: B's first fetches must not see A's messages again
@@ -240,15 +242,27 @@ func lostAcks(t *testing.T, suppress bool) (dups, lost int) {
 		}
 	}
 	before := testutil.ToFloat64(metrics.ExportRedeliveriesSuppressed.WithLabelValues(exp.Name))
-	e.worker(mod(false), exp)
+	var b *Worker
+	if !late {
+		b = e.worker(mod(false), exp)
+	}
 	a := e.worker(mod(true), exp)
-	natstest.Eventually(t, 30*time.Second, "both workers subscribed", func() bool {
-		return e.subscribers(events.Subjects{}.Accepted(exp.Name)) >= 2 || !suppress
+	natstest.Eventually(t, 30*time.Second, "the workers subscribed", func() bool {
+		return e.subscribers(events.Subjects{}.Accepted(exp.Name)) >= 2 || !suppress || late
 	})
 	e.publish(0, n, []string{"logs.lost.a", "logs.lost.b"}, "")
 	natstest.Eventually(t, 60*time.Second, "every event in CloudWatch", func() bool { return len(cwIDs(e.cw)) == n })
 	if drop.n.Load() == 0 {
 		t.Fatal("worker A accepted nothing: the test proves nothing")
+	}
+	if late {
+		b = e.worker(mod(false), exp)
+		natstest.Eventually(t, 30*time.Second, "B heard A's ranges again", func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			r := b.runners[exp.Name]
+			return r != nil && r.dd.led.len() > 0
+		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -291,7 +305,17 @@ func (e *env) subscribers(subject string) int {
 // B knows from A's broadcasts that they were accepted, acks them and does
 // not deliver them again: nothing lost, nothing twice.
 func TestRedeliverySuppressedAcrossWorkers(t *testing.T) {
-	dups, lost := lostAcks(t, true)
+	dups, lost := lostAcks(t, true, false)
+	if lost > 0 || dups > 0 {
+		t.Fatalf("%d lost, %d duplicates", lost, dups)
+	}
+}
+
+// TestRedeliverySuppressedByLateWorker: B starts after A's calls (as a
+// worker restarted, or cut off while A broadcast): A's periodic broadcast
+// tells it, and it suppresses A's events all the same.
+func TestRedeliverySuppressedByLateWorker(t *testing.T) {
+	dups, lost := lostAcks(t, true, true)
 	if lost > 0 || dups > 0 {
 		t.Fatalf("%d lost, %d duplicates", lost, dups)
 	}
@@ -300,7 +324,7 @@ func TestRedeliverySuppressedAcrossWorkers(t *testing.T) {
 // TestLostAcksDuplicateWithoutLedger: the same without suppression delivers
 // A's events a second time (the test above would fail without the ledger).
 func TestLostAcksDuplicateWithoutLedger(t *testing.T) {
-	dups, lost := lostAcks(t, false)
+	dups, lost := lostAcks(t, false, false)
 	if lost > 0 {
 		t.Fatalf("%d lost", lost)
 	}
