@@ -106,6 +106,27 @@ func TestSampleConfigAllowsEachUserItsSubjects(t *testing.T) {
 		}
 	})
 
+	t.Run("a worker's accepted broadcast reaches the other workers", func(t *testing.T) {
+		got := make(chan string, 1)
+		sub, err := worker.Subscribe(subj.Accepted("app"), func(m *nats.Msg) { got <- string(m.Data) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := worker.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		peer := deploy.ConnectAs(t, s, "worker")
+		if err := peer.Publish(subj.Accepted("app"), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-got:
+		case <-time.After(wait):
+			t.Fatalf("the worker never saw its peer's broadcast (async errors %v)", peer.Errors())
+		}
+	})
+
 	t.Run("admin invalidate reaches every worker", func(t *testing.T) {
 		got := make(chan string, 1)
 		sub, err := worker.Subscribe(subj.Invalidate(), func(m *nats.Msg) { got <- string(m.Data) })
@@ -156,6 +177,11 @@ func TestSampleConfigRefusesOtherSubjects(t *testing.T) {
 		{"logs", subj.Resolve("bio", "local-bio")},
 		{"logs", subj.Admin(events.ResourceConnections, events.VerbGet)},
 		{"worker", "other.app.web"}, // only logs.> (dead-letter replay republishes there)
+		// Only the workers tell each other what a sink accepted.
+		{"logs", subj.Accepted("app")},
+		{"auditor", subj.Accepted("app")},
+		{"bio", subj.Accepted("app")},
+		{"admin", subj.Accepted("app")},
 		{"worker", subj.Admin(events.ResourceConnections, events.VerbDelete)},
 	}
 	for _, tc := range tests {

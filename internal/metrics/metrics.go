@@ -71,13 +71,30 @@ var (
 	ExportConsumerLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "cloudbridge_export_consumer_lag", Help: "Messages pending for the export's durable consumer.",
 	}, []string{"export"})
+	ExportRedeliveriesSuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cloudbridge_export_redeliveries_suppressed_total",
+		Help: "Redelivered messages whose event a sink call had already accepted (this worker or a peer): acked, not delivered again.",
+	}, []string{"export"})
+	ExportLedgerDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cloudbridge_export_ledger_dropped_total",
+		Help: "Ranges of accepted sequences dropped from the redelivery ledger past its cap, before their window ended.",
+	}, []string{"export"})
+	ExportAcceptedIgnored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cloudbridge_export_accepted_ignored_total",
+		Help: "Accepted-sequence broadcasts ignored, by reason (malformed, other_export, other_incarnation).",
+	}, []string{"export", "reason"})
+	ExportStopAbandoned = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cloudbridge_export_stop_abandoned_total",
+		Help: "Events held by batches a stop left behind because a sink call outlived its deadline (no longer kept alive: redelivered after AckWait unless the call acks them).",
+	}, []string{"export"})
 )
 
 func init() {
 	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		Requests, RequestDuration, Cache, CacheEntries, Upstream, UpstreamDuration,
 		ExportEventsIn, ExportEventsExported, ExportDroppedLevel, ExportDead, ExportRetries,
-		ExportBatchEvents, ExportBatchBytes, ExportConsumerLag)
+		ExportBatchEvents, ExportBatchBytes, ExportConsumerLag,
+		ExportRedeliveriesSuppressed, ExportLedgerDropped, ExportAcceptedIgnored, ExportStopAbandoned)
 }
 
 // Outcome is the label value for err: "ok" or its wire code.

@@ -192,6 +192,9 @@ func (c *collector) room() int {
 // add puts a prepared message into b, or into carry when b is full or the
 // message would take it past max_bytes.
 func (c *collector) add(p prepared) {
+	if p.msg == nil {
+		return
+	}
 	if len(c.carry) > 0 || c.full() || (p.size > 0 && c.b.sent > 0 && c.b.bytes+p.size > c.r.lim.maxBytes) {
 		c.carry = append(c.carry, p)
 		return
@@ -372,6 +375,9 @@ func (r *runner) prepare(msg jetstream.Msg) prepared {
 	stream := r.w.cfg.LogsStream
 	if meta, err := msg.Metadata(); err == nil {
 		received, seq, stream = meta.Timestamp, meta.Sequence.Stream, meta.Stream
+		if r.dd.suppress(msg, seq) {
+			return prepared{} // already accepted (ledger.go): acked; add skips it
+		}
 	} else {
 		received = r.w.cfg.Now()
 	}

@@ -113,13 +113,16 @@ func (r *runner) deliver(b *batch) bool {
 // client writes the acks out at once.)
 func (r *runner) ackAccepted(b *batch) int {
 	n := 0
+	var seqs []uint64
 	for i, m := range b.msgs {
 		if !b.acked[i] && b.out[i].Status == logevent.Delivered {
-			_ = m.Ack()
+			seqs = append(seqs, b.recs[i].Seq)
+			_ = r.w.cfg.ack(m)
 			b.acked[i] = true
 			n++
 		}
 	}
+	r.dd.accepted(seqs) // the ledger and the peers (ledger.go)
 	return n
 }
 
@@ -143,8 +146,23 @@ func (r *runner) refuse(b *batch, f *sink.Failure) int {
 // lets them run out of AckWait and come back as duplicates. (InProgress on a
 // message already acked does nothing.)
 type keepAlive struct {
-	mu      sync.Mutex
-	batches map[*batch]struct{}
+	mu        sync.Mutex
+	batches   map[*batch]struct{}
+	abandoned bool // by a stop past its deadline: nothing is kept alive any more
+}
+
+// abandon stops keeping anything alive, for good, and returns how many
+// messages the batches still in delivery hold (acked ones included: a
+// flusher may be setting them).
+func (k *keepAlive) abandon() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.abandoned = true
+	n := 0
+	for b := range k.batches {
+		n += len(b.msgs)
+	}
+	return n
 }
 
 func newKeepAlive() *keepAlive { return &keepAlive{batches: map[*batch]struct{}{}} }
@@ -186,6 +204,9 @@ func (k *keepAlive) run(period time.Duration) (stop func()) {
 func (k *keepAlive) tick() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.abandoned {
+		return
+	}
 	for b := range k.batches {
 		for _, m := range b.msgs {
 			_ = m.InProgress()

@@ -32,6 +32,7 @@ type runner struct {
 	lim   limits     // batch limits
 	retry backoff    // retry policy
 	alive *keepAlive // InProgress for the messages of submitted batches
+	dd    *dedupe    // redelivery suppression (ledger.go)
 
 	endpoint string      // where the sink's calls go, for logs and status
 	health   health      // this worker's counters, shared through the status bucket
@@ -60,6 +61,7 @@ func newRunner(w *Worker, sp spec) *runner {
 		warn:         warnLimiter{every: w.cfg.WarnEvery},
 	}
 	r.health.st = workerStatus{Export: name, Worker: w.instance}
+	r.dd = newDedupe(r)
 	r.fetchCtx, r.stopFetch = context.WithCancel(context.Background())
 	r.flushCtx, r.cancelFlush = context.WithCancel(context.Background())
 	return r
@@ -67,7 +69,11 @@ func newRunner(w *Worker, sp spec) *runner {
 
 // stop stops fetching and waits for the in-flight batch to be flushed; when
 // ctx ends first, or at once when now is set, the flush is abandoned (its
-// messages are nak'ed). It returns at most stopGrace after that.
+// messages are nak'ed). It returns at most stopGrace after that: when a sink
+// call ignores its context and is still running then, the runner stops
+// keeping its batches alive (their messages come back after AckWait, to any
+// worker; a late success still acks them), counts and logs them, and stop
+// says so in its error.
 func (r *runner) stop(ctx context.Context, now bool) error {
 	r.stopFetch()
 	if now {
@@ -85,7 +91,11 @@ func (r *runner) stop(ctx context.Context, now bool) error {
 	case <-r.done:
 		return ctx.Err()
 	case <-t.C:
-		return fmt.Errorf("%w (and still busy %s later)", ctx.Err(), stopGrace)
+		n := r.alive.abandon()
+		metrics.ExportStopAbandoned.WithLabelValues(r.name).Add(float64(n))
+		r.log.Warn().Int("events", n).Dur("grace", stopGrace).
+			Msg("a sink call outlived the stop deadline: its batches are no longer kept alive; what it does not ack comes back after AckWait")
+		return fmt.Errorf("%w (a sink call still running %s later; its batches held %d events, no longer kept alive: what it does not ack comes back after AckWait)", ctx.Err(), stopGrace, n)
 	}
 }
 
@@ -147,6 +157,7 @@ func (r *runner) session() error {
 	// without a client-side buffer, memory bounded by the batches.
 	stopAlive := r.alive.run(w.cfg.AckWait / 3)
 	defer stopAlive()
+	defer r.dd.start(cons, w.streamOf(r.spec.exp))()
 	sctx, stopStatus := context.WithCancel(r.fetchCtx)
 	statusDone := make(chan struct{})
 	go func() { defer close(statusDone); r.statusLoop(sctx, cons, w.cfg.StatusInterval) }()

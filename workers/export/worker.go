@@ -111,6 +111,19 @@ type Config struct {
 	TooNewMax time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+
+	// Tests only: noSuppress turns redelivery suppression off (ledger.go);
+	// ackHook replaces the ack of an accepted message.
+	noSuppress bool
+	ackHook    func(jetstream.Msg) error
+}
+
+// ack acks an accepted message (through ackHook in tests).
+func (c *Config) ack(m jetstream.Msg) error {
+	if c.ackHook != nil {
+		return c.ackHook(m)
+	}
+	return m.Ack()
 }
 
 func (c *Config) defaults() {

@@ -1,0 +1,405 @@
+package export
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/logevent"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+)
+
+func spansOf(l *ledger) string {
+	var b strings.Builder
+	for _, r := range l.ranges() {
+		fmt.Fprintf(&b, "[%d,%d]", r[0], r[1])
+	}
+	return b.String()
+}
+
+func TestLedgerMerge(t *testing.T) {
+	now := time.Now()
+	l := newLedger(time.Minute, 100)
+	for _, r := range [][2]uint64{{10, 20}, {30, 40}, {21, 25}, {50, 50}, {5, 9}, {27, 29}, {26, 26}, {45, 60}, {1, 1}, {3, 3}, {0, 7}, {9, 2}} {
+		l.add(r[0], r[1], now)
+	}
+	if got, want := spansOf(l), "[1,1][3,3][5,40][45,60]"; got != want {
+		t.Fatalf("spans %s, want %s", got, want)
+	}
+	l.add(2, 100, now) // swallows all but [1,1], which it touches
+	if got, want := spansOf(l), "[1,100]"; got != want {
+		t.Fatalf("spans %s, want %s", got, want)
+	}
+	for seq, want := range map[uint64]bool{0: false, 1: true, 50: true, 100: true, 101: false} {
+		if got := l.contains(seq, now); got != want {
+			t.Errorf("contains(%d) = %v", seq, got)
+		}
+	}
+	l.add(maxSeq, maxSeq+10, now) // past the bound: ignored
+	if l.contains(maxSeq, now) {
+		t.Error("a sequence past maxSeq was taken")
+	}
+	if got := toRanges([]uint64{7, 3, 4, 0, 5, 9, 9, 10}); fmt.Sprint(got) != "[[3 5] [7 7] [9 10]]" {
+		t.Errorf("toRanges: %v", got)
+	}
+}
+
+func TestLedgerWindow(t *testing.T) {
+	t0 := time.Now()
+	l := newLedger(time.Minute, 100)
+	l.add(1, 10, t0)
+	l.add(20, 30, t0.Add(40*time.Second))
+	at := t0.Add(70 * time.Second)
+	if l.contains(5, at) {
+		t.Error("a sequence older than the window is still suppressed")
+	}
+	if !l.contains(25, at) {
+		t.Error("a sequence within the window is not")
+	}
+	l.sweep(at)
+	if got := spansOf(l); got != "[20,30]" {
+		t.Errorf("after the sweep: %s", got)
+	}
+	l.sweep(t0.Add(2 * time.Minute))
+	if l.len() != 0 {
+		t.Errorf("after the window: %s", spansOf(l))
+	}
+}
+
+func TestLedgerCap(t *testing.T) {
+	t0 := time.Now()
+	const cap = 64
+	l := newLedger(time.Hour, cap)
+	// Disjoint spans, each newer than the last: far past the cap.
+	for i := range uint64(1000) {
+		l.add(10*i+1, 10*i+5, t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	if n := l.len(); n > cap || n < cap*7/8 {
+		t.Fatalf("%d spans for a cap of %d", n, cap)
+	}
+	if !l.contains(9991, t0.Add(time.Second)) {
+		t.Error("the newest span was dropped")
+	}
+	if l.contains(1, t0.Add(time.Second)) {
+		t.Error("the oldest span was kept")
+	}
+	if got := l.sweep(t0.Add(time.Second)); got != 1000-l.len() {
+		t.Errorf("sweep reports %d dropped past the cap, want %d", got, 1000-l.len())
+	}
+	// A huge range is one span, whatever it covers.
+	l.reset()
+	l.add(1, 1<<40, t0)
+	if l.len() != 1 || !l.contains(1<<39, t0) {
+		t.Errorf("huge range: %s", spansOf(l))
+	}
+}
+
+// dedupeFor is a runner's suppression set up on incarnation inc, without a session.
+func dedupeFor(t *testing.T, e *env, name string, inc incarnation) *dedupe {
+	t.Helper()
+	w, err := New(Config{NC: e.nc, JS: e.js, Sinks: e.factory(), Instance: "me"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(w, spec{exp: cwExport(name, "logs.x.>")})
+	r.dd.inc = inc
+	r.dd.ok.Store(true)
+	return r.dd
+}
+
+func TestAcceptedBroadcastHostile(t *testing.T) {
+	e := newEnv(t)
+	created := time.Date(2026, 11, 24, 2, 0, 0, 123, time.UTC)
+	inc := incarnation{stream: DefaultLogsStream, streamCreated: created, consumerCreated: created.Add(time.Second)}
+	const name = "hostile"
+	d := dedupeFor(t, e, name, inc)
+	subject := events.Subjects{}.Accepted(name)
+	valid := func(mod func(*events.ExportAccepted)) []byte {
+		a := events.ExportAccepted{Export: name, Worker: "peer", Stream: inc.stream, StreamCreated: inc.streamCreated,
+			ConsumerCreated: inc.consumerCreated, Ranges: [][]uint64{{100, 110}}}
+		if mod != nil {
+			mod(&a)
+		}
+		b, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	ignored := func(reason string) float64 {
+		return testutil.ToFloat64(metrics.ExportAcceptedIgnored.WithLabelValues(name, reason))
+	}
+	manyRanges := make([][]uint64, events.MaxAcceptedRanges+1)
+	for i := range manyRanges {
+		manyRanges[i] = []uint64{uint64(2*i + 1), uint64(2*i + 1)}
+	}
+	cases := []struct {
+		name, reason string
+		body         []byte
+	}{
+		{"not json", ignoredMalformed, []byte("{nope")},
+		{"array", ignoredMalformed, []byte(`[[1,2]]`)},
+		{"unknown field", ignoredMalformed, []byte(strings.Replace(string(valid(nil)), `{`, `{"all":true,`, 1))},
+		{"duplicated field", ignoredMalformed, []byte(strings.Replace(string(valid(nil)), `{`, `{"ranges":[[1,99]],`, 1))},
+		{"no ranges", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = nil })},
+		{"zero seq", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = [][]uint64{{0, 5}} })},
+		{"reversed", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = [][]uint64{{9, 5}} })},
+		{"triple", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = [][]uint64{{1, 2, 3}} })},
+		{"too many ranges", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = manyRanges })},
+		{"huge", ignoredMalformed, []byte(`{"export":"` + name + `","pad":"` + strings.Repeat("x", 70<<10) + `"}`)},
+		{"no incarnation", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.StreamCreated = time.Time{} })},
+		{"other export", ignoredExport, valid(func(a *events.ExportAccepted) { a.Export = "other" })},
+		{"old stream", ignoredIncarnation, valid(func(a *events.ExportAccepted) { a.StreamCreated = created.Add(-time.Hour) })},
+		{"old consumer", ignoredIncarnation, valid(func(a *events.ExportAccepted) { a.ConsumerCreated = created })},
+		{"other stream", ignoredIncarnation, valid(func(a *events.ExportAccepted) { a.Stream = "OTHER_LOGS" })},
+	}
+	for _, c := range cases {
+		before := ignored(c.reason)
+		d.receive(&nats.Msg{Subject: subject, Data: c.body})
+		if got := ignored(c.reason) - before; got != 1 {
+			t.Errorf("%s: ignored{%s} grew by %v", c.name, c.reason, got)
+		}
+		if d.led.len() != 0 {
+			t.Fatalf("%s: the ledger took %s", c.name, spansOf(d.led))
+		}
+	}
+	// Its own broadcast is already in the ledger.
+	d.receive(&nats.Msg{Subject: subject, Data: valid(func(a *events.ExportAccepted) { a.Worker = "me" })})
+	if d.led.len() != 0 {
+		t.Fatalf("its own broadcast was merged: %s", spansOf(d.led))
+	}
+	// The peer's valid one is taken, and only for this export.
+	d.receive(&nats.Msg{Subject: subject, Data: valid(nil)})
+	if got := spansOf(d.led); got != "[100,110]" {
+		t.Fatalf("valid broadcast: ledger %s", got)
+	}
+	other := dedupeFor(t, e, "other", inc)
+	if other.led.len() != 0 {
+		t.Fatal("another export's ledger is shared")
+	}
+	// Before the session knows its incarnation nothing is taken.
+	d.led.reset()
+	d.ok.Store(false)
+	d.receive(&nats.Msg{Subject: subject, Data: valid(nil)})
+	if d.led.len() != 0 {
+		t.Fatal("a broadcast was taken before the incarnation was known")
+	}
+}
+
+// dropAcks is an ack hook that loses every ack (as an ack taken by a
+// consumer leader that died before replicating it), counting them.
+type dropAcks struct {
+	mu   sync.Mutex
+	seqs map[uint64]int
+	n    atomic.Int64
+}
+
+func (d *dropAcks) hook(m jetstream.Msg) error {
+	d.n.Add(1)
+	if meta, err := m.Metadata(); err == nil {
+		d.mu.Lock()
+		d.seqs[meta.Sequence.Stream]++
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+// lostAcks runs worker A, whose acks are all lost, and worker B on one
+// export; once every event is in CloudWatch, A stops: what it delivered
+// comes back to B after AckWait. It returns how many events CloudWatch holds
+// more than once, once the consumer has nothing pending.
+// With late, B starts only once A has delivered everything: it learns
+// what A accepted from A's periodic broadcast.
+func lostAcks(t *testing.T, suppress, late bool) (dups, lost int) {
+	const n = 600
+	e := newEnv(t)
+	exp := cwExport(fmt.Sprintf("lostacks-%v-%v", suppress, late), "logs.lost.>")
+	exp.Batch.MaxEvents = 50
+	drop := &dropAcks{seqs: map[uint64]int{}}
+	// A long ack wait: B's first fetches must not see A's messages again
+	// before A has stopped, or A would deliver them again itself.
+	mod := func(a bool) func(*Config) {
+		return func(c *Config) {
+			c.AckWait = 4 * time.Second
+			c.noSuppress = !suppress
+			if a {
+				c.Instance, c.ackHook = "worker-a", drop.hook
+			} else {
+				c.Instance = "worker-b"
+			}
+		}
+	}
+	before := testutil.ToFloat64(metrics.ExportRedeliveriesSuppressed.WithLabelValues(exp.Name))
+	var b *Worker
+	if !late {
+		b = e.worker(mod(false), exp)
+	}
+	a := e.worker(mod(true), exp)
+	natstest.Eventually(t, 30*time.Second, "the workers subscribed", func() bool {
+		return e.subscribers(events.Subjects{}.Accepted(exp.Name)) >= 2 || !suppress || late
+	})
+	e.publish(0, n, []string{"logs.lost.a", "logs.lost.b"}, "")
+	natstest.Eventually(t, 60*time.Second, "every event in CloudWatch", func() bool { return len(cwIDs(e.cw)) == n })
+	if drop.n.Load() == 0 {
+		t.Fatal("worker A accepted nothing: the test proves nothing")
+	}
+	if late {
+		b = e.worker(mod(false), exp)
+		natstest.Eventually(t, 30*time.Second, "B heard A's ranges again", func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			r := b.runners[exp.Name]
+			return r != nil && r.dd.led.len() > 0
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Stop(ctx); err != nil {
+		t.Fatalf("stopping A: %v", err)
+	}
+	natstest.Eventually(t, 90*time.Second, "A's events back and acked by B", func() bool {
+		ack, pending := consumerPending(t, e.js, exp.Name)
+		return ack == 0 && pending == 0
+	})
+	ids := cwIDs(e.cw)
+	for i := range n {
+		switch {
+		case ids[i] == 0:
+			lost++
+		case ids[i] > 1:
+			dups += ids[i] - 1
+		}
+	}
+	sup := testutil.ToFloat64(metrics.ExportRedeliveriesSuppressed.WithLabelValues(exp.Name)) - before
+	t.Logf("suppress=%v: A accepted %d events whose acks were lost; %v redeliveries suppressed; %d duplicates",
+		suppress, len(drop.seqs), sup, dups)
+	if suppress && int(sup) < len(drop.seqs) {
+		t.Errorf("%v redeliveries suppressed, want at least A's %d", sup, len(drop.seqs))
+	}
+	return dups, lost
+}
+
+// subscribers counts the server's subscriptions on subject.
+func (e *env) subscribers(subject string) int {
+	sz, err := e.srv.Subsz(&server.SubszOptions{Subscriptions: true, Test: subject})
+	if err != nil {
+		return 0
+	}
+	return sz.Total
+}
+
+// TestRedeliverySuppressedAcrossWorkers: worker A's acks are lost after its
+// calls succeeded, so JetStream hands A's events to worker B after AckWait;
+// B knows from A's broadcasts that they were accepted, acks them and does
+// not deliver them again: nothing lost, nothing twice.
+func TestRedeliverySuppressedAcrossWorkers(t *testing.T) {
+	dups, lost := lostAcks(t, true, false)
+	if lost > 0 || dups > 0 {
+		t.Fatalf("%d lost, %d duplicates", lost, dups)
+	}
+}
+
+// TestRedeliverySuppressedByLateWorker: B starts after A's calls (as a
+// worker restarted, or cut off while A broadcast): A's periodic broadcast
+// tells it, and it suppresses A's events all the same.
+func TestRedeliverySuppressedByLateWorker(t *testing.T) {
+	dups, lost := lostAcks(t, true, true)
+	if lost > 0 || dups > 0 {
+		t.Fatalf("%d lost, %d duplicates", lost, dups)
+	}
+}
+
+// TestLostAcksDuplicateWithoutLedger: the same without suppression delivers
+// A's events a second time (the test above would fail without the ledger).
+func TestLostAcksDuplicateWithoutLedger(t *testing.T) {
+	dups, lost := lostAcks(t, false, false)
+	if lost > 0 {
+		t.Fatalf("%d lost", lost)
+	}
+	if dups == 0 {
+		t.Fatal("no duplicates without the ledger: the fault was not reproduced")
+	}
+}
+
+// blockingSink ignores its context: Write blocks until release is closed,
+// then accepts everything.
+type blockingSink struct {
+	Sink
+	entered chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (s *blockingSink) Write(_ context.Context, recs []logevent.Record, out []logevent.Outcome) error {
+	s.once.Do(func() { close(s.entered) })
+	<-s.release
+	for i := range out {
+		if out[i].Status == logevent.Pending {
+			out[i] = logevent.Outcome{Status: logevent.Delivered}
+		}
+	}
+	return nil
+}
+
+// TestStopWithSinkIgnoringContext: a stop whose sink call ignores the
+// context returns within its deadline and grace, says so, counts what the
+// batch held, and no longer keeps it alive: another worker gets the events
+// after AckWait.
+func TestStopWithSinkIgnoringContext(t *testing.T) {
+	const n = 20
+	e := newEnv(t)
+	exp := cwExport("ignorectx", "logs.ignore.>")
+	bs := &blockingSink{entered: make(chan struct{}), release: make(chan struct{})}
+	defer close(bs.release)
+	real := e.factory()
+	factory := func(ctx context.Context, x events.Export, c events.Connection) (Sink, error) {
+		s, err := real(ctx, x, c)
+		if err != nil {
+			return nil, err
+		}
+		bs.Sink = s
+		return bs, nil
+	}
+	abandoned := testutil.ToFloat64(metrics.ExportStopAbandoned.WithLabelValues(exp.Name))
+	w := e.worker(func(c *Config) { c.Sinks, c.AckWait = factory, 2*time.Second }, exp)
+	e.publish(0, n, []string{"logs.ignore.a"}, "")
+	select {
+	case <-bs.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sink was never called")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- w.Stop(ctx) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Logf("Stop: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop did not return while the sink ignored its context")
+	}
+	// What the worker had fetched by then: the batches in delivery or queued.
+	if got := testutil.ToFloat64(metrics.ExportStopAbandoned.WithLabelValues(exp.Name)) - abandoned; got < 1 || got > n {
+		t.Errorf("stop_abandoned grew by %v, want 1 to %d", got, n)
+	}
+	// Not kept alive any more: a second worker gets them after AckWait and
+	// delivers them.
+	e.worker(func(c *Config) { c.AckWait = 2 * time.Second }, exp)
+	natstest.Eventually(t, 60*time.Second, "the abandoned events delivered by the other worker", func() bool {
+		return len(cwIDs(e.cw)) == n
+	})
+}
