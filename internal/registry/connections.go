@@ -229,12 +229,7 @@ func decodeConnectionJSON(name string, pt []byte) (events.Connection, error) {
 }
 
 func (r *Registry) decodeConnection(name string, stored []byte) (events.Connection, uint64, error) {
-	rec, pt, err := r.openRecord(r.conns.name, name, stored)
-	if err == nil {
-		if err = r.observeGen(r.conns.name, name, rec.Gen); err != nil {
-			err = fmt.Errorf("opening record %s/%s: %w", r.conns.name, name, err)
-		}
-	}
+	rec, pt, err := r.openChecked(r.conns.name, name, stored)
 	if err != nil {
 		return events.Connection{}, 0, err
 	}

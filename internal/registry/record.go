@@ -134,17 +134,18 @@ func (r *Registry) sealValueGen(bucket, key string, floor uint64, plaintext []by
 	return val, gen, err
 }
 
-// openValue opens a stored record, refusing one older than a generation
-// already seen for its key (ErrRollback).
-func (r *Registry) openValue(bucket, key string, stored []byte) ([]byte, string, error) {
+// openChecked opens a stored record read from the bucket (not one loaded at
+// start: connSlot), refusing one older than a generation already seen for
+// its key (ErrRollback), and records its generation as seen.
+func (r *Registry) openChecked(bucket, key string, stored []byte) (sealedRecord, []byte, error) {
 	rec, pt, err := r.openRecord(bucket, key, stored)
 	if err != nil {
-		return nil, "", err
+		return rec, nil, err
 	}
 	if err := r.observeGen(bucket, key, rec.Gen); err != nil {
-		return nil, "", fmt.Errorf("opening record %s/%s: %w", bucket, key, err)
+		return rec, nil, fmt.Errorf("opening record %s/%s: %w", bucket, key, err)
 	}
-	return pt, rec.Sealed.KeyID, nil
+	return rec, pt, nil
 }
 
 // openRecord decodes and opens a stored record.

@@ -240,3 +240,41 @@ func TestLookupOfReplayRefusedOverRecordLoadedAtStart(t *testing.T) {
 		t.Fatalf("lookup of a replayed record: %v", err)
 	}
 }
+
+// A replayed built-in secret is refused by the read of the secret and by
+// rekey alike (the same check as for connections).
+func TestReplayedSecretRefusedByReadAndRekey(t *testing.T) {
+	e := newEnv(t)
+	r := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, builtinConn(t, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutSecret(c, "b", "db", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	v1, err := e.kv("secrets").Get(c, "b.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutSecret(c, "b", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.Secret(c, "b", "db"); err != nil || string(got.Value) != "v2" {
+		t.Fatalf("secret: %q %v", got.Value, err)
+	}
+	if _, err := e.kv("secrets").Put(c, "b.db", v1.Value()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Secret(c, "b", "db")
+	if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("read of a replayed secret: %v", err)
+	}
+	res, err := r.Rekey(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Failed) != 1 || res.Failed[0] != "b.db" {
+		t.Fatalf("rekey over a replayed secret: %+v", res)
+	}
+}

@@ -99,7 +99,7 @@ func (r *Registry) Secret(ctx context.Context, conn, name string) (StoredSecret,
 	if err != nil {
 		return StoredSecret{}, translate(fmt.Sprintf("secret %q", name), err)
 	}
-	pt, _, err := r.openValue(r.secrets.name, e.Key(), e.Value())
+	_, pt, err := r.openChecked(r.secrets.name, e.Key(), e.Value())
 	if err != nil {
 		return StoredSecret{}, unreadable("secret", name, err)
 	}
