@@ -127,7 +127,8 @@ func (r *Registry) dropped(s *connSlot) {
 
 func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Change {
 	name := e.Key()
-	if initial && !isDelete(e) {
+	old := r.slot(name)
+	if initial && !isDelete(e) && old == nil {
 		// Loaded at start: opened on first use. The record is copied out
 		// of its message (which holds the subject and headers too) into the
 		// load's arena, and the name out of the subject.
@@ -135,7 +136,11 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: r.load.copy(e.Value())})
 		return &Change{Kind: KindConnection, Name: name, Initial: true}
 	}
-	old := r.slot(name)
+	// A change after start, or one of the load at start meeting a slot
+	// already there (a put through this worker before Start returned, or a
+	// watcher that restarted during the load and brings the state again):
+	// the slot's revision and the record's generation decide, as for any
+	// change.
 	if old != nil && old.rev >= e.Revision() {
 		// A put through this worker applied this write (or a later one)
 		// already, and notified it (adoptConnection).
@@ -162,7 +167,7 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 		return nil
 	}
 	r.replace(name, e.Revision(), old, o)
-	return &Change{Kind: KindConnection, Name: name}
+	return &Change{Kind: KindConnection, Name: name, Initial: initial}
 }
 
 // replace puts opened record o, stored at revision rev, into the view in

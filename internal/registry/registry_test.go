@@ -1042,3 +1042,97 @@ func TestPutAppliesItsOwnWriteOnce(t *testing.T) {
 		t.Fatalf("the view has %v after the last put", got.Groups)
 	}
 }
+
+// startStalled opens a registry on the env's buckets and starts it on a
+// goroutine of its own, its watcher stalling on the Initial notification of
+// each connection in stall until the test sends on the gate returned (the
+// watcher reports each stall on stalled). changes records every connection
+// change notified.
+func (e *env) startStalled(key seal.Key, stall ...string) (r *registry.Registry, stalled <-chan string, gate chan<- struct{}, changes func() []registry.Change, started <-chan error) {
+	e.t.Helper()
+	c := ctx(e.t)
+	r, err := registry.Open(c, e.js, seal.New(key), registry.Options{Logger: zerolog.Nop()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	st, g, done := make(chan string, len(stall)), make(chan struct{}), make(chan error, 1)
+	var mu sync.Mutex
+	var got []registry.Change
+	r.OnChange(func(ch registry.Change) {
+		if ch.Kind != registry.KindConnection {
+			return
+		}
+		mu.Lock()
+		got = append(got, ch)
+		mu.Unlock()
+		for _, n := range stall {
+			if ch.Initial && ch.Name == n {
+				st <- n
+				select {
+				case <-g:
+				case <-c.Done():
+				}
+			}
+		}
+	})
+	go func() { done <- r.Start(c) }()
+	e.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.Stop(ctx)
+	})
+	return r, st, g, func() []registry.Change {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]registry.Change(nil), got...)
+	}, done
+}
+
+func waitStall(t *testing.T, stalled <-chan string, want string) {
+	t.Helper()
+	select {
+	case n := <-stalled:
+		if n != want {
+			t.Fatalf("stalled at %q, want %q", n, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the start-up load did not reach %q", want)
+	}
+}
+
+// A put through a worker while its start-up load is under way (before
+// Start returns) is not undone by the load bringing an older revision of the
+// same connection: the load compares the slot's revision, as every change
+// does.
+func TestStartupLoadKeepsANewerSlot(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	// In revision order: gate1, a, gate2.
+	for _, n := range []string{"gate1", "a", "gate2"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late, stalled, gate, _, started := e.startStalled(key, "gate1", "gate2")
+	waitStall(t, stalled, "gate1")
+	// a is not loaded yet: the put writes over the bucket's record and
+	// adopts its write.
+	if _, err := late.PutConnection(c, awsConn(t, "a", "new")); err != nil {
+		t.Fatal(err)
+	}
+	gate <- struct{}{}
+	// The load has applied a's older revision by now.
+	waitStall(t, stalled, "gate2")
+	if got, ok := late.Connection("a"); !ok || len(got.Groups) != 1 || got.Groups[0] != "new" {
+		t.Fatalf("during the load the view has %v (%v), want [new]", got.Groups, ok)
+	}
+	close(gate)
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := late.Connection("a"); !ok || len(got.Groups) != 1 || got.Groups[0] != "new" {
+		t.Fatalf("after the load the view has %v (%v), want [new]", got.Groups, ok)
+	}
+}
