@@ -157,7 +157,7 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 			r.dropped(old)
 		}
 		r.setSealedOut(name, nil)
-		return &Change{Kind: KindConnection, Name: name, Deleted: true}
+		return &Change{Kind: KindConnection, Name: name, Deleted: true, Initial: initial}
 	}
 	o := &openedConn{}
 	o.c, o.gen, o.err = r.decodeConnection(name, e.Value())

@@ -1136,3 +1136,35 @@ func TestStartupLoadKeepsANewerSlot(t *testing.T) {
 		t.Fatalf("after the load the view has %v (%v), want [new]", got.Groups, ok)
 	}
 }
+
+// A delete marker the start-up load brings (a connection deleted before the
+// worker started) is notified as Initial, as the rest of the load: a
+// listener acting on the whole state once Start returns ignores it.
+func TestStartupLoadNotifiesDeletesAsInitial(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"gone", "kept"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.DeleteConnection(c, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, changes, started := e.startStalled(key)
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	var sawDelete bool
+	for _, ch := range changes() {
+		if !ch.Initial {
+			t.Errorf("the start-up load notified %+v without Initial", ch)
+		}
+		sawDelete = sawDelete || (ch.Name == "gone" && ch.Deleted)
+	}
+	if !sawDelete {
+		t.Fatalf("the load brought no delete marker (%+v): the test does not test it", changes())
+	}
+}
