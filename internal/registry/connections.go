@@ -152,6 +152,9 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 		r.open(old)
 	}
 	if isDelete(e) {
+		// The generation the marker carries (purge) is the floor of this
+		// worker's next write of the key.
+		r.raiseGen(r.conns.name, name, storedGen(e.Value()))
 		if old != nil {
 			r.view.Delete(name)
 			r.dropped(old)
@@ -483,7 +486,15 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 	var stored uint64
 	switch rev {
 	case 0:
-		stored, err = r.conns.kv.Create(ctx, c.Name, val)
+		var exists bool
+		stored, exists, err = r.createKey(ctx, r.conns, c.Name, val, func(floor uint64) ([]byte, error) {
+			// Over a delete marker: above the generation it carries.
+			val, gen, err = r.sealValueGen(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c), 0)
+			return val, err
+		})
+		if err == nil && exists {
+			err = jetstream.ErrKeyExists
+		}
 	case ^uint64(0):
 		stored, err = r.conns.kv.Put(ctx, c.Name, val)
 	default:
@@ -508,13 +519,14 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 // whose record cannot be opened. A connection used by an export cannot be
 // deleted.
 func (r *Registry) DeleteConnection(ctx context.Context, name string) error {
-	if _, _, _, err := r.lookupConnection(ctx, name); err != nil {
+	_, gen, _, err := r.lookupConnection(ctx, name)
+	if err != nil {
 		return err
 	}
 	if used := r.exportsUsing(name); len(used) > 0 {
 		return events.Errorf(events.CodeBadRequest, "connection %q is used by export %q; delete the export first", name, used[0])
 	}
-	if err := r.conns.kv.Purge(ctx, name); err != nil {
+	if err := r.purge(ctx, r.conns, name, gen); err != nil {
 		return translate("deleting connection", err)
 	}
 	if err := r.deleteSecretsOf(ctx, name); err != nil {

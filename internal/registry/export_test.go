@@ -1,8 +1,14 @@
 package registry
 
+import "time"
+
 // Unopened reports whether connection name is in r's view with its record
 // still sealed (loaded at start, not used yet).
 func Unopened(r *Registry, name string) bool {
 	s := r.slot(name)
 	return s != nil && s.opened.Load() == nil
 }
+
+// SetClock makes r seal generations by now (a worker's clock ahead or
+// behind).
+func SetClock(r *Registry, now func() time.Time) { r.now = now }

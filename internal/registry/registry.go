@@ -99,6 +99,9 @@ type Registry struct {
 	exportsByNm map[string]events.Export
 	listeners   []func(Change)
 
+	// now is the clock of generations (nextGen); tests set another.
+	now func() time.Time
+
 	ready atomic.Bool
 	// sealedOut holds the connection records this worker's master key
 	// cannot open, and stopped the buckets whose watcher has stopped: either
@@ -129,6 +132,11 @@ type bucket struct {
 	mu   sync.Mutex
 	seen uint64
 	wake chan struct{}
+
+	// stream is the bucket's stream, for reading a delete marker
+	// (createKey); looked up on first use.
+	streamMu sync.Mutex
+	stream   jetstream.Stream
 }
 
 // wroteOwn records that this worker wrote revision rev and handles its
@@ -218,7 +226,7 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
 		exportsByNm: map[string]events.Export{},
-		sealedOut:   map[string]error{}, stopped: map[string]error{}, seenGen: map[genKey]uint64{}}
+		sealedOut:   map[string]error{}, stopped: map[string]error{}, seenGen: map[genKey]uint64{}, now: time.Now}
 	for _, b := range []struct {
 		dst  **bucket
 		what string

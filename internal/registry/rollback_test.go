@@ -278,3 +278,63 @@ func TestReplayedSecretRefusedByReadAndRekey(t *testing.T) {
 		t.Fatalf("rekey over a replayed secret: %+v", res)
 	}
 }
+
+// A key deleted and written again is accepted by a worker that remembers the
+// deleted record's generation, though that record was sealed by a worker
+// whose clock runs an hour ahead and the new one by a worker that never saw
+// it, with a clock on time: the delete marker carries the generation, and the
+// new record is sealed above it. No worker's clock decides.
+func TestWriteAfterDeleteLandsAboveRememberedGeneration(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	ahead := e.open(seal.New(key), registry.Options{})
+	registry.SetClock(ahead, func() time.Time { return time.Now().Add(time.Hour) })
+	remembers := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	bucket := e.kv("connections").Bucket()
+	refused := func() float64 {
+		return testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(bucket)) +
+			testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(e.kv("secrets").Bucket()))
+	}
+	before := refused()
+	if _, err := ahead.PutConnection(c, builtinConn(t, "k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ahead.PutSecret(c, "k", "db", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker to see the connection", func() bool {
+		_, ok := remembers.Connection("k")
+		return ok
+	})
+	if got, err := remembers.Secret(c, "k", "db"); err != nil || string(got.Value) != "v1" {
+		t.Fatalf("secret: %q %v", got.Value, err)
+	}
+	if err := remembers.DeleteSecret(c, "k", "db"); err != nil {
+		t.Fatal(err)
+	}
+	if err := remembers.DeleteConnection(c, "k"); err != nil {
+		t.Fatal(err)
+	}
+	// A worker started after the delete, with a clock on time.
+	fresh := e.open(seal.New(key), registry.Options{})
+	if _, err := fresh.PutConnection(c, builtinConn(t, "k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.PutSecret(c, "k", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the worker that remembers to apply the new connection", func() bool {
+		_, ok := remembers.Connection("k")
+		return ok || refused() > before
+	})
+	if n := refused() - before; n != 0 {
+		t.Fatalf("%v record(s) written after the delete refused as rollbacks", n)
+	}
+	if got, err := remembers.Secret(c, "k", "db"); err != nil || string(got.Value) != "v2" {
+		t.Fatalf("secret written after the delete: %q %v", got.Value, err)
+	}
+	if _, err := remembers.LookupConnection(c, "k"); err != nil {
+		t.Fatalf("lookup of the connection written after the delete: %v", err)
+	}
+}

@@ -53,7 +53,14 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 		}
 		var rev uint64
 		if prev == 0 {
-			rev, err = r.secrets.kv.Create(ctx, key, val)
+			var exists bool
+			rev, exists, err = r.createKey(ctx, r.secrets, key, val, func(floor uint64) ([]byte, error) {
+				// Over a delete marker: above the generation it carries.
+				return r.sealValue(r.secrets.name, key, floor, value, nil, version)
+			})
+			if err == nil && exists {
+				err = jetstream.ErrKeyExists
+			}
 		} else {
 			rev, err = r.secrets.kv.Update(ctx, key, val, prev)
 		}
@@ -134,10 +141,11 @@ func (r *Registry) DeleteSecret(ctx context.Context, conn, name string) error {
 		return err
 	}
 	key := secretKey(conn, name)
-	if _, err := r.secrets.kv.Get(ctx, key); err != nil {
+	e, err := r.secrets.kv.Get(ctx, key)
+	if err != nil {
 		return translate(fmt.Sprintf("secret %q", name), err)
 	}
-	if err := r.secrets.kv.Purge(ctx, key); err != nil {
+	if err := r.purge(ctx, r.secrets, key, storedGen(e.Value())); err != nil {
 		return translate("deleting secret", err)
 	}
 	return nil
@@ -149,7 +157,16 @@ func (r *Registry) deleteSecretsOf(ctx context.Context, conn string) error {
 		return err
 	}
 	for _, n := range names {
-		if err := r.secrets.kv.Purge(ctx, secretKey(conn, n)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		// Read first: the marker carries the record's generation (purge).
+		key := secretKey(conn, n)
+		e, err := r.secrets.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err == nil {
+			err = r.purge(ctx, r.secrets, key, storedGen(e.Value()))
+		}
+		if err != nil {
 			return translate("deleting secrets of connection", err)
 		}
 	}
