@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 )
