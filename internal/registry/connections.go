@@ -487,7 +487,7 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 	switch rev {
 	case 0:
 		var exists bool
-		stored, exists, err = r.createKey(ctx, r.conns, c.Name, val, func(floor uint64) ([]byte, error) {
+		stored, exists, _, err = r.createKey(ctx, r.conns, c.Name, val, func(floor uint64) ([]byte, error) {
 			// Over a delete marker: above the generation it carries.
 			val, gen, err = r.sealValueGen(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c), 0)
 			return val, err

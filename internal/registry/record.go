@@ -232,16 +232,17 @@ func validKey(key string) bool {
 
 // createKey creates key in b with val, written for floor 0; when the key
 // holds a delete marker, it writes seal(floor) over it instead, floor being
-// the generation the marker carries (purge). exists reports a key holding a
-// record (nothing written).
-func (r *Registry) createKey(ctx context.Context, b *bucket, key string, val []byte, seal func(floor uint64) ([]byte, error)) (rev uint64, exists bool, err error) {
+// the generation the marker carries (purge). A key that holds a record is
+// not written: exists is true, with the record read when it was (nil when
+// a concurrent write got in the way).
+func (r *Registry) createKey(ctx context.Context, b *bucket, key string, val []byte, seal func(floor uint64) ([]byte, error)) (rev uint64, exists bool, stored *jetstream.RawStreamMsg, err error) {
 	rev, err = b.kv.Update(ctx, key, val, 0)
 	if err == nil || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
-		return rev, false, err
+		return rev, false, nil, err
 	}
 	stream, serr := r.streamOf(ctx, b)
 	if serr != nil {
-		return 0, false, serr
+		return 0, false, nil, serr
 	}
 	m, gerr := stream.GetLastMsgForSubject(ctx, kvSubject(b, key))
 	switch {
@@ -249,23 +250,23 @@ func (r *Registry) createKey(ctx context.Context, b *bucket, key string, val []b
 		// Deleted meanwhile with its marker removed: try once more as new.
 		rev, err = b.kv.Update(ctx, key, val, 0)
 		if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
-			return 0, true, nil
+			return 0, true, nil, nil
 		}
-		return rev, false, err
+		return rev, false, nil, err
 	case gerr != nil:
-		return 0, false, gerr
+		return 0, false, nil, gerr
 	}
 	if op := m.Header.Get(kvOperation); op != kvPurge && op != kvDelete {
-		return 0, true, nil
+		return 0, true, m, nil
 	}
 	if val, err = seal(storedGen(m.Data)); err != nil {
-		return 0, false, err
+		return 0, false, nil, err
 	}
 	rev, err = b.kv.Update(ctx, key, val, m.Sequence)
 	if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
-		return 0, true, nil
+		return 0, true, nil, nil
 	}
-	return rev, false, err
+	return rev, false, nil, err
 }
 
 // streamOf is the stream behind bucket b, looked up once.

@@ -1168,3 +1168,62 @@ func TestStartupLoadNotifiesDeletesAsInitial(t *testing.T) {
 		t.Fatalf("the load brought no delete marker (%+v): the test does not test it", changes())
 	}
 }
+
+// Each put of a built-in secret is its next version (1, 2, 3…), also when
+// two workers put it at once (fewer than its 10 attempts); a put after a delete starts again at 1.
+func TestSecretVersionsCountPuts(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	a := e.open(seal.New(key), registry.Options{})
+	b := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	if _, err := a.PutConnection(c, builtinConn(t, "k")); err != nil {
+		t.Fatal(err)
+	}
+	version := func(r *registry.Registry) uint64 {
+		t.Helper()
+		got, err := r.Secret(c, "k", "db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Version
+	}
+	for want := uint64(1); want <= 3; want++ {
+		if err := a.PutSecret(c, "k", "db", []byte(fmt.Sprint("v", want))); err != nil {
+			t.Fatal(err)
+		}
+		if got := version(a); got != want {
+			t.Fatalf("put %d: version %d", want, got)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 4; i++ {
+		for _, r := range []*registry.Registry{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- r.PutSecret(c, "k", "db", []byte("concurrent"))
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := version(b); got != 11 {
+		t.Fatalf("after 3 + 8 puts: version %d, want 11", got)
+	}
+	if err := b.DeleteSecret(c, "k", "db"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PutSecret(c, "k", "db", []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if got := version(b); got != 1 {
+		t.Fatalf("after a delete: version %d, want 1", got)
+	}
+}

@@ -35,9 +35,11 @@ type StoredSecret = provider.StoredSecret
 //
 // A put is one round trip to the bucket when the secret is new: the
 // connection is checked in the watched view (the bucket confirms a negative
-// answer), and version 1 is created. Over an existing secret, it reads the
-// stored record and updates it with compare-and-set (a concurrent put makes
-// it read again).
+// answer), and version 1 is created. Over an existing secret, three: the
+// create fails, the stored record is read, and the next version updates it
+// with compare-and-set (a concurrent put makes it read again). Over a
+// deleted one, three as well: the create fails, the delete marker is read,
+// and the secret is written over it above the generation it carries.
 func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byte) error {
 	if err := r.requireBuiltin(ctx, conn); err != nil {
 		return err
@@ -54,10 +56,17 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 		var rev uint64
 		if prev == 0 {
 			var exists bool
-			rev, exists, err = r.createKey(ctx, r.secrets, key, val, func(floor uint64) ([]byte, error) {
+			var m *jetstream.RawStreamMsg
+			rev, exists, m, err = r.createKey(ctx, r.secrets, key, val, func(floor uint64) ([]byte, error) {
 				// Over a delete marker: above the generation it carries.
 				return r.sealValue(r.secrets.name, key, floor, value, nil, version)
 			})
+			if err == nil && exists && m != nil && attempt < 10 {
+				// The stored record, read by createKey: the next version
+				// over it, without reading it again.
+				version, prev, floor = secretVersion(m.Data)+1, m.Sequence, storedGen(m.Data)
+				continue
+			}
 			if err == nil && exists {
 				err = jetstream.ErrKeyExists
 			}
