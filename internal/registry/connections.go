@@ -163,7 +163,19 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 		return &Change{Kind: KindConnection, Name: name, Deleted: true, Initial: initial}
 	}
 	o := &openedConn{}
-	o.c, o.gen, o.err = r.decodeConnection(name, e.Value())
+	if w := r.takeOwnWrite(name, e.Value()); w != nil {
+		// This worker's own write, met before its put adopted it: applied
+		// from what the put sealed, without opening the record again (the
+		// generation it wrote is the newest seen for the key, as in
+		// adoptConnection).
+		o.c, o.err = decodeConnectionJSON(name, w.pt)
+		o.gen = w.gen
+		if o.err == nil {
+			r.raiseGen(r.conns.name, name, w.gen)
+		}
+	} else {
+		o.c, o.gen, o.err = r.decodeConnection(name, e.Value())
+	}
 	if errors.Is(o.err, ErrRollback) {
 		// A replayed old record: keep serving the newer connection seen
 		// before (observeGen logged and counted it).
@@ -195,15 +207,16 @@ func (r *Registry) replace(name string, rev uint64, old *connSlot, o *openedConn
 // write (a delete included) still replaces it, and the write itself is
 // notified once.
 func (r *Registry) adoptConnection(name string, pt []byte, gen, rev uint64) {
-	c, err := decodeConnectionJSON(name, pt)
-	if err != nil {
-		return
-	}
 	b := r.conns
 	b.applyMu.Lock()
 	old := r.slot(name)
 	if b.lastSeen() >= rev || (old != nil && old.rev >= rev) {
-		// Applied (or replaced) by the watcher already.
+		// Applied (or replaced) by the watcher already: nothing to decode.
+		b.applyMu.Unlock()
+		return
+	}
+	c, err := decodeConnectionJSON(name, pt)
+	if err != nil {
 		b.applyMu.Unlock()
 		return
 	}
@@ -215,6 +228,56 @@ func (r *Registry) adoptConnection(name string, pt []byte, gen, rev uint64) {
 	r.replace(name, rev, old, &openedConn{c: c, gen: gen})
 	b.applyMu.Unlock()
 	r.notify(Change{Kind: KindConnection, Name: name})
+}
+
+// ownWrite is a connection record this worker is writing, from its seal to
+// the reply of the write: the watcher, when it meets the record before the
+// put adopts it (adoptConnection), applies it from the plaintext sealed in it
+// rather than opening it (takeOwnWrite). A record is recognised by its bytes:
+// each seal has a fresh nonce.
+type ownWrite struct {
+	val, pt []byte
+	gen     uint64
+}
+
+// expectOwn registers w, a write of connection name about to be sent; the
+// returned func forgets it once the write has replied.
+func (r *Registry) expectOwn(name string, w *ownWrite) func() {
+	r.ownMu.Lock()
+	if r.own == nil {
+		r.own = map[string][]*ownWrite{}
+	}
+	r.own[name] = append(r.own[name], w)
+	r.ownMu.Unlock()
+	return func() {
+		r.ownMu.Lock()
+		defer r.ownMu.Unlock()
+		ws := r.own[name]
+		for i, x := range ws {
+			if x == w {
+				ws = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(ws) == 0 {
+			delete(r.own, name)
+		} else {
+			r.own[name] = ws
+		}
+	}
+}
+
+// takeOwnWrite returns the write of connection name under way whose record
+// is val, if any.
+func (r *Registry) takeOwnWrite(name string, val []byte) *ownWrite {
+	r.ownMu.Lock()
+	defer r.ownMu.Unlock()
+	for _, w := range r.own[name] {
+		if bytes.Equal(w.val, val) {
+			return w
+		}
+	}
+	return nil
 }
 
 // probeConnections runs once the state at start is loaded: it opens records
@@ -484,6 +547,9 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 		return events.Connection{}, true, err
 	}
 	var stored uint64
+	// Forgotten once the write has replied: the watcher meeting the record
+	// before then applies it without opening it.
+	defer r.expectOwn(c.Name, &ownWrite{val: val, pt: pt, gen: gen})()
 	switch rev {
 	case 0:
 		var exists bool

@@ -12,3 +12,9 @@ func Unopened(r *Registry, name string) bool {
 // SetClock makes r seal generations by now (a worker's clock ahead or
 // behind).
 func SetClock(r *Registry, now func() time.Time) { r.now = now }
+
+// ExpectOwn registers a write of connection name under way through r: the
+// record val, sealing plaintext pt at generation gen.
+func ExpectOwn(r *Registry, name string, val, pt []byte, gen uint64) (forget func()) {
+	return r.expectOwn(name, &ownWrite{val: val, pt: pt, gen: gen})
+}

@@ -94,6 +94,10 @@ type Registry struct {
 	openedOK atomic.Int64
 	// load packs the records the connections watcher loads at start.
 	load arena
+	// own holds the connection writes under way through this worker, by
+	// name (expectOwn).
+	ownMu sync.Mutex
+	own   map[string][]*ownWrite
 
 	mu          sync.RWMutex
 	exportsByNm map[string]events.Export

@@ -1227,3 +1227,44 @@ func TestSecretVersionsCountPuts(t *testing.T) {
 		t.Fatalf("after a delete: version %d, want 1", got)
 	}
 }
+
+// The watcher meeting a record this worker is writing before the put has
+// adopted it applies the plaintext the put sealed, without opening the
+// record: here a record that would not open shows that it is not opened,
+// and the same bytes written by no put of this worker are refused.
+func TestWatcherAppliesOwnWriteWithoutOpeningIt(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	r := e.open(seal.New(key), registry.Options{})
+	another := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	val := []byte(`{"v":2,"gen":5,"sealed":{"kid":"none","n":"AA==","c":"AA=="}}`)
+	pt, err := events.Marshal(awsConn(t, "own", "bio"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forget := registry.ExpectOwn(r, "own", val, pt, 5)
+	if _, err := e.kv("connections").Put(c, "own", val); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the watcher to apply the own write", func() bool {
+		got, ok := r.Connection("own")
+		return ok && got.AllowsGroup("bio")
+	})
+	forget()
+	if _, err := e.kv("connections").Put(c, "other", val); err != nil {
+		t.Fatal(err)
+	}
+	// Written after it by another worker: once r's watcher has applied
+	// this, it has passed the other record.
+	if _, err := another.PutConnection(c, awsConn(t, "z", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the watcher to pass the other record", func() bool {
+		_, ok := r.Connection("z")
+		return ok
+	})
+	if _, ok := r.Connection("other"); ok {
+		t.Fatal("a record written by no put of this worker was applied unopened")
+	}
+}
