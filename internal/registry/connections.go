@@ -90,7 +90,10 @@ func (r *Registry) open(s *connSlot) *openedConn {
 	rec, pt, o.err = r.openRecord(r.conns.name, s.name, s.raw)
 	if o.err == nil {
 		o.gen = rec.Gen
-		r.raiseGen(r.conns.name, s.name, rec.Gen)
+		if r.slot(s.name) != s {
+			// No longer in the view (which would carry it): remembered.
+			r.raiseGen(r.conns.name, s.name, rec.Gen)
+		}
 		o.c, o.err = decodeConnectionJSON(s.name, pt)
 	}
 	s.raw = nil
@@ -156,6 +159,10 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 		// worker's next write of the key.
 		r.raiseGen(r.conns.name, name, storedGen(e.Value()))
 		if old != nil {
+			// The view stops carrying its generation: remembered.
+			if oo := old.opened.Load(); oo != nil && oo.err == nil {
+				r.remember(r.conns.name, name, oo.gen)
+			}
 			r.view.Delete(name)
 			r.dropped(old)
 		}
@@ -166,13 +173,10 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 	if w := r.takeOwnWrite(name, e.Value()); w != nil {
 		// This worker's own write, met before its put adopted it: applied
 		// from what the put sealed, without opening the record again (the
-		// generation it wrote is the newest seen for the key, as in
-		// adoptConnection).
+		// generation it wrote is the newest seen for the key, carried by
+		// the view's slot, as in adoptConnection).
 		o.c, o.err = decodeConnectionJSON(name, w.pt)
 		o.gen = w.gen
-		if o.err == nil {
-			r.raiseGen(r.conns.name, name, w.gen)
-		}
 	} else {
 		o.c, o.gen, o.err = r.decodeConnection(name, e.Value())
 	}
@@ -191,7 +195,18 @@ func (r *Registry) replace(name string, rev uint64, old *connSlot, o *openedConn
 	s := &connSlot{name: name, rev: rev}
 	s.opened.Store(o)
 	r.opened(name, o)
+	if old != nil {
+		// Opened by the caller: a record of a higher generation replaced
+		// by a lower one (this worker's own write, ordered after it) stays
+		// remembered once the view stops carrying it.
+		if oo := old.opened.Load(); oo != nil && oo.err == nil && oo.gen > o.gen {
+			r.remember(r.conns.name, name, oo.gen)
+		}
+	}
 	r.view.Store(name, s)
+	if o.err == nil {
+		r.carried(name, o.gen)
+	}
 	if old != nil {
 		r.dropped(old)
 	}
@@ -223,8 +238,8 @@ func (r *Registry) adoptConnection(name string, pt []byte, gen, rev uint64) {
 	if old != nil {
 		r.open(old)
 	}
-	// The generation this worker wrote is the newest seen for the key.
-	r.raiseGen(b.name, name, gen)
+	// The generation this worker wrote is the newest seen for the key: the
+	// view's slot carries it (seenLocked).
 	r.replace(name, rev, old, &openedConn{c: c, gen: gen})
 	b.applyMu.Unlock()
 	r.notify(Change{Kind: KindConnection, Name: name})

@@ -18,3 +18,10 @@ func SetClock(r *Registry, now func() time.Time) { r.now = now }
 func ExpectOwn(r *Registry, name string, val, pt []byte, gen uint64) (forget func()) {
 	return r.expectOwn(name, &ownWrite{val: val, pt: pt, gen: gen})
 }
+
+// SeenGens is the number of generations r remembers outside its view.
+func SeenGens(r *Registry) int {
+	r.genMu.Lock()
+	defer r.genMu.Unlock()
+	return len(r.seenGen)
+}

@@ -65,7 +65,7 @@ func (r *Registry) nextGen(bucket, key string, floor uint64) uint64 {
 		gen = floor + 1
 	}
 	r.genMu.Lock()
-	if seen := r.seenGen[genKey{bucket, key}]; seen >= gen {
+	if seen := r.seenLocked(genKey{bucket, key}); seen >= gen {
 		gen = seen + 1
 	}
 	r.genMu.Unlock()
@@ -76,7 +76,48 @@ func (r *Registry) nextGen(bucket, key string, floor uint64) uint64 {
 func (r *Registry) seenGenOf(bucket, key string) uint64 {
 	r.genMu.Lock()
 	defer r.genMu.Unlock()
-	return r.seenGen[genKey{bucket, key}]
+	return r.seenLocked(genKey{bucket, key})
+}
+
+// seenLocked is the highest generation seen for k (genMu held): the one
+// seenGen remembers, or for a connection in the view the generation of its
+// opened record, which seenGen does not repeat (the slot carries it: one
+// map entry less per connection). Every comparison of a connection's
+// generation opens its slot first (open), so a sealed slot is never the
+// newest.
+func (r *Registry) seenLocked(k genKey) uint64 {
+	seen := r.seenGen[k]
+	if k.bucket == r.conns.name {
+		if s := r.slot(k.key); s != nil {
+			if o := s.opened.Load(); o != nil && o.err == nil && o.gen > seen {
+				seen = o.gen
+			}
+		}
+	}
+	return seen
+}
+
+// remember keeps gen as seen for bucket/key in seenGen itself: for a
+// connection's record leaving the view (deleted, or replaced by one of a
+// lower generation), which stops carrying it.
+func (r *Registry) remember(bucket, key string, gen uint64) {
+	k := genKey{bucket, key}
+	r.genMu.Lock()
+	if gen > r.seenGen[k] {
+		r.seenGen[k] = gen
+	}
+	r.genMu.Unlock()
+}
+
+// carried drops what seenGen holds for connection name when the view's
+// record, at generation gen, carries as much.
+func (r *Registry) carried(name string, gen uint64) {
+	k := genKey{r.conns.name, name}
+	r.genMu.Lock()
+	if v, ok := r.seenGen[k]; ok && v <= gen {
+		delete(r.seenGen, k)
+	}
+	r.genMu.Unlock()
 }
 
 // maxGenAhead bounds how far past the clock a stored generation may push
@@ -102,7 +143,7 @@ func (r *Registry) observeGen(bucket, key string, gen uint64) error {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
 	defer r.genMu.Unlock()
-	if seen := r.seenGen[k]; gen < seen {
+	if seen := r.seenLocked(k); gen < seen {
 		metrics.RegistryRollbackRefused.WithLabelValues(bucket).Inc()
 		r.log.Error().Str("bucket", bucket).Str("key", key).Uint64("gen", gen).Uint64("seen_gen", seen).
 			Msg("refusing a sealed record older than one already seen for its key (rolled back or replayed)")
@@ -119,7 +160,7 @@ func (r *Registry) observeGen(bucket, key string, gen uint64) error {
 func (r *Registry) raiseGen(bucket, key string, gen uint64) {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
-	if gen > r.seenGen[k] {
+	if gen > r.seenLocked(k) {
 		r.seenGen[k] = gen
 	}
 	r.genMu.Unlock()

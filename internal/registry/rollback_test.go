@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -336,5 +337,61 @@ func TestWriteAfterDeleteLandsAboveRememberedGeneration(t *testing.T) {
 	}
 	if _, err := remembers.LookupConnection(c, "k"); err != nil {
 		t.Fatalf("lookup of the connection written after the delete: %v", err)
+	}
+}
+
+// The generations of the connections in the view are carried by the view's
+// records, not repeated in the worker's memory of generations; a deleted
+// connection's is remembered, so a replay of it is still refused.
+func TestGenerationsCarriedByTheView(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	r := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	for i := 0; i < 20; i++ {
+		if _, err := r.PutConnection(c, awsConn(t, fmt.Sprint("c", i), "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.PutConnection(c, awsConn(t, "c0", "bio", "chem")); err != nil {
+		t.Fatal(err)
+	}
+	v1, err := e.kv("connections").Get(c, "c0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutConnection(c, awsConn(t, "c0", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker to apply the puts", func() bool {
+		got, ok := other.Connection("c0")
+		_, last := other.Connection("c19")
+		return ok && last && !got.AllowsGroup("chem")
+	})
+	for _, w := range []*registry.Registry{r, other} {
+		if n := registry.SeenGens(w); n != 0 {
+			t.Fatalf("%d generations remembered besides the view's", n)
+		}
+	}
+	if err := r.DeleteConnection(c, "c0"); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker to apply the delete", func() bool {
+		_, ok := other.Connection("c0")
+		return !ok
+	})
+	bucket := e.kv("connections").Bucket()
+	before := testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(bucket))
+	if _, err := e.kv("connections").Put(c, "c0", v1.Value()); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "both workers to refuse the replay of the deleted record", func() bool {
+		return testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(bucket)) >= before+2
+	})
+	for _, w := range []*registry.Registry{r, other} {
+		if _, ok := w.Connection("c0"); ok {
+			t.Fatal("a replay of a deleted record was applied")
+		}
 	}
 }
