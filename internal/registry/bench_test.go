@@ -88,13 +88,15 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 	secretPut := func(i int) []byte {
 		return fmt.Appendf(nil, `{"connection":"c%07d","name":"db01","value":"value-of-secret-%07d-xxxxxxxxxxxxxxxxxxxxxxxx"}`, i, i)
 	}
+	server := cluster.Nodes[0]
 	b.ResetTimer()
+	var connCPU, secretCPU cpuUse
 	connRate := parallel(b, admins, n, func(nc *nats.Conn, i int) error {
 		return adminRequest(nc, subj.Admin(events.ResourceConnections, events.VerbPut), connPut(i))
-	})
+	}, measureCPU(&connCPU, w, server))
 	secretRate := parallel(b, admins, n, func(nc *nats.Conn, i int) error {
 		return adminRequest(nc, subj.Admin(events.ResourceSecrets, events.VerbPut), secretPut(i))
-	})
+	}, measureCPU(&secretCPU, w, server))
 	loadedRSS, loadedHeap := memory(b, addr)
 
 	// Bare KV puts of values the size of the records just stored.
@@ -106,7 +108,8 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 	connKV, _ := js.KeyValue(ctx, subj.Bucket(events.BucketConnections))
 	secretKV, _ := js.KeyValue(ctx, subj.Bucket(events.BucketSecrets))
 	connSize, secretSize := valueSize(b, connKV, "c0000000"), valueSize(b, secretKV, "c0000000.db01")
-	bare := func(name string, size int) float64 {
+	var bareConnCPU, bareSecretCPU, responderCPU cpuUse
+	bare := func(name string, size int, use *cpuUse) float64 {
 		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage})
 		if err != nil {
 			b.Fatal(err)
@@ -121,10 +124,11 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 		return parallelKV(b, len(kvs), n, func(g, i int) error {
 			_, err := kvs[g].Put(ctx, fmt.Sprintf("c%07d", i), val)
 			return err
-		})
+		}, measureCPU(use, nil, server))
 	}
-	bareConn := bare("bench_bare_connections", connSize)
-	bareSecret := bare("bench_bare_secrets", secretSize)
+	bareConn := bare("bench_bare_connections", connSize, &bareConnCPU)
+	bareSecret := bare("bench_bare_secrets", secretSize, &bareSecretCPU)
+	responderRate := bareResponder(b, url, admins, n, connSize, measureCPU(&responderCPU, nil, server))
 
 	// Restarts, each after a bare watch of the buckets.
 	var restarts, watchBoth, watchConns []float64
@@ -166,12 +170,17 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 	restart, wb, wc := median(restarts), median(watchBoth), median(watchConns)
 	b.ReportMetric(connRate, "conn-puts/s")
 	b.ReportMetric(secretRate, "secret-puts/s")
+	b.ReportMetric(float64(connCPU.worker.Microseconds())/float64(n), "worker-µs/conn-put")
 	b.ReportMetric(restart, "restart-s")
 	b.ReportMetric(mib(loadedRSS), "rss-loaded-MiB")
 	b.ReportMetric(mib(rssLater), "rss-restarted-MiB")
 	fmt.Printf("registry at %d builtin connections + %d secrets, 16 concurrent admins, worker and nats-server in separate processes (GOMEMLIMIT %q):\n", n, n, os.Getenv("CLOUDBRIDGE_BENCH_GOMEMLIMIT"))
 	fmt.Printf("  admin puts: connections %.0f/s, secrets %.0f/s | bare KV puts of same-size values: %.0f/s, %.0f/s | ratio %.2f, %.2f (goal ≥ 5,000/s)\n",
 		connRate, secretRate, bareConn, bareSecret, connRate/bareConn, secretRate/bareSecret)
+	fmt.Printf("  bare responder (one connection; request → its own goroutine → KV put → reply), connection-size values: %.0f/s | admin connection puts against it: ratio %.2f\n",
+		responderRate, connRate/responderRate)
+	fmt.Printf("  CPU per put (µs; worker | nats-server | this process: the admins, and the responder for it): admin connections %s, secrets %s | bare KV puts %s, %s | bare responder %s\n",
+		connCPU.per(n), secretCPU.per(n), bareConnCPU.per(n), bareSecretCPU.per(n), responderCPU.per(n))
 	fmt.Printf("  restart until serving (median of 3): %.2fs %v | bare KV watch of the connections bucket %.2fs %v, of both buckets %.2fs %v (goal ≤ 2s)\n",
 		restart, secs(restarts), wc, secs(watchConns), wb, secs(watchBoth))
 	fmt.Printf("  worker RSS: loaded %.0f MiB (heap %.0f MiB); after restart %.0f MiB at serving, %.0f MiB 3s later (heap %.0f MiB) (goal ≤ 150 MiB)\n",
@@ -204,16 +213,20 @@ func adminRequest(nc *nats.Conn, subject string, body []byte) error {
 }
 
 // parallel runs fn for i in [0,n) from one goroutine per connection and
-// returns the rate.
-func parallel(b *testing.B, conns []*nats.Conn, n int, fn func(nc *nats.Conn, i int) error) float64 {
-	return parallelKV(b, len(conns), n, func(g, i int) error { return fn(conns[g], i) })
+// returns the rate; measure (when not nil) is called at the start, and what
+// it returns at the end.
+func parallel(b *testing.B, conns []*nats.Conn, n int, fn func(nc *nats.Conn, i int) error, measure func() func()) float64 {
+	return parallelKV(b, len(conns), n, func(g, i int) error { return fn(conns[g], i) }, measure)
 }
 
-func parallelKV(b *testing.B, goroutines, n int, fn func(g, i int) error) float64 {
+func parallelKV(b *testing.B, goroutines, n int, fn func(g, i int) error, measure func() func()) float64 {
 	b.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var failed atomic.Value
+	if measure != nil {
+		defer measure()()
+	}
 	start := time.Now()
 	for g := 0; g < goroutines; g++ {
 		wg.Add(1)
@@ -315,4 +328,94 @@ func memory(b *testing.B, addr string) (rss, heap float64) {
 		}
 	}
 	return rss, heap
+}
+
+// cpuUse is the CPU time used during a phase by the worker, the nats-server
+// and this (the benchmark's) process.
+type cpuUse struct{ worker, server, self time.Duration }
+
+// per formats u per operation of n, in µs: worker | server | this process.
+func (u cpuUse) per(n int) string {
+	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	if u.worker == 0 {
+		return fmt.Sprintf("[- | %.0f | %.0f]", us(u.server), us(u.self))
+	}
+	return fmt.Sprintf("[%.0f | %.0f | %.0f]", us(u.worker), us(u.server), us(u.self))
+}
+
+// measureCPU returns a measure for parallel: it records into u the CPU time
+// the worker (when not nil), the server and this process use in between.
+func measureCPU(u *cpuUse, w *procs.Worker, server *procs.Node) func() func() {
+	return func() func() {
+		var w0 time.Duration
+		if w != nil {
+			w0 = w.CPU()
+		}
+		s0, self0 := server.CPU(), selfCPU()
+		return func() {
+			if w != nil {
+				u.worker = w.CPU() - w0
+			}
+			u.server, u.self = server.CPU()-s0, selfCPU()-self0
+		}
+	}
+}
+
+// selfCPU is this process's user and system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// bareResponder is the second baseline of the admin puts: what a service
+// answering a request with a KV put does at the least. A responder with one
+// NATS connection of its own (as a worker has) takes each request on a
+// goroutine of its own, puts a value of size bytes into a bucket and
+// replies; the admins' 16 connections send n requests, as for the admin
+// puts. It returns the rate.
+func bareResponder(b *testing.B, url string, admins []*nats.Conn, n, size int, measure func() func()) float64 {
+	b.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	js, _ := jetstream.New(nc)
+	const name = "bench_bare_responder"
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = js.DeleteKeyValue(ctx, name) }()
+	val := []byte(strings.Repeat("x", size))
+	sub, err := nc.QueueSubscribe("bench.bare.put", "bench", func(m *nats.Msg) {
+		go func() {
+			if _, err := kv.Put(ctx, string(m.Data), val); err != nil {
+				_ = m.Respond([]byte("error"))
+				return
+			}
+			_ = m.Respond([]byte("{}"))
+		}()
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	return parallel(b, admins, n, func(nc *nats.Conn, i int) error {
+		msg, err := nc.Request("bench.bare.put", fmt.Appendf(nil, "c%07d", i), 30*time.Second)
+		if err != nil {
+			return err
+		}
+		if string(msg.Data) != "{}" {
+			return fmt.Errorf("bare responder: %s", msg.Data)
+		}
+		return nil
+	}, measure)
 }

@@ -90,7 +90,10 @@ func (r *Registry) open(s *connSlot) *openedConn {
 	rec, pt, o.err = r.openRecord(r.conns.name, s.name, s.raw)
 	if o.err == nil {
 		o.gen = rec.Gen
-		r.raiseGen(r.conns.name, s.name, rec.Gen)
+		if r.slot(s.name) != s {
+			// No longer in the view (which would carry it): remembered.
+			r.raiseGen(r.conns.name, s.name, rec.Gen)
+		}
 		o.c, o.err = decodeConnectionJSON(s.name, pt)
 	}
 	s.raw = nil
@@ -127,7 +130,8 @@ func (r *Registry) dropped(s *connSlot) {
 
 func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Change {
 	name := e.Key()
-	if initial && !isDelete(e) {
+	old := r.slot(name)
+	if initial && !isDelete(e) && old == nil {
 		// Loaded at start: opened on first use. The record is copied out
 		// of its message (which holds the subject and headers too) into the
 		// load's arena, and the name out of the subject.
@@ -135,7 +139,11 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: r.load.copy(e.Value())})
 		return &Change{Kind: KindConnection, Name: name, Initial: true}
 	}
-	old := r.slot(name)
+	// A change after start, or one of the load at start meeting a slot
+	// already there (a put through this worker before Start returned, or a
+	// watcher that restarted during the load and brings the state again):
+	// the slot's revision and the record's generation decide, as for any
+	// change.
 	if old != nil && old.rev >= e.Revision() {
 		// A put through this worker applied this write (or a later one)
 		// already, and notified it (adoptConnection).
@@ -147,22 +155,38 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 		r.open(old)
 	}
 	if isDelete(e) {
+		// The generation the marker carries (purge) is the floor of this
+		// worker's next write of the key.
+		r.raiseGen(r.conns.name, name, storedGen(e.Value()))
 		if old != nil {
+			// The view stops carrying its generation: remembered.
+			if oo := old.opened.Load(); oo != nil && oo.err == nil {
+				r.remember(r.conns.name, name, oo.gen)
+			}
 			r.view.Delete(name)
 			r.dropped(old)
 		}
 		r.setSealedOut(name, nil)
-		return &Change{Kind: KindConnection, Name: name, Deleted: true}
+		return &Change{Kind: KindConnection, Name: name, Deleted: true, Initial: initial}
 	}
 	o := &openedConn{}
-	o.c, o.gen, o.err = r.decodeConnection(name, e.Value())
+	if w := r.takeOwnWrite(name, e.Value()); w != nil {
+		// This worker's own write, met before its put adopted it: applied
+		// from what the put sealed, without opening the record again (the
+		// generation it wrote is the newest seen for the key, carried by
+		// the view's slot, as in adoptConnection).
+		o.c, o.err = decodeConnectionJSON(name, w.pt)
+		o.gen = w.gen
+	} else {
+		o.c, o.gen, o.err = r.decodeConnection(name, e.Value())
+	}
 	if errors.Is(o.err, ErrRollback) {
 		// A replayed old record: keep serving the newer connection seen
 		// before (observeGen logged and counted it).
 		return nil
 	}
 	r.replace(name, e.Revision(), old, o)
-	return &Change{Kind: KindConnection, Name: name}
+	return &Change{Kind: KindConnection, Name: name, Initial: initial}
 }
 
 // replace puts opened record o, stored at revision rev, into the view in
@@ -171,7 +195,18 @@ func (r *Registry) replace(name string, rev uint64, old *connSlot, o *openedConn
 	s := &connSlot{name: name, rev: rev}
 	s.opened.Store(o)
 	r.opened(name, o)
+	if old != nil {
+		// Opened by the caller: a record of a higher generation replaced
+		// by a lower one (this worker's own write, ordered after it) stays
+		// remembered once the view stops carrying it.
+		if oo := old.opened.Load(); oo != nil && oo.err == nil && oo.gen > o.gen {
+			r.remember(r.conns.name, name, oo.gen)
+		}
+	}
 	r.view.Store(name, s)
+	if o.err == nil {
+		r.carried(name, o.gen)
+	}
 	if old != nil {
 		r.dropped(old)
 	}
@@ -187,26 +222,77 @@ func (r *Registry) replace(name string, rev uint64, old *connSlot, o *openedConn
 // write (a delete included) still replaces it, and the write itself is
 // notified once.
 func (r *Registry) adoptConnection(name string, pt []byte, gen, rev uint64) {
-	c, err := decodeConnectionJSON(name, pt)
-	if err != nil {
-		return
-	}
 	b := r.conns
 	b.applyMu.Lock()
 	old := r.slot(name)
 	if b.lastSeen() >= rev || (old != nil && old.rev >= rev) {
-		// Applied (or replaced) by the watcher already.
+		// Applied (or replaced) by the watcher already: nothing to decode.
+		b.applyMu.Unlock()
+		return
+	}
+	c, err := decodeConnectionJSON(name, pt)
+	if err != nil {
 		b.applyMu.Unlock()
 		return
 	}
 	if old != nil {
 		r.open(old)
 	}
-	// The generation this worker wrote is the newest seen for the key.
-	r.raiseGen(b.name, name, gen)
+	// The generation this worker wrote is the newest seen for the key: the
+	// view's slot carries it (seenLocked).
 	r.replace(name, rev, old, &openedConn{c: c, gen: gen})
 	b.applyMu.Unlock()
 	r.notify(Change{Kind: KindConnection, Name: name})
+}
+
+// ownWrite is a connection record this worker is writing, from its seal to
+// the reply of the write: the watcher, when it meets the record before the
+// put adopts it (adoptConnection), applies it from the plaintext sealed in it
+// rather than opening it (takeOwnWrite). A record is recognised by its bytes:
+// each seal has a fresh nonce.
+type ownWrite struct {
+	val, pt []byte
+	gen     uint64
+}
+
+// expectOwn registers w, a write of connection name about to be sent; the
+// returned func forgets it once the write has replied.
+func (r *Registry) expectOwn(name string, w *ownWrite) func() {
+	r.ownMu.Lock()
+	if r.own == nil {
+		r.own = map[string][]*ownWrite{}
+	}
+	r.own[name] = append(r.own[name], w)
+	r.ownMu.Unlock()
+	return func() {
+		r.ownMu.Lock()
+		defer r.ownMu.Unlock()
+		ws := r.own[name]
+		for i, x := range ws {
+			if x == w {
+				ws = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(ws) == 0 {
+			delete(r.own, name)
+		} else {
+			r.own[name] = ws
+		}
+	}
+}
+
+// takeOwnWrite returns the write of connection name under way whose record
+// is val, if any.
+func (r *Registry) takeOwnWrite(name string, val []byte) *ownWrite {
+	r.ownMu.Lock()
+	defer r.ownMu.Unlock()
+	for _, w := range r.own[name] {
+		if bytes.Equal(w.val, val) {
+			return w
+		}
+	}
+	return nil
 }
 
 // probeConnections runs once the state at start is loaded: it opens records
@@ -229,12 +315,7 @@ func decodeConnectionJSON(name string, pt []byte) (events.Connection, error) {
 }
 
 func (r *Registry) decodeConnection(name string, stored []byte) (events.Connection, uint64, error) {
-	rec, pt, err := r.openRecord(r.conns.name, name, stored)
-	if err == nil {
-		if err = r.observeGen(r.conns.name, name, rec.Gen); err != nil {
-			err = fmt.Errorf("opening record %s/%s: %w", r.conns.name, name, err)
-		}
-	}
+	rec, pt, err := r.openChecked(r.conns.name, name, stored)
 	if err != nil {
 		return events.Connection{}, 0, err
 	}
@@ -481,9 +562,20 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 		return events.Connection{}, true, err
 	}
 	var stored uint64
+	// Forgotten once the write has replied: the watcher meeting the record
+	// before then applies it without opening it.
+	defer r.expectOwn(c.Name, &ownWrite{val: val, pt: pt, gen: gen})()
 	switch rev {
 	case 0:
-		stored, err = r.conns.kv.Create(ctx, c.Name, val)
+		var exists bool
+		stored, exists, _, err = r.createKey(ctx, r.conns, c.Name, val, func(floor uint64) ([]byte, error) {
+			// Over a delete marker: above the generation it carries.
+			val, gen, err = r.sealValueGen(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c), 0)
+			return val, err
+		})
+		if err == nil && exists {
+			err = jetstream.ErrKeyExists
+		}
 	case ^uint64(0):
 		stored, err = r.conns.kv.Put(ctx, c.Name, val)
 	default:
@@ -508,13 +600,14 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 // whose record cannot be opened. A connection used by an export cannot be
 // deleted.
 func (r *Registry) DeleteConnection(ctx context.Context, name string) error {
-	if _, _, _, err := r.lookupConnection(ctx, name); err != nil {
+	_, gen, _, err := r.lookupConnection(ctx, name)
+	if err != nil {
 		return err
 	}
 	if used := r.exportsUsing(name); len(used) > 0 {
 		return events.Errorf(events.CodeBadRequest, "connection %q is used by export %q; delete the export first", name, used[0])
 	}
-	if err := r.conns.kv.Purge(ctx, name); err != nil {
+	if err := r.purge(ctx, r.conns, name, gen); err != nil {
 		return translate("deleting connection", err)
 	}
 	if err := r.deleteSecretsOf(ctx, name); err != nil {

@@ -1,8 +1,27 @@
 package registry
 
+import "time"
+
 // Unopened reports whether connection name is in r's view with its record
 // still sealed (loaded at start, not used yet).
 func Unopened(r *Registry, name string) bool {
 	s := r.slot(name)
 	return s != nil && s.opened.Load() == nil
+}
+
+// SetClock makes r seal generations by now (a worker's clock ahead or
+// behind).
+func SetClock(r *Registry, now func() time.Time) { r.now = now }
+
+// ExpectOwn registers a write of connection name under way through r: the
+// record val, sealing plaintext pt at generation gen.
+func ExpectOwn(r *Registry, name string, val, pt []byte, gen uint64) (forget func()) {
+	return r.expectOwn(name, &ownWrite{val: val, pt: pt, gen: gen})
+}
+
+// SeenGens is the number of generations r remembers outside its view.
+func SeenGens(r *Registry) int {
+	r.genMu.Lock()
+	defer r.genMu.Unlock()
+	return len(r.seenGen)
 }

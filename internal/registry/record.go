@@ -1,11 +1,16 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
@@ -46,21 +51,73 @@ func associatedData(bucket, key string, v int, gen uint64) []byte {
 type genKey struct{ bucket, key string }
 
 // nextGen is the generation of a new write of bucket/key: above floor (the
-// stored record's), above every generation this worker has seen for it, and
-// at least the current time in nanoseconds, so a write by any worker (even
-// one that never saw the key, or after a delete) lands above the records
-// other workers remember.
+// stored record's, or after a delete the one its purge marker carries:
+// purge), above every generation this worker has seen for it, and at least
+// the current time in nanoseconds, so a write by a worker that never saw the
+// key lands above the records other workers remember. The floor carries the
+// generation across a delete, so no worker's clock decides whether a key
+// deleted and written again is refused as a rollback by the workers that
+// remember it: only a marker left without one (by another client, or before
+// markers carried one) makes the clock the floor again.
 func (r *Registry) nextGen(bucket, key string, floor uint64) uint64 {
-	gen := uint64(time.Now().UnixNano())
+	gen := uint64(r.now().UnixNano())
 	if floor >= gen {
 		gen = floor + 1
 	}
 	r.genMu.Lock()
-	if seen := r.seenGen[genKey{bucket, key}]; seen >= gen {
+	if seen := r.seenLocked(genKey{bucket, key}); seen >= gen {
 		gen = seen + 1
 	}
 	r.genMu.Unlock()
 	return gen
+}
+
+// seenGenOf is the highest generation this worker has seen for bucket/key.
+func (r *Registry) seenGenOf(bucket, key string) uint64 {
+	r.genMu.Lock()
+	defer r.genMu.Unlock()
+	return r.seenLocked(genKey{bucket, key})
+}
+
+// seenLocked is the highest generation seen for k (genMu held): the one
+// seenGen remembers, or for a connection in the view the generation of its
+// opened record, which seenGen does not repeat (the slot carries it: one
+// map entry less per connection). Every comparison of a connection's
+// generation opens its slot first (open), so a sealed slot is never the
+// newest.
+func (r *Registry) seenLocked(k genKey) uint64 {
+	seen := r.seenGen[k]
+	if k.bucket == r.conns.name {
+		if s := r.slot(k.key); s != nil {
+			if o := s.opened.Load(); o != nil && o.err == nil && o.gen > seen {
+				seen = o.gen
+			}
+		}
+	}
+	return seen
+}
+
+// remember keeps gen as seen for bucket/key in seenGen itself: for a
+// connection's record leaving the view (deleted, or replaced by one of a
+// lower generation), which stops carrying it.
+func (r *Registry) remember(bucket, key string, gen uint64) {
+	k := genKey{bucket, key}
+	r.genMu.Lock()
+	if gen > r.seenGen[k] {
+		r.seenGen[k] = gen
+	}
+	r.genMu.Unlock()
+}
+
+// carried drops what seenGen holds for connection name when the view's
+// record, at generation gen, carries as much.
+func (r *Registry) carried(name string, gen uint64) {
+	k := genKey{r.conns.name, name}
+	r.genMu.Lock()
+	if v, ok := r.seenGen[k]; ok && v <= gen {
+		delete(r.seenGen, k)
+	}
+	r.genMu.Unlock()
 }
 
 // maxGenAhead bounds how far past the clock a stored generation may push
@@ -86,7 +143,7 @@ func (r *Registry) observeGen(bucket, key string, gen uint64) error {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
 	defer r.genMu.Unlock()
-	if seen := r.seenGen[k]; gen < seen {
+	if seen := r.seenLocked(k); gen < seen {
 		metrics.RegistryRollbackRefused.WithLabelValues(bucket).Inc()
 		r.log.Error().Str("bucket", bucket).Str("key", key).Uint64("gen", gen).Uint64("seen_gen", seen).
 			Msg("refusing a sealed record older than one already seen for its key (rolled back or replayed)")
@@ -103,7 +160,7 @@ func (r *Registry) observeGen(bucket, key string, gen uint64) error {
 func (r *Registry) raiseGen(bucket, key string, gen uint64) {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
-	if gen > r.seenGen[k] {
+	if gen > r.seenLocked(k) {
 		r.seenGen[k] = gen
 	}
 	r.genMu.Unlock()
@@ -134,17 +191,18 @@ func (r *Registry) sealValueGen(bucket, key string, floor uint64, plaintext []by
 	return val, gen, err
 }
 
-// openValue opens a stored record, refusing one older than a generation
-// already seen for its key (ErrRollback).
-func (r *Registry) openValue(bucket, key string, stored []byte) ([]byte, string, error) {
+// openChecked opens a stored record read from the bucket (not one loaded at
+// start: connSlot), refusing one older than a generation already seen for
+// its key (ErrRollback), and records its generation as seen.
+func (r *Registry) openChecked(bucket, key string, stored []byte) (sealedRecord, []byte, error) {
 	rec, pt, err := r.openRecord(bucket, key, stored)
 	if err != nil {
-		return nil, "", err
+		return rec, nil, err
 	}
 	if err := r.observeGen(bucket, key, rec.Gen); err != nil {
-		return nil, "", fmt.Errorf("opening record %s/%s: %w", bucket, key, err)
+		return rec, nil, fmt.Errorf("opening record %s/%s: %w", bucket, key, err)
 	}
-	return pt, rec.Sealed.KeyID, nil
+	return rec, pt, nil
 }
 
 // openRecord decodes and opens a stored record.
@@ -164,4 +222,105 @@ func (r *Registry) openRecord(bucket, key string, stored []byte) (sealedRecord, 
 		return rec, nil, fmt.Errorf("opening record %s/%s: %w", bucket, key, err)
 	}
 	return rec, pt, nil
+}
+
+// The KV purge marker's headers (ADR-8: the KV-Operation header, and a
+// subject rollup that removes the key's earlier records).
+const (
+	kvOperation = "KV-Operation"
+	kvPurge     = "PURGE"
+	kvDelete    = "DEL"
+)
+
+// kvSubject is the subject of key in bucket b.
+func kvSubject(b *bucket, key string) string { return "$KV." + b.name + "." + key }
+
+// purge removes key from b as KeyValue.Purge does, with a marker that carries
+// gen (at least the generation of the record it removes): a later write of
+// the key by any worker reads it as its floor (createKey), so it lands above
+// the generation the workers that saw the record remember.
+func (r *Registry) purge(ctx context.Context, b *bucket, key string, gen uint64) error {
+	if !validKey(key) {
+		return jetstream.ErrInvalidKey
+	}
+	m := nats.NewMsg(kvSubject(b, key))
+	m.Header.Set(kvOperation, kvPurge)
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	if seen := r.seenGenOf(b.name, key); seen > gen {
+		gen = seen
+	}
+	if gen > 0 {
+		m.Data = []byte(`{"gen":` + strconv.FormatUint(gen, 10) + `}`)
+	}
+	_, err := r.js.PublishMsg(ctx, m)
+	return err
+}
+
+// validKey is KeyValue's rule for a key: the characters -/_=.a-zA-Z0-9,
+// neither starting nor ending with a dot.
+func validKey(key string) bool {
+	if key == "" || key[0] == '.' || key[len(key)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-/_=.", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// createKey creates key in b with val, written for floor 0; when the key
+// holds a delete marker, it writes seal(floor) over it instead, floor being
+// the generation the marker carries (purge). A key that holds a record is
+// not written: exists is true, with the record read when it was (nil when
+// a concurrent write got in the way).
+func (r *Registry) createKey(ctx context.Context, b *bucket, key string, val []byte, seal func(floor uint64) ([]byte, error)) (rev uint64, exists bool, stored *jetstream.RawStreamMsg, err error) {
+	rev, err = b.kv.Update(ctx, key, val, 0)
+	if err == nil || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
+		return rev, false, nil, err
+	}
+	stream, serr := r.streamOf(ctx, b)
+	if serr != nil {
+		return 0, false, nil, serr
+	}
+	m, gerr := stream.GetLastMsgForSubject(ctx, kvSubject(b, key))
+	switch {
+	case errors.Is(gerr, jetstream.ErrMsgNotFound):
+		// Deleted meanwhile with its marker removed: try once more as new.
+		rev, err = b.kv.Update(ctx, key, val, 0)
+		if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
+			return 0, true, nil, nil
+		}
+		return rev, false, nil, err
+	case gerr != nil:
+		return 0, false, nil, gerr
+	}
+	if op := m.Header.Get(kvOperation); op != kvPurge && op != kvDelete {
+		return 0, true, m, nil
+	}
+	if val, err = seal(storedGen(m.Data)); err != nil {
+		return 0, false, nil, err
+	}
+	rev, err = b.kv.Update(ctx, key, val, m.Sequence)
+	if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
+		return 0, true, nil, nil
+	}
+	return rev, false, nil, err
+}
+
+// streamOf is the stream behind bucket b, looked up once.
+func (r *Registry) streamOf(ctx context.Context, b *bucket) (jetstream.Stream, error) {
+	b.streamMu.Lock()
+	defer b.streamMu.Unlock()
+	if b.stream != nil {
+		return b.stream, nil
+	}
+	st, err := r.js.Stream(ctx, "KV_"+b.name)
+	if err != nil {
+		return nil, err
+	}
+	b.stream = st
+	return st, nil
 }

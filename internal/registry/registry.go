@@ -94,10 +94,17 @@ type Registry struct {
 	openedOK atomic.Int64
 	// load packs the records the connections watcher loads at start.
 	load arena
+	// own holds the connection writes under way through this worker, by
+	// name (expectOwn).
+	ownMu sync.Mutex
+	own   map[string][]*ownWrite
 
 	mu          sync.RWMutex
 	exportsByNm map[string]events.Export
 	listeners   []func(Change)
+
+	// now is the clock of generations (nextGen); tests set another.
+	now func() time.Time
 
 	ready atomic.Bool
 	// sealedOut holds the connection records this worker's master key
@@ -129,6 +136,11 @@ type bucket struct {
 	mu   sync.Mutex
 	seen uint64
 	wake chan struct{}
+
+	// stream is the bucket's stream, for reading a delete marker
+	// (createKey); looked up on first use.
+	streamMu sync.Mutex
+	stream   jetstream.Stream
 }
 
 // wroteOwn records that this worker wrote revision rev and handles its
@@ -218,7 +230,7 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
 		exportsByNm: map[string]events.Export{},
-		sealedOut:   map[string]error{}, stopped: map[string]error{}, seenGen: map[genKey]uint64{}}
+		sealedOut:   map[string]error{}, stopped: map[string]error{}, seenGen: map[genKey]uint64{}, now: time.Now}
 	for _, b := range []struct {
 		dst  **bucket
 		what string

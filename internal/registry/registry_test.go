@@ -1042,3 +1042,229 @@ func TestPutAppliesItsOwnWriteOnce(t *testing.T) {
 		t.Fatalf("the view has %v after the last put", got.Groups)
 	}
 }
+
+// startStalled opens a registry on the env's buckets and starts it on a
+// goroutine of its own, its watcher stalling on the Initial notification of
+// each connection in stall until the test sends on the gate returned (the
+// watcher reports each stall on stalled). changes records every connection
+// change notified.
+func (e *env) startStalled(key seal.Key, stall ...string) (r *registry.Registry, stalled <-chan string, gate chan<- struct{}, changes func() []registry.Change, started <-chan error) {
+	e.t.Helper()
+	c := ctx(e.t)
+	r, err := registry.Open(c, e.js, seal.New(key), registry.Options{Logger: zerolog.Nop()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	st, g, done := make(chan string, len(stall)), make(chan struct{}), make(chan error, 1)
+	var mu sync.Mutex
+	var got []registry.Change
+	r.OnChange(func(ch registry.Change) {
+		if ch.Kind != registry.KindConnection {
+			return
+		}
+		mu.Lock()
+		got = append(got, ch)
+		mu.Unlock()
+		for _, n := range stall {
+			if ch.Initial && ch.Name == n {
+				st <- n
+				select {
+				case <-g:
+				case <-c.Done():
+				}
+			}
+		}
+	})
+	go func() { done <- r.Start(c) }()
+	e.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.Stop(ctx)
+	})
+	return r, st, g, func() []registry.Change {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]registry.Change(nil), got...)
+	}, done
+}
+
+func waitStall(t *testing.T, stalled <-chan string, want string) {
+	t.Helper()
+	select {
+	case n := <-stalled:
+		if n != want {
+			t.Fatalf("stalled at %q, want %q", n, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the start-up load did not reach %q", want)
+	}
+}
+
+// A put through a worker while its start-up load is under way (before
+// Start returns) is not undone by the load bringing an older revision of the
+// same connection: the load compares the slot's revision, as every change
+// does.
+func TestStartupLoadKeepsANewerSlot(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	// In revision order: gate1, a, gate2.
+	for _, n := range []string{"gate1", "a", "gate2"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late, stalled, gate, _, started := e.startStalled(key, "gate1", "gate2")
+	waitStall(t, stalled, "gate1")
+	// a is not loaded yet: the put writes over the bucket's record and
+	// adopts its write.
+	if _, err := late.PutConnection(c, awsConn(t, "a", "new")); err != nil {
+		t.Fatal(err)
+	}
+	gate <- struct{}{}
+	// The load has applied a's older revision by now.
+	waitStall(t, stalled, "gate2")
+	if got, ok := late.Connection("a"); !ok || len(got.Groups) != 1 || got.Groups[0] != "new" {
+		t.Fatalf("during the load the view has %v (%v), want [new]", got.Groups, ok)
+	}
+	close(gate)
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := late.Connection("a"); !ok || len(got.Groups) != 1 || got.Groups[0] != "new" {
+		t.Fatalf("after the load the view has %v (%v), want [new]", got.Groups, ok)
+	}
+}
+
+// A delete marker the start-up load brings (a connection deleted before the
+// worker started) is notified as Initial, as the rest of the load: a
+// listener acting on the whole state once Start returns ignores it.
+func TestStartupLoadNotifiesDeletesAsInitial(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"gone", "kept"} {
+		if _, err := w.PutConnection(c, awsConn(t, n, "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.DeleteConnection(c, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, changes, started := e.startStalled(key)
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	var sawDelete bool
+	for _, ch := range changes() {
+		if !ch.Initial {
+			t.Errorf("the start-up load notified %+v without Initial", ch)
+		}
+		sawDelete = sawDelete || (ch.Name == "gone" && ch.Deleted)
+	}
+	if !sawDelete {
+		t.Fatalf("the load brought no delete marker (%+v): the test does not test it", changes())
+	}
+}
+
+// Each put of a built-in secret is its next version (1, 2, 3…), also when
+// two workers put it at once (fewer than its 10 attempts); a put after a delete starts again at 1.
+func TestSecretVersionsCountPuts(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	a := e.open(seal.New(key), registry.Options{})
+	b := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	if _, err := a.PutConnection(c, builtinConn(t, "k")); err != nil {
+		t.Fatal(err)
+	}
+	version := func(r *registry.Registry) uint64 {
+		t.Helper()
+		got, err := r.Secret(c, "k", "db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Version
+	}
+	for want := uint64(1); want <= 3; want++ {
+		if err := a.PutSecret(c, "k", "db", []byte(fmt.Sprint("v", want))); err != nil {
+			t.Fatal(err)
+		}
+		if got := version(a); got != want {
+			t.Fatalf("put %d: version %d", want, got)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 4; i++ {
+		for _, r := range []*registry.Registry{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- r.PutSecret(c, "k", "db", []byte("concurrent"))
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := version(b); got != 11 {
+		t.Fatalf("after 3 + 8 puts: version %d, want 11", got)
+	}
+	if err := b.DeleteSecret(c, "k", "db"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PutSecret(c, "k", "db", []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if got := version(b); got != 1 {
+		t.Fatalf("after a delete: version %d, want 1", got)
+	}
+}
+
+// The watcher meeting a record this worker is writing before the put has
+// adopted it applies the plaintext the put sealed, without opening the
+// record: here a record that would not open shows that it is not opened,
+// and the same bytes written by no put of this worker are refused.
+func TestWatcherAppliesOwnWriteWithoutOpeningIt(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	r := e.open(seal.New(key), registry.Options{})
+	another := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	val := []byte(`{"v":2,"gen":5,"sealed":{"kid":"none","n":"AA==","c":"AA=="}}`)
+	pt, err := events.Marshal(awsConn(t, "own", "bio"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forget := registry.ExpectOwn(r, "own", val, pt, 5)
+	if _, err := e.kv("connections").Put(c, "own", val); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the watcher to apply the own write", func() bool {
+		got, ok := r.Connection("own")
+		return ok && got.AllowsGroup("bio")
+	})
+	forget()
+	if _, err := e.kv("connections").Put(c, "other", val); err != nil {
+		t.Fatal(err)
+	}
+	// Written after it by another worker: once r's watcher has applied
+	// this, it has passed the other record.
+	if _, err := another.PutConnection(c, awsConn(t, "z", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the watcher to pass the other record", func() bool {
+		_, ok := r.Connection("z")
+		return ok
+	})
+	if _, ok := r.Connection("other"); ok {
+		t.Fatal("a record written by no put of this worker was applied unopened")
+	}
+}

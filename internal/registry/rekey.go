@@ -65,10 +65,7 @@ func (r *Registry) rekeyOne(ctx context.Context, b *bucket, key string) (bool, e
 	if b == r.conns {
 		r.settle(key)
 	}
-	rec, pt, err := r.openRecord(b.name, key, e.Value())
-	if err == nil {
-		err = r.observeGen(b.name, key, rec.Gen)
-	}
+	rec, pt, err := r.openChecked(b.name, key, e.Value())
 	if err != nil {
 		return false, &unreadableError{err: fmt.Errorf("rekeying: %w", err)}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -238,5 +239,159 @@ func TestLookupOfReplayRefusedOverRecordLoadedAtStart(t *testing.T) {
 	_, err := late.LookupConnection(c, n)
 	if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
 		t.Fatalf("lookup of a replayed record: %v", err)
+	}
+}
+
+// A replayed built-in secret is refused by the read of the secret and by
+// rekey alike (the same check as for connections).
+func TestReplayedSecretRefusedByReadAndRekey(t *testing.T) {
+	e := newEnv(t)
+	r := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, builtinConn(t, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutSecret(c, "b", "db", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	v1, err := e.kv("secrets").Get(c, "b.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutSecret(c, "b", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.Secret(c, "b", "db"); err != nil || string(got.Value) != "v2" {
+		t.Fatalf("secret: %q %v", got.Value, err)
+	}
+	if _, err := e.kv("secrets").Put(c, "b.db", v1.Value()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Secret(c, "b", "db")
+	if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("read of a replayed secret: %v", err)
+	}
+	res, err := r.Rekey(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Failed) != 1 || res.Failed[0] != "b.db" {
+		t.Fatalf("rekey over a replayed secret: %+v", res)
+	}
+}
+
+// A key deleted and written again is accepted by a worker that remembers the
+// deleted record's generation, though that record was sealed by a worker
+// whose clock runs an hour ahead and the new one by a worker that never saw
+// it, with a clock on time: the delete marker carries the generation, and the
+// new record is sealed above it. No worker's clock decides.
+func TestWriteAfterDeleteLandsAboveRememberedGeneration(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	ahead := e.open(seal.New(key), registry.Options{})
+	registry.SetClock(ahead, func() time.Time { return time.Now().Add(time.Hour) })
+	remembers := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	bucket := e.kv("connections").Bucket()
+	refused := func() float64 {
+		return testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(bucket)) +
+			testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(e.kv("secrets").Bucket()))
+	}
+	before := refused()
+	if _, err := ahead.PutConnection(c, builtinConn(t, "k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ahead.PutSecret(c, "k", "db", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker to see the connection", func() bool {
+		_, ok := remembers.Connection("k")
+		return ok
+	})
+	if got, err := remembers.Secret(c, "k", "db"); err != nil || string(got.Value) != "v1" {
+		t.Fatalf("secret: %q %v", got.Value, err)
+	}
+	if err := remembers.DeleteSecret(c, "k", "db"); err != nil {
+		t.Fatal(err)
+	}
+	if err := remembers.DeleteConnection(c, "k"); err != nil {
+		t.Fatal(err)
+	}
+	// A worker started after the delete, with a clock on time.
+	fresh := e.open(seal.New(key), registry.Options{})
+	if _, err := fresh.PutConnection(c, builtinConn(t, "k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.PutSecret(c, "k", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the worker that remembers to apply the new connection", func() bool {
+		_, ok := remembers.Connection("k")
+		return ok || refused() > before
+	})
+	if n := refused() - before; n != 0 {
+		t.Fatalf("%v record(s) written after the delete refused as rollbacks", n)
+	}
+	if got, err := remembers.Secret(c, "k", "db"); err != nil || string(got.Value) != "v2" {
+		t.Fatalf("secret written after the delete: %q %v", got.Value, err)
+	}
+	if _, err := remembers.LookupConnection(c, "k"); err != nil {
+		t.Fatalf("lookup of the connection written after the delete: %v", err)
+	}
+}
+
+// The generations of the connections in the view are carried by the view's
+// records, not repeated in the worker's memory of generations; a deleted
+// connection's is remembered, so a replay of it is still refused.
+func TestGenerationsCarriedByTheView(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	r := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	for i := 0; i < 20; i++ {
+		if _, err := r.PutConnection(c, awsConn(t, fmt.Sprint("c", i), "bio")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.PutConnection(c, awsConn(t, "c0", "bio", "chem")); err != nil {
+		t.Fatal(err)
+	}
+	v1, err := e.kv("connections").Get(c, "c0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutConnection(c, awsConn(t, "c0", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker to apply the puts", func() bool {
+		got, ok := other.Connection("c0")
+		_, last := other.Connection("c19")
+		return ok && last && !got.AllowsGroup("chem")
+	})
+	for _, w := range []*registry.Registry{r, other} {
+		if n := registry.SeenGens(w); n != 0 {
+			t.Fatalf("%d generations remembered besides the view's", n)
+		}
+	}
+	if err := r.DeleteConnection(c, "c0"); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker to apply the delete", func() bool {
+		_, ok := other.Connection("c0")
+		return !ok
+	})
+	bucket := e.kv("connections").Bucket()
+	before := testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(bucket))
+	if _, err := e.kv("connections").Put(c, "c0", v1.Value()); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "both workers to refuse the replay of the deleted record", func() bool {
+		return testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(bucket)) >= before+2
+	})
+	for _, w := range []*registry.Registry{r, other} {
+		if _, ok := w.Connection("c0"); ok {
+			t.Fatal("a replay of a deleted record was applied")
+		}
 	}
 }

@@ -35,9 +35,11 @@ type StoredSecret = provider.StoredSecret
 //
 // A put is one round trip to the bucket when the secret is new: the
 // connection is checked in the watched view (the bucket confirms a negative
-// answer), and version 1 is created. Over an existing secret, it reads the
-// stored record and updates it with compare-and-set (a concurrent put makes
-// it read again).
+// answer), and version 1 is created. Over an existing secret, three: the
+// create fails, the stored record is read, and the next version updates it
+// with compare-and-set (a concurrent put makes it read again). Over a
+// deleted one, three as well: the create fails, the delete marker is read,
+// and the secret is written over it above the generation it carries.
 func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byte) error {
 	if err := r.requireBuiltin(ctx, conn); err != nil {
 		return err
@@ -53,7 +55,21 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 		}
 		var rev uint64
 		if prev == 0 {
-			rev, err = r.secrets.kv.Create(ctx, key, val)
+			var exists bool
+			var m *jetstream.RawStreamMsg
+			rev, exists, m, err = r.createKey(ctx, r.secrets, key, val, func(floor uint64) ([]byte, error) {
+				// Over a delete marker: above the generation it carries.
+				return r.sealValue(r.secrets.name, key, floor, value, nil, version)
+			})
+			if err == nil && exists && m != nil && attempt < 10 {
+				// The stored record, read by createKey: the next version
+				// over it, without reading it again.
+				version, prev, floor = secretVersion(m.Data)+1, m.Sequence, storedGen(m.Data)
+				continue
+			}
+			if err == nil && exists {
+				err = jetstream.ErrKeyExists
+			}
 		} else {
 			rev, err = r.secrets.kv.Update(ctx, key, val, prev)
 		}
@@ -99,7 +115,7 @@ func (r *Registry) Secret(ctx context.Context, conn, name string) (StoredSecret,
 	if err != nil {
 		return StoredSecret{}, translate(fmt.Sprintf("secret %q", name), err)
 	}
-	pt, _, err := r.openValue(r.secrets.name, e.Key(), e.Value())
+	_, pt, err := r.openChecked(r.secrets.name, e.Key(), e.Value())
 	if err != nil {
 		return StoredSecret{}, unreadable("secret", name, err)
 	}
@@ -134,10 +150,11 @@ func (r *Registry) DeleteSecret(ctx context.Context, conn, name string) error {
 		return err
 	}
 	key := secretKey(conn, name)
-	if _, err := r.secrets.kv.Get(ctx, key); err != nil {
+	e, err := r.secrets.kv.Get(ctx, key)
+	if err != nil {
 		return translate(fmt.Sprintf("secret %q", name), err)
 	}
-	if err := r.secrets.kv.Purge(ctx, key); err != nil {
+	if err := r.purge(ctx, r.secrets, key, storedGen(e.Value())); err != nil {
 		return translate("deleting secret", err)
 	}
 	return nil
@@ -149,7 +166,16 @@ func (r *Registry) deleteSecretsOf(ctx context.Context, conn string) error {
 		return err
 	}
 	for _, n := range names {
-		if err := r.secrets.kv.Purge(ctx, secretKey(conn, n)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		// Read first: the marker carries the record's generation (purge).
+		key := secretKey(conn, n)
+		e, err := r.secrets.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err == nil {
+			err = r.purge(ctx, r.secrets, key, storedGen(e.Value()))
+		}
+		if err != nil {
 			return translate("deleting secrets of connection", err)
 		}
 	}

@@ -6,6 +6,7 @@
 package procs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -282,6 +284,18 @@ func (n *Node) Start() {
 	n.cmd, n.done = cmd, done
 }
 
+// CPU is the CPU time (user and system) the node's process has used so far,
+// or 0 when it is not running or the system does not say (not Linux).
+func (n *Node) CPU() time.Duration {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return 0
+	}
+	return processCPU(cmd.Process.Pid)
+}
+
 // Running reports whether the node's process is up.
 func (n *Node) Running() bool {
 	n.mu.Lock()
@@ -343,6 +357,36 @@ func StartWorker(t testenv.TB, bins Binaries, env []string, args ...string) *Wor
 	go func() { w.err = cmd.Wait(); close(w.done) }()
 	t.Cleanup(func() { w.Kill() })
 	return w
+}
+
+// CPU is the CPU time (user and system) the worker's process has used so
+// far, or 0 when the system does not say (not Linux).
+func (w *Worker) CPU() time.Duration { return processCPU(w.cmd.Process.Pid) }
+
+// processCPU reads a process's user and system CPU time from /proc (0 when
+// it cannot).
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is the 3rd field of the file, utime the 14th.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	s, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	// Clock ticks; USER_HZ is 100 on every Linux Go supports.
+	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
 // Signal sends sig to the worker.
