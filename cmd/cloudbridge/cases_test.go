@@ -152,6 +152,8 @@ func TestCLICases(t *testing.T) {
 		{[]string{"--nats-url", url, "export", "ls"}, "", 0, "no exports", ""},
 		{[]string{"logs", "send", "other.subject", "x", "--nats-url", url}, "", 13, "", "not stored"},
 		{[]string{"invalidate", "nosuch", "--nats-url", url}, "", 13, "", "not_found"},
+		{[]string{"token", "ops", "nosuch", "--duration", "30m", "--nats-url", url}, "", 13, "", "not_found"}, // --duration parses (it did not)
+		{[]string{"token", "ops", "nosuch", "--duration=-1h", "--nats-url", url}, "", 2, "", "not negative"},
 		{[]string{"secret", "ls", "nosuch", "--nats-url", url}, "", 13, "", ""},
 		{[]string{"conn", "ls", "--nats-url", url}, "", 0, "no connections", ""},
 		{[]string{"export", "put", "-f", "-", "--nats-url", url}, `{"name":"e1","connection":"nosuch","subjects":["logs.app.>"],"cloudwatch":{"log_group":"g"}}`, 13, "", ""},

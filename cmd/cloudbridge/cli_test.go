@@ -325,3 +325,59 @@ func TestHelpListsTheFlagsAVerbUses(t *testing.T) {
 		}
 	}
 }
+
+// Every verb's --help explains it beyond the one line, with an example that
+// parses as written; every argument has a sentence. Unknown verbs and flags
+// are usage errors with a hint.
+func TestEveryVerbHelpHasAnExample(t *testing.T) {
+	for verb, n := range leafCommands(t) {
+		out, _, code := cb(t, "", append(strings.Fields(verb), "--help")...)
+		if code != 0 || !strings.Contains(out, "Example") || n.Detail == "" {
+			t.Errorf("%s --help: exit %d, no example:\n%s", verb, code, out)
+			continue
+		}
+		for _, a := range n.Positional {
+			if strings.TrimSpace(a.Help) == "" {
+				t.Errorf("%s: argument <%s> has no help", verb, a.Name)
+			}
+		}
+		examples := 0
+		for _, line := range strings.Split(n.Detail, "\n") {
+			i := strings.Index(line, "cloudbridge "+verb)
+			if !strings.HasPrefix(line, "    ") || i < 0 {
+				continue
+			}
+			examples++
+			args := shellWords(line[i:])[1:]
+			var c cli
+			p := mustParser(t, &c)
+			kctx, err := p.Parse(args)
+			if err == nil {
+				err = checkGlobals(kctx)
+			}
+			if err != nil || verbPath(selectedCommand(kctx)) != verb {
+				t.Errorf("%s: example %q: %v", verb, line, err)
+			}
+		}
+		if examples == 0 {
+			t.Errorf("%s: no example line starts with 'cloudbridge %s':\n%s", verb, verb, n.Detail)
+		}
+	}
+	for _, tc := range []struct {
+		args       []string
+		want, hint string
+	}{
+		{[]string{"bogus"}, "unexpected argument bogus", "Run 'cloudbridge --help'"},
+		{[]string{"conn", "bogus"}, "unexpected argument bogus", "Run 'cloudbridge conn --help'"},
+		{[]string{"conn"}, `expected one of "put"`, "Run 'cloudbridge conn --help'"},
+		{[]string{"conn", "ls", "--bogus"}, "unknown flag --bogus", "Run 'cloudbridge conn ls --help'"},
+		{[]string{"--bogus", "conn", "ls"}, "unknown flag --bogus", "Run 'cloudbridge --help'"},
+		{[]string{"dead", "ls"}, `expected "<export>"`, "Run 'cloudbridge dead ls --help'"},
+		{[]string{"help", "bogus"}, "unexpected argument bogus", "Run 'cloudbridge --help'"},
+	} {
+		out, errOut, code := cb(t, "", tc.args...)
+		if code != events.ExitUsage || out != "" || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, tc.hint) {
+			t.Errorf("cloudbridge %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(tc.args, " "), code, out, errOut)
+		}
+	}
+}
