@@ -103,7 +103,7 @@ type connTestCmd struct {
 	Group  string   `arg:"" help:"Group to test as: one of the connection's groups."`
 	Name   string   `arg:"" help:"Connection name."`
 	Secret string   `help:"Also read this secret (default: credentials and identity only)."`
-	Keys   []string `help:"Keys the secret must have (comma-separated)."`
+	Keys   []string `help:"Keys the secret must have (comma-separated; default: none checked)."`
 }
 
 func (c *connTestCmd) Run(e *env) error {

@@ -12,9 +12,9 @@ type resolveCmd struct {
 	Group   string   `arg:"" help:"Group to resolve as: one of the connection's groups."`
 	Conn    string   `arg:"" help:"Connection name."`
 	Secret  string   `arg:"" help:"Secret name, ARN or resource name."`
-	Keys    []string `help:"Only these keys of the credentials (comma-separated)."`
+	Keys    []string `help:"Only these keys of the credentials (comma-separated; default: all)."`
 	Fresh   bool     `help:"Bypass the worker's cache."`
-	Version string   `help:"Version: AWS stage or version id, GCP version number or alias."`
+	Version string   `help:"Version: AWS stage or version id, GCP version number or alias (default: the current one)."`
 }
 
 func (c *resolveCmd) Run(e *env) error {
@@ -32,7 +32,7 @@ func (c *resolveCmd) Run(e *env) error {
 type tokenCmd struct {
 	Group    string        `arg:"" help:"Group to ask as: one of the connection's groups."`
 	Conn     string        `arg:"" help:"Connection name."`
-	Scopes   []string      `help:"OAuth scopes (GCP; comma-separated)."`
+	Scopes   []string      `help:"OAuth scopes (GCP; comma-separated; default: cloud-platform)."`
 	Duration time.Duration `help:"Requested lifetime, e.g. 1h (default: the provider's)."`
 }
 
