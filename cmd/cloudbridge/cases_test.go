@@ -192,6 +192,9 @@ func TestHealthVerb(t *testing.T) {
 	if out, errOut, code := cb(t, "", "health", "--http-addr", "0.0.0.0:"+port); code != 0 {
 		t.Fatalf("health of a ready worker: exit %d %s %s", code, out, errOut)
 	}
+	if out, errOut, code := cb(t, "", "health", "--http-addr", httpAddr, "--json"); code != 0 || !json.Valid([]byte(out)) || !strings.Contains(out, `"status": 200`) {
+		t.Fatalf("health --json: exit %d %q %s", code, out, errOut)
+	}
 	if _, errOut, code := cb(t, "", "health", "--http-addr", freeAddr(t), "--timeout", "2s"); code != 1 || !strings.Contains(errOut, "/readyz") {
 		t.Fatalf("health of nothing: exit %d %s", code, errOut)
 	}
