@@ -18,9 +18,9 @@ type auditCmd struct {
 }
 
 type auditTailCmd struct {
-	Group string `name:"group" help:"Only events of this group."`
-	Conn  string `name:"conn" help:"Only events of this connection."`
-	Op    string `name:"op" enum:"resolve,test,token,invalidate,admin," default:"" help:"Only events of this operation: resolve, test, token, invalidate or admin."`
+	Group string `name:"group" help:"Only events of this group (default: any)."`
+	Conn  string `name:"conn" help:"Only events of this connection (default: any)."`
+	Op    string `name:"op" enum:"resolve,test,token,invalidate,admin," default:"" help:"Only events of this operation: resolve, test, token, invalidate or admin (default: any)."`
 	All   bool   `name:"all" help:"Start with the oldest stored event instead of the next one."`
 	Last  int    `name:"last" default:"0" help:"Start with the last N stored events (0: only new ones, unless --all)."`
 	Count int    `name:"count" default:"0" help:"Stop after N events (0: follow until interrupted)."`

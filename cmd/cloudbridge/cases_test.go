@@ -152,6 +152,8 @@ func TestCLICases(t *testing.T) {
 		{[]string{"--nats-url", url, "export", "ls"}, "", 0, "no exports", ""},
 		{[]string{"logs", "send", "other.subject", "x", "--nats-url", url}, "", 13, "", "not stored"},
 		{[]string{"invalidate", "nosuch", "--nats-url", url}, "", 13, "", "not_found"},
+		{[]string{"token", "ops", "nosuch", "--duration", "30m", "--nats-url", url}, "", 13, "", "not_found"}, // --duration parses (it did not)
+		{[]string{"token", "ops", "nosuch", "--duration=-1h", "--nats-url", url}, "", 2, "", "not negative"},
 		{[]string{"secret", "ls", "nosuch", "--nats-url", url}, "", 13, "", ""},
 		{[]string{"conn", "ls", "--nats-url", url}, "", 0, "no connections", ""},
 		{[]string{"export", "put", "-f", "-", "--nats-url", url}, `{"name":"e1","connection":"nosuch","subjects":["logs.app.>"],"cloudwatch":{"log_group":"g"}}`, 13, "", ""},
@@ -189,6 +191,9 @@ func TestHealthVerb(t *testing.T) {
 	_, port, _ := strings.Cut(httpAddr, ":")
 	if out, errOut, code := cb(t, "", "health", "--http-addr", "0.0.0.0:"+port); code != 0 {
 		t.Fatalf("health of a ready worker: exit %d %s %s", code, out, errOut)
+	}
+	if out, errOut, code := cb(t, "", "health", "--http-addr", httpAddr, "--json"); code != 0 || !json.Valid([]byte(out)) || !strings.Contains(out, `"status": 200`) {
+		t.Fatalf("health --json: exit %d %q %s", code, out, errOut)
 	}
 	if _, errOut, code := cb(t, "", "health", "--http-addr", freeAddr(t), "--timeout", "2s"); code != 1 || !strings.Contains(errOut, "/readyz") {
 		t.Fatalf("health of nothing: exit %d %s", code, errOut)

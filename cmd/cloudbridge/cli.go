@@ -41,7 +41,7 @@ type cli struct {
 type clientFlags struct {
 	config.NATS `embed:""`
 	JSON        bool          `name:"json" help:"Print JSON for scripts (the wire's shape) instead of tables."`
-	Timeout     time.Duration `name:"timeout" env:"CLOUDBRIDGE_TIMEOUT" default:"10s" help:"How long to wait for a reply."`
+	Timeout     time.Duration `name:"timeout" env:"CLOUDBRIDGE_TIMEOUT" default:"10s" help:"How long the CLI waits for a reply (not serve's --request-timeout)."`
 	InboxPrefix string        `name:"inbox-prefix" env:"CLOUDBRIDGE_INBOX_PREFIX" help:"Prefix of the reply subjects (inboxes), e.g. _INBOX_logs for a NATS user that may only subscribe to _INBOX_logs.>. Default _INBOX." placeholder:"PREFIX"`
 
 	url   string     // the URL connected to
@@ -193,6 +193,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { exit = code; panic(exitPanic{}) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Help(printHelp),
 		vars,
 	)
 	if err != nil {
@@ -203,9 +204,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if exit >= 0 {
 		return exit
 	}
+	if err == nil {
+		err = checkGlobals(kctx)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cloudbridge: %v\n", err)
-		fmt.Fprintf(stderr, "%s\n", usageHint(args, err))
+		fmt.Fprintf(stderr, "%s\n", usageHint(args, kctx, err))
 		return 2
 	}
 	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, f: &c.clientFlags}
@@ -216,11 +220,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // usageHint is the line printed after a parse error.
-func usageHint(args []string, err error) string {
+func usageHint(args []string, kctx *kong.Context, err error) string {
 	var verb []string
 	var pe *kong.ParseError
 	if errors.As(err, &pe) && pe.Context != nil {
-		for _, w := range strings.Fields(pe.Context.Command()) {
+		kctx = pe.Context
+	}
+	if kctx != nil {
+		for _, w := range strings.Fields(kctx.Command()) {
 			if !strings.HasPrefix(w, "<") {
 				verb = append(verb, w)
 			}

@@ -211,3 +211,173 @@ func TestRekeyWithUnreadableRecordFails(t *testing.T) {
 		t.Fatalf("rekey --json over a torn record: code %d, stdout %q", code, out)
 	}
 }
+
+// leafCommands are the verbs of the command line, as "conn ls", with their nodes.
+func leafCommands(t *testing.T) map[string]*kong.Node {
+	t.Helper()
+	var c cli
+	p := mustParser(t, &c)
+	out := map[string]*kong.Node{}
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		if n.Type == kong.CommandNode && len(n.Children) == 0 {
+			out[verbPath(n)] = n
+		}
+		for _, ch := range n.Children {
+			walk(ch)
+		}
+	}
+	walk(p.Model.Node)
+	if len(out) < 25 {
+		t.Fatalf("only %d verbs", len(out))
+	}
+	return out
+}
+
+// Every verb's --help lists exactly the global flags it uses, each with a
+// sentence; serve lists no CLI-only flag, and refuses them, naming what to
+// use; the env twins of flags a verb does not use are ignored.
+func TestHelpListsTheFlagsAVerbUses(t *testing.T) {
+	clearNATSEnv(t)
+	want := map[string][]string{
+		"serve":     {"--nats-url", "--nats-creds", "--prefix", "--request-timeout", "--master-key-file"},
+		"health":    {"--json", "--timeout", "--http-addr"},
+		"version":   {"--json"},
+		"logs send": {"--nats-url", "--json", "--timeout", "--inbox-prefix"},
+		"conn ls":   {"--nats-url", "--nats-creds", "--prefix", "--json", "--timeout", "--inbox-prefix"},
+	}
+	globals := []string{"--nats-url", "--nats-user", "--nats-creds", "--prefix", "--json", "--timeout", "--inbox-prefix"}
+	for verb, n := range leafCommands(t) {
+		out, errOut, code := cb(t, "", append(strings.Fields(verb), "--help")...)
+		if code != 0 || errOut != "" {
+			t.Fatalf("%s --help: exit %d %s", verb, code, errOut)
+		}
+		used := usedBy(n)
+		for _, g := range globals {
+			listed := strings.Contains(out, "\n      "+g+"=") || strings.Contains(out, "\n      "+g+" ")
+			if wantIt := used&groupOf(strings.TrimPrefix(g, "--")) != 0; listed != wantIt {
+				t.Errorf("%s --help: %s listed %v, want %v\n%s", verb, g, listed, wantIt, out)
+			}
+		}
+		for _, f := range want[verb] {
+			if !strings.Contains(out, "      "+f) {
+				t.Errorf("%s --help lacks %s:\n%s", verb, f, out)
+			}
+		}
+		// Every flag has a sentence, and none is shown with an empty help.
+		for _, fl := range n.Flags {
+			if strings.TrimSpace(fl.Help) == "" {
+				t.Errorf("%s: --%s has no help", verb, fl.Name)
+			}
+		}
+	}
+	if out, _, _ := cb(t, "", "serve", "--help"); strings.Contains(out, "CLI verbs") || !strings.Contains(out, "embedded NATS") {
+		t.Errorf("serve's --nats-url help is the CLI's:\n%s", out)
+	}
+	if out, _, _ := cb(t, "", "conn", "ls", "--help"); strings.Contains(out, "embedded") || !strings.Contains(out, config.DefaultCLIURL) {
+		t.Errorf("conn ls's --nats-url help is serve's:\n%s", out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--timeout", "1s"}, "serve does not take --timeout: it is how long a CLI verb waits for a reply; a worker's deadline of one request is --request-timeout"},
+		{[]string{"--timeout=1s", "serve"}, "serve does not take --timeout"},
+		{[]string{"serve", "--json"}, "serve does not take --json"},
+		{[]string{"--inbox-prefix", "_INBOX_x", "serve"}, "serve does not take --inbox-prefix"},
+		{[]string{"health", "--nats-url", "nats://127.0.0.1:1"}, "health does not take --nats-url"},
+		{[]string{"version", "--prefix", "x"}, "version does not take --prefix"},
+		{[]string{"logs", "send", "logs.a", "x", "--prefix", "x"}, "logs send does not take --prefix"},
+	} {
+		out, errOut, code := cb(t, "", tc.args...)
+		if code != events.ExitUsage || out != "" || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "--help") {
+			t.Errorf("cloudbridge %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(tc.args, " "), code, out, errOut)
+		}
+	}
+	// The env twins are ignored by a verb that does not use them: one
+	// environment can hold the CLI's and the worker's settings.
+	t.Setenv("CLOUDBRIDGE_TIMEOUT", "3s")
+	t.Setenv("CLOUDBRIDGE_JSON", "true")
+	t.Setenv("CLOUDBRIDGE_INBOX_PREFIX", "_INBOX_x")
+	var c cli
+	p := mustParser(t, &c)
+	kctx, err := p.Parse([]string{"serve", "--nats-url", "nats://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkGlobals(kctx); err != nil || c.Timeout != 3*time.Second {
+		t.Fatalf("serve with CLOUDBRIDGE_TIMEOUT: %v (timeout %s)", err, c.Timeout)
+	}
+	// Every verb that talks to workers takes every global flag, before or after the verb.
+	for verb, n := range leafCommands(t) {
+		if usedBy(n) != gClient {
+			continue
+		}
+		args := append([]string{"--json", "--timeout", "1s", "--prefix", "x"}, strings.Fields(verb)...)
+		var c cli
+		p := mustParser(t, &c)
+		kctx, err := p.Parse(append(args, "--inbox-prefix", "_INBOX_x", "--nats-url", "nats://127.0.0.1:1"))
+		if err != nil {
+			continue // the verb's own arguments are missing: kong says so, not us
+		}
+		if err := checkGlobals(kctx); err != nil {
+			t.Errorf("%s: %v", verb, err)
+		}
+	}
+}
+
+// Every verb's --help explains it beyond the one line, with an example that
+// parses as written; every argument has a sentence. Unknown verbs and flags
+// are usage errors with a hint.
+func TestEveryVerbHelpHasAnExample(t *testing.T) {
+	for verb, n := range leafCommands(t) {
+		out, _, code := cb(t, "", append(strings.Fields(verb), "--help")...)
+		if code != 0 || !strings.Contains(out, "Example") || n.Detail == "" {
+			t.Errorf("%s --help: exit %d, no example:\n%s", verb, code, out)
+			continue
+		}
+		for _, a := range n.Positional {
+			if strings.TrimSpace(a.Help) == "" {
+				t.Errorf("%s: argument <%s> has no help", verb, a.Name)
+			}
+		}
+		examples := 0
+		for _, line := range strings.Split(n.Detail, "\n") {
+			i := strings.Index(line, "cloudbridge "+verb)
+			if !strings.HasPrefix(line, "    ") || i < 0 {
+				continue
+			}
+			examples++
+			args := shellWords(line[i:])[1:]
+			var c cli
+			p := mustParser(t, &c)
+			kctx, err := p.Parse(args)
+			if err == nil {
+				err = checkGlobals(kctx)
+			}
+			if err != nil || verbPath(selectedCommand(kctx)) != verb {
+				t.Errorf("%s: example %q: %v", verb, line, err)
+			}
+		}
+		if examples == 0 {
+			t.Errorf("%s: no example line starts with 'cloudbridge %s':\n%s", verb, verb, n.Detail)
+		}
+	}
+	for _, tc := range []struct {
+		args       []string
+		want, hint string
+	}{
+		{[]string{"bogus"}, "unexpected argument bogus", "Run 'cloudbridge --help'"},
+		{[]string{"conn", "bogus"}, "unexpected argument bogus", "Run 'cloudbridge conn --help'"},
+		{[]string{"conn"}, `expected one of "put"`, "Run 'cloudbridge conn --help'"},
+		{[]string{"conn", "ls", "--bogus"}, "unknown flag --bogus", "Run 'cloudbridge conn ls --help'"},
+		{[]string{"--bogus", "conn", "ls"}, "unknown flag --bogus", "Run 'cloudbridge --help'"},
+		{[]string{"dead", "ls"}, `expected "<export>"`, "Run 'cloudbridge dead ls --help'"},
+		{[]string{"help", "bogus"}, "unexpected argument bogus", "Run 'cloudbridge --help'"},
+	} {
+		out, errOut, code := cb(t, "", tc.args...)
+		if code != events.ExitUsage || out != "" || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, tc.hint) {
+			t.Errorf("cloudbridge %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(tc.args, " "), code, out, errOut)
+		}
+	}
+}

@@ -19,9 +19,9 @@ type deadCmd struct {
 
 // deadFilter selects dead letters.
 type deadFilter struct {
-	Export string `arg:"" help:"Export name."`
-	Reason string `name:"reason" help:"Only dead letters with this reason: too_large, too_old, expired, invalid, rejected, undeliverable."`
-	Since  string `name:"since" help:"Only dead letters written since: a time (RFC 3339, e.g. 2026-12-01T10:00:00Z) or a duration ago (e.g. 1h)." placeholder:"T"`
+	Export string `arg:"" help:"Export name (see export ls)."`
+	Reason string `name:"reason" help:"Only dead letters with this reason: too_large, too_old, expired, invalid, rejected, undeliverable (default: any)."`
+	Since  string `name:"since" help:"Only dead letters written since: a time (RFC 3339, e.g. 2026-12-01T10:00:00Z) or a duration ago (e.g. 1h); default: all." placeholder:"T"`
 }
 
 func (d deadFilter) query() (events.DeadQuery, error) {
@@ -67,7 +67,7 @@ func (c *deadLsCmd) Run(e *env) error {
 }
 
 type deadShowCmd struct {
-	Export string `arg:"" help:"Export name."`
+	Export string `arg:"" help:"Export name (see export ls)."`
 	Seq    uint64 `arg:"" help:"The event's sequence in the log stream (SEQ of dead ls)."`
 }
 

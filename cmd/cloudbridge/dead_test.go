@@ -48,6 +48,14 @@ func TestDeadLettersReplayEndToEnd(t *testing.T) {
 	if out := must("", "dead", "ls", "cw-app"); !strings.Contains(out, "no dead letters") {
 		t.Fatalf("empty dead ls: %s", out)
 	}
+	// An export that does not exist (a typo) is not_found, naming it, for
+	// every dead verb; an existing one without dead letters is "none" above.
+	for _, args := range [][]string{{"ls", "nosuch"}, {"show", "nosuch", "1"}, {"replay", "nosuch"}, {"purge", "nosuch"}, {"ls", "nosuch", "--json"}} {
+		out, errOut, code := cb(t, "", append([]string{"dead"}, args...)...)
+		if code != events.CodeNotFound.ExitCode() || !strings.Contains(errOut, `export "nosuch" does not exist`) || out != "" {
+			t.Errorf("dead %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
 	// On the wire: subjects not HTML-escaped, the queue group named after the service.
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -133,11 +141,17 @@ func TestDeadLettersReplayEndToEnd(t *testing.T) {
 		out, _, _ := cb(t, "", "dead", "ls", "cw-app", "--json")
 		return json.Unmarshal([]byte(out), &list) == nil && len(list.DeadLetters) == 1
 	})
+	// The block deleted, its dead letters stay listable and purgeable.
+	must("", "export", "rm", "cw-app")
+	if out := must("", "dead", "ls", "cw-app"); !strings.Contains(out, "logs.app.web") {
+		t.Fatalf("dead letters of a deleted block: %s", out)
+	}
 	if out := must("", "dead", "purge", "cw-app"); !strings.Contains(out, "removed 1 dead letter(s)") {
 		t.Fatalf("purge: %s", out)
 	}
-	if out := must("", "dead", "ls", "cw-app"); !strings.Contains(out, "no dead letters") {
-		t.Fatalf("after purge: %s", out)
+	// Now the name is unknown: not_found.
+	if _, errOut, code := cb(t, "", "dead", "ls", "cw-app"); code != events.CodeNotFound.ExitCode() || !strings.Contains(errOut, `"cw-app"`) {
+		t.Fatalf("after purge of a deleted block: exit %d %s", code, errOut)
 	}
 	if cw.Count() != n {
 		t.Fatalf("purge delivered something: %d", cw.Count())

@@ -40,8 +40,9 @@ func (c *healthCmd) Run(e *env) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %s %s", url, resp.Status, strings.TrimSpace(string(body)))
 	}
-	if !e.f.JSON {
-		fmt.Fprintf(e.stdout, "%s: %s\n", url, orDash(strings.TrimSpace(string(body))))
+	if e.f.JSON {
+		return printJSON(e.stdout, map[string]any{"url": url, "status": resp.StatusCode, "body": strings.TrimSpace(string(body))})
 	}
-	return nil
+	_, err = fmt.Fprintf(e.stdout, "%s: %s\n", url, orDash(strings.TrimSpace(string(body))))
+	return err
 }

@@ -3,17 +3,18 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
 )
 
 type resolveCmd struct {
-	Group   string   `arg:"" help:"Group to resolve as."`
+	Group   string   `arg:"" help:"Group to resolve as: one of the connection's groups."`
 	Conn    string   `arg:"" help:"Connection name."`
 	Secret  string   `arg:"" help:"Secret name, ARN or resource name."`
-	Keys    []string `help:"Only these keys of the credentials (comma-separated)."`
+	Keys    []string `help:"Only these keys of the credentials (comma-separated; default: all)."`
 	Fresh   bool     `help:"Bypass the worker's cache."`
-	Version string   `help:"Version: AWS stage or version id, GCP version number or alias."`
+	Version string   `help:"Version: AWS stage or version id, GCP version number or alias (default: the current one)."`
 }
 
 func (c *resolveCmd) Run(e *env) error {
@@ -29,16 +30,19 @@ func (c *resolveCmd) Run(e *env) error {
 }
 
 type tokenCmd struct {
-	Group    string          `arg:"" help:"Group to ask as."`
-	Conn     string          `arg:"" help:"Connection name."`
-	Scopes   []string        `help:"OAuth scopes (GCP; comma-separated)."`
-	Duration events.Duration `help:"Requested lifetime, e.g. 1h." type:"duration"`
+	Group    string        `arg:"" help:"Group to ask as: one of the connection's groups."`
+	Conn     string        `arg:"" help:"Connection name."`
+	Scopes   []string      `help:"OAuth scopes (GCP; comma-separated; default: cloud-platform)."`
+	Duration time.Duration `help:"Requested lifetime, e.g. 1h (default: the provider's)."`
 }
 
 func (c *tokenCmd) Run(e *env) error {
+	if c.Duration < 0 {
+		return usageError{fmt.Errorf("--duration %s: not negative", c.Duration)}
+	}
 	var out *events.TokenReply
 	err := e.f.with(e, func(ctx context.Context, client *events.Client) (err error) {
-		out, err = client.Token(ctx, c.Group, c.Conn, events.TokenRequest{Scopes: c.Scopes, Duration: c.Duration})
+		out, err = client.Token(ctx, c.Group, c.Conn, events.TokenRequest{Scopes: c.Scopes, Duration: events.Duration(c.Duration)})
 		return err
 	})
 	if err != nil {
@@ -49,7 +53,7 @@ func (c *tokenCmd) Run(e *env) error {
 
 type invalidateCmd struct {
 	Conn   string `arg:"" help:"Connection name."`
-	Secret string `arg:"" optional:"" help:"Only this secret."`
+	Secret string `arg:"" optional:"" help:"Only this secret (default: every cached secret of the connection)."`
 }
 
 func (c *invalidateCmd) Run(e *env) error {

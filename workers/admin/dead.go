@@ -25,6 +25,21 @@ type Dead struct {
 	js       jetstream.JetStream
 	stream   string // the dead-letter stream, e.g. CLOUDBRIDGE_DEAD
 	runner   *endpoint.Runner
+	exports  ExportLookup // nil: every export name is taken as known
+}
+
+// ExportLookup is what the dead-letter endpoints need of the registry: does
+// an export block exist (a not_found error when it does not).
+type ExportLookup interface {
+	LookupExport(ctx context.Context, name string) (events.Export, error)
+}
+
+// WithExports makes a request about an export that neither exists nor has
+// dead letters fail not_found (a typo), instead of answering "none". The
+// dead letters of a deleted block stay listable, replayable and purgeable.
+func (d *Dead) WithExports(x ExportLookup) *Dead {
+	d.exports = x
+	return d
 }
 
 // NewDead returns the dead-letter admin endpoints on stream.
@@ -200,7 +215,7 @@ func (d *Dead) scan(ctx context.Context, export string, fn func(seq uint64, dl e
 		return unavailable("dead-letter stream", err)
 	}
 	if info.State.Subjects[subject] == 0 {
-		return nil
+		return d.known(ctx, export)
 	}
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
@@ -242,6 +257,20 @@ func (d *Dead) scan(ctx context.Context, export string, fn func(seq uint64, dl e
 			return nil // nothing left (the last ones were removed meanwhile)
 		}
 	}
+}
+
+// known is nil for an export block that exists, not_found naming it when
+// it does not (and has no dead letters, or scan would not ask).
+func (d *Dead) known(ctx context.Context, export string) error {
+	if d.exports == nil {
+		return nil
+	}
+	_, err := d.exports.LookupExport(ctx, export)
+	var we *events.Error
+	if errors.As(err, &we) && we.Code == events.CodeNotFound {
+		return events.Errorf(events.CodeNotFound, "export %q does not exist and has no dead letters", export)
+	}
+	return err
 }
 
 func unavailable(what string, err error) error {

@@ -151,7 +151,7 @@ func (s *Service) start(ctx context.Context) error {
 	s.exporter.Changed()
 	s.rotations.Changed()
 	s.admin = admin.New(subjects, s.reg, s.resolver, s.runner).WithProviders(table)
-	s.dead = admin.NewDead(subjects, js, subjects.DeadStream(), s.runner)
+	s.dead = admin.NewDead(subjects, js, subjects.DeadStream(), s.runner).WithExports(s.reg)
 	// A worker takes requests only while healthy: its endpoints join the
 	// queue groups once it is, and leave them when it is no longer.
 	if why := s.health(); why != nil {
