@@ -11,7 +11,6 @@ package logevent
 
 import (
 	"bytes"
-	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
@@ -76,7 +75,7 @@ func Parse(data []byte, received time.Time) Event {
 	}
 	if trimmed[0] == '{' && trimmed[len(trimmed)-1] == '}' {
 		var f fields
-		if json.Valid(trimmed) {
+		if validJSON(trimmed) {
 			scanObject(trimmed, &f)
 			ev.JSON = true
 			ev.Message = trimmed
