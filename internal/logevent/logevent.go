@@ -11,7 +11,6 @@ package logevent
 
 import (
 	"bytes"
-	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
@@ -76,7 +75,7 @@ func Parse(data []byte, received time.Time) Event {
 	}
 	if trimmed[0] == '{' && trimmed[len(trimmed)-1] == '}' {
 		var f fields
-		if json.Valid(trimmed) {
+		if validJSON(trimmed) {
 			scanObject(trimmed, &f)
 			ev.JSON = true
 			ev.Message = trimmed
@@ -93,7 +92,8 @@ func Parse(data []byte, received time.Time) Event {
 				}
 			}
 			for _, raw := range [][]byte{f.Msg, f.Message} {
-				if s, ok := unquote(raw); ok {
+				// Like Message, Text shares data's bytes when it has no escapes.
+				if s, ok := unquoteView(raw); ok {
 					ev.Text = s
 					break
 				}
@@ -140,14 +140,19 @@ func parseLevel(raw []byte) string {
 		return ""
 	}
 	if raw[0] == '"' {
-		s, ok := unquote(raw)
+		s, ok := unquoteView(raw)
 		if !ok {
 			return ""
+		}
+		// A name first: most levels are names, and a failed ParseFloat
+		// allocates its error. ("inf" parses as a number: +Inf.)
+		if l := namedLevel(s); l != "" && !strings.EqualFold(s, "inf") {
+			return l
 		}
 		if n, err := strconv.ParseFloat(s, 64); err == nil {
 			return numericLevel(n)
 		}
-		return namedLevel(s)
+		return ""
 	}
 	n, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil {
@@ -206,7 +211,7 @@ func parseTime(raw []byte) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	if raw[0] == '"' {
-		s, ok := unquote(raw)
+		s, ok := unquoteView(raw)
 		if !ok {
 			return time.Time{}, false
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // scanObject reads the top-level keys of data, a JSON object already checked
@@ -137,6 +138,20 @@ func skipValue(data []byte, i int) int {
 		j++
 	}
 	return j
+}
+
+// unquoteView is unquote without a copy when raw has no escapes: the string
+// shares raw's bytes, which must not change while it is in use (the
+// parsed event shares its data's bytes anyway).
+func unquoteView(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		b := raw[1 : len(raw)-1]
+		return unsafe.String(unsafe.SliceData(b), len(b)), true
+	}
+	return unquote(raw)
 }
 
 // unquote returns the contents of a JSON string value.

@@ -42,11 +42,13 @@ type Sink interface {
 
 // CallReporter is a Sink that reports each successful call as it returns:
 // WriteEach is Write calling accepted (on the caller's goroutine, between
-// calls) after every call that set outcomes, so the runner acks what a call
-// carried at once instead of after the whole batch's calls (a worker killed
-// between two calls of a batch then loses the acks of none it completed).
+// calls) after every call that set outcomes, with the indexes in recs of the
+// records that call carried, so the runner acks what a call carried at once
+// instead of after the whole batch's calls (a worker killed between two
+// calls of a batch then loses the acks of none it completed), and looks at
+// those records only. idx is the sink's: valid only during the callback.
 type CallReporter interface {
-	WriteEach(ctx context.Context, recs []logevent.Record, out []logevent.Outcome, accepted func()) error
+	WriteEach(ctx context.Context, recs []logevent.Record, out []logevent.Outcome, accepted func(idx []int)) error
 }
 
 // Clients turn a connection into what a cloud's SDK clients are built from,

@@ -48,6 +48,14 @@ func newLimits(sink logevent.Limits, p *events.BatchPolicy) limits {
 // sink, where its AckWait would run out and another worker would deliver it
 // a second time. What JetStream has not handed out stays available to the
 // other workers sharing the export.
+//
+// While a pull for a backlog fills b, the pull for the next batch goes out
+// at once (ahead), if one of the pipeline's batches is free to take it
+// (spare): JetStream then gathers the next batch's messages while this one
+// is parsed and handed over, instead of the collector waiting a round trip
+// and the server's first message at every batch. It only ever pulls into
+// batches it holds, so memory stays bounded by the batches; behind a slow
+// sink no batch is free and there is no pull ahead.
 type collector struct {
 	r    *runner
 	p    *pipeline
@@ -59,6 +67,9 @@ type collector struct {
 	carry   []prepared // fetched past b's limits: the start of the next batch
 	avg     int        // running mean of a message's size for the sink, to size fetches
 	failing int        // consecutive failed fetches, for backoff
+
+	spare *batch                 // a free batch taken for the pull ahead; the next b
+	ahead jetstream.MessageBatch // a pull of what is there now, issued while b fills
 }
 
 // prepared is a fetched message with its parsed record.
@@ -125,12 +136,19 @@ func (c *collector) run(ctx context.Context) error {
 // fetch pulls at most n, waiting up to wait for them (0: only what is there now), and
 // adds it to b (or to carry past b's limits). When ctx ends mid-fetch, what
 // the fetch still brings is given back (nak) as it arrives.
+//
+// A pull ahead, when there is one, is taken instead (it asked for what is
+// there now, for an empty batch; what b cannot take is carried). A pull of
+// what is there now that brings a message sends the next one ahead.
 func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error {
 	var mb jetstream.MessageBatch
 	var err error
-	if wait == 0 {
+	switch {
+	case c.ahead != nil:
+		mb, c.ahead = c.ahead, nil
+	case wait == 0:
 		mb, err = c.cons.FetchNoWait(n)
-	} else {
+	default:
 		mb, err = c.cons.Fetch(n, jetstream.FetchMaxWait(wait))
 	}
 	if err != nil {
@@ -145,7 +163,9 @@ func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error 
 				done = true
 				break
 			}
-			got++
+			if got++; got == 1 && wait == 0 {
+				c.pullAhead() // a backlog: its next batch's worth
+			}
 			c.add(c.r.prepare(msg))
 		case <-ctx.Done():
 			go func() {
@@ -153,6 +173,7 @@ func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error 
 					_ = m.Nak()
 				}
 			}()
+			c.dropAhead()
 			return nil
 		}
 	}
@@ -161,6 +182,39 @@ func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error 
 	}
 	c.failing = 0
 	return nil
+}
+
+// pullAhead issues the pull for the next batch, if a batch is free for it.
+func (c *collector) pullAhead() {
+	if c.ahead != nil {
+		return
+	}
+	if c.spare == nil {
+		select {
+		case c.spare = <-c.p.free:
+		default:
+			return
+		}
+	}
+	mb, err := c.cons.FetchNoWait(c.roomIn(c.spare))
+	if err != nil {
+		return // the next fetch pulls (and reports) as usual
+	}
+	c.ahead = mb
+}
+
+// dropAhead gives back what the pull ahead brings (nak), as it arrives.
+func (c *collector) dropAhead() {
+	if c.ahead == nil {
+		return
+	}
+	msgs := c.ahead.Messages()
+	c.ahead = nil
+	go func() {
+		for m := range msgs {
+			_ = m.Nak()
+		}
+	}()
 }
 
 // fetchFailed: a deleted consumer, or five failures in a row, end the session
@@ -179,13 +233,15 @@ func (c *collector) fetchFailed(ctx context.Context, err error) error {
 
 // room is how many messages to ask for: what b can still send, estimated in
 // bytes from the mean size seen so far; at least one.
-func (c *collector) room() int {
+func (c *collector) room() int { return c.roomIn(c.b) }
+
+func (c *collector) roomIn(b *batch) int {
 	l := c.r.lim
-	n := l.maxEvents - c.b.sent
+	n := l.maxEvents - b.sent
 	if c.avg > 0 {
-		n = min(n, (l.maxBytes-c.b.bytes)/c.avg+1)
+		n = min(n, (l.maxBytes-b.bytes)/c.avg+1)
 	}
-	n = min(n, 4*l.maxEvents-len(c.b.msgs))
+	n = min(n, 4*l.maxEvents-len(b.msgs))
 	return max(n, 1)
 }
 
@@ -222,7 +278,7 @@ func (c *collector) full() bool {
 // while waiting (carry was given back).
 func (c *collector) submit(ctx context.Context) bool {
 	c.p.submit(c.b)
-	c.b = nil
+	c.b, c.spare = c.spare, nil
 	alive := time.NewTicker(c.r.w.cfg.AckWait / 3)
 	defer alive.Stop()
 	for c.b == nil {
@@ -232,6 +288,7 @@ func (c *collector) submit(ctx context.Context) bool {
 			c.touch()
 		case <-ctx.Done():
 			c.nakCarry()
+			c.dropAhead()
 			return false
 		}
 	}
@@ -275,8 +332,14 @@ func (c *collector) finish() {
 		c.p.submit(c.b)
 		c.b = nil
 	}
-	// carry after a stop: the flushers are still delivering; give it back.
+	// carry after a stop: the flushers are still delivering; give it back,
+	// and what the pull ahead brings.
 	c.nakCarry()
+	c.dropAhead()
+	if c.spare != nil {
+		c.p.free <- c.spare
+		c.spare = nil
+	}
 	c.p.close()
 }
 
@@ -293,9 +356,14 @@ type pipeline struct {
 // Logging deduplicates by insertId, so batches may go out side by side.
 const flushers = 2
 
+// batches is how many batches a runner has: one per flusher, the one being
+// filled and the one a pull ahead fills next. Every message the worker holds
+// is in one of them (the bound on its memory, whatever the backlog).
+const batches = flushers + 2
+
 func newPipeline(r *runner) *pipeline {
-	p := &pipeline{r: r, queue: make(chan *batch, flushers+1), free: make(chan *batch, flushers+1), done: make(chan struct{})}
-	for range flushers + 1 {
+	p := &pipeline{r: r, queue: make(chan *batch, batches), free: make(chan *batch, batches), done: make(chan struct{})}
+	for range batches {
 		p.free <- &batch{}
 	}
 	var wg sync.WaitGroup
@@ -317,8 +385,8 @@ func newPipeline(r *runner) *pipeline {
 func (p *pipeline) next() *batch { return <-p.free }
 
 // submit hands b to a flusher (an empty b goes back to the free ones). It
-// does not wait: a batch is only filled when one of the flushers+1 batches
-// was free, so a flusher or the queue's room takes it.
+// does not wait: a batch is only filled when one of the batches was free, so
+// a flusher or the queue's room takes it.
 func (p *pipeline) submit(b *batch) {
 	if b.empty() {
 		p.free <- b

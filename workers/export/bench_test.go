@@ -3,7 +3,9 @@ package export
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -77,6 +79,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		// Export: one worker, one block, one log stream.
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
+		stopProfile := profileExport(b)
 		cpu0 = cpuTime()
 		start := time.Now()
 		exp := cwExport("bench", "logs.bench.>")
@@ -93,6 +96,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		}
 		exported := time.Since(start)
 		runtime.ReadMemStats(&ms1)
+		stopProfile()
 		expCPU := float64((cpuTime() - cpu0).Microseconds()) / float64(got)
 		natstest.Eventually(b, time.Minute, "every event exported", func() bool { return e.cw.Count() >= n })
 		expAllocs := float64(ms1.Mallocs-ms0.Mallocs) / float64(got)
@@ -243,6 +247,24 @@ func BenchmarkExportNoopSink(b *testing.B) {
 		b.ReportMetric(ratio, "ratio")
 		fmt.Printf("noop sink: bare %.0f/s, export %.0f/s, ratio %.2f\n", float64(n)/bare.Seconds(), float64(target)/exported.Seconds(), ratio)
 	}
+}
+
+// profileExport writes a CPU profile of the export phase alone to the file
+// named by CLOUDBRIDGE_BENCH_CPUPROFILE, if set (-cpuprofile covers the
+// baselines too); it returns the function that stops it.
+func profileExport(b *testing.B) (stop func()) {
+	path := os.Getenv("CLOUDBRIDGE_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }
 }
 
 // cpuTime is the process's user+system CPU time so far.

@@ -58,16 +58,21 @@ func (r *runner) deliver(b *batch) bool {
 		cctx, cancel := context.WithTimeout(ctx, r.w.cfg.CallTimeout)
 		acked := 0
 		var err error
-		if cr, ok := r.sink.(sink.CallReporter); ok {
+		cr, reports := r.sink.(sink.CallReporter)
+		if reports {
 			// Each call's messages are acked as it returns, before the
 			// next call of the batch goes out.
-			err = cr.WriteEach(cctx, b.recs, b.out, func() { acked += r.ackAccepted(b) })
+			err = cr.WriteEach(cctx, b.recs, b.out, func(idx []int) { acked += r.ackAccepted(b, idx) })
 		} else {
 			err = r.sink.Write(cctx, b.recs, b.out)
 		}
+		if !reports || err != nil {
+			// Once per attempt: whatever the calls delivered and did not report.
+			acked += r.ackAccepted(b, nil)
+		}
 		timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded)
 		cancel()
-		if acked += r.ackAccepted(b); acked > 0 {
+		if acked > 0 {
 			attempt = 0 // a call went through: the next one starts its own backoff
 			r.health.delivered(r.w.cfg.Now())
 		}
@@ -105,21 +110,34 @@ func (r *runner) deliver(b *batch) bool {
 	return true
 }
 
-// ackAccepted acks the messages of records accepted since the last call and
-// returns how many. Called as each call returns, it bounds what a worker
-// killed right after a call can leave unacked (and deliver twice) to the
-// calls in flight. (No flush waits for the server here: a blocking round
-// trip between a batch's calls would spend their shared deadline; the
-// client writes the acks out at once.)
-func (r *runner) ackAccepted(b *batch) int {
+// ackAccepted acks the messages of the records at idx (the records one call
+// carried) that it delivered and returns how many; idx nil means every
+// record of the batch (a sink that does not report its calls: once per
+// attempt). Called as each call returns, it bounds what a worker killed
+// right after a call can leave unacked (and deliver twice) to the calls in
+// flight, and costs what the call carried, not the whole batch. (No flush
+// waits for the server here: a blocking round trip between a batch's calls
+// would spend their shared deadline; the client writes the acks out at once.)
+func (r *runner) ackAccepted(b *batch, idx []int) int {
 	n := 0
 	var seqs []uint64
-	for i, m := range b.msgs {
+	ack := func(i int) {
 		if !b.acked[i] && b.out[i].Status == logevent.Delivered {
 			seqs = append(seqs, b.recs[i].Seq)
-			_ = r.w.cfg.ack(m)
+			_ = r.w.cfg.ack(b.msgs[i])
 			b.acked[i] = true
 			n++
+		}
+	}
+	if idx == nil {
+		for i := range b.msgs {
+			ack(i)
+		}
+	} else {
+		for _, i := range idx {
+			if i >= 0 && i < len(b.msgs) {
+				ack(i)
+			}
 		}
 	}
 	r.dd.accepted(seqs) // the ledger and the peers (ledger.go)

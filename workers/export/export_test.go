@@ -36,6 +36,12 @@ func TestManyEventsTwoBlocks(t *testing.T) {
 	e.publish(0, n, subjects, "")
 	t.Logf("published %d events in %v", n, time.Since(start))
 	maxLag := 0.0
+	defer func() {
+		if t.Failed() {
+			t.Logf("CloudWatch has %d events, Cloud Logging %d (%d duplicate writes); consumer lag of cw-app %v",
+				e.cw.Count(), e.cl.Count(), e.cl.Duplicates(), testutil.ToFloat64(metrics.ExportConsumerLag.WithLabelValues("cw-app")))
+		}
+	}()
 	natstest.Eventually(t, 120*time.Second, "every event in both clouds", func() bool {
 		maxLag = max(maxLag, testutil.ToFloat64(metrics.ExportConsumerLag.WithLabelValues("cw-app")))
 		return e.cw.Count() >= n && e.cl.Count() >= n

@@ -278,7 +278,7 @@ func (l *Logs) serve(w http.ResponseWriter, r *http.Request) {
 		l.calls = append(l.calls, call)
 		l.mu.Unlock()
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	body, err := readBody(r, 8<<20)
 	if err != nil {
 		e := &logsError{http.StatusBadRequest, "SerializationException", "cannot read body"}
 		record(e)
@@ -323,8 +323,11 @@ func (l *Logs) serve(w http.ResponseWriter, r *http.Request) {
 		writeLogsError(w, e)
 		return
 	}
+	// Decoded before the lock: calls side by side decode side by side.
+	var req putLogsRequest
+	decodeErr := decodeLogsRequest(body, &req)
 	l.mu.Lock()
-	out, aerr := l.handle(op, body, caller, &call)
+	out, aerr := l.handle(op, &req, decodeErr, caller, &call)
 	if aerr != nil {
 		call.Error = aerr.typ
 	}
@@ -337,6 +340,19 @@ func (l *Logs) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	w.Header().Set("X-Amzn-Requestid", newUUID())
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// readBody reads at most limit bytes of r's body, in one allocation when
+// its length is known.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(io.LimitReader(r.Body, limit))
 }
 
 func sleepCtx(r *http.Request, d time.Duration) {
@@ -360,13 +376,15 @@ func writeLogsError(w http.ResponseWriter, e *logsError) {
 }
 
 type putLogsRequest struct {
-	LogGroupName  string `json:"logGroupName"`
-	LogStreamName string `json:"logStreamName"`
-	LogEvents     []struct {
-		Timestamp *int64  `json:"timestamp"`
-		Message   *string `json:"message"`
-	} `json:"logEvents"`
-	RetentionInDays int `json:"retentionInDays"`
+	LogGroupName    string          `json:"logGroupName"`
+	LogStreamName   string          `json:"logStreamName"`
+	LogEvents       []inputLogEvent `json:"logEvents"`
+	RetentionInDays int             `json:"retentionInDays"`
+}
+
+type inputLogEvent struct {
+	Timestamp *int64  `json:"timestamp"`
+	Message   *string `json:"message"`
 }
 
 var groupNameRE = regexp.MustCompile(`^[\.\-_/#A-Za-z0-9]{1,512}$`)
@@ -419,13 +437,12 @@ func accountOf(arn string) string {
 	return DefaultAccount
 }
 
-// handle runs one call. Callers hold l.mu.
-func (l *Logs) handle(op string, body []byte, caller Credentials, call *LogCall) (any, *logsError) {
+// handle runs one call, its body decoded into req (or decodeErr). Callers hold l.mu.
+func (l *Logs) handle(op string, req *putLogsRequest, decodeErr error, caller Credentials, call *LogCall) (any, *logsError) {
 	if e := l.injected(); e != nil {
 		return nil, e
 	}
-	var req putLogsRequest
-	if err := json.Unmarshal(body, &req); err != nil {
+	if decodeErr != nil {
 		return nil, &logsError{http.StatusBadRequest, "SerializationException", "malformed JSON"}
 	}
 	call.Group, call.Stream = req.LogGroupName, req.LogStreamName
@@ -467,7 +484,7 @@ func (l *Logs) handle(op string, body []byte, caller Credentials, call *LogCall)
 		g.streams[req.LogStreamName] = nil
 		return struct{}{}, nil
 	case OpPutLogEvents:
-		return l.put(&req, call)
+		return l.put(req, call)
 	}
 	return nil, &logsError{http.StatusBadRequest, "UnknownOperationException", "unsupported operation " + op}
 }

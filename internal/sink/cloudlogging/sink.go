@@ -194,14 +194,14 @@ func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent
 
 // WriteEach is Write, calling accepted (when not nil) after each successful
 // entries.write (sink.CallReporter).
-func (s *Sink) WriteEach(ctx context.Context, recs []logevent.Record, out []logevent.Outcome, accepted func()) error {
-	done := func() {
-		if accepted != nil {
-			accepted()
-		}
-	}
+func (s *Sink) WriteEach(ctx context.Context, recs []logevent.Record, out []logevent.Outcome, accepted func(idx []int)) error {
 	var entries []*loggingpb.LogEntry
 	var idx []int
+	done := func() {
+		if accepted != nil {
+			accepted(idx)
+		}
+	}
 	size := 0
 	for i := range recs {
 		if out[i].Status != logevent.Pending {

@@ -6,13 +6,15 @@
 package cloudwatch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
+	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
@@ -198,10 +200,11 @@ func (s *Sink) Size(r *logevent.Record) int {
 func (s *Sink) Close() error { return nil }
 
 type item struct {
-	idx  int
-	ts   int64
-	msg  []byte
-	over bool // in the overflow stream
+	idx    int
+	stream int // index of its log stream in the order of the batch's streams
+	ts     int64
+	msg    []byte
+	over   bool // in the overflow stream
 }
 
 // Write sends the records still Pending in out, grouped by log stream, sorted
@@ -214,9 +217,17 @@ func (s *Sink) Write(ctx context.Context, recs []logevent.Record, out []logevent
 
 // WriteEach is Write, calling accepted (when not nil) after each successful
 // PutLogEvents (sink.CallReporter).
-func (s *Sink) WriteEach(ctx context.Context, recs []logevent.Record, out []logevent.Outcome, accepted func()) error {
-	byStream := map[streamKey][]item{}
+func (s *Sink) WriteEach(ctx context.Context, recs []logevent.Record, out []logevent.Outcome, accepted func(idx []int)) error {
+	// Most batches have one log stream, or a few: the stream of a subject is
+	// looked up once per run of records of that subject, not per record,
+	// and the items of every stream share one slice, sorted by stream (in
+	// the order of their first record) and then by time.
 	var order []streamKey
+	streams := map[streamKey]int{} // → its index in order
+	items := make([]item, 0, len(recs))
+	var last string
+	var stream int
+	var over, known bool
 	for i := range recs {
 		if out[i].Status != logevent.Pending {
 			continue
@@ -236,37 +247,52 @@ func (s *Sink) WriteEach(ctx context.Context, recs []logevent.Record, out []loge
 			out[i] = logevent.Outcome{Status: logevent.Dead, Reason: events.DeadInvalid, Detail: "empty message"}
 			continue
 		}
-		k, over := s.key(r.Subject)
-		if _, ok := byStream[k]; !ok {
-			order = append(order, k)
+		if !known || r.Subject != last {
+			var k streamKey
+			k, over = s.key(r.Subject)
+			last, known = r.Subject, true
+			var ok bool
+			if stream, ok = streams[k]; !ok {
+				stream = len(order)
+				streams[k] = stream
+				order = append(order, k)
+			}
 		}
-		byStream[k] = append(byStream[k], item{idx: i, ts: r.Time.UnixMilli(), msg: msg, over: over})
+		items = append(items, item{idx: i, stream: stream, ts: r.Time.UnixMilli(), msg: msg, over: over})
 	}
-	for _, k := range order {
-		items := byStream[k]
-		sort.SliceStable(items, func(a, b int) bool { return items[a].ts < items[b].ts })
-		for len(items) > 0 {
-			n := chunk(items)
-			if err := s.put(ctx, k.group, k.stream, items[:n], out); err != nil {
-				return err
-			}
-			if accepted != nil {
-				accepted()
-			}
-			items = items[n:]
+	slices.SortStableFunc(items, func(a, b item) int {
+		if c := cmp.Compare(a.stream, b.stream); c != 0 {
+			return c
 		}
+		return cmp.Compare(a.ts, b.ts)
+	})
+	var idx []int
+	for len(items) > 0 {
+		k := order[items[0].stream]
+		n := chunk(items)
+		if err := s.put(ctx, k.group, k.stream, items[:n], out); err != nil {
+			return err
+		}
+		if accepted != nil {
+			idx = idx[:0]
+			for _, it := range items[:n] {
+				idx = append(idx, it.idx)
+			}
+			accepted(idx)
+		}
+		items = items[n:]
 	}
 	return nil
 }
 
 // chunk is how many of the sorted items fit one call: ≤ 10,000 events,
-// ≤ 1,048,576 bytes with the overhead, a span of ≤ 24 h.
+// ≤ 1,048,576 bytes with the overhead, a span of ≤ 24 h, one log stream.
 func chunk(items []item) int {
 	bytes := 0
 	first := items[0].ts
 	for i, it := range items {
 		b := len(it.msg) + EventOverhead
-		if i == MaxBatchEvents || bytes+b > MaxBatchBytes || time.Duration(it.ts-first)*time.Millisecond > MaxSpan {
+		if i == MaxBatchEvents || bytes+b > MaxBatchBytes || time.Duration(it.ts-first)*time.Millisecond > MaxSpan || it.stream != items[0].stream {
 			return i
 		}
 		bytes += b
@@ -283,7 +309,10 @@ func (s *Sink) put(ctx context.Context, group, stream string, items []item, out 
 	ts := make([]int64, len(items))
 	msgs := make([]string, len(items))
 	for i, it := range items {
-		ts[i], msgs[i] = it.ts, string(it.msg)
+		// The message's bytes are not copied: they are the JetStream
+		// message's (or a truncated copy), which nothing writes to, and the
+		// string lives only as long as this call.
+		ts[i], msgs[i] = it.ts, unsafe.String(unsafe.SliceData(it.msg), len(it.msg))
 		in.LogEvents[i] = types.InputLogEvent{Timestamp: &ts[i], Message: &msgs[i]}
 	}
 	start := time.Now()
@@ -313,6 +342,7 @@ func (s *Sink) put(ctx context.Context, group, stream string, items []item, out 
 			tooNew = int(*info.TooNewLogEventStartIndex)
 		}
 	}
+	over := 0
 	for i, it := range items {
 		o := &out[it.idx]
 		switch {
@@ -325,9 +355,12 @@ func (s *Sink) put(ctx context.Context, group, stream string, items []item, out 
 		default:
 			o.Status = logevent.Delivered
 			if it.over {
-				s.mOverflow.Inc()
+				over++
 			}
 		}
+	}
+	if over > 0 {
+		s.mOverflow.Add(float64(over))
 	}
 	return nil
 }
