@@ -10,18 +10,21 @@ import (
 )
 
 // TestPlainResolveReadsAsDecode: whatever plainResolve accepts, the strict
-// decoder reads the same; what it declines goes to the strict decoder.
+// decoder reads the same and Validate accepts; what it declines (an invalid
+// name included) goes to the strict decoder and Validate.
 func TestPlainResolveReadsAsDecode(t *testing.T) {
 	accepted := []string{`{"secret":"biodb01"}`, `{"secret":"arn:aws:secretsmanager:us-east-1:1:secret:x-AbC"}`,
-		`{"secret":"a b~!"}`, `{"secret":"x"}`}
+		`{"secret":"a~!"}`, `{"secret":"x"}`}
 	declined := []string{``, `{}`, `{"secret":""}`, ` {"secret":"a"}`, `{"secret":"a"} `, `{"secret": "a"}`,
 		`{"secret":"a\"b"}`, `{"secret":"a\\b"}`, `{"secret":"a\u0062"}`, `{"secret":"é"}`, "{\"secret\":\"a\tb\"}",
 		`{"secret":"a","secret":"b"}`, `{"secret":"a","fresh":true}`, `{"secret":"a"}"}`, `{"secret":"a"}x`,
-		`{"Secret":"a"}`, `{"secret":"` + strings.Repeat("a", maxMemoBody) + `"}`, `{"secret":"a","x":"}`}
+		`{"Secret":"a"}`, `{"secret":"` + strings.Repeat("a", maxMemoBody) + `"}`, `{"secret":"a","x":"}`,
+		// Read alike, but invalid (CheckSecretName): the strict path refuses them.
+		`{"secret":"a b"}`, `{"secret":"foo.>"}`, `{"secret":"foo.*"}`, `{"secret":" "}`, "{\"secret\":\"a\x7fb\"}"}
 	for _, body := range accepted {
 		got, ok := plainResolve([]byte(body))
 		var want events.ResolveRequest
-		if err := events.Decode([]byte(body), &want); !ok || err != nil || !reflect.DeepEqual(got, want) {
+		if err := decodeValid([]byte(body), &want); !ok || err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("%s: plain %+v %v, strict %+v %v", body, got, ok, want, err)
 		}
 	}
@@ -33,7 +36,7 @@ func TestPlainResolveReadsAsDecode(t *testing.T) {
 	// Random bodies around the plain form: an accepted one always reads the
 	// same as the strict decoder's.
 	r := rand.New(rand.NewPCG(1, 2))
-	alphabet := []byte("ab\"\\{}:, \t\x00\x7f\xc3\xa9")
+	alphabet := []byte("ab\"\\{}:, \t\x00\x7f\xc3\xa9*>.")
 	for i := 0; i < 20000; i++ {
 		name := make([]byte, r.IntN(8))
 		for j := range name {
@@ -45,8 +48,16 @@ func TestPlainResolveReadsAsDecode(t *testing.T) {
 			continue
 		}
 		var want events.ResolveRequest
-		if err := events.Decode(body, &want); err != nil || !reflect.DeepEqual(got, want) {
+		if err := decodeValid(body, &want); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("%q: plain %+v, strict %+v %v", body, got, want, err)
 		}
 	}
+}
+
+// decodeValid is the strict path: events.Decode, then Validate.
+func decodeValid(body []byte, in *events.ResolveRequest) error {
+	if err := events.Decode(body, in); err != nil {
+		return err
+	}
+	return in.Validate()
 }
