@@ -247,7 +247,10 @@ func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) m
 
 // Inline adapts fn to a micro handler run on the subscription's goroutine,
 // for cheap handlers that must keep order; its reply goes out as finish
-// sends it (never waiting for the audit stream on that goroutine).
+// sends it (never waiting for the audit stream on that goroutine). In
+// required audit mode the reply's audit wait place is taken before fn runs:
+// with none free the request is refused with unavailable and fn does not run
+// (no invalidate applied for a request answered with an error).
 func (r *Runner) Inline(name string, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		r.wg.Add(1)
@@ -256,15 +259,34 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 		if r.RefuseReplyKey(name, req, start) {
 			return
 		}
+		key := replyKey(req)
+		var f Fields
+		required := r.audit != nil && r.audit.Auditor.Required()
+		if required {
+			if !r.takeAuditWait() {
+				r.refuseAuditBacklog(name, req, &f, start, key)
+				return
+			}
+		}
+		held := required
+		defer func() {
+			if held { // fn panicked past call, or the reply did not go to its goroutine
+				<-r.auditWaits
+			}
+		}()
 		ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
 		defer cancel()
-		var f Fields
 		out, err := r.call(ctx, fn, req, &f)
 		var body []byte
 		if err == nil {
 			body, err = events.Marshal(out)
 		}
-		r.finish(name, req, &f, start, body, err)
+		if !required {
+			r.reply(name, req, &f, start, body, err, key, true)
+			return
+		}
+		held = false
+		r.replyAfterAudit(name, req, &f, start, body, err, key)
 	})
 }
 
@@ -356,14 +378,35 @@ func (r *Runner) finishTo(name string, req micro.Request, f *Fields, start time.
 		r.reply(name, req, f, start, body, err, key, true)
 		return
 	}
-	select {
-	case r.auditWaits <- struct{}{}:
-	default:
-		auditWaitsFull.Inc()
-		err = events.Errorf(events.CodeUnavailable, "%d replies already wait for their audit event to be stored in this worker (serve --audit required); try again later", cap(r.auditWaits))
-		r.reply(name, req, f, start, nil, err, "", false)
+	if !r.takeAuditWait() {
+		r.refuseAuditBacklog(name, req, f, start, key)
 		return
 	}
+	r.replyAfterAudit(name, req, f, start, body, err, key)
+}
+
+// takeAuditWait takes one of the places of the replies waiting for their
+// audit event (required mode), without blocking; false when none is free.
+func (r *Runner) takeAuditWait() bool {
+	select {
+	case r.auditWaits <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// refuseAuditBacklog refuses a request at once with unavailable for the
+// audit's backlog (counted; no audit event), sealed to key like any reply.
+func (r *Runner) refuseAuditBacklog(name string, req micro.Request, f *Fields, start time.Time, key string) {
+	auditWaitsFull.Inc()
+	err := events.Errorf(events.CodeUnavailable, "%d replies already wait for their audit event to be stored in this worker (serve --audit required); try again later", cap(r.auditWaits))
+	r.reply(name, req, f, start, nil, err, key, false)
+}
+
+// replyAfterAudit replies on a goroutine of its own once the audit event is
+// stored, holding the audit wait place taken (takeAuditWait) until then.
+func (r *Runner) replyAfterAudit(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
 	r.wg.Add(1)
 	go func() {
 		defer func() { <-r.auditWaits; r.wg.Done() }()
