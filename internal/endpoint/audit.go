@@ -64,6 +64,10 @@ func AuditWaitsFull() float64 {
 	return m.GetCounter().GetValue()
 }
 
+// AuditWaiting is the number of replies waiting for their audit event to be
+// stored (required mode): the places of Audit.MaxWaiting taken.
+func (r *Runner) AuditWaiting() int { return len(r.auditWaits) }
+
 // SetAudit makes the runner record an audit event of every request. Call it
 // before the endpoints are registered.
 func (r *Runner) SetAudit(a Audit) {

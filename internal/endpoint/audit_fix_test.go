@@ -143,6 +143,10 @@ func TestRequiredAuditInlineTakesItsWaitFirst(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiting request was not answered once its event was stored")
 	}
+	// Its place is given back just after its reply is sent.
+	natstest.Eventually(t, 10*time.Second, "the audit wait place free again", func() bool {
+		return h.runner.AuditWaiting() == 0
+	})
 	wantOK(t, h.request("t.inline", nil))
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("inline handler ran %d times, want 1", n)
