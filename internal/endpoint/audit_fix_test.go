@@ -157,3 +157,27 @@ func TestRequiredAuditInlineTakesItsWaitFirst(t *testing.T) {
 	}
 	waitCounts(t, inv, map[string]float64{"ok": 1, "unavailable": 1})
 }
+
+// The audit event's latency_ms is the duration counted in /metrics and
+// $SRV.STATS, in both modes.
+func TestAuditLatencyIsTheCountedDuration(t *testing.T) {
+	for _, required := range []bool{false, true} {
+		h := newHarness(t, 10*time.Second, 4)
+		aud := &recordingAuditor{required: required}
+		h.runner.SetAudit(endpoint.Audit{Auditor: aud})
+		name := uniqueName(t)
+		fast := func(micro.Request, *endpoint.Fields) ([]byte, bool) { return []byte(`"hit"`), true }
+		h.add(name, "t.latency", h.runner.Limited(name, fast, nil, nil))
+		var before time.Duration
+		for i := 0; i < 20; i++ {
+			wantOK(t, h.request("t.latency", nil))
+			_, evs := aud.waitEvents(t, i+1)
+			st := h.runner.EndpointData(name).(endpoint.Stats)
+			d := st.ProcessingTime - before
+			before = st.ProcessingTime
+			if want := float64(d.Microseconds()) / 1000; evs[i].LatencyMS != want {
+				t.Fatalf("required %v, request %d: latency_ms %v, counted %v ms", required, i, evs[i].LatencyMS, want)
+			}
+		}
+	}
+}

@@ -438,8 +438,14 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 		code = codeOf(err)
 	}
 	audited = audited && r.audit != nil
+	// The outcome's one duration, counted in /metrics and $SRV.STATS and the
+	// event's latency_ms: measured as the reply goes out (best-effort), or
+	// once the outcome is known, just before its event is stored (required).
+	var d time.Duration
+	measured := false
 	if audited && r.audit.Auditor.Required() {
-		if aerr := r.publishAudit(name, req, f, id, start, code, key, err != nil); aerr != nil {
+		d, measured = elapsed(req, start), true
+		if aerr := r.publishAudit(name, req, f, id, start, d, code, key, err != nil); aerr != nil {
 			err = events.Wrap(events.CodeUnavailable, aerr, "the audit event of this request could not be stored, so it is refused (serve --audit required)")
 			code = string(events.CodeUnavailable)
 		}
@@ -470,7 +476,9 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 	}
 	// Counted before it is sent: whoever has the reply finds it in /metrics
 	// and $SRV.STATS.
-	d := elapsed(req, start)
+	if !measured {
+		d = elapsed(req, start)
+	}
 	e := r.ep(name)
 	e.requests(name, code).Inc()
 	e.dur.Observe(d.Seconds())
@@ -489,7 +497,7 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 		_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body, micro.WithHeaders(micro.Headers(hdr)))
 	}
 	if audited {
-		_ = r.publishAudit(name, req, f, id, start, code, key, we != nil)
+		_ = r.publishAudit(name, req, f, id, start, d, code, key, we != nil)
 	}
 	r.logOutcome(name, req.Subject(), f, code, d, err)
 }
