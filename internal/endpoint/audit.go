@@ -147,8 +147,8 @@ func token(s string) string {
 // publishAudit records the event of a request with outcome code, taking d
 // (the duration counted in /metrics and $SRV.STATS) as its latency (failed:
 // nothing was served, so no fingerprint).
-func (r *Runner) publishAudit(name string, req micro.Request, f *Fields, id string, start time.Time, d time.Duration, code, replyKey string, failed bool) error {
-	subject, msgID, ev := r.auditEvent(name, req, f, id, start, d, code, replyKey != "", replyKey)
+func (r *Runner) publishAudit(name string, req micro.Request, f *Fields, id string, start time.Time, d time.Duration, code, replyKey string, sealed, failed bool) error {
+	subject, msgID, ev := r.auditEvent(name, req, f, id, start, d, code, sealed, replyKey)
 	if failed {
 		ev.Fingerprint = ""
 	}

@@ -181,3 +181,41 @@ func TestAuditLatencyIsTheCountedDuration(t *testing.T) {
 		}
 	}
 }
+
+// A reply that cannot be sealed is internal everywhere: the reply, the
+// request counter, $SRV.STATS and the audit event (no fingerprint, not
+// sealed), in both modes.
+func TestSealingFailureIsInternalEverywhere(t *testing.T) {
+	for _, required := range []bool{false, true} {
+		h := newHarness(t, 10*time.Second, 4)
+		aud := &recordingAuditor{required: required}
+		h.runner.SetAudit(endpoint.Audit{Auditor: aud})
+		name := uniqueName(t)
+		// An empty body cannot be sealed.
+		fast := func(_ micro.Request, f *endpoint.Fields) ([]byte, bool) {
+			f.Audit.Fingerprint = "ab12"
+			return []byte{}, true
+		}
+		h.add(name, "t.seal", h.runner.Limited(name, fast, nil, nil))
+		_, pub := curveKey(t)
+		m := nats.NewMsg("t.seal")
+		m.Header.Set(events.HeaderReplyKey, pub)
+		rep, err := h.nc.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, rep, events.CodeInternal)
+		if rep.Header.Get(events.HeaderSenderKey) != "" {
+			t.Fatal("an unsealed reply names a sender key")
+		}
+		waitCounts(t, name, map[string]float64{"internal": 1})
+		if st := h.runner.EndpointData(name).(endpoint.Stats); st.NumErrors != 1 {
+			t.Fatalf("stats %+v, want one error", st)
+		}
+		_, evs := aud.waitEvents(t, 1)
+		if ev := evs[0]; ev.Outcome != string(events.CodeInternal) || ev.Fingerprint != "" || ev.Sealed {
+			t.Fatalf("required %v: event outcome %q fingerprint %q sealed %v, want internal, none, false",
+				required, ev.Outcome, ev.Fingerprint, ev.Sealed)
+		}
+	}
+}

@@ -425,35 +425,16 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 // err's wire form; sealed to key when not "") and logs the outcome. In
 // required mode the event is stored before the reply, and a request whose
 // event was not stored is refused with unavailable; best-effort, it is
-// queued once the reply is sent, off the reply's latency.
+// queued once the reply is sent, off the reply's latency. The outcome's one
+// duration is counted in /metrics and $SRV.STATS and is the event's
+// latency_ms: measured as the reply goes out (best-effort), or once the
+// outcome is known, just before its event is stored (required).
 func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string, audited bool) {
 	id := requestID(req)
 	if id == "" && (r.audit != nil || key != "") {
 		// An id the audit event and a sealed reply are bound to; otherwise
 		// nothing would record one.
 		id = nuid.Next()
-	}
-	code := "ok"
-	if err != nil {
-		code = codeOf(err)
-	}
-	audited = audited && r.audit != nil
-	// The outcome's one duration, counted in /metrics and $SRV.STATS and the
-	// event's latency_ms: measured as the reply goes out (best-effort), or
-	// once the outcome is known, just before its event is stored (required).
-	var d time.Duration
-	measured := false
-	if audited && r.audit.Auditor.Required() {
-		d, measured = elapsed(req, start), true
-		if aerr := r.publishAudit(name, req, f, id, start, d, code, key, err != nil); aerr != nil {
-			err = events.Wrap(events.CodeUnavailable, aerr, "the audit event of this request could not be stored, so it is refused (serve --audit required)")
-			code = string(events.CodeUnavailable)
-		}
-		audited = false
-	}
-	var we *events.Error
-	if err != nil {
-		we, body = wireOf(err) // rendered once for a Rendered error
 	}
 	var hdr nats.Header
 	if id != "" {
@@ -462,21 +443,22 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 		// canonicalize them on every reply).
 		hdr[events.HeaderRequestID] = append(hdr[events.HeaderRequestID][:0], id)
 	}
-	if key != "" {
-		sealed, serr := r.xkey.Seal(key, id, time.Now().Add(events.SealedReplyTTL), body)
-		if serr != nil {
-			// Never the plaintext instead: an error that carries nothing.
-			we = events.AsWire(events.Errorf(events.CodeInternal, "sealing the reply failed"))
-			code = string(we.Code)
-			body, _ = events.Marshal(events.ErrorReply{Error: we})
-		} else {
-			body = sealed
-			hdr[events.HeaderSenderKey] = append(hdr[events.HeaderSenderKey][:0], r.xpub)
+	audited = audited && r.audit != nil
+	var we *events.Error
+	var code string
+	var sealed bool
+	we, body, code, sealed, err = r.render(hdr, id, key, body, err)
+	var d time.Duration
+	if audited && r.audit.Auditor.Required() {
+		d = elapsed(req, start)
+		if aerr := r.publishAudit(name, req, f, id, start, d, code, key, sealed, we != nil); aerr != nil {
+			we, body, code, sealed, err = r.render(hdr, id, key, nil,
+				events.Wrap(events.CodeUnavailable, aerr, "the audit event of this request could not be stored, so it is refused (serve --audit required)"))
 		}
-	}
-	// Counted before it is sent: whoever has the reply finds it in /metrics
-	// and $SRV.STATS.
-	if !measured {
+		audited = false
+	} else {
+		// Counted before it is sent: whoever has the reply finds it in
+		// /metrics and $SRV.STATS.
 		d = elapsed(req, start)
 	}
 	e := r.ep(name)
@@ -497,9 +479,36 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 		_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body, micro.WithHeaders(micro.Headers(hdr)))
 	}
 	if audited {
-		_ = r.publishAudit(name, req, f, id, start, d, code, key, we != nil)
+		_ = r.publishAudit(name, req, f, id, start, d, code, key, sealed, we != nil)
 	}
 	r.logOutcome(name, req.Subject(), f, code, d, err)
+}
+
+// render is the reply of body or err: its wire error (nil for a success),
+// the body to send (sealed to key when not "", its sender key in hdr), its
+// outcome code, whether it is sealed, and the error to log. A reply that
+// cannot be sealed is an internal error carrying nothing, never the
+// plaintext instead, and its outcome is internal everywhere (metrics,
+// $SRV.STATS, the audit event without a fingerprint, the log).
+func (r *Runner) render(hdr nats.Header, id, key string, body []byte, err error) (we *events.Error, out []byte, code string, sealed bool, lerr error) {
+	code = "ok"
+	if err != nil {
+		we, body = wireOf(err) // rendered once for a Rendered error
+		code = string(we.Code)
+	}
+	if key == "" {
+		return we, body, code, false, err
+	}
+	out, serr := r.xkey.Seal(key, id, time.Now().Add(events.SealedReplyTTL), body)
+	if serr == nil {
+		hdr[events.HeaderSenderKey] = append(hdr[events.HeaderSenderKey][:0], r.xpub)
+		return we, out, code, true, err
+	}
+	delete(hdr, events.HeaderSenderKey)
+	lerr = events.Wrap(events.CodeInternal, serr, "sealing the reply failed")
+	we = events.AsWire(lerr)
+	out, _ = events.Marshal(events.ErrorReply{Error: we})
+	return we, out, string(we.Code), false, lerr
 }
 
 // header is an empty reply header map.
