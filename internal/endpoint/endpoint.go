@@ -499,12 +499,18 @@ func (r *Runner) render(hdr nats.Header, id, key string, body []byte, err error)
 	if key == "" {
 		return we, body, code, false, err
 	}
-	out, serr := r.xkey.Seal(key, id, time.Now().Add(events.SealedReplyTTL), body)
-	if serr == nil {
+	var serr error
+	if r.xkey == nil || hdr == nil {
+		// RefuseReplyKey refuses such a request first; a handler that
+		// forgot to call it gets this, not a panic.
+		serr = fmt.Errorf("this worker cannot seal replies")
+	} else if out, serr = r.xkey.Seal(key, id, time.Now().Add(events.SealedReplyTTL), body); serr == nil {
 		hdr[events.HeaderSenderKey] = append(hdr[events.HeaderSenderKey][:0], r.xpub)
 		return we, out, code, true, err
 	}
-	delete(hdr, events.HeaderSenderKey)
+	if hdr != nil {
+		delete(hdr, events.HeaderSenderKey)
+	}
 	lerr = events.Wrap(events.CodeInternal, serr, "sealing the reply failed")
 	we = events.AsWire(lerr)
 	out, _ = events.Marshal(events.ErrorReply{Error: we})
