@@ -219,3 +219,26 @@ func TestSealingFailureIsInternalEverywhere(t *testing.T) {
 		}
 	}
 }
+
+// A bad reply key's audit event names the group and connection of its
+// subject.
+func TestBadReplyKeyEventNamesItsConnection(t *testing.T) {
+	h := newHarness(t, 10*time.Second, 4)
+	aud := &recordingAuditor{}
+	h.runner.SetAudit(endpoint.Audit{Auditor: aud})
+	var subj events.Subjects
+	subject := subj.Resolve("bio", "local-bio")
+	fn := func(context.Context, micro.Request, *endpoint.Fields) (any, error) { return "ran", nil }
+	h.add(events.OpResolve, subject, h.runner.Handler(events.OpResolve, fn))
+	m := nats.NewMsg(subject)
+	m.Header.Set(events.HeaderReplyKey, "not-a-key")
+	rep, err := h.nc.RequestMsg(m, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, rep, events.CodeBadRequest)
+	subjects, evs := aud.waitEvents(t, 1)
+	if subjects[0] != subj.Audit(events.OpResolve, "bio", "local-bio") || evs[0].Group != "bio" || evs[0].Connection != "local-bio" {
+		t.Fatalf("event on %s: group %q connection %q", subjects[0], evs[0].Group, evs[0].Connection)
+	}
+}

@@ -349,6 +349,15 @@ func (r *Runner) RefuseReplyKey(name string, req micro.Request, start time.Time)
 		err = events.Errorf(events.CodeUnavailable, "this worker cannot seal replies")
 	}
 	var f Fields
+	if r.audit != nil {
+		// The log and audit event name the group and connection the
+		// subject does (resolve, test, token): a subject token, not "_".
+		if op, _ := opOf(name); op != events.OpAdmin {
+			if g, c, perr := r.audit.Subjects.ParseOp(op, req.Subject()); perr == nil {
+				f.Group, f.Conn = g, c
+			}
+		}
+	}
 	// Nothing is sent to a key that is not one.
 	r.finishTo(name, req, &f, start, nil, err, "")
 	return true
