@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 )
 
 // TestPlainResolveReadsAsDecode: whatever plainResolve accepts, the strict
@@ -60,4 +61,36 @@ func decodeValid(body []byte, in *events.ResolveRequest) error {
 		return err
 	}
 	return in.Validate()
+}
+
+// A plain body naming an invalid secret is bad_request on the lane, before
+// the admission: with the connection's bulkhead full it is not throttled,
+// and no throttled audit event names it.
+func TestStageRefusesAnInvalidPlainNameBeforeAdmission(t *testing.T) {
+	w, _ := newFastWorker(t)
+	b := w.bulkheadFor("c1")
+	for {
+		release, ok := b.admit.Enter()
+		if !ok {
+			break
+		}
+		t.Cleanup(release)
+	}
+	stage := w.stage(events.OpResolve)
+	subject := events.Subjects{}.Op(events.OpResolve, "bio", "c1")
+	for _, body := range []string{`{"secret":"db b"}`, `{"secret":"db.>"}`, `{"secret":"db*"}`, "{\"secret\":\"db\x7f\"}"} {
+		var f endpoint.Fields
+		_, release, err := stage(&fakeRequest{subject: subject, data: []byte(body)}, &f)
+		if release != nil {
+			release()
+		}
+		if events.AsWire(err).Code != events.CodeBadRequest || f.Audit.Secret != "" {
+			t.Fatalf("%s: %v (audit secret %q), want bad_request before the admission", body, err, f.Audit.Secret)
+		}
+	}
+	// The bulkhead is full indeed: a valid name is throttled.
+	var f endpoint.Fields
+	if _, _, err := stage(&fakeRequest{subject: subject, data: []byte(`{"secret":"dbx"}`)}, &f); events.AsWire(err).Code != events.CodeThrottled {
+		t.Fatalf("valid name with the bulkhead full: %v, want throttled", err)
+	}
 }
