@@ -238,4 +238,3 @@ func wireOf(err error) (*events.Error, []byte) {
 	body, _ := events.Marshal(events.ErrorReply{Error: we})
 	return we, body
 }
-
