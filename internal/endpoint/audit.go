@@ -64,6 +64,10 @@ func AuditWaitsFull() float64 {
 	return m.GetCounter().GetValue()
 }
 
+// AuditWaiting is the number of replies waiting for their audit event to be
+// stored (required mode): the places of Audit.MaxWaiting taken.
+func (r *Runner) AuditWaiting() int { return len(r.auditWaits) }
+
 // SetAudit makes the runner record an audit event of every request. Call it
 // before the endpoints are registered.
 func (r *Runner) SetAudit(a Audit) {
@@ -140,10 +144,11 @@ func token(s string) string {
 	return "_"
 }
 
-// publishAudit records the event of a request with outcome code (failed:
+// publishAudit records the event of a request with outcome code, taking d
+// (the duration counted in /metrics and $SRV.STATS) as its latency (failed:
 // nothing was served, so no fingerprint).
-func (r *Runner) publishAudit(name string, req micro.Request, f *Fields, id string, start time.Time, code, replyKey string, failed bool) error {
-	subject, msgID, ev := r.auditEvent(name, req, f, id, start, code, replyKey != "", replyKey)
+func (r *Runner) publishAudit(name string, req micro.Request, f *Fields, id string, start time.Time, d time.Duration, code, replyKey string, sealed, failed bool) error {
+	subject, msgID, ev := r.auditEvent(name, req, f, id, start, d, code, sealed, replyKey)
 	if failed {
 		ev.Fingerprint = ""
 	}
@@ -153,11 +158,11 @@ func (r *Runner) publishAudit(name string, req micro.Request, f *Fields, id stri
 // auditEvent builds the event of a request with outcome code; msgID is set
 // for invalidate only, the one broadcast (the stream's duplicate detection
 // stores it once whichever workers saw it).
-func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string, start time.Time, code string, sealed bool, replyKey string) (subject, msgID string, ev *events.AuditEvent) {
+func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string, start time.Time, d time.Duration, code string, sealed bool, replyKey string) (subject, msgID string, ev *events.AuditEvent) {
 	op, verb := opOf(name)
 	ev = &events.AuditEvent{Time: start.UTC(), Op: op, Verb: verb, Group: f.Group, Connection: f.Conn,
 		Secret: f.Audit.Secret, Version: f.Audit.Version, Cached: f.Audit.Cached, Stale: f.Audit.Stale,
-		Outcome: code, LatencyMS: float64(time.Since(start).Microseconds()) / 1000, RequestID: id,
+		Outcome: code, LatencyMS: float64(d.Microseconds()) / 1000, RequestID: id,
 		Requester: requester(req), Role: f.Audit.Role, Scopes: f.Audit.Scopes, Fingerprint: f.Audit.Fingerprint,
 		Sealed: sealed, ReplyKey: replyKey}
 	if f.Export != "" && ev.Connection == "" {

@@ -122,6 +122,10 @@ func TestRequiredAuditWaitsAreBounded(t *testing.T) {
 			t.Fatalf("%d of %d waiting requests answered once the stream answered", i, bound)
 		}
 	}
+	// The places are given back just after their replies are sent.
+	natstest.Eventually(t, 10*time.Second, "the audit wait places free again", func() bool {
+		return h.runner.AuditWaiting() == 0
+	})
 	wantOK(t, h.request("t.required", nil))
 	waitCounts(t, name, map[string]float64{"ok": bound + 1, "unavailable": 1})
 }

@@ -247,7 +247,10 @@ func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) m
 
 // Inline adapts fn to a micro handler run on the subscription's goroutine,
 // for cheap handlers that must keep order; its reply goes out as finish
-// sends it (never waiting for the audit stream on that goroutine).
+// sends it (never waiting for the audit stream on that goroutine). In
+// required audit mode the reply's audit wait place is taken before fn runs:
+// with none free the request is refused with unavailable and fn does not run
+// (no invalidate applied for a request answered with an error).
 func (r *Runner) Inline(name string, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		r.wg.Add(1)
@@ -256,15 +259,34 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 		if r.RefuseReplyKey(name, req, start) {
 			return
 		}
+		key := replyKey(req)
+		var f Fields
+		required := r.audit != nil && r.audit.Auditor.Required()
+		if required {
+			if !r.takeAuditWait() {
+				r.refuseAuditBacklog(name, req, &f, start, key)
+				return
+			}
+		}
+		held := required
+		defer func() {
+			if held { // fn panicked past call, or the reply did not go to its goroutine
+				<-r.auditWaits
+			}
+		}()
 		ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
 		defer cancel()
-		var f Fields
 		out, err := r.call(ctx, fn, req, &f)
 		var body []byte
 		if err == nil {
 			body, err = events.Marshal(out)
 		}
-		r.finish(name, req, &f, start, body, err)
+		if !required {
+			r.reply(name, req, &f, start, body, err, key, true)
+			return
+		}
+		held = false
+		r.replyAfterAudit(name, req, &f, start, body, err, key)
 	})
 }
 
@@ -327,6 +349,15 @@ func (r *Runner) RefuseReplyKey(name string, req micro.Request, start time.Time)
 		err = events.Errorf(events.CodeUnavailable, "this worker cannot seal replies")
 	}
 	var f Fields
+	if r.audit != nil {
+		// The log and audit event name the group and connection the
+		// subject does (resolve, test, token): a subject token, not "_".
+		if op, _ := opOf(name); op != events.OpAdmin {
+			if g, c, perr := r.audit.Subjects.ParseOp(op, req.Subject()); perr == nil {
+				f.Group, f.Conn = g, c
+			}
+		}
+	}
 	// Nothing is sent to a key that is not one.
 	r.finishTo(name, req, &f, start, nil, err, "")
 	return true
@@ -356,14 +387,35 @@ func (r *Runner) finishTo(name string, req micro.Request, f *Fields, start time.
 		r.reply(name, req, f, start, body, err, key, true)
 		return
 	}
-	select {
-	case r.auditWaits <- struct{}{}:
-	default:
-		auditWaitsFull.Inc()
-		err = events.Errorf(events.CodeUnavailable, "%d replies already wait for their audit event to be stored in this worker (serve --audit required); try again later", cap(r.auditWaits))
-		r.reply(name, req, f, start, nil, err, "", false)
+	if !r.takeAuditWait() {
+		r.refuseAuditBacklog(name, req, f, start, key)
 		return
 	}
+	r.replyAfterAudit(name, req, f, start, body, err, key)
+}
+
+// takeAuditWait takes one of the places of the replies waiting for their
+// audit event (required mode), without blocking; false when none is free.
+func (r *Runner) takeAuditWait() bool {
+	select {
+	case r.auditWaits <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// refuseAuditBacklog refuses a request at once with unavailable for the
+// audit's backlog (counted; no audit event), sealed to key like any reply.
+func (r *Runner) refuseAuditBacklog(name string, req micro.Request, f *Fields, start time.Time, key string) {
+	auditWaitsFull.Inc()
+	err := events.Errorf(events.CodeUnavailable, "%d replies already wait for their audit event to be stored in this worker (serve --audit required); try again later", cap(r.auditWaits))
+	r.reply(name, req, f, start, nil, err, key, false)
+}
+
+// replyAfterAudit replies on a goroutine of its own once the audit event is
+// stored, holding the audit wait place taken (takeAuditWait) until then.
+func (r *Runner) replyAfterAudit(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
 	r.wg.Add(1)
 	go func() {
 		defer func() { <-r.auditWaits; r.wg.Done() }()
@@ -382,29 +434,16 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 // err's wire form; sealed to key when not "") and logs the outcome. In
 // required mode the event is stored before the reply, and a request whose
 // event was not stored is refused with unavailable; best-effort, it is
-// queued once the reply is sent, off the reply's latency.
+// queued once the reply is sent, off the reply's latency. The outcome's one
+// duration is counted in /metrics and $SRV.STATS and is the event's
+// latency_ms: measured as the reply goes out (best-effort), or once the
+// outcome is known, just before its event is stored (required).
 func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string, audited bool) {
 	id := requestID(req)
 	if id == "" && (r.audit != nil || key != "") {
 		// An id the audit event and a sealed reply are bound to; otherwise
 		// nothing would record one.
 		id = nuid.Next()
-	}
-	code := "ok"
-	if err != nil {
-		code = codeOf(err)
-	}
-	audited = audited && r.audit != nil
-	if audited && r.audit.Auditor.Required() {
-		if aerr := r.publishAudit(name, req, f, id, start, code, key, err != nil); aerr != nil {
-			err = events.Wrap(events.CodeUnavailable, aerr, "the audit event of this request could not be stored, so it is refused (serve --audit required)")
-			code = string(events.CodeUnavailable)
-		}
-		audited = false
-	}
-	var we *events.Error
-	if err != nil {
-		we, body = wireOf(err) // rendered once for a Rendered error
 	}
 	var hdr nats.Header
 	if id != "" {
@@ -413,21 +452,24 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 		// canonicalize them on every reply).
 		hdr[events.HeaderRequestID] = append(hdr[events.HeaderRequestID][:0], id)
 	}
-	if key != "" {
-		sealed, serr := r.xkey.Seal(key, id, time.Now().Add(events.SealedReplyTTL), body)
-		if serr != nil {
-			// Never the plaintext instead: an error that carries nothing.
-			we = events.AsWire(events.Errorf(events.CodeInternal, "sealing the reply failed"))
-			code = string(we.Code)
-			body, _ = events.Marshal(events.ErrorReply{Error: we})
-		} else {
-			body = sealed
-			hdr[events.HeaderSenderKey] = append(hdr[events.HeaderSenderKey][:0], r.xpub)
+	audited = audited && r.audit != nil
+	var we *events.Error
+	var code string
+	var sealed bool
+	we, body, code, sealed, err = r.render(hdr, id, key, body, err)
+	var d time.Duration
+	if audited && r.audit.Auditor.Required() {
+		d = elapsed(req, start)
+		if aerr := r.publishAudit(name, req, f, id, start, d, code, key, sealed, we != nil); aerr != nil {
+			we, body, code, sealed, err = r.render(hdr, id, key, nil,
+				events.Wrap(events.CodeUnavailable, aerr, "the audit event of this request could not be stored, so it is refused (serve --audit required)"))
 		}
+		audited = false
+	} else {
+		// Counted before it is sent: whoever has the reply finds it in
+		// /metrics and $SRV.STATS.
+		d = elapsed(req, start)
 	}
-	// Counted before it is sent: whoever has the reply finds it in /metrics
-	// and $SRV.STATS.
-	d := elapsed(req, start)
 	e := r.ep(name)
 	e.requests(name, code).Inc()
 	e.dur.Observe(d.Seconds())
@@ -446,9 +488,42 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 		_ = req.Error(strconv.Itoa(we.Code.Number()), we.Message, body, micro.WithHeaders(micro.Headers(hdr)))
 	}
 	if audited {
-		_ = r.publishAudit(name, req, f, id, start, code, key, we != nil)
+		_ = r.publishAudit(name, req, f, id, start, d, code, key, sealed, we != nil)
 	}
 	r.logOutcome(name, req.Subject(), f, code, d, err)
+}
+
+// render is the reply of body or err: its wire error (nil for a success),
+// the body to send (sealed to key when not "", its sender key in hdr), its
+// outcome code, whether it is sealed, and the error to log. A reply that
+// cannot be sealed is an internal error carrying nothing, never the
+// plaintext instead, and its outcome is internal everywhere (metrics,
+// $SRV.STATS, the audit event without a fingerprint, the log).
+func (r *Runner) render(hdr nats.Header, id, key string, body []byte, err error) (we *events.Error, out []byte, code string, sealed bool, lerr error) {
+	code = "ok"
+	if err != nil {
+		we, body = wireOf(err) // rendered once for a Rendered error
+		code = string(we.Code)
+	}
+	if key == "" {
+		return we, body, code, false, err
+	}
+	var serr error
+	if r.xkey == nil || hdr == nil {
+		// RefuseReplyKey refuses such a request first; a handler that
+		// forgot to call it gets this, not a panic.
+		serr = fmt.Errorf("this worker cannot seal replies")
+	} else if out, serr = r.xkey.Seal(key, id, time.Now().Add(events.SealedReplyTTL), body); serr == nil {
+		hdr[events.HeaderSenderKey] = append(hdr[events.HeaderSenderKey][:0], r.xpub)
+		return we, out, code, true, err
+	}
+	if hdr != nil {
+		delete(hdr, events.HeaderSenderKey)
+	}
+	lerr = events.Wrap(events.CodeInternal, serr, "sealing the reply failed")
+	we = events.AsWire(lerr)
+	out, _ = events.Marshal(events.ErrorReply{Error: we})
+	return we, out, string(we.Code), false, lerr
 }
 
 // header is an empty reply header map.

@@ -238,11 +238,3 @@ func wireOf(err error) (*events.Error, []byte) {
 	body, _ := events.Marshal(events.ErrorReply{Error: we})
 	return we, body
 }
-
-// codeOf is err's wire code.
-func codeOf(err error) string {
-	if re, ok := err.(*renderedError); ok {
-		return string(re.wire.Code)
-	}
-	return string(events.AsWire(err).Code)
-}

@@ -228,7 +228,8 @@ func checkBody(op string, body []byte) error {
 // of printable ASCII other than a quote or backslash (what a flood of
 // distinct secrets sends), without the strict decoder's cost: what it
 // accepts, events.Decode reads the same (one object, one known field, no
-// escapes, nothing after). Anything else is left to events.Decode (ok false).
+// escapes, nothing after) and Validate accepts. Anything else is left to
+// events.Decode and Validate (ok false).
 func plainResolve(body []byte) (events.ResolveRequest, bool) {
 	const prefix, suffix = `{"secret":"`, `"}`
 	if len(body) <= len(prefix)+len(suffix) || len(body) > maxMemoBody ||
@@ -241,5 +242,12 @@ func plainResolve(body []byte) (events.ResolveRequest, bool) {
 			return events.ResolveRequest{}, false
 		}
 	}
-	return events.ResolveRequest{Secret: string(name)}, true
+	in := events.ResolveRequest{Secret: string(name)}
+	// Validated exactly as the strict path validates (a space, '*' or '>'
+	// in the name is bad_request): an invalid body is declined, and the
+	// strict path replies with its error, before any admission.
+	if in.Validate() != nil {
+		return events.ResolveRequest{}, false
+	}
+	return in, true
 }
