@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -82,6 +84,9 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 		if attempt >= 10 || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) || ctx.Err() != nil {
 			return translate("storing secret", err)
 		}
+		if attempt > 0 && !conflictPause(ctx, attempt) {
+			return translate("storing secret", ctx.Err())
+		}
 		e, err := r.secrets.kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -104,9 +109,33 @@ func secretVersion(stored []byte) uint64 {
 	return rec.Version
 }
 
+// conflictPause waits a random while, growing with attempt, before a write
+// that lost a compare-and-set tries again, so concurrent writers of one key
+// do not keep colliding (a replicated stream refuses every write of a key
+// while one is being replicated: 10164): false when ctx ended first.
+func conflictPause(ctx context.Context, attempt int) bool {
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond))))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// isWrongSequence reports a compare-and-set conflict: the key's last
+// revision is not the one expected. A single-replica stream answers 10071;
+// a replicated (R>1) one answers 10164 while another write of the key is
+// still being replicated, which KeyValue.Update wraps as
+// ErrKeyRevisionMismatch and which ErrKeyExists does not match.
 func isWrongSequence(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Secret reads a built-in secret straight from the bucket.
