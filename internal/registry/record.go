@@ -166,6 +166,17 @@ func (r *Registry) raiseGen(bucket, key string, gen uint64) {
 	r.genMu.Unlock()
 }
 
+// raiseSeen raises what seenGen remembers for bucket/key to gen, only when
+// it remembers the key already (it read a record of it).
+func (r *Registry) raiseSeen(bucket, key string, gen uint64) {
+	k := genKey{bucket, key}
+	r.genMu.Lock()
+	if v, ok := r.seenGen[k]; ok && gen > v {
+		r.seenGen[k] = gen
+	}
+	r.genMu.Unlock()
+}
+
 // sealValue seals a new write of bucket/key at the next generation above
 // floor (the generation of the record it replaces, storedGen).
 // version, when not 0, is the built-in secret's version.
@@ -236,9 +247,14 @@ const (
 func kvSubject(b *bucket, key string) string { return "$KV." + b.name + "." + key }
 
 // purge removes key from b as KeyValue.Purge does, with a marker that carries
-// gen (at least the generation of the record it removes): a later write of
-// the key by any worker reads it as its floor (createKey), so it lands above
-// the generation the workers that saw the record remember.
+// a generation strictly above gen (the generation of the record it removes)
+// and above every one this worker has seen for the key (nextGen): a later
+// write of the key by any worker reads it as its floor (createKey), so it
+// lands above the generation the workers that saw the record remember; and
+// the workers that learn of the marker remember its generation, so the
+// deleted record itself, written back into the bucket, is refused as a
+// rollback (a generation equal to one seen is the same record read again,
+// accepted).
 func (r *Registry) purge(ctx context.Context, b *bucket, key string, gen uint64) error {
 	if !validKey(key) {
 		return jetstream.ErrInvalidKey
@@ -246,14 +262,13 @@ func (r *Registry) purge(ctx context.Context, b *bucket, key string, gen uint64)
 	m := nats.NewMsg(kvSubject(b, key))
 	m.Header.Set(kvOperation, kvPurge)
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	if seen := r.seenGenOf(b.name, key); seen > gen {
-		gen = seen
+	gen = r.nextGen(b.name, key, gen)
+	m.Data = []byte(`{"gen":` + strconv.FormatUint(gen, 10) + `}`)
+	if _, err := r.js.PublishMsg(ctx, m); err != nil {
+		return err
 	}
-	if gen > 0 {
-		m.Data = []byte(`{"gen":` + strconv.FormatUint(gen, 10) + `}`)
-	}
-	_, err := r.js.PublishMsg(ctx, m)
-	return err
+	r.remember(b.name, key, gen)
+	return nil
 }
 
 // validKey is KeyValue's rule for a key: the characters -/_=.a-zA-Z0-9,

@@ -114,7 +114,9 @@ type Registry struct {
 	sealedOut map[string]error
 	stopped   map[string]error
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// watchCtx is the watchers' context (Start), done once they stop.
+	watchCtx context.Context
+	wg       sync.WaitGroup
 }
 
 // bucket is one KV bucket and the last revision its watcher has applied.
@@ -310,7 +312,7 @@ func allOpts(bool) []jetstream.WatchOpt { return nil }
 // cached values) from the start on: a worker starting has nothing cached.
 func (r *Registry) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
+	r.cancel, r.watchCtx = cancel, wctx
 	loaded := make(chan struct{}, 3)
 	// Changes to secrets after the last one now are followed; a watcher
 	// that restarts resumes after the last one it saw.

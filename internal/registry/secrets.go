@@ -23,6 +23,15 @@ func (r *Registry) applySecret(e jetstream.KeyValueEntry) *Change {
 	if !ok {
 		return nil
 	}
+	if isDelete(e) && r.seenGenOf(r.secrets.name, e.Key()) > 0 {
+		// A worker that read the secret remembers the generation its
+		// delete marker carries (purge), above the deleted record's: that
+		// record written back is refused. One that never read it keeps no
+		// entry for it. The watch brings no values (MetaOnly): the marker
+		// is read by its revision, gone when the key was written since
+		// (sealed above the marker).
+		r.markerGen(e.Key(), e.Revision())
+	}
 	return &Change{Kind: KindSecret, Conn: conn, Name: name, Deleted: isDelete(e)}
 }
 
@@ -107,6 +116,33 @@ func secretVersion(stored []byte) uint64 {
 		return 1
 	}
 	return rec.Version
+}
+
+// markerGen raises the generation remembered for secret key to the one its
+// delete marker, stored at revision rev, carries.
+func (r *Registry) markerGen(key string, rev uint64) {
+	ctx := r.watchCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := r.streamOf(ctx, r.secrets)
+	if err != nil {
+		r.log.Warn().Err(err).Str("key", key).Msg("reading a secret's delete marker")
+		return
+	}
+	m, err := st.GetMsg(ctx, rev)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return
+	case err != nil:
+		r.log.Warn().Err(err).Str("key", key).Msg("reading a secret's delete marker")
+		return
+	}
+	if m.Subject == kvSubject(r.secrets, key) {
+		r.raiseSeen(r.secrets.name, key, storedGen(m.Data))
+	}
 }
 
 // conflictPause waits a random while, growing with attempt, before a write
