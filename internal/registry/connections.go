@@ -156,7 +156,12 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 	}
 	if isDelete(e) {
 		// The generation the marker carries (purge) is the floor of this
-		// worker's next write of the key.
+		// worker's next write of the key, and is remembered, above the
+		// deleted record's: that record written back is refused. A marker
+		// of the load at start is remembered too (one entry per deleted
+		// connection whose marker carries a generation: the cost of
+		// refusing a replay of a record deleted before this worker
+		// started), its key copied out of the message (setSeenLocked).
 		r.raiseGen(r.conns.name, name, storedGen(e.Value()))
 		if old != nil {
 			// The view stops carrying its generation: remembered.

@@ -104,7 +104,7 @@ func (r *Registry) remember(bucket, key string, gen uint64) {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
 	if gen > r.seenGen[k] {
-		r.seenGen[k] = gen
+		r.setSeenLocked(k, gen)
 	}
 	r.genMu.Unlock()
 }
@@ -138,19 +138,35 @@ func storedGen(raw []byte) uint64 {
 }
 
 // observeGen records that bucket/key was read at gen, or refuses it as a
-// rollback when a newer generation was seen before.
+// rollback when a newer generation was seen before. A generation already
+// remembered, or carried by the view's record of the connection
+// (seenLocked), adds no entry to seenGen: reading the connections of the
+// view (lookups, rekey) costs no memory.
 func (r *Registry) observeGen(bucket, key string, gen uint64) error {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
 	defer r.genMu.Unlock()
-	if seen := r.seenLocked(k); gen < seen {
+	seen := r.seenLocked(k)
+	if gen < seen {
 		metrics.RegistryRollbackRefused.WithLabelValues(bucket).Inc()
 		r.log.Error().Str("bucket", bucket).Str("key", key).Uint64("gen", gen).Uint64("seen_gen", seen).
 			Msg("refusing a sealed record older than one already seen for its key (rolled back or replayed)")
 		return ErrRollback
 	}
-	r.seenGen[k] = gen
+	if gen > seen {
+		r.setSeenLocked(k, gen)
+	}
 	return nil
+}
+
+// setSeenLocked remembers gen for k (genMu held), a new entry's key copied
+// out of the string it came in (a watched entry's key is a slice of its
+// message's subject).
+func (r *Registry) setSeenLocked(k genKey, gen uint64) {
+	if _, ok := r.seenGen[k]; !ok {
+		k.key = strings.Clone(k.key)
+	}
+	r.seenGen[k] = gen
 }
 
 // raiseGen records that bucket/key was read at gen without refusing an
@@ -161,7 +177,7 @@ func (r *Registry) raiseGen(bucket, key string, gen uint64) {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
 	if gen > r.seenLocked(k) {
-		r.seenGen[k] = gen
+		r.setSeenLocked(k, gen)
 	}
 	r.genMu.Unlock()
 }

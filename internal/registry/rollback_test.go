@@ -503,3 +503,62 @@ func TestReplayOfLastRecordAfterDeleteRefused(t *testing.T) {
 		}
 	}
 }
+
+// Reading the connections of the view through the bucket (lookups, the
+// secrets' checks of their connection, a put's fallback, rekey) adds nothing
+// to the worker's memory of generations: the view's records carry them.
+func TestReadsOfTheViewRememberNothing(t *testing.T) {
+	e := newEnv(t)
+	r := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	for i := 0; i < 10; i++ {
+		if _, err := r.PutConnection(c, builtinConn(t, fmt.Sprint("b", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		name := fmt.Sprint("b", i)
+		if _, err := r.LookupConnection(c, name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.SecretNames(c, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Rekey(c); err != nil {
+		t.Fatal(err)
+	}
+	if n := registry.SeenGens(r); n != 0 {
+		t.Fatalf("%d generations remembered besides the view's", n)
+	}
+}
+
+// A worker started after a delete remembers the generation of the delete
+// marker it loads, so the deleted record written back is refused by it too.
+func TestReplayAfterDeleteRefusedByWorkerStartedSince(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	r := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, awsConn(t, "a", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	last, err := e.kv("connections").Get(c, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteConnection(c, "a"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.open(seal.New(key), registry.Options{})
+	if n := registry.SeenGens(fresh); n != 1 {
+		t.Fatalf("a worker started after one delete remembers %d generations", n)
+	}
+	if _, err := e.kv("connections").Put(c, "a", last.Value()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = fresh.LookupConnection(c, "a")
+	if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("lookup of the replayed record by a worker started since: %v", err)
+	}
+}
