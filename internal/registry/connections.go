@@ -605,14 +605,17 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 // whose record cannot be opened. A connection used by an export cannot be
 // deleted.
 func (r *Registry) DeleteConnection(ctx context.Context, name string) error {
-	_, gen, _, err := r.lookupConnection(ctx, name)
+	e, err := r.conns.kv.Get(ctx, name)
 	if err != nil {
-		return err
+		return translate(fmt.Sprintf("connection %q", name), err)
 	}
 	if used := r.exportsUsing(name); len(used) > 0 {
 		return events.Errorf(events.CodeBadRequest, "connection %q is used by export %q; delete the export first", name, used[0])
 	}
-	if err := r.purge(ctx, r.conns, name, gen); err != nil {
+	// The view's record is opened first, so the marker lands above the
+	// generation it carries (nextGen).
+	r.settle(name)
+	if err := r.deleteKey(ctx, r.conns, name, storedGen(e.Value()), e.Revision()); err != nil {
 		return translate("deleting connection", err)
 	}
 	if err := r.deleteSecretsOf(ctx, name); err != nil {

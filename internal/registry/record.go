@@ -271,7 +271,12 @@ func kvSubject(b *bucket, key string) string { return "$KV." + b.name + "." + ke
 // deleted record itself, written back into the bucket, is refused as a
 // rollback (a generation equal to one seen is the same record read again,
 // accepted).
-func (r *Registry) purge(ctx context.Context, b *bucket, key string, gen uint64) error {
+//
+// The marker is written with compare-and-set on rev, the revision of the
+// record whose generation gen is: a write of the key between the read and
+// the delete makes it fail (isWrongSequence) rather than carry a generation
+// below that write's.
+func (r *Registry) purge(ctx context.Context, b *bucket, key string, gen, rev uint64) error {
 	if !validKey(key) {
 		return jetstream.ErrInvalidKey
 	}
@@ -280,11 +285,34 @@ func (r *Registry) purge(ctx context.Context, b *bucket, key string, gen uint64)
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	gen = r.nextGen(b.name, key, gen)
 	m.Data = []byte(`{"gen":` + strconv.FormatUint(gen, 10) + `}`)
-	if _, err := r.js.PublishMsg(ctx, m); err != nil {
+	if _, err := r.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev)); err != nil {
 		return err
 	}
 	r.remember(b.name, key, gen)
 	return nil
+}
+
+// deleteKey purges key from b (purge), the record stored at revision rev
+// with generation gen read before; when the key was written since, it reads
+// it again and deletes what it finds (nothing when the key is gone).
+func (r *Registry) deleteKey(ctx context.Context, b *bucket, key string, gen, rev uint64) error {
+	for attempt := 1; ; attempt++ {
+		err := r.purge(ctx, b, key, gen, rev)
+		if err == nil || !isWrongSequence(err) || attempt >= 10 {
+			return err
+		}
+		if !conflictPause(ctx, attempt) {
+			return ctx.Err()
+		}
+		e, err := b.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		gen, rev = storedGen(e.Value()), e.Revision()
+	}
 }
 
 // validKey is KeyValue's rule for a key: the characters -/_=.a-zA-Z0-9,

@@ -562,3 +562,49 @@ func TestReplayAfterDeleteRefusedByWorkerStartedSince(t *testing.T) {
 		t.Fatalf("lookup of the replayed record by a worker started since: %v", err)
 	}
 }
+
+// A delete that read a record before another worker wrote the key again
+// deletes the newer record, its marker above the newer generation (the
+// marker is written with compare-and-set on the revision read, and read
+// again when it fails): a write after the delete, by a worker on time, is
+// then accepted by a worker that saw the newer record, sealed by a worker
+// whose clock runs an hour ahead.
+func TestDeleteRacingAPutLandsAboveIt(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	deleter := e.open(seal.New(key), registry.Options{})
+	ahead := e.open(seal.New(key), registry.Options{})
+	registry.SetClock(ahead, func() time.Time { return time.Now().Add(time.Hour) })
+	remembers := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	if _, err := deleter.PutConnection(c, builtinConn(t, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := deleter.PutSecret(c, "b", "db", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	read, err := e.kv("secrets").Get(c, "b.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Written between the delete's read and its marker.
+	if err := ahead.PutSecret(c, "b", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := remembers.Secret(c, "b", "db"); err != nil || string(got.Value) != "v2" {
+		t.Fatalf("secret: %q %v", got.Value, err)
+	}
+	if err := registry.DeleteRead(deleter, "secrets", "b.db", registry.StoredGen(read.Value()), read.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.kv("secrets").Get(c, "b.db"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("after the delete: %v", err)
+	}
+	fresh := e.open(seal.New(key), registry.Options{})
+	if err := fresh.PutSecret(c, "b", "db", []byte("v3")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := remembers.Secret(c, "b", "db"); err != nil || string(got.Value) != "v3" {
+		t.Fatalf("secret written after the delete: %q %v", got.Value, err)
+	}
+}

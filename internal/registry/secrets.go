@@ -219,7 +219,7 @@ func (r *Registry) DeleteSecret(ctx context.Context, conn, name string) error {
 	if err != nil {
 		return translate(fmt.Sprintf("secret %q", name), err)
 	}
-	if err := r.purge(ctx, r.secrets, key, storedGen(e.Value())); err != nil {
+	if err := r.deleteKey(ctx, r.secrets, key, storedGen(e.Value()), e.Revision()); err != nil {
 		return translate("deleting secret", err)
 	}
 	return nil
@@ -238,7 +238,7 @@ func (r *Registry) deleteSecretsOf(ctx context.Context, conn string) error {
 			continue
 		}
 		if err == nil {
-			err = r.purge(ctx, r.secrets, key, storedGen(e.Value()))
+			err = r.deleteKey(ctx, r.secrets, key, storedGen(e.Value()), e.Revision())
 		}
 		if err != nil {
 			return translate("deleting secrets of connection", err)
