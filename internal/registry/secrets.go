@@ -23,16 +23,20 @@ func (r *Registry) applySecret(e jetstream.KeyValueEntry) *Change {
 	if !ok {
 		return nil
 	}
+	return &Change{Kind: KindSecret, Conn: conn, Name: name, Deleted: isDelete(e)}
+}
+
+// secretApplied follows a secret's change once applied, before it is
+// notified: a worker that read the secret remembers the generation its
+// delete marker carries (purge), above the deleted record's, so that record
+// written back is refused. One that never read it keeps no entry for it. The
+// watch brings no values (MetaOnly): the marker is read by its revision
+// (outside applyMu, so puts do not wait for it), gone when the key was
+// written since (sealed above the marker).
+func (r *Registry) secretApplied(e jetstream.KeyValueEntry) {
 	if isDelete(e) && r.seenGenOf(r.secrets.name, e.Key()) > 0 {
-		// A worker that read the secret remembers the generation its
-		// delete marker carries (purge), above the deleted record's: that
-		// record written back is refused. One that never read it keeps no
-		// entry for it. The watch brings no values (MetaOnly): the marker
-		// is read by its revision, gone when the key was written since
-		// (sealed above the marker).
 		r.markerGen(e.Key(), e.Revision())
 	}
-	return &Change{Kind: KindSecret, Conn: conn, Name: name, Deleted: isDelete(e)}
 }
 
 // StoredSecret is a built-in secret's value its version (1 for the first
