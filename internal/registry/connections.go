@@ -156,7 +156,12 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 	}
 	if isDelete(e) {
 		// The generation the marker carries (purge) is the floor of this
-		// worker's next write of the key.
+		// worker's next write of the key, and is remembered, above the
+		// deleted record's: that record written back is refused. A marker
+		// of the load at start is remembered too (one entry per deleted
+		// connection whose marker carries a generation: the cost of
+		// refusing a replay of a record deleted before this worker
+		// started), its key copied out of the message (setSeenLocked).
 		r.raiseGen(r.conns.name, name, storedGen(e.Value()))
 		if old != nil {
 			// The view stops carrying its generation: remembered.
@@ -600,14 +605,17 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 // whose record cannot be opened. A connection used by an export cannot be
 // deleted.
 func (r *Registry) DeleteConnection(ctx context.Context, name string) error {
-	_, gen, _, err := r.lookupConnection(ctx, name)
+	e, err := r.conns.kv.Get(ctx, name)
 	if err != nil {
-		return err
+		return translate(fmt.Sprintf("connection %q", name), err)
 	}
 	if used := r.exportsUsing(name); len(used) > 0 {
 		return events.Errorf(events.CodeBadRequest, "connection %q is used by export %q; delete the export first", name, used[0])
 	}
-	if err := r.purge(ctx, r.conns, name, gen); err != nil {
+	// The view's record is opened first, so the marker lands above the
+	// generation it carries (nextGen).
+	r.settle(name)
+	if err := r.deleteKey(ctx, r.conns, name, storedGen(e.Value()), e.Revision()); err != nil {
 		return translate("deleting connection", err)
 	}
 	if err := r.deleteSecretsOf(ctx, name); err != nil {

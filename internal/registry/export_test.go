@@ -1,6 +1,9 @@
 package registry
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Unopened reports whether connection name is in r's view with its record
 // still sealed (loaded at start, not used yet).
@@ -25,3 +28,17 @@ func SeenGens(r *Registry) int {
 	defer r.genMu.Unlock()
 	return len(r.seenGen)
 }
+
+// DeleteRead deletes key of bucket what ("connections", "secrets") as a
+// delete does once it has read the record stored at revision rev with
+// generation gen.
+func DeleteRead(r *Registry, what, key string, gen, rev uint64) error {
+	b := r.conns
+	if what == "secrets" {
+		b = r.secrets
+	}
+	return r.deleteKey(context.Background(), b, key, gen, rev)
+}
+
+// StoredGen is the generation a stored record carries.
+func StoredGen(raw []byte) uint64 { return storedGen(raw) }

@@ -104,7 +104,7 @@ func (r *Registry) remember(bucket, key string, gen uint64) {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
 	if gen > r.seenGen[k] {
-		r.seenGen[k] = gen
+		r.setSeenLocked(k, gen)
 	}
 	r.genMu.Unlock()
 }
@@ -138,19 +138,35 @@ func storedGen(raw []byte) uint64 {
 }
 
 // observeGen records that bucket/key was read at gen, or refuses it as a
-// rollback when a newer generation was seen before.
+// rollback when a newer generation was seen before. A generation already
+// remembered, or carried by the view's record of the connection
+// (seenLocked), adds no entry to seenGen: reading the connections of the
+// view (lookups, rekey) costs no memory.
 func (r *Registry) observeGen(bucket, key string, gen uint64) error {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
 	defer r.genMu.Unlock()
-	if seen := r.seenLocked(k); gen < seen {
+	seen := r.seenLocked(k)
+	if gen < seen {
 		metrics.RegistryRollbackRefused.WithLabelValues(bucket).Inc()
 		r.log.Error().Str("bucket", bucket).Str("key", key).Uint64("gen", gen).Uint64("seen_gen", seen).
 			Msg("refusing a sealed record older than one already seen for its key (rolled back or replayed)")
 		return ErrRollback
 	}
-	r.seenGen[k] = gen
+	if gen > seen {
+		r.setSeenLocked(k, gen)
+	}
 	return nil
+}
+
+// setSeenLocked remembers gen for k (genMu held), a new entry's key copied
+// out of the string it came in (a watched entry's key is a slice of its
+// message's subject).
+func (r *Registry) setSeenLocked(k genKey, gen uint64) {
+	if _, ok := r.seenGen[k]; !ok {
+		k.key = strings.Clone(k.key)
+	}
+	r.seenGen[k] = gen
 }
 
 // raiseGen records that bucket/key was read at gen without refusing an
@@ -161,6 +177,17 @@ func (r *Registry) raiseGen(bucket, key string, gen uint64) {
 	k := genKey{bucket, key}
 	r.genMu.Lock()
 	if gen > r.seenLocked(k) {
+		r.setSeenLocked(k, gen)
+	}
+	r.genMu.Unlock()
+}
+
+// raiseSeen raises what seenGen remembers for bucket/key to gen, only when
+// it remembers the key already (it read a record of it).
+func (r *Registry) raiseSeen(bucket, key string, gen uint64) {
+	k := genKey{bucket, key}
+	r.genMu.Lock()
+	if v, ok := r.seenGen[k]; ok && gen > v {
 		r.seenGen[k] = gen
 	}
 	r.genMu.Unlock()
@@ -236,24 +263,56 @@ const (
 func kvSubject(b *bucket, key string) string { return "$KV." + b.name + "." + key }
 
 // purge removes key from b as KeyValue.Purge does, with a marker that carries
-// gen (at least the generation of the record it removes): a later write of
-// the key by any worker reads it as its floor (createKey), so it lands above
-// the generation the workers that saw the record remember.
-func (r *Registry) purge(ctx context.Context, b *bucket, key string, gen uint64) error {
+// a generation strictly above gen (the generation of the record it removes)
+// and above every one this worker has seen for the key (nextGen): a later
+// write of the key by any worker reads it as its floor (createKey), so it
+// lands above the generation the workers that saw the record remember; and
+// the workers that learn of the marker remember its generation, so the
+// deleted record itself, written back into the bucket, is refused as a
+// rollback (a generation equal to one seen is the same record read again,
+// accepted).
+//
+// The marker is written with compare-and-set on rev, the revision of the
+// record whose generation gen is: a write of the key between the read and
+// the delete makes it fail (isWrongSequence) rather than carry a generation
+// below that write's.
+func (r *Registry) purge(ctx context.Context, b *bucket, key string, gen, rev uint64) error {
 	if !validKey(key) {
 		return jetstream.ErrInvalidKey
 	}
 	m := nats.NewMsg(kvSubject(b, key))
 	m.Header.Set(kvOperation, kvPurge)
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	if seen := r.seenGenOf(b.name, key); seen > gen {
-		gen = seen
+	gen = r.nextGen(b.name, key, gen)
+	m.Data = []byte(`{"gen":` + strconv.FormatUint(gen, 10) + `}`)
+	if _, err := r.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev)); err != nil {
+		return err
 	}
-	if gen > 0 {
-		m.Data = []byte(`{"gen":` + strconv.FormatUint(gen, 10) + `}`)
+	r.remember(b.name, key, gen)
+	return nil
+}
+
+// deleteKey purges key from b (purge), the record stored at revision rev
+// with generation gen read before; when the key was written since, it reads
+// it again and deletes what it finds (nothing when the key is gone).
+func (r *Registry) deleteKey(ctx context.Context, b *bucket, key string, gen, rev uint64) error {
+	for attempt := 1; ; attempt++ {
+		err := r.purge(ctx, b, key, gen, rev)
+		if err == nil || !isWrongSequence(err) || attempt >= 10 {
+			return err
+		}
+		if !conflictPause(ctx, attempt) {
+			return ctx.Err()
+		}
+		e, err := b.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		gen, rev = storedGen(e.Value()), e.Revision()
 	}
-	_, err := r.js.PublishMsg(ctx, m)
-	return err
 }
 
 // validKey is KeyValue's rule for a key: the characters -/_=.a-zA-Z0-9,

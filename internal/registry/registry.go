@@ -114,7 +114,9 @@ type Registry struct {
 	sealedOut map[string]error
 	stopped   map[string]error
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// watchCtx is the watchers' context (Start), done once they stop.
+	watchCtx context.Context
+	wg       sync.WaitGroup
 }
 
 // bucket is one KV bucket and the last revision its watcher has applied.
@@ -291,8 +293,11 @@ func (r *Registry) OnChange(fn func(Change)) {
 // is part of the state loaded at start; the change to notify, if any), what
 // to do once that state is loaded, and the watch options of a (re)start.
 type watched struct {
-	b      *bucket
-	apply  func(e jetstream.KeyValueEntry, initial bool) *Change
+	b     *bucket
+	apply func(e jetstream.KeyValueEntry, initial bool) *Change
+	// after, when set, is called with each entry once applied, outside
+	// the bucket's applyMu (it may read the bucket).
+	after  func(e jetstream.KeyValueEntry)
 	loaded func()
 	opts   func(first bool) []jetstream.WatchOpt
 	// updatesOnly: the first watch delivers no initial state (and no
@@ -310,7 +315,7 @@ func allOpts(bool) []jetstream.WatchOpt { return nil }
 // cached values) from the start on: a worker starting has nothing cached.
 func (r *Registry) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
+	r.cancel, r.watchCtx = cancel, wctx
 	loaded := make(chan struct{}, 3)
 	// Changes to secrets after the last one now are followed; a watcher
 	// that restarts resumes after the last one it saw.
@@ -322,7 +327,7 @@ func (r *Registry) Start(ctx context.Context) error {
 	for _, w := range []watched{
 		{b: r.conns, apply: r.applyConnection, loaded: r.probeConnections, opts: allOpts},
 		{b: r.exports, apply: r.applyExport, opts: allOpts},
-		{b: r.secrets, apply: func(e jetstream.KeyValueEntry, _ bool) *Change { return r.applySecret(e) }, updatesOnly: true,
+		{b: r.secrets, apply: func(e jetstream.KeyValueEntry, _ bool) *Change { return r.applySecret(e) }, after: r.secretApplied, updatesOnly: true,
 			opts: func(first bool) []jetstream.WatchOpt {
 				if first {
 					return []jetstream.WatchOpt{jetstream.MetaOnly(), jetstream.UpdatesOnly()}
@@ -424,6 +429,9 @@ func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, w watche
 				c = nil
 			}
 			w.b.applyMu.Unlock()
+			if w.after != nil {
+				w.after(e)
+			}
 			if c != nil {
 				r.notify(*c)
 			}

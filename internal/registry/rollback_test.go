@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -393,5 +395,216 @@ func TestGenerationsCarriedByTheView(t *testing.T) {
 		if _, ok := w.Connection("c0"); ok {
 			t.Fatal("a replay of a deleted record was applied")
 		}
+	}
+}
+
+// The last record of a key, written back into the bucket after the key was
+// deleted, is refused by the worker that deleted it and by one that read
+// it: the delete marker carries a generation above the record's, which they
+// remember, and a re-create is sealed above the marker.
+func TestReplayOfLastRecordAfterDeleteRefused(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	r := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	conns, secrets := e.kv("connections"), e.kv("secrets")
+	refused := func(kv jetstream.KeyValue) float64 {
+		return testutil.ToFloat64(metrics.RegistryRollbackRefused.WithLabelValues(kv.Bucket()))
+	}
+	if _, err := r.PutConnection(c, builtinConn(t, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutSecret(c, "b", "db", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutConnection(c, builtinConn(t, "a")); err != nil {
+		t.Fatal(err)
+	}
+	lastConn, err := conns.Get(c, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastSecret, err := secrets.Get(c, "b.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker to apply the connections", func() bool {
+		_, a := other.Connection("a")
+		_, b := other.Connection("b")
+		return a && b
+	})
+	for _, w := range []*registry.Registry{r, other} {
+		if got, err := w.Secret(c, "b", "db"); err != nil || string(got.Value) != "v1" {
+			t.Fatalf("secret: %q %v", got.Value, err)
+		}
+	}
+	var secretDeleted atomic.Bool
+	other.OnChange(func(ch registry.Change) {
+		if ch.Kind == registry.KindSecret && ch.Conn == "b" && ch.Name == "db" && ch.Deleted {
+			secretDeleted.Store(true)
+		}
+	})
+	if err := r.DeleteSecret(c, "b", "db"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteConnection(c, "a"); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker to apply the deletes", func() bool {
+		_, ok := other.Connection("a")
+		_, err := other.Secret(c, "b", "db")
+		return !ok && errors.Is(err, events.ErrNotFound)
+	})
+	natstest.Eventually(t, 5*time.Second, "the other worker's secrets watcher to meet the delete", func() bool {
+		return secretDeleted.Load()
+	})
+
+	beforeConns, beforeSecrets := refused(conns), refused(secrets)
+	if _, err := conns.Put(c, "a", lastConn.Value()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := secrets.Put(c, "b.db", lastSecret.Value()); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "both watchers to refuse the replayed connection", func() bool {
+		return refused(conns) >= beforeConns+2
+	})
+	for i, w := range []*registry.Registry{r, other} {
+		if _, ok := w.Connection("a"); ok {
+			t.Fatalf("worker %d applied the replayed last record of a deleted connection", i)
+		}
+		_, err := w.LookupConnection(c, "a")
+		if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
+			t.Fatalf("worker %d, lookup of the replayed connection: %v", i, err)
+		}
+		_, err = w.Secret(c, "b", "db")
+		if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
+			t.Fatalf("worker %d, read of the replayed secret: %v", i, err)
+		}
+	}
+	if refused(secrets) < beforeSecrets+2 {
+		t.Fatalf("replayed secret refusals counted: %v", refused(secrets)-beforeSecrets)
+	}
+	// Written again, each is accepted by both.
+	if _, err := r.PutConnection(c, builtinConn(t, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutSecret(c, "b", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, "the other worker to apply the new connection", func() bool {
+		_, ok := other.Connection("a")
+		return ok
+	})
+	for i, w := range []*registry.Registry{r, other} {
+		if got, err := w.Secret(c, "b", "db"); err != nil || string(got.Value) != "v2" {
+			t.Fatalf("worker %d, secret written again: %q %v", i, got.Value, err)
+		}
+	}
+}
+
+// Reading the connections of the view through the bucket (lookups, the
+// secrets' checks of their connection, a put's fallback, rekey) adds nothing
+// to the worker's memory of generations: the view's records carry them.
+func TestReadsOfTheViewRememberNothing(t *testing.T) {
+	e := newEnv(t)
+	r := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	for i := 0; i < 10; i++ {
+		if _, err := r.PutConnection(c, builtinConn(t, fmt.Sprint("b", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		name := fmt.Sprint("b", i)
+		if _, err := r.LookupConnection(c, name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.SecretNames(c, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Rekey(c); err != nil {
+		t.Fatal(err)
+	}
+	if n := registry.SeenGens(r); n != 0 {
+		t.Fatalf("%d generations remembered besides the view's", n)
+	}
+}
+
+// A worker started after a delete remembers the generation of the delete
+// marker it loads, so the deleted record written back is refused by it too.
+func TestReplayAfterDeleteRefusedByWorkerStartedSince(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	r := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, awsConn(t, "a", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	last, err := e.kv("connections").Get(c, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteConnection(c, "a"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.open(seal.New(key), registry.Options{})
+	if n := registry.SeenGens(fresh); n != 1 {
+		t.Fatalf("a worker started after one delete remembers %d generations", n)
+	}
+	if _, err := e.kv("connections").Put(c, "a", last.Value()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = fresh.LookupConnection(c, "a")
+	if !errors.Is(err, events.ErrUnavailable) || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("lookup of the replayed record by a worker started since: %v", err)
+	}
+}
+
+// A delete that read a record before another worker wrote the key again
+// deletes the newer record, its marker above the newer generation (the
+// marker is written with compare-and-set on the revision read, and read
+// again when it fails): a write after the delete, by a worker on time, is
+// then accepted by a worker that saw the newer record, sealed by a worker
+// whose clock runs an hour ahead.
+func TestDeleteRacingAPutLandsAboveIt(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	deleter := e.open(seal.New(key), registry.Options{})
+	ahead := e.open(seal.New(key), registry.Options{})
+	registry.SetClock(ahead, func() time.Time { return time.Now().Add(time.Hour) })
+	remembers := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	if _, err := deleter.PutConnection(c, builtinConn(t, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := deleter.PutSecret(c, "b", "db", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	read, err := e.kv("secrets").Get(c, "b.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Written between the delete's read and its marker.
+	if err := ahead.PutSecret(c, "b", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := remembers.Secret(c, "b", "db"); err != nil || string(got.Value) != "v2" {
+		t.Fatalf("secret: %q %v", got.Value, err)
+	}
+	if err := registry.DeleteRead(deleter, "secrets", "b.db", registry.StoredGen(read.Value()), read.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.kv("secrets").Get(c, "b.db"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("after the delete: %v", err)
+	}
+	fresh := e.open(seal.New(key), registry.Options{})
+	if err := fresh.PutSecret(c, "b", "db", []byte("v3")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := remembers.Secret(c, "b", "db"); err != nil || string(got.Value) != "v3" {
+		t.Fatalf("secret written after the delete: %q %v", got.Value, err)
 	}
 }

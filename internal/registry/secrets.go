@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -22,6 +24,19 @@ func (r *Registry) applySecret(e jetstream.KeyValueEntry) *Change {
 		return nil
 	}
 	return &Change{Kind: KindSecret, Conn: conn, Name: name, Deleted: isDelete(e)}
+}
+
+// secretApplied follows a secret's change once applied, before it is
+// notified: a worker that read the secret remembers the generation its
+// delete marker carries (purge), above the deleted record's, so that record
+// written back is refused. One that never read it keeps no entry for it. The
+// watch brings no values (MetaOnly): the marker is read by its revision
+// (outside applyMu, so puts do not wait for it), gone when the key was
+// written since (sealed above the marker).
+func (r *Registry) secretApplied(e jetstream.KeyValueEntry) {
+	if isDelete(e) && r.seenGenOf(r.secrets.name, e.Key()) > 0 {
+		r.markerGen(e.Key(), e.Revision())
+	}
 }
 
 // StoredSecret is a built-in secret's value its version (1 for the first
@@ -82,6 +97,9 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 		if attempt >= 10 || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) || ctx.Err() != nil {
 			return translate("storing secret", err)
 		}
+		if attempt > 0 && !conflictPause(ctx, attempt) {
+			return translate("storing secret", ctx.Err())
+		}
 		e, err := r.secrets.kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -104,9 +122,60 @@ func secretVersion(stored []byte) uint64 {
 	return rec.Version
 }
 
+// markerGen raises the generation remembered for secret key to the one its
+// delete marker, stored at revision rev, carries.
+func (r *Registry) markerGen(key string, rev uint64) {
+	ctx := r.watchCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := r.streamOf(ctx, r.secrets)
+	if err != nil {
+		r.log.Warn().Err(err).Str("key", key).Msg("reading a secret's delete marker")
+		return
+	}
+	m, err := st.GetMsg(ctx, rev)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return
+	case err != nil:
+		r.log.Warn().Err(err).Str("key", key).Msg("reading a secret's delete marker")
+		return
+	}
+	if m.Subject == kvSubject(r.secrets, key) {
+		r.raiseSeen(r.secrets.name, key, storedGen(m.Data))
+	}
+}
+
+// conflictPause waits a random while, growing with attempt, before a write
+// that lost a compare-and-set tries again, so concurrent writers of one key
+// do not keep colliding (a replicated stream refuses every write of a key
+// while one is being replicated: 10164): false when ctx ended first.
+func conflictPause(ctx context.Context, attempt int) bool {
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond))))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// isWrongSequence reports a compare-and-set conflict: the key's last
+// revision is not the one expected. A single-replica stream answers 10071;
+// a replicated (R>1) one answers 10164 while another write of the key is
+// still being replicated, which KeyValue.Update wraps as
+// ErrKeyRevisionMismatch and which ErrKeyExists does not match.
 func isWrongSequence(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Secret reads a built-in secret straight from the bucket.
@@ -154,7 +223,7 @@ func (r *Registry) DeleteSecret(ctx context.Context, conn, name string) error {
 	if err != nil {
 		return translate(fmt.Sprintf("secret %q", name), err)
 	}
-	if err := r.purge(ctx, r.secrets, key, storedGen(e.Value())); err != nil {
+	if err := r.deleteKey(ctx, r.secrets, key, storedGen(e.Value()), e.Revision()); err != nil {
 		return translate("deleting secret", err)
 	}
 	return nil
@@ -173,7 +242,7 @@ func (r *Registry) deleteSecretsOf(ctx context.Context, conn string) error {
 			continue
 		}
 		if err == nil {
-			err = r.purge(ctx, r.secrets, key, storedGen(e.Value()))
+			err = r.deleteKey(ctx, r.secrets, key, storedGen(e.Value()), e.Revision())
 		}
 		if err != nil {
 			return translate("deleting secrets of connection", err)

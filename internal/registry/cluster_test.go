@@ -1,0 +1,118 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/cloudbridge/cloudbridge/internal/registry"
+	"github.com/cloudbridge/cloudbridge/internal/seal"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+)
+
+// cluster3 starts three in-process nats-servers with JetStream routed into
+// one cluster and returns a JetStream client of the first.
+func cluster3(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	ports := make([]int, 3)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	var first *server.Server
+	for i, p := range ports {
+		s := natstest.ServerWith(t, &server.Options{
+			ServerName: fmt.Sprintf("n%d", i),
+			Cluster:    server.ClusterOpts{Name: "regtest", Host: "127.0.0.1", Port: p},
+			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
+		})
+		if first == nil {
+			first = s
+		}
+	}
+	js, err := jetstream.New(natstest.Connect(t, first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, "the JetStream cluster to elect a leader", func() bool {
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(c)
+		return err == nil
+	})
+	return js
+}
+
+// On replicated (R3) buckets, concurrent puts of one key all succeed: a
+// compare-and-set answered 10164 (another write of the key still being
+// replicated) is a conflict to retry, not an unavailable bucket.
+func TestConcurrentPutsOnReplicatedBuckets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	js := cluster3(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var r *registry.Registry
+	natstest.Eventually(t, 30*time.Second, "the R3 buckets to be created", func() bool {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var err error
+		r, err = registry.Open(c, js, seal.New(newKey(t)), registry.Options{Replicas: 3, Logger: zerolog.Nop()})
+		return err == nil
+	})
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r.Stop(c)
+	})
+	if _, err := r.PutConnection(ctx, builtinConn(t, "b")); err != nil {
+		t.Fatal(err)
+	}
+	const rounds, writers = 10, 6
+	for round := 0; round < rounds; round++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, 2*writers)
+		for w := 0; w < writers; w++ {
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				// Creates in even rounds, puts over a stored record in
+				// odd ones.
+				if _, err := r.PutConnection(ctx, awsConn(t, fmt.Sprintf("a%d", round/2), "bio")); err != nil {
+					errs <- fmt.Errorf("put connection: %w", err)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				if err := r.PutSecret(ctx, "b", fmt.Sprintf("s%d", round/2), []byte("v")); err != nil {
+					errs <- fmt.Errorf("put secret: %w", err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("round %d: %v", round, err)
+		}
+	}
+}
