@@ -29,43 +29,64 @@ func spansOf(l *ledger) string {
 	return b.String()
 }
 
+// tsBase: in these tests the message at sequence s was stored at tsBase+s.
+const tsBase = int64(1_795_000_000_000_000_000)
+
+// addSeqs adds [lo, hi] stored as one stream stores them (tsBase+seq).
+func addSeqs(l *ledger, lo, hi uint64, now time.Time) {
+	l.add(lo, hi, tsBase+int64(lo), tsBase+int64(hi), now)
+}
+
+// has reports whether the ledger suppresses the message of one stream at seq.
+func has(l *ledger, seq uint64, now time.Time) bool { return l.contains(seq, tsBase+int64(seq), now) }
+
 func TestLedgerMerge(t *testing.T) {
 	now := time.Now()
 	l := newLedger(time.Minute, 100)
 	for _, r := range [][2]uint64{{10, 20}, {30, 40}, {21, 25}, {50, 50}, {5, 9}, {27, 29}, {26, 26}, {45, 60}, {1, 1}, {3, 3}, {0, 7}, {9, 2}} {
-		l.add(r[0], r[1], now)
+		addSeqs(l, r[0], r[1], now)
 	}
 	if got, want := spansOf(l), "[1,1][3,3][5,40][45,60]"; got != want {
 		t.Fatalf("spans %s, want %s", got, want)
 	}
-	l.add(2, 100, now) // swallows all but [1,1], which it touches
+	addSeqs(l, 2, 100, now) // swallows all but [1,1], which it touches
 	if got, want := spansOf(l), "[1,100]"; got != want {
 		t.Fatalf("spans %s, want %s", got, want)
 	}
 	for seq, want := range map[uint64]bool{0: false, 1: true, 50: true, 100: true, 101: false} {
-		if got := l.contains(seq, now); got != want {
+		if got := has(l, seq, now); got != want {
 			t.Errorf("contains(%d) = %v", seq, got)
 		}
 	}
-	l.add(maxSeq, maxSeq+10, now) // past the bound: ignored
-	if l.contains(maxSeq, now) {
+	addSeqs(l, maxSeq, maxSeq+10, now) // past the bound: ignored
+	if has(l, maxSeq, now) {
 		t.Error("a sequence past maxSeq was taken")
 	}
-	if got := toRanges([]uint64{7, 3, 4, 0, 5, 9, 9, 10}); fmt.Sprint(got) != "[[3 5] [7 7] [9 10]]" {
-		t.Errorf("toRanges: %v", got)
+	var as []acc
+	for _, s := range []uint64{7, 3, 4, 0, 5, 9, 9, 10} {
+		as = append(as, acc{s, tsBase + int64(s)})
+	}
+	as = append(as, acc{11, tsBase}) // stored before 10: not of the same stream
+	got := toSpans(as)
+	var b strings.Builder
+	for _, s := range got {
+		fmt.Fprintf(&b, "[%d,%d@%d,%d]", s.lo, s.hi, s.tmin-tsBase, s.tmax-tsBase)
+	}
+	if b.String() != "[3,5@3,5][7,7@7,7][9,10@9,10][11,11@0,0]" {
+		t.Errorf("toSpans: %s", b.String())
 	}
 }
 
 func TestLedgerWindow(t *testing.T) {
 	t0 := time.Now()
 	l := newLedger(time.Minute, 100)
-	l.add(1, 10, t0)
-	l.add(20, 30, t0.Add(40*time.Second))
+	addSeqs(l, 1, 10, t0)
+	addSeqs(l, 20, 30, t0.Add(40*time.Second))
 	at := t0.Add(70 * time.Second)
-	if l.contains(5, at) {
+	if has(l, 5, at) {
 		t.Error("a sequence older than the window is still suppressed")
 	}
-	if !l.contains(25, at) {
+	if !has(l, 25, at) {
 		t.Error("a sequence within the window is not")
 	}
 	l.sweep(at)
@@ -84,15 +105,15 @@ func TestLedgerCap(t *testing.T) {
 	l := newLedger(time.Hour, cap)
 	// Disjoint spans, each newer than the last: far past the cap.
 	for i := range uint64(1000) {
-		l.add(10*i+1, 10*i+5, t0.Add(time.Duration(i)*time.Millisecond))
+		addSeqs(l, 10*i+1, 10*i+5, t0.Add(time.Duration(i)*time.Millisecond))
 	}
 	if n := l.len(); n > cap || n < cap*7/8 {
 		t.Fatalf("%d spans for a cap of %d", n, cap)
 	}
-	if !l.contains(9991, t0.Add(time.Second)) {
+	if !has(l, 9991, t0.Add(time.Second)) {
 		t.Error("the newest span was dropped")
 	}
-	if l.contains(1, t0.Add(time.Second)) {
+	if has(l, 1, t0.Add(time.Second)) {
 		t.Error("the oldest span was kept")
 	}
 	if got := l.sweep(t0.Add(time.Second)); got != 1000-l.len() {
@@ -100,8 +121,8 @@ func TestLedgerCap(t *testing.T) {
 	}
 	// A huge range is one span, whatever it covers.
 	l.reset()
-	l.add(1, 1<<40, t0)
-	if l.len() != 1 || !l.contains(1<<39, t0) {
+	addSeqs(l, 1, 1<<40, t0)
+	if l.len() != 1 || !has(l, 1<<39, t0) {
 		t.Errorf("huge range: %s", spansOf(l))
 	}
 }
@@ -116,6 +137,7 @@ func dedupeFor(t *testing.T, e *env, name string, inc incarnation) *dedupe {
 	r := newRunner(w, spec{exp: cwExport(name, "logs.x.>")})
 	r.dd.inc = inc
 	r.dd.ok.Store(true)
+	r.dd.delivered.Store(1000)
 	return r.dd
 }
 
@@ -127,8 +149,8 @@ func TestAcceptedBroadcastHostile(t *testing.T) {
 	d := dedupeFor(t, e, name, inc)
 	subject := events.Subjects{}.Accepted(name)
 	valid := func(mod func(*events.ExportAccepted)) []byte {
-		a := events.ExportAccepted{Export: name, Worker: "peer", Stream: inc.stream, StreamCreated: inc.streamCreated,
-			ConsumerCreated: inc.consumerCreated, Ranges: [][]uint64{{100, 110}}}
+		a := events.ExportAccepted{Export: name, Worker: "peer", Runner: "r1", Stream: inc.stream, StreamCreated: inc.streamCreated,
+			ConsumerCreated: inc.consumerCreated, Ranges: [][]uint64{{100, 110}}, Stored: [][]int64{{tsBase + 100, tsBase + 110}}}
 		if mod != nil {
 			mod(&a)
 		}
@@ -159,6 +181,14 @@ func TestAcceptedBroadcastHostile(t *testing.T) {
 		{"triple", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = [][]uint64{{1, 2, 3}} })},
 		{"too many ranges", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = manyRanges })},
 		{"huge", ignoredMalformed, []byte(`{"export":"` + name + `","pad":"` + strings.Repeat("x", 70<<10) + `"}`)},
+		{"no stored", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Stored = nil })},
+		{"stored short", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = append(a.Ranges, []uint64{200, 200}) })},
+		{"stored reversed", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Stored = [][]int64{{tsBase + 9, tsBase}} })},
+		{"stored zero", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Stored = [][]int64{{0, tsBase}} })},
+		{"stored triple", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Stored = [][]int64{{1, 2, 3}} })},
+		{"stored strings", ignoredMalformed, []byte(strings.Replace(string(valid(nil)), fmt.Sprintf("[[%d,", tsBase+100), `[["x",`, 1))},
+		{"no runner", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Runner = "" })},
+		{"ahead of the consumer", ignoredAhead, valid(func(a *events.ExportAccepted) { a.Ranges = [][]uint64{{100, 1000 + aheadSlack + 1}} })},
 		{"no incarnation", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.StreamCreated = time.Time{} })},
 		{"other export", ignoredExport, valid(func(a *events.ExportAccepted) { a.Export = "other" })},
 		{"old stream", ignoredIncarnation, valid(func(a *events.ExportAccepted) { a.StreamCreated = created.Add(-time.Hour) })},
@@ -176,10 +206,17 @@ func TestAcceptedBroadcastHostile(t *testing.T) {
 		}
 	}
 	// Its own broadcast is already in the ledger.
-	d.receive(&nats.Msg{Subject: subject, Data: valid(func(a *events.ExportAccepted) { a.Worker = "me" })})
+	d.receive(&nats.Msg{Subject: subject, Data: valid(func(a *events.ExportAccepted) { a.Worker, a.Runner = "me", d.id })})
 	if d.led.len() != 0 {
 		t.Fatalf("its own broadcast was merged: %s", spansOf(d.led))
 	}
+	// Another runner of the same worker (the one a spec change replaced,
+	// its sink call late) is a peer.
+	d.receive(&nats.Msg{Subject: subject, Data: valid(func(a *events.ExportAccepted) { a.Worker, a.Ranges = "me", [][]uint64{{100, 100}} })})
+	if got := spansOf(d.led); got != "[100,100]" {
+		t.Fatalf("the previous runner's broadcast: ledger %s", got)
+	}
+	d.led.reset()
 	// The peer's valid one is taken, and only for this export.
 	d.receive(&nats.Msg{Subject: subject, Data: valid(nil)})
 	if got := spansOf(d.led); got != "[100,110]" {
