@@ -440,3 +440,125 @@ func TestStopWithSinkIgnoringContext(t *testing.T) {
 		return len(cwIDs(e.cw)) == n
 	})
 }
+
+// TestLedgerReusedSequence: a sequence the stream reused (created again, or
+// an R1 stream that lost its last messages) holds a message stored after
+// every message of the accepted span: it is not suppressed, a continuation
+// stored after such a gap does not merge into the old span, and a range of
+// the new messages overlapping the old span replaces it.
+func TestLedgerReusedSequence(t *testing.T) {
+	now := time.Now()
+	t0 := now.Add(-time.Hour).UnixNano()
+	ms := int64(time.Millisecond)
+	ts := func(seq uint64) int64 { return t0 + int64(seq)*ms } // first life: a message a millisecond
+	l := newLedger(time.Minute, 100)
+	l.add(1, 100, ts(1), ts(100), now)
+	if !l.contains(50, ts(50), now) {
+		t.Fatal("the accepted message itself is not suppressed")
+	}
+	// The stream lost 81..100 and stores new messages there, 5 s later.
+	later := func(seq uint64) int64 { return ts(100) + 5*int64(time.Second) + int64(seq)*ms }
+	if l.contains(85, later(85), now) {
+		t.Fatal("DATA LOSS: a message at a reused sequence is suppressed")
+	}
+	// New 101..110 accepted first: adjacent, but stored after the gap.
+	l.add(101, 110, later(101), later(110), now)
+	if l.contains(85, later(85), now) {
+		t.Fatalf("DATA LOSS: the continuation merged across the reuse: %s, reused 85 suppressed", spansOf(l))
+	}
+	if got := spansOf(l); got != "[1,100][101,110]" {
+		t.Errorf("spans %s", got)
+	}
+	// New 81..90 accepted: the old span's times are all older: it goes.
+	l.add(81, 90, later(81), later(90), now)
+	if got := spansOf(l); got != "[81,90][101,110]" {
+		t.Errorf("after the new range over the reused ones: %s", got)
+	}
+	if !l.contains(85, later(85), now) || l.contains(85, ts(85), now) {
+		t.Error("the new message at 85 is not suppressed, or the old still is")
+	}
+	// An old broadcast arriving late over the new range is ignored.
+	l.add(81, 100, ts(81), ts(100), now)
+	if got := spansOf(l); got != "[81,90][101,110]" {
+		t.Errorf("a late old range changed the ledger: %s", got)
+	}
+	// A continuation of the same life stored right after merges.
+	l.add(111, 120, later(111), later(120), now)
+	if got := spansOf(l); got != "[81,90][101,120]" {
+		t.Errorf("continuation: %s", got)
+	}
+}
+
+// TestLedgerChunkExpiry: extending a span does not renew it for ever: a
+// span is extended only while it is younger than a quarter of the window,
+// so what was accepted first expires a window after its chunk.
+func TestLedgerChunkExpiry(t *testing.T) {
+	t0 := time.Now()
+	l := newLedger(time.Minute, 100)
+	for i := range uint64(12) { // a range every 10 s, each continuing the last
+		addSeqs(l, 10*i+1, 10*i+10, t0.Add(time.Duration(i)*10*time.Second))
+	}
+	at := t0.Add(115 * time.Second)
+	if has(l, 5, at) {
+		t.Errorf("the first range, accepted 115 s ago, is still suppressed (window 1 min): %s", spansOf(l))
+	}
+	if !has(l, 115, at) {
+		t.Error("the last range is not")
+	}
+	l.sweep(at)
+	if has(l, 5, at) || l.len() < 2 {
+		t.Errorf("after the sweep: %s", spansOf(l))
+	}
+}
+
+// TestLedgerGeneration: ranges read before a reset (a callback of the
+// previous session) are dropped, and a peer's many ranges merge at once.
+func TestLedgerGeneration(t *testing.T) {
+	now := time.Now()
+	l := newLedger(time.Minute, 100)
+	gen := l.generation()
+	l.reset()
+	if l.addAll(gen, []span{{lo: 1, hi: 5, tmin: tsBase + 1, tmax: tsBase + 5}}, now) || l.len() != 0 {
+		t.Fatalf("an add of the previous generation was taken: %s", spansOf(l))
+	}
+	addSeqs(l, 20, 30, now)
+	addSeqs(l, 50, 60, now)
+	var rs []span
+	for _, r := range [][2]uint64{{70, 70}, {5, 9}, {31, 40}, {45, 49}, {55, 80}, {1, 3}, {0, 4}, {10, 9}} {
+		rs = append(rs, span{lo: r[0], hi: r[1], tmin: tsBase + int64(r[0]), tmax: tsBase + int64(r[1])})
+	}
+	if !l.addAll(l.generation(), rs, now) {
+		t.Fatal("not taken")
+	}
+	if got, want := spansOf(l), "[1,3][5,9][20,40][45,80]"; got != want {
+		t.Errorf("spans %s, want %s", got, want)
+	}
+}
+
+// TestDedupeConsumerCreatedAgain: the status refresh sees the consumer
+// created again (a peer, after the stream was created again) while the
+// session reads it through the same durable name: the ledger is reset and
+// suppression stays off for the session, so the old sequences suppress
+// nothing of the new stream.
+func TestDedupeConsumerCreatedAgain(t *testing.T) {
+	e := newEnv(t)
+	created := time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)
+	inc := incarnation{stream: DefaultLogsStream, streamCreated: created, consumerCreated: created}
+	d := dedupeFor(t, e, "again", inc)
+	d.accepted([]acc{{1, tsBase + 1}, {2, tsBase + 2}})
+	if d.led.len() != 1 {
+		t.Fatalf("ledger %s", spansOf(d.led))
+	}
+	d.checkConsumer(created, 2) // the same: nothing happens
+	if d.led.len() != 1 || !d.ok.Load() {
+		t.Fatal("reset without a change")
+	}
+	d.checkConsumer(created.Add(time.Hour), 0)
+	if d.led.len() != 0 || d.own.len() != 0 || d.ok.Load() {
+		t.Fatalf("consumer created again: ledger %s, own %s, on %v", spansOf(d.led), spansOf(d.own), d.ok.Load())
+	}
+	d.accepted([]acc{{1, tsBase + 10}})
+	if d.led.len() != 0 {
+		t.Fatal("recorded after the reset within the session")
+	}
+}
