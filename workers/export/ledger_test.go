@@ -399,7 +399,14 @@ func TestStopWithSinkIgnoringContext(t *testing.T) {
 	e := newEnv(t)
 	exp := cwExport("ignorectx", "logs.ignore.>")
 	bs := &blockingSink{entered: make(chan struct{}), release: make(chan struct{})}
-	defer close(bs.release)
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(bs.release) }) }
+	defer release()
+	subject := events.Subjects{}.Accepted(exp.Name)
+	heard, err := e.nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
 	real := e.factory()
 	factory := func(ctx context.Context, x events.Export, c events.Connection) (Sink, error) {
 		s, err := real(ctx, x, c)
@@ -417,6 +424,9 @@ func TestStopWithSinkIgnoringContext(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the sink was never called")
 	}
+	w.mu.Lock()
+	r := w.runners[exp.Name]
+	w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	stopped := make(chan error, 1)
@@ -429,16 +439,48 @@ func TestStopWithSinkIgnoringContext(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Stop did not return while the sink ignored its context")
 	}
+	// Worker.Stop may return (its own stopGrace) just before the runner's
+	// stop has abandoned the call and counted it: wait for that.
+	natstest.Eventually(t, 30*time.Second, "the runner abandoned", func() bool { return r.dd.closed.Load() })
 	// What the worker had fetched by then: the batches in delivery or queued.
 	if got := testutil.ToFloat64(metrics.ExportStopAbandoned.WithLabelValues(exp.Name)) - abandoned; got < 1 || got > n {
 		t.Errorf("stop_abandoned grew by %v, want 1 to %d", got, n)
 	}
+	// The abandoned runner's ledger stopped with it: no subscription left
+	// (the session, stuck in the call, has not returned), and its late
+	// success is not broadcast.
+	natstest.Eventually(t, 30*time.Second, "the abandoned runner's subscription gone", func() bool {
+		return e.subscribers(subject) == 1 // the test's own
+	})
 	// Not kept alive any more: a second worker gets them after AckWait and
 	// delivers them.
 	e.worker(func(c *Config) { c.AckWait = 2 * time.Second }, exp)
 	natstest.Eventually(t, 60*time.Second, "the abandoned events delivered by the other worker", func() bool {
 		return len(cwIDs(e.cw)) == n
 	})
+	// The stuck call succeeds late: nothing is broadcast.
+	release()
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the runner did not end once the sink call returned")
+	}
+	if err := w.cfg.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := heard.NextMsg(0)
+		if err != nil {
+			break
+		}
+		var a events.ExportAccepted
+		if events.Decode(m.Data, &a) == nil && a.Runner == r.dd.id && a.Worker == w.instance {
+			t.Fatalf("the abandoned runner broadcast after its stop: %s", m.Data)
+		}
+	}
 }
 
 // TestLedgerReusedSequence: a sequence the stream reused (created again, or
