@@ -15,19 +15,30 @@ package export
 // ack wait after the lost acks, by when every connected peer has heard.
 //
 // The ledger holds merged ranges, not one entry per message (a fetch's
-// messages are mostly contiguous), for a window of max(2×AckWait, 1 min),
-// and at most ledgerCap ranges whatever the rate: past that the oldest are
-// dropped (and counted), which only lets a duplicate through again.
+// messages are mostly contiguous), each with the oldest and newest stored
+// time of its messages (the server's timestamp, rising with the sequence),
+// for a window of max(2×AckWait, 1 min) after a range was last extended; a
+// range is extended only while it is younger than a quarter of the window,
+// so expiry works per chunk. At most ledgerCap ranges are kept whatever the
+// rate: past that the oldest are dropped (and counted), which only lets a
+// duplicate through again.
 //
 // Safety: a sequence enters the ledger only when a sink call accepted it
 // (ackAccepted), here or at a peer of the same export, stream incarnation
-// (the stream's creation time) and consumer incarnation (its creation time):
-// a stream or consumer deleted and created again restarts or replays the
-// sequences, so the ledger is reset when the consumer (re)appears with
-// another incarnation and a peer's ranges of another incarnation are ignored.
+// (the stream's creation time) and consumer incarnation (its creation time),
+// and a message is suppressed only when its sequence is in a range and its
+// stored time within the range's. A stream deleted and created again, or an
+// R1 stream that lost its last messages, reuses sequences; the message at a
+// reused sequence was stored after everything the old range holds, so it is
+// not suppressed, and ranges stored across such a gap do not merge. Besides,
+// the ledger is reset when the consumer (re)appears with another incarnation
+// at a session's start or, mid-session, in the status refresh
+// (checkConsumer); a peer's ranges of another incarnation, or read before a
+// reset (the ledger's generation), are ignored.
 // A broadcast is decoded strictly (events.Decode, ExportAccepted.Validate);
 // one that is malformed, names another export or incarnation, or is too big
-// is ignored and counted. Anyone allowed to publish on the subject can still
+// is ignored and counted, and so is a range ending far past the consumer's
+// last known delivered sequence. Anyone allowed to publish on the subject can still
 // make the workers ack without delivering the sequences it names, for the
 // window: the sample NATS configuration (deploy/) lets only the workers
 // publish there, and they already hold $JS.ACK.> and $JS.API.> (they can ack
