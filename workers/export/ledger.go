@@ -196,7 +196,8 @@ func pushSpan(out []span, s span, recent int64) []span {
 		}
 		if s.lo > t.hi { // touching: s continues t
 			if t.first >= recent && s.first >= recent && t.tmax <= s.tmin && s.tmin-t.tmax <= int64(mergeGap) {
-				t.hi, t.tmax, t.at = s.hi, s.tmax, max(t.at, s.at)
+				t.hi, t.tmax = s.hi, s.tmax
+				t.first, t.at = min(t.first, s.first), max(t.at, s.at)
 				return out
 			}
 			break

@@ -604,3 +604,28 @@ func TestDedupeConsumerCreatedAgain(t *testing.T) {
 		t.Fatal("recorded after the reset within the session")
 	}
 }
+
+// TestDedupeSuppressStoredTime: a peer's broadcast carries the stored times;
+// a message at one of its sequences is suppressed only when it is the one
+// stored then, not a later one at the same (reused) sequence.
+func TestDedupeSuppressStoredTime(t *testing.T) {
+	e := newEnv(t)
+	created := time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)
+	inc := incarnation{stream: DefaultLogsStream, streamCreated: created, consumerCreated: created}
+	d := dedupeFor(t, e, "stored", inc)
+	acked := 0
+	d.r.w.cfg.ackHook = func(jetstream.Msg) error { acked++; return nil }
+	stored := time.Unix(0, tsBase+100)
+	body, err := json.Marshal(events.ExportAccepted{Export: "stored", Worker: "peer", Runner: "r1", Stream: inc.stream,
+		StreamCreated: created, ConsumerCreated: created, Ranges: [][]uint64{{100, 110}}, Stored: [][]int64{{tsBase + 100, tsBase + 110}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.receive(&nats.Msg{Subject: events.Subjects{}.Accepted("stored"), Data: body})
+	if d.suppress(nil, 105, stored.Add(time.Minute)) {
+		t.Fatal("DATA LOSS: a message stored after the range's messages (a reused sequence) was suppressed")
+	}
+	if !d.suppress(nil, 105, time.Unix(0, tsBase+105)) || acked != 1 {
+		t.Fatalf("the accepted message itself was not suppressed (acked %d)", acked)
+	}
+}
