@@ -10,8 +10,9 @@ func (s Subjects) Accepted(export string) string { return s.base() + ".accepted.
 
 // Bounds of an ExportAccepted broadcast: a message carries at most
 // MaxAcceptedRanges ranges (a worker splits a longer list), so it stays well
-// under MaxRequestSize.
-const MaxAcceptedRanges = 1024
+// under MaxRequestSize (each range with its stored times is at most about
+// 90 bytes).
+const MaxAcceptedRanges = 512
 
 // ExportAccepted is broadcast on cloudbridge.v1.accepted.<export> after a sink
 // call of export was accepted (and on reconnect, for the worker's recent
@@ -19,24 +20,36 @@ const MaxAcceptedRanges = 1024
 // Stream, StreamCreated and ConsumerCreated name the incarnation of the
 // stream and of the export's durable consumer that the sequences belong to:
 // a receiver ignores ranges of any other (a stream deleted and created again
-// restarts its sequences).
+// restarts its sequences). Stored[i] is [oldest, newest] of the stored
+// times (unix nanoseconds, the server's clock) of the messages of Ranges[i]:
+// a receiver suppresses a message only when its sequence is in a range and
+// its stored time within that range's, so a sequence the stream reused (a
+// stream created again, an R1 stream that lost its last messages) is not
+// mistaken for the accepted one. Runner names the publishing export runner
+// of Worker (a new one after a spec change is another).
 type ExportAccepted struct {
 	Export          string     `json:"export"`
 	Worker          string     `json:"worker"`
+	Runner          string     `json:"runner"`
 	Stream          string     `json:"stream"`
 	StreamCreated   time.Time  `json:"stream_created"`
 	ConsumerCreated time.Time  `json:"consumer_created"`
 	Ranges          [][]uint64 `json:"ranges"`
+	Stored          [][]int64  `json:"stored"`
 }
 
 // Validate checks the names and the ranges: 1 to MaxAcceptedRanges of them,
-// each with 1 ≤ first ≤ last.
+// each with 1 ≤ first ≤ last, and as many stored times, each with
+// 1 ≤ oldest ≤ newest.
 func (a *ExportAccepted) Validate() error {
 	if err := CheckName("export", a.Export); err != nil {
 		return err
 	}
 	if a.Worker == "" || len(a.Worker) > 64 {
 		return Errorf(CodeBadRequest, "worker: 1 to 64 characters")
+	}
+	if a.Runner == "" || len(a.Runner) > 64 {
+		return Errorf(CodeBadRequest, "runner: 1 to 64 characters")
 	}
 	if a.Stream == "" || len(a.Stream) > 255 {
 		return Errorf(CodeBadRequest, "stream: 1 to 255 characters")
@@ -50,6 +63,14 @@ func (a *ExportAccepted) Validate() error {
 	for i, r := range a.Ranges {
 		if len(r) != 2 || r[0] == 0 || r[0] > r[1] {
 			return Errorf(CodeBadRequest, "ranges[%d]: want 1 ≤ first ≤ last", i)
+		}
+	}
+	if len(a.Stored) != len(a.Ranges) {
+		return Errorf(CodeBadRequest, "stored: one [oldest, newest] per range")
+	}
+	for i, t := range a.Stored {
+		if len(t) != 2 || t[0] < 1 || t[0] > t[1] {
+			return Errorf(CodeBadRequest, "stored[%d]: want 1 ≤ oldest ≤ newest", i)
 		}
 	}
 	return nil

@@ -410,8 +410,9 @@ func goValues(t *testing.T) []goValue {
 		add("error-reply", "wire-"+string(code), events.ErrorReply{Error: events.AsWire(fmt.Errorf("doing x: %w", &events.Error{Code: code}))})
 	}
 	add("error-reply", "plain-error", events.ErrorReply{Error: events.AsWire(errors.New("boom"))})
-	add("export-accepted", "call", events.ExportAccepted{Export: "cw-info", Worker: "w1", Stream: "CLOUDBRIDGE_LOGS",
-		StreamCreated: fetched, ConsumerCreated: fetched.Add(time.Second), Ranges: [][]uint64{{1, 50}, {52, 52}}})
+	add("export-accepted", "call", events.ExportAccepted{Export: "cw-info", Worker: "w1", Runner: "r1", Stream: "CLOUDBRIDGE_LOGS",
+		StreamCreated: fetched, ConsumerCreated: fetched.Add(time.Second), Ranges: [][]uint64{{1, 50}, {52, 52}},
+		Stored: [][]int64{{fetched.Add(2 * time.Second).UnixNano(), fetched.Add(3 * time.Second).UnixNano()}, {fetched.Add(4 * time.Second).UnixNano(), fetched.Add(4 * time.Second).UnixNano()}}})
 	add("exported-event", "batch", events.ExportedEvent{Export: "cw-info", Events: 10, Bytes: 1000, FirstSeq: 1, LastSeq: 12, Rejected: 1, Dead: 1, DurationMS: 42})
 	for _, reason := range deadReasons {
 		add("dead-letter", reason, events.DeadLetter{Export: "cw-info", Subject: "logs.app.web", Seq: 7, Reason: reason,

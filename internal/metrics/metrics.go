@@ -81,7 +81,7 @@ var (
 	}, []string{"export"})
 	ExportAcceptedIgnored = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cloudbridge_export_accepted_ignored_total",
-		Help: "Accepted-sequence broadcasts ignored, by reason (malformed, other_export, other_incarnation).",
+		Help: "Accepted-sequence broadcasts (or ranges) ignored, by reason (malformed, other_export, other_incarnation, ahead_of_consumer).",
 	}, []string{"export", "reason"})
 	ExportStopAbandoned = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cloudbridge_export_stop_abandoned_total",

@@ -443,7 +443,7 @@ func (r *runner) prepare(msg jetstream.Msg) prepared {
 	stream := r.w.cfg.LogsStream
 	if meta, err := msg.Metadata(); err == nil {
 		received, seq, stream = meta.Timestamp, meta.Sequence.Stream, meta.Stream
-		if r.dd.suppress(msg, seq) {
+		if r.dd.suppress(msg, seq, received) {
 			return prepared{} // already accepted (ledger.go): acked; add skips it
 		}
 	} else {

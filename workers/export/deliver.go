@@ -120,10 +120,10 @@ func (r *runner) deliver(b *batch) bool {
 // would spend their shared deadline; the client writes the acks out at once.)
 func (r *runner) ackAccepted(b *batch, idx []int) int {
 	n := 0
-	var seqs []uint64
+	var seqs []acc
 	ack := func(i int) {
 		if !b.acked[i] && b.out[i].Status == logevent.Delivered {
-			seqs = append(seqs, b.recs[i].Seq)
+			seqs = append(seqs, acc{b.recs[i].Seq, b.recs[i].Received.UnixNano()})
 			_ = r.w.cfg.ack(b.msgs[i])
 			b.acked[i] = true
 			n++

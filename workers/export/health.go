@@ -153,6 +153,7 @@ func (r *runner) refreshStatus(ctx context.Context, cons jetstream.Consumer, las
 	defer cancel()
 	if info, err := cons.Info(cctx); err == nil {
 		r.mLag.Set(float64(info.NumPending + uint64(max(info.NumAckPending, 0))))
+		r.dd.checkConsumer(info.Created, info.Delivered.Stream) // created again mid-session? (ledger.go)
 	}
 	kv := r.w.statusKV
 	if kv == nil {

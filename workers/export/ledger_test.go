@@ -29,43 +29,64 @@ func spansOf(l *ledger) string {
 	return b.String()
 }
 
+// tsBase: in these tests the message at sequence s was stored at tsBase+s.
+const tsBase = int64(1_795_000_000_000_000_000)
+
+// addSeqs adds [lo, hi] stored as one stream stores them (tsBase+seq).
+func addSeqs(l *ledger, lo, hi uint64, now time.Time) {
+	l.add(lo, hi, tsBase+int64(lo), tsBase+int64(hi), now)
+}
+
+// has reports whether the ledger suppresses the message of one stream at seq.
+func has(l *ledger, seq uint64, now time.Time) bool { return l.contains(seq, tsBase+int64(seq), now) }
+
 func TestLedgerMerge(t *testing.T) {
 	now := time.Now()
 	l := newLedger(time.Minute, 100)
 	for _, r := range [][2]uint64{{10, 20}, {30, 40}, {21, 25}, {50, 50}, {5, 9}, {27, 29}, {26, 26}, {45, 60}, {1, 1}, {3, 3}, {0, 7}, {9, 2}} {
-		l.add(r[0], r[1], now)
+		addSeqs(l, r[0], r[1], now)
 	}
 	if got, want := spansOf(l), "[1,1][3,3][5,40][45,60]"; got != want {
 		t.Fatalf("spans %s, want %s", got, want)
 	}
-	l.add(2, 100, now) // swallows all but [1,1], which it touches
+	addSeqs(l, 2, 100, now) // swallows all but [1,1], which it touches
 	if got, want := spansOf(l), "[1,100]"; got != want {
 		t.Fatalf("spans %s, want %s", got, want)
 	}
 	for seq, want := range map[uint64]bool{0: false, 1: true, 50: true, 100: true, 101: false} {
-		if got := l.contains(seq, now); got != want {
+		if got := has(l, seq, now); got != want {
 			t.Errorf("contains(%d) = %v", seq, got)
 		}
 	}
-	l.add(maxSeq, maxSeq+10, now) // past the bound: ignored
-	if l.contains(maxSeq, now) {
+	addSeqs(l, maxSeq, maxSeq+10, now) // past the bound: ignored
+	if has(l, maxSeq, now) {
 		t.Error("a sequence past maxSeq was taken")
 	}
-	if got := toRanges([]uint64{7, 3, 4, 0, 5, 9, 9, 10}); fmt.Sprint(got) != "[[3 5] [7 7] [9 10]]" {
-		t.Errorf("toRanges: %v", got)
+	var as []acc
+	for _, s := range []uint64{7, 3, 4, 0, 5, 9, 9, 10} {
+		as = append(as, acc{s, tsBase + int64(s)})
+	}
+	as = append(as, acc{11, tsBase}) // stored before 10: not of the same stream
+	got := toSpans(as)
+	var b strings.Builder
+	for _, s := range got {
+		fmt.Fprintf(&b, "[%d,%d@%d,%d]", s.lo, s.hi, s.tmin-tsBase, s.tmax-tsBase)
+	}
+	if b.String() != "[3,5@3,5][7,7@7,7][9,10@9,10][11,11@0,0]" {
+		t.Errorf("toSpans: %s", b.String())
 	}
 }
 
 func TestLedgerWindow(t *testing.T) {
 	t0 := time.Now()
 	l := newLedger(time.Minute, 100)
-	l.add(1, 10, t0)
-	l.add(20, 30, t0.Add(40*time.Second))
+	addSeqs(l, 1, 10, t0)
+	addSeqs(l, 20, 30, t0.Add(40*time.Second))
 	at := t0.Add(70 * time.Second)
-	if l.contains(5, at) {
+	if has(l, 5, at) {
 		t.Error("a sequence older than the window is still suppressed")
 	}
-	if !l.contains(25, at) {
+	if !has(l, 25, at) {
 		t.Error("a sequence within the window is not")
 	}
 	l.sweep(at)
@@ -84,15 +105,15 @@ func TestLedgerCap(t *testing.T) {
 	l := newLedger(time.Hour, cap)
 	// Disjoint spans, each newer than the last: far past the cap.
 	for i := range uint64(1000) {
-		l.add(10*i+1, 10*i+5, t0.Add(time.Duration(i)*time.Millisecond))
+		addSeqs(l, 10*i+1, 10*i+5, t0.Add(time.Duration(i)*time.Millisecond))
 	}
 	if n := l.len(); n > cap || n < cap*7/8 {
 		t.Fatalf("%d spans for a cap of %d", n, cap)
 	}
-	if !l.contains(9991, t0.Add(time.Second)) {
+	if !has(l, 9991, t0.Add(time.Second)) {
 		t.Error("the newest span was dropped")
 	}
-	if l.contains(1, t0.Add(time.Second)) {
+	if has(l, 1, t0.Add(time.Second)) {
 		t.Error("the oldest span was kept")
 	}
 	if got := l.sweep(t0.Add(time.Second)); got != 1000-l.len() {
@@ -100,8 +121,8 @@ func TestLedgerCap(t *testing.T) {
 	}
 	// A huge range is one span, whatever it covers.
 	l.reset()
-	l.add(1, 1<<40, t0)
-	if l.len() != 1 || !l.contains(1<<39, t0) {
+	addSeqs(l, 1, 1<<40, t0)
+	if l.len() != 1 || !has(l, 1<<39, t0) {
 		t.Errorf("huge range: %s", spansOf(l))
 	}
 }
@@ -116,6 +137,7 @@ func dedupeFor(t *testing.T, e *env, name string, inc incarnation) *dedupe {
 	r := newRunner(w, spec{exp: cwExport(name, "logs.x.>")})
 	r.dd.inc = inc
 	r.dd.ok.Store(true)
+	r.dd.delivered.Store(1000)
 	return r.dd
 }
 
@@ -127,8 +149,8 @@ func TestAcceptedBroadcastHostile(t *testing.T) {
 	d := dedupeFor(t, e, name, inc)
 	subject := events.Subjects{}.Accepted(name)
 	valid := func(mod func(*events.ExportAccepted)) []byte {
-		a := events.ExportAccepted{Export: name, Worker: "peer", Stream: inc.stream, StreamCreated: inc.streamCreated,
-			ConsumerCreated: inc.consumerCreated, Ranges: [][]uint64{{100, 110}}}
+		a := events.ExportAccepted{Export: name, Worker: "peer", Runner: "r1", Stream: inc.stream, StreamCreated: inc.streamCreated,
+			ConsumerCreated: inc.consumerCreated, Ranges: [][]uint64{{100, 110}}, Stored: [][]int64{{tsBase + 100, tsBase + 110}}}
 		if mod != nil {
 			mod(&a)
 		}
@@ -159,6 +181,14 @@ func TestAcceptedBroadcastHostile(t *testing.T) {
 		{"triple", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = [][]uint64{{1, 2, 3}} })},
 		{"too many ranges", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = manyRanges })},
 		{"huge", ignoredMalformed, []byte(`{"export":"` + name + `","pad":"` + strings.Repeat("x", 70<<10) + `"}`)},
+		{"no stored", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Stored = nil })},
+		{"stored short", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Ranges = append(a.Ranges, []uint64{200, 200}) })},
+		{"stored reversed", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Stored = [][]int64{{tsBase + 9, tsBase}} })},
+		{"stored zero", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Stored = [][]int64{{0, tsBase}} })},
+		{"stored triple", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Stored = [][]int64{{1, 2, 3}} })},
+		{"stored strings", ignoredMalformed, []byte(strings.Replace(string(valid(nil)), fmt.Sprintf("[[%d,", tsBase+100), `[["x",`, 1))},
+		{"no runner", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.Runner = "" })},
+		{"ahead of the consumer", ignoredAhead, valid(func(a *events.ExportAccepted) { a.Ranges = [][]uint64{{100, 1000 + aheadSlack + 1}} })},
 		{"no incarnation", ignoredMalformed, valid(func(a *events.ExportAccepted) { a.StreamCreated = time.Time{} })},
 		{"other export", ignoredExport, valid(func(a *events.ExportAccepted) { a.Export = "other" })},
 		{"old stream", ignoredIncarnation, valid(func(a *events.ExportAccepted) { a.StreamCreated = created.Add(-time.Hour) })},
@@ -176,10 +206,17 @@ func TestAcceptedBroadcastHostile(t *testing.T) {
 		}
 	}
 	// Its own broadcast is already in the ledger.
-	d.receive(&nats.Msg{Subject: subject, Data: valid(func(a *events.ExportAccepted) { a.Worker = "me" })})
+	d.receive(&nats.Msg{Subject: subject, Data: valid(func(a *events.ExportAccepted) { a.Worker, a.Runner = "me", d.id })})
 	if d.led.len() != 0 {
 		t.Fatalf("its own broadcast was merged: %s", spansOf(d.led))
 	}
+	// Another runner of the same worker (the one a spec change replaced,
+	// its sink call late) is a peer.
+	d.receive(&nats.Msg{Subject: subject, Data: valid(func(a *events.ExportAccepted) { a.Worker, a.Ranges = "me", [][]uint64{{100, 100}} })})
+	if got := spansOf(d.led); got != "[100,100]" {
+		t.Fatalf("the previous runner's broadcast: ledger %s", got)
+	}
+	d.led.reset()
 	// The peer's valid one is taken, and only for this export.
 	d.receive(&nats.Msg{Subject: subject, Data: valid(nil)})
 	if got := spansOf(d.led); got != "[100,110]" {
@@ -362,7 +399,14 @@ func TestStopWithSinkIgnoringContext(t *testing.T) {
 	e := newEnv(t)
 	exp := cwExport("ignorectx", "logs.ignore.>")
 	bs := &blockingSink{entered: make(chan struct{}), release: make(chan struct{})}
-	defer close(bs.release)
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(bs.release) }) }
+	defer release()
+	subject := events.Subjects{}.Accepted(exp.Name)
+	heard, err := e.nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
 	real := e.factory()
 	factory := func(ctx context.Context, x events.Export, c events.Connection) (Sink, error) {
 		s, err := real(ctx, x, c)
@@ -380,6 +424,9 @@ func TestStopWithSinkIgnoringContext(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the sink was never called")
 	}
+	w.mu.Lock()
+	r := w.runners[exp.Name]
+	w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	stopped := make(chan error, 1)
@@ -392,14 +439,193 @@ func TestStopWithSinkIgnoringContext(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Stop did not return while the sink ignored its context")
 	}
+	// Worker.Stop may return (its own stopGrace) just before the runner's
+	// stop has abandoned the call and counted it: wait for that.
+	natstest.Eventually(t, 30*time.Second, "the runner abandoned", func() bool { return r.dd.closed.Load() })
 	// What the worker had fetched by then: the batches in delivery or queued.
 	if got := testutil.ToFloat64(metrics.ExportStopAbandoned.WithLabelValues(exp.Name)) - abandoned; got < 1 || got > n {
 		t.Errorf("stop_abandoned grew by %v, want 1 to %d", got, n)
 	}
+	// The abandoned runner's ledger stopped with it: no subscription left
+	// (the session, stuck in the call, has not returned), and its late
+	// success is not broadcast.
+	natstest.Eventually(t, 30*time.Second, "the abandoned runner's subscription gone", func() bool {
+		return e.subscribers(subject) == 1 // the test's own
+	})
 	// Not kept alive any more: a second worker gets them after AckWait and
 	// delivers them.
 	e.worker(func(c *Config) { c.AckWait = 2 * time.Second }, exp)
 	natstest.Eventually(t, 60*time.Second, "the abandoned events delivered by the other worker", func() bool {
 		return len(cwIDs(e.cw)) == n
 	})
+	// The stuck call succeeds late: nothing is broadcast.
+	release()
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the runner did not end once the sink call returned")
+	}
+	if err := w.cfg.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := heard.NextMsg(0)
+		if err != nil {
+			break
+		}
+		var a events.ExportAccepted
+		if events.Decode(m.Data, &a) == nil && a.Runner == r.dd.id && a.Worker == w.instance {
+			t.Fatalf("the abandoned runner broadcast after its stop: %s", m.Data)
+		}
+	}
+}
+
+// TestLedgerReusedSequence: a sequence the stream reused (created again, or
+// an R1 stream that lost its last messages) holds a message stored after
+// every message of the accepted span: it is not suppressed, a continuation
+// stored after such a gap does not merge into the old span, and a range of
+// the new messages overlapping the old span replaces it.
+func TestLedgerReusedSequence(t *testing.T) {
+	now := time.Now()
+	t0 := now.Add(-time.Hour).UnixNano()
+	ms := int64(time.Millisecond)
+	ts := func(seq uint64) int64 { return t0 + int64(seq)*ms } // first life: a message a millisecond
+	l := newLedger(time.Minute, 100)
+	l.add(1, 100, ts(1), ts(100), now)
+	if !l.contains(50, ts(50), now) {
+		t.Fatal("the accepted message itself is not suppressed")
+	}
+	// The stream lost 81..100 and stores new messages there, 5 s later.
+	later := func(seq uint64) int64 { return ts(100) + 5*int64(time.Second) + int64(seq)*ms }
+	if l.contains(85, later(85), now) {
+		t.Fatal("DATA LOSS: a message at a reused sequence is suppressed")
+	}
+	// New 101..110 accepted first: adjacent, but stored after the gap.
+	l.add(101, 110, later(101), later(110), now)
+	if l.contains(85, later(85), now) {
+		t.Fatalf("DATA LOSS: the continuation merged across the reuse: %s, reused 85 suppressed", spansOf(l))
+	}
+	if got := spansOf(l); got != "[1,100][101,110]" {
+		t.Errorf("spans %s", got)
+	}
+	// New 81..90 accepted: the old span's times are all older: it goes.
+	l.add(81, 90, later(81), later(90), now)
+	if got := spansOf(l); got != "[81,90][101,110]" {
+		t.Errorf("after the new range over the reused ones: %s", got)
+	}
+	if !l.contains(85, later(85), now) || l.contains(85, ts(85), now) {
+		t.Error("the new message at 85 is not suppressed, or the old still is")
+	}
+	// An old broadcast arriving late over the new range is ignored.
+	l.add(81, 100, ts(81), ts(100), now)
+	if got := spansOf(l); got != "[81,90][101,110]" {
+		t.Errorf("a late old range changed the ledger: %s", got)
+	}
+	// A continuation of the same life stored right after merges.
+	l.add(111, 120, later(111), later(120), now)
+	if got := spansOf(l); got != "[81,90][101,120]" {
+		t.Errorf("continuation: %s", got)
+	}
+}
+
+// TestLedgerChunkExpiry: extending a span does not renew it for ever: a
+// span is extended only while it is younger than a quarter of the window,
+// so what was accepted first expires a window after its chunk.
+func TestLedgerChunkExpiry(t *testing.T) {
+	t0 := time.Now()
+	l := newLedger(time.Minute, 100)
+	for i := range uint64(12) { // a range every 10 s, each continuing the last
+		addSeqs(l, 10*i+1, 10*i+10, t0.Add(time.Duration(i)*10*time.Second))
+	}
+	at := t0.Add(115 * time.Second)
+	if has(l, 5, at) {
+		t.Errorf("the first range, accepted 115 s ago, is still suppressed (window 1 min): %s", spansOf(l))
+	}
+	if !has(l, 115, at) {
+		t.Error("the last range is not")
+	}
+	l.sweep(at)
+	if has(l, 5, at) || l.len() < 2 {
+		t.Errorf("after the sweep: %s", spansOf(l))
+	}
+}
+
+// TestLedgerGeneration: ranges read before a reset (a callback of the
+// previous session) are dropped, and a peer's many ranges merge at once.
+func TestLedgerGeneration(t *testing.T) {
+	now := time.Now()
+	l := newLedger(time.Minute, 100)
+	gen := l.generation()
+	l.reset()
+	if l.addAll(gen, []span{{lo: 1, hi: 5, tmin: tsBase + 1, tmax: tsBase + 5}}, now) || l.len() != 0 {
+		t.Fatalf("an add of the previous generation was taken: %s", spansOf(l))
+	}
+	addSeqs(l, 20, 30, now)
+	addSeqs(l, 50, 60, now)
+	var rs []span
+	for _, r := range [][2]uint64{{70, 70}, {5, 9}, {31, 40}, {45, 49}, {55, 80}, {1, 3}, {0, 4}, {10, 9}} {
+		rs = append(rs, span{lo: r[0], hi: r[1], tmin: tsBase + int64(r[0]), tmax: tsBase + int64(r[1])})
+	}
+	if !l.addAll(l.generation(), rs, now) {
+		t.Fatal("not taken")
+	}
+	if got, want := spansOf(l), "[1,3][5,9][20,40][45,80]"; got != want {
+		t.Errorf("spans %s, want %s", got, want)
+	}
+}
+
+// TestDedupeConsumerCreatedAgain: the status refresh sees the consumer
+// created again (a peer, after the stream was created again) while the
+// session reads it through the same durable name: the ledger is reset and
+// suppression stays off for the session, so the old sequences suppress
+// nothing of the new stream.
+func TestDedupeConsumerCreatedAgain(t *testing.T) {
+	e := newEnv(t)
+	created := time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)
+	inc := incarnation{stream: DefaultLogsStream, streamCreated: created, consumerCreated: created}
+	d := dedupeFor(t, e, "again", inc)
+	d.accepted([]acc{{1, tsBase + 1}, {2, tsBase + 2}})
+	if d.led.len() != 1 {
+		t.Fatalf("ledger %s", spansOf(d.led))
+	}
+	d.checkConsumer(created, 2) // the same: nothing happens
+	if d.led.len() != 1 || !d.ok.Load() {
+		t.Fatal("reset without a change")
+	}
+	d.checkConsumer(created.Add(time.Hour), 0)
+	if d.led.len() != 0 || d.own.len() != 0 || d.ok.Load() {
+		t.Fatalf("consumer created again: ledger %s, own %s, on %v", spansOf(d.led), spansOf(d.own), d.ok.Load())
+	}
+	d.accepted([]acc{{1, tsBase + 10}})
+	if d.led.len() != 0 {
+		t.Fatal("recorded after the reset within the session")
+	}
+}
+
+// TestDedupeSuppressStoredTime: a peer's broadcast carries the stored times;
+// a message at one of its sequences is suppressed only when it is the one
+// stored then, not a later one at the same (reused) sequence.
+func TestDedupeSuppressStoredTime(t *testing.T) {
+	e := newEnv(t)
+	created := time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)
+	inc := incarnation{stream: DefaultLogsStream, streamCreated: created, consumerCreated: created}
+	d := dedupeFor(t, e, "stored", inc)
+	acked := 0
+	d.r.w.cfg.ackHook = func(jetstream.Msg) error { acked++; return nil }
+	stored := time.Unix(0, tsBase+100)
+	body, err := json.Marshal(events.ExportAccepted{Export: "stored", Worker: "peer", Runner: "r1", Stream: inc.stream,
+		StreamCreated: created, ConsumerCreated: created, Ranges: [][]uint64{{100, 110}}, Stored: [][]int64{{tsBase + 100, tsBase + 110}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.receive(&nats.Msg{Subject: events.Subjects{}.Accepted("stored"), Data: body})
+	if d.suppress(nil, 105, stored.Add(time.Minute)) {
+		t.Fatal("DATA LOSS: a message stored after the range's messages (a reused sequence) was suppressed")
+	}
+	if !d.suppress(nil, 105, time.Unix(0, tsBase+105)) || acked != 1 {
+		t.Fatalf("the accepted message itself was not suppressed (acked %d)", acked)
+	}
 }

@@ -92,6 +92,7 @@ func (r *runner) stop(ctx context.Context, now bool) error {
 		return ctx.Err()
 	case <-t.C:
 		n := r.alive.abandon()
+		r.dd.close() // the session has not returned: its ledger stops now (ledger.go)
 		metrics.ExportStopAbandoned.WithLabelValues(r.name).Add(float64(n))
 		r.log.Warn().Int("events", n).Dur("grace", stopGrace).
 			Msg("a sink call outlived the stop deadline: its batches are no longer kept alive; what it does not ack comes back after AckWait")
