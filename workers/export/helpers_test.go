@@ -1,10 +1,12 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -289,15 +291,23 @@ func subjectsN(prefix string, n int) []string {
 // redelivered).
 func waitProgress(t testing.TB, stall time.Duration, what string, want int, count func() int) {
 	t.Helper()
-	last, since := -1, time.Now()
+	last, since, logged := -1, time.Now(), time.Now()
 	for {
 		got := count()
 		if got >= want {
 			return
 		}
+		if time.Since(logged) >= 30*time.Second {
+			t.Logf("waiting for %s: %d of %d", what, got, want)
+			logged = time.Now()
+		}
 		if got > last {
 			last, since = got, time.Now()
 		} else if time.Since(since) > stall {
+			// Where it is stuck: every goroutine, to the test's output.
+			var buf bytes.Buffer
+			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			t.Logf("goroutines at the stall:\n%s", buf.String())
 			t.Fatalf("waiting for %s: %d of %d, no progress for %s", what, got, want, stall)
 		}
 		time.Sleep(5 * time.Millisecond)
