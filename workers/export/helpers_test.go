@@ -1,10 +1,12 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -158,11 +160,24 @@ func (e *env) publish(first, n int, subjects []string, pad string) {
 	e.waitPublished()
 }
 
+// waitPublished waits for every async publish's ack, failing when none came
+// for 30 s (a loaded machine makes publishing slow, not stuck).
 func (e *env) waitPublished() {
-	select {
-	case <-e.js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		e.t.Fatalf("publishing timed out")
+	e.t.Helper()
+	pending, since := e.js.PublishAsyncPending(), time.Now()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-e.js.PublishAsyncComplete():
+			return
+		case <-tick.C:
+		}
+		if p := e.js.PublishAsyncPending(); p < pending {
+			pending, since = p, time.Now()
+		} else if time.Since(since) > 30*time.Second {
+			e.t.Fatalf("publishing stuck: %d acks pending, none for 30s", p)
+		}
 	}
 }
 
@@ -263,4 +278,45 @@ func subjectsN(prefix string, n int) []string {
 		out = append(out, fmt.Sprintf("%s.s%d", prefix, i))
 	}
 	return out
+}
+
+// waitProgress waits until count reaches want, failing only when count has
+// not grown for stall. How long delivering n events takes depends on the CPU
+// the test gets (CI runs every package's tests at once on 2 cores, under
+// -race: at a load of 20 a test gets a tenth of a core), so a deadline on the
+// whole would be a guess about the machine; what the worker must never do is
+// stop making progress for longer than its configured timings allow. stall
+// is derived from them by the caller (e.g. the fault, a retry backoff, the
+// call deadline and AckWait, after which a message lost on its way is
+// redelivered).
+func waitProgress(t testing.TB, stall time.Duration, what string, want int, count func() int) {
+	t.Helper()
+	last, since, logged := -1, time.Now(), time.Now()
+	for {
+		got := count()
+		if got >= want {
+			return
+		}
+		if time.Since(logged) >= 30*time.Second {
+			t.Logf("waiting for %s: %d of %d", what, got, want)
+			logged = time.Now()
+		}
+		if got > last {
+			last, since = got, time.Now()
+		} else if time.Since(since) > stall {
+			// Where it is stuck: every goroutine, to the test's output.
+			var buf bytes.Buffer
+			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			t.Logf("goroutines at the stall:\n%s", buf.String())
+			t.Fatalf("waiting for %s: %d of %d, no progress for %s", what, got, want, stall)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stallOf is the longest worker w may legitimately make no progress on a
+// healthy sink: a call running to its deadline, the retry's backoff, and
+// AckWait for a message lost on its way to come back.
+func stallOf(w *Worker) time.Duration {
+	return w.cfg.CallTimeout + w.cfg.RetryMax + w.cfg.AckWait
 }

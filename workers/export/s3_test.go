@@ -16,9 +16,11 @@ import (
 
 	s3api "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
 	"github.com/cloudbridge/cloudbridge/internal/sink/s3"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
@@ -156,17 +158,24 @@ func TestS3Faults(t *testing.T) {
 			e.s3.CreateBucket(archive)
 			exp := s3Export("f-s3-"+tt.name, "logs.f.>")
 			before := counter(exp.Name, tt.reason)
+			in := metrics.ExportEventsIn.WithLabelValues(exp.Name)
+			inBefore := testutil.ToFloat64(in)
+			// As in TestFaults: the fault outlasts AckWait twice, and starts
+			// once the events are published, when the export is applied.
+			w := e.worker(func(c *Config) { c.AckWait = fault / 2; c.RetryMax = time.Second })
+			e.publish(0, n, subjectsN("logs.f", 3), "")
 			e.aws.FailFor(awsfake.OpPutObject, tt.code, fault)
 			start := time.Now()
-			e.worker(func(c *Config) { c.AckWait = 2 * time.Second; c.RetryMax = time.Second }, exp)
-			e.publish(0, n, subjectsN("logs.f", 3), "")
-			natstest.Eventually(t, fault+30*time.Second, "every event after the fault", func() bool {
-				if s3Events(e.s3) < n {
-					return false
+			w.Apply([]events.Export{exp}, e.conns())
+			waitProgress(t, fault+stallOf(w), "every event after the fault", n, func() int {
+				if c := s3Events(e.s3); c < n {
+					return c
 				}
 				ids, _ := s3Lines(t, e.s3)
-				return len(ids) >= n
+				return len(ids)
 			})
+			t.Logf("archived in %v after the fault started; the worker received %v messages for %d events",
+				time.Since(start), testutil.ToFloat64(in)-inBefore, n)
 			if time.Since(start) < fault {
 				t.Fatalf("archived during the fault")
 			}
