@@ -47,15 +47,19 @@ func (r *runner) flush(b *batch) {
 // deliver writes the batch's pending records until no call fails; false when
 // the stop deadline passed first. Each attempt has its own deadline
 // (CallTimeout, well under AckWait): a hung call ends as a retry, and only
-// what no call accepted is sent again. The keep-alive covers the messages
-// meanwhile.
+// what no call accepted is sent again. An attempt that timed out without any
+// call going through gets twice the deadline the next time, up to
+// maxCallTimeouts × CallTimeout: a call that is merely slow (a starved CPU
+// building a 10,000-entry request, a slow cloud) is not cut at the same point
+// and resent forever. The keep-alive covers the messages meanwhile.
 func (r *runner) deliver(b *batch) bool {
 	ctx := r.flushCtx
+	deadline := r.w.cfg.CallTimeout
 	for attempt := 0; b.sent > 0; {
 		if ctx.Err() != nil {
 			return false
 		}
-		cctx, cancel := context.WithTimeout(ctx, r.w.cfg.CallTimeout)
+		cctx, cancel := context.WithTimeout(ctx, deadline)
 		acked := 0
 		var err error
 		cr, reports := r.sink.(sink.CallReporter)
@@ -83,7 +87,10 @@ func (r *runner) deliver(b *batch) bool {
 			return false
 		}
 		if timedOut {
-			err = events.Wrap(events.CodeTimeout, err, "sink call to %s exceeded its %s deadline", r.endpoint, r.w.cfg.CallTimeout)
+			err = events.Wrap(events.CodeTimeout, err, "sink call to %s exceeded its %s deadline", r.endpoint, deadline)
+			if acked == 0 {
+				deadline = min(2*deadline, maxCallTimeouts*r.w.cfg.CallTimeout)
+			}
 		}
 		f := sink.Classify(err)
 		if f.Class == sink.DeadLetter {
@@ -109,6 +116,11 @@ func (r *runner) deliver(b *batch) bool {
 	}
 	return true
 }
+
+// maxCallTimeouts bounds how far deliver stretches the deadline of an
+// attempt that keeps timing out: 4 × CallTimeout (2 × AckWait by default,
+// the keep-alive covering the messages).
+const maxCallTimeouts = 4
 
 // ackAccepted acks the messages of the records at idx (the records one call
 // carried) that it delivered and returns how many; idx nil means every

@@ -116,6 +116,31 @@ func TestHungCallHitsItsDeadline(t *testing.T) {
 	assertOnce(t, e, exp.Name, n, in)
 }
 
+// TestSlowCallsGetLongerDeadlines: every call takes 1.5 s, the call
+// deadline is 1 s. A deadline that stayed at 1 s would cut every attempt at
+// the same point and resend it forever; an attempt that timed out gets twice
+// the deadline, so each batch goes through on its second attempt, once.
+func TestSlowCallsGetLongerDeadlines(t *testing.T) {
+	const n = 100
+	e := newEnv(t)
+	var calls atomic.Int64
+	exp := cwExport("slowcall", "logs.slow.>")
+	exp.Batch.MaxEvents = 50
+	in := testutil.ToFloat64(metrics.ExportEventsIn.WithLabelValues(exp.Name))
+	before := counter(exp.Name, string(events.CodeTimeout))
+	factory := hangingFactory(hangingAPI{calls: 1 << 40, hold: 1500 * time.Millisecond, hung: &calls})
+	e.worker(func(c *Config) { c.Sinks, c.AckWait, c.CallTimeout = factory, 8*time.Second, time.Second }, exp)
+	e.publish(0, n, []string{"logs.slow.a"}, "")
+	natstest.Eventually(t, 60*time.Second, "every event delivered and acked", func() bool {
+		ack, pending := consumerPending(t, e.js, exp.Name)
+		return len(cwIDs(e.cw)) == n && ack == 0 && pending == 0
+	})
+	if got := counter(exp.Name, string(events.CodeTimeout)); got-before < 1 {
+		t.Fatalf("retries{timeout} grew by %v: no call was cut, the test proves nothing", got-before)
+	}
+	assertOnce(t, e, exp.Name, n, in)
+}
+
 // TestRemoveStopsAtOnce: two workers retry an export whose sink fails; the
 // block is removed on both (what `export rm` does through the registry):
 // both stop at once, the durable consumer is gone, no further call is made.

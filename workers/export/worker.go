@@ -94,7 +94,8 @@ type Config struct {
 	// CallTimeout is the deadline of each delivery attempt (a sink Write):
 	// default AckWait/2. A call past it is classified
 	// retry and resends only what no call accepted; meanwhile its messages
-	// are kept alive with InProgress.
+	// are kept alive with InProgress. An attempt that timed out with no call
+	// through gets twice the deadline next time, up to 4 × CallTimeout.
 	CallTimeout time.Duration
 	// StatusInterval is how often each runner refreshes the consumer lag
 	// gauge and its status record (default 5s).
