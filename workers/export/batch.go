@@ -343,7 +343,8 @@ func (c *collector) finish() {
 	c.p.close()
 }
 
-// pipeline overlaps filling one batch with delivering the other.
+// pipeline overlaps filling batches with delivering others: batches in all,
+// flushers of them in delivery at once.
 type pipeline struct {
 	r     *runner
 	queue chan *batch
@@ -351,8 +352,8 @@ type pipeline struct {
 	done  chan struct{}
 }
 
-// flushers is how many batches are delivered at once; one more is filled
-// meanwhile. CloudWatch no longer orders calls by sequence token, and Cloud
+// flushers is how many batches are delivered at once; two more are filled
+// meanwhile (see batches). CloudWatch no longer orders calls by sequence token, and Cloud
 // Logging deduplicates by insertId, so batches may go out side by side.
 const flushers = 2
 
@@ -396,7 +397,7 @@ func (p *pipeline) submit(b *batch) {
 	p.queue <- b
 }
 
-// close waits for the flusher to finish.
+// close waits for the flushers to finish.
 func (p *pipeline) close() {
 	close(p.queue)
 	<-p.done
@@ -421,8 +422,8 @@ func (b *batch) reset() {
 	b.bytes, b.sent = 0, 0
 }
 
-// add appends a prepared message; it returns the records to send.
-func (b *batch) add(msg jetstream.Msg, rec logevent.Record, o logevent.Outcome, size int) int {
+// add appends a prepared message.
+func (b *batch) add(msg jetstream.Msg, rec logevent.Record, o logevent.Outcome, size int) {
 	b.msgs = append(b.msgs, msg)
 	b.recs = append(b.recs, rec)
 	b.out = append(b.out, o)
@@ -431,7 +432,6 @@ func (b *batch) add(msg jetstream.Msg, rec logevent.Record, o logevent.Outcome, 
 	if o.Status == logevent.Pending {
 		b.sent++
 	}
-	return b.sent
 }
 
 // prepare parses msg: its record, its initial outcome (dead when empty,

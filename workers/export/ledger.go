@@ -298,17 +298,6 @@ func (l *ledger) reset() {
 	l.mu.Unlock()
 }
 
-// ranges is a copy of the spans as [first, last] pairs.
-func (l *ledger) ranges() [][]uint64 {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	out := make([][]uint64, len(l.spans))
-	for i, s := range l.spans {
-		out[i] = []uint64{s.lo, s.hi}
-	}
-	return out
-}
-
 // snapshot is a copy of the spans.
 func (l *ledger) snapshot() []span {
 	l.mu.RLock()

@@ -629,3 +629,14 @@ func TestDedupeSuppressStoredTime(t *testing.T) {
 		t.Fatalf("the accepted message itself was not suppressed (acked %d)", acked)
 	}
 }
+
+// ranges is a copy of the spans as [first, last] pairs.
+func (l *ledger) ranges() [][]uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make([][]uint64, len(l.spans))
+	for i, s := range l.spans {
+		out[i] = []uint64{s.lo, s.hi}
+	}
+	return out
+}
