@@ -40,9 +40,6 @@ type Func func(ctx context.Context, req micro.Request, f *Fields) (any, error)
 
 // Runner runs handlers.
 type Runner struct {
-	// nc is the workers' connection; replies go through their request
-	// (srv.Request publishes on the connection it arrived on).
-	nc        *nats.Conn
 	log       zerolog.Logger
 	throttled zerolog.Logger
 	timeout   time.Duration
@@ -142,8 +139,8 @@ func (r *Runner) EndpointData(name string) any {
 
 // NewRunner returns a runner allowing maxInFlight concurrent requests per
 // endpoint run by Handler, each under timeout, for the endpoints of a worker
-// connected by nc (the replies go through each request).
-func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runner {
+// (the replies go through each request, on the connection it arrived on).
+func NewRunner(log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runner {
 	if maxInFlight <= 0 {
 		maxInFlight = 1024
 	}
@@ -152,7 +149,7 @@ func NewRunner(nc *nats.Conn, log zerolog.Logger, timeout time.Duration, maxInFl
 	}
 	// Fast failures come in floods: one log line per second tells the cause.
 	throttled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
-	r := &Runner{nc: nc, log: log, throttled: throttled, timeout: timeout, max: maxInFlight}
+	r := &Runner{log: log, throttled: throttled, timeout: timeout, max: maxInFlight}
 	if kp, err := nkeys.CreateCurveKeys(); err == nil {
 		if s, err := events.NewReplySealer(kp); err == nil {
 			r.xkey, r.xpub = s, s.PublicKey()

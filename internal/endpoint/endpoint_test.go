@@ -60,7 +60,7 @@ func newHarness(t *testing.T, timeout time.Duration, maxInFlight int) *harness {
 	}
 	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 	return &harness{t: t, ns: ns, nc: natstest.Connect(t, ns), wnc: wnc, svc: svc,
-		runner: endpoint.NewRunner(wnc, log, timeout, maxInFlight), logs: logs}
+		runner: endpoint.NewRunner(log, timeout, maxInFlight), logs: logs}
 }
 
 func (h *harness) add(name, subject string, handler micro.Handler) {

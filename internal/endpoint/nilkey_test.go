@@ -22,7 +22,7 @@ import (
 func TestReplyWithoutSealerIsInternalNotAPanic(t *testing.T) {
 	s := natstest.Server(t)
 	nc := natstest.Connect(t, s)
-	r := NewRunner(nc, zerolog.Nop(), 5*time.Second, 4)
+	r := NewRunner(zerolog.Nop(), 5*time.Second, 4)
 	r.xkey, r.xpub = nil, ""
 	svc, err := srv.Add(nc, srv.Config{Name: "nilkey", Version: "0.0.1"})
 	if err != nil {

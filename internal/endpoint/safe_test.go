@@ -27,7 +27,7 @@ func TestReplyCarriesSafeMessageLogCarriesCause(t *testing.T) {
 	s := natstest.Server(t)
 	nc := natstest.Connect(t, s)
 	var logs testenv.Buffer
-	r := NewRunner(nc, zerolog.New(&logs), 5*time.Second, 4)
+	r := NewRunner(zerolog.New(&logs), 5*time.Second, 4)
 	fail := map[string]error{
 		"wrapped": fmt.Errorf("storing connection %q: %w", "db",
 			events.Wrap(events.CodeUnavailable, fmt.Errorf("nats: %s: %w", marker, nats.ErrConnectionClosed), "the registry is unavailable")),

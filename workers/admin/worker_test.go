@@ -91,7 +91,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 	inv := &invalidations{}
-	runner := endpoint.NewRunner(wnc, zerolog.Nop(), 5*time.Second, 16)
+	runner := endpoint.NewRunner(zerolog.Nop(), 5*time.Second, 16)
 	if err := admin.New(events.Subjects{}, reg, inv, runner).Register(svc); err != nil {
 		t.Fatal(err)
 	}

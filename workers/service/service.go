@@ -124,7 +124,7 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	s.cache = cache.New(cache.Options{MaxEntries: cfg.CacheMaxEntries})
-	s.runner = endpoint.NewRunner(s.nc, log, cfg.RequestTimeout, cfg.MaxInFlight)
+	s.runner = endpoint.NewRunner(log, cfg.RequestTimeout, cfg.MaxInFlight)
 	if err := s.startAudit(ctx, js, subjects, sealer); err != nil {
 		return err
 	}
