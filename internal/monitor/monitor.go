@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -46,7 +47,11 @@ func Start(addr string, ready Check) (*Server, error) {
 		if errors.As(err, &op) && op.Err != nil {
 			err = op.Err
 		}
-		return nil, fmt.Errorf("--http-addr %s: cannot listen (%w); is another worker running on this machine? Pass a free --http-addr address, or --http-addr off", addr, err)
+		hint := "; "
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = "; is another worker running on this machine? "
+		}
+		return nil, fmt.Errorf("--http-addr %s: cannot listen (%w)%sPass a free --http-addr address, or --http-addr off", addr, err, hint)
 	}
 	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
 	go func() { _ = s.srv.Serve(ln) }()
