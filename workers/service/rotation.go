@@ -280,11 +280,11 @@ func (r *rotations) Degraded(conn string) (degraded bool, cause string, since ti
 	r.mu.Lock()
 	cons := r.running[conn]
 	r.mu.Unlock()
-	if cons == nil || !cons.runner.Degraded() {
+	if cons == nil {
 		return false, "", time.Time{}
 	}
 	h := cons.runner.Health()
-	if !h.Degraded { // recovered in between
+	if !h.Degraded {
 		return false, "", time.Time{}
 	}
 	return true, string(rotation.CauseClass(h.Cause)), h.Since
