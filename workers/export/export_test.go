@@ -31,7 +31,9 @@ func TestManyEventsTwoBlocks(t *testing.T) {
 	subjects := subjectsN("logs.app", 5)
 	results := e.watchExported()
 	cw, cl := cwExport("cw-app", "logs.app.>"), clExport("cl-app", "logs.app.>")
-	w := e.worker(nil, cw, cl)
+	// The lag gauge is refreshed every StatusInterval: often enough that a
+	// fast machine's delivery (a few seconds) is still seen with events pending.
+	w := e.worker(func(c *Config) { c.StatusInterval = 200 * time.Millisecond }, cw, cl)
 	stall := stallOf(w)
 	start, cpu := time.Now(), cpuTime()
 	e.publish(0, n, subjects, "")
