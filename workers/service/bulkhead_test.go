@@ -22,11 +22,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/procs"
 )
 
 // hangingEndpoint is a TCP listener that accepts connections and never
@@ -66,16 +66,16 @@ func hangingEndpoint(t testing.TB) (string, func() int) {
 	return "http://" + ln.Addr().String(), accepted
 }
 
-// floodSetup is a worker with a builtin connection of group chem, its secret
-// cached, and an AWS connection of group bio whose endpoint hangs.
-func floodSetup(t testing.TB, timeout time.Duration, opts ...Option) (*worker, *server.Server, *events.Client, func() int) {
+// floodSetup is a worker joined to the NATS server at url with a builtin
+// connection of group chem, its secret cached, and an AWS connection of group
+// bio whose endpoint hangs.
+func floodSetup(t testing.TB, url string, timeout time.Duration, opts ...Option) (*worker, *events.Client, func() int) {
 	t.Helper()
-	srv := natstest.Server(t)
-	cfg := joinedConfig(srv.ClientURL(), newMasterKey(t))
+	cfg := joinedConfig(url, newMasterKey(t))
 	cfg.RequestTimeout = timeout
 	w := startWorker(t, cfg, opts...)
 	hang, accepted := hangingEndpoint(t) // stopped before the worker: its calls end
-	_, c := connect(t, srv.ClientURL())
+	_, c := connect(t, url)
 	adminReq(t, c, events.ResourceConnections, events.VerbPut, events.Connection{Name: "local-chem",
 		Provider: events.ProviderBuiltin, Groups: []string{"chem"}, Secrets: []string{"chemdb*"}}, nil)
 	adminReq(t, c, events.ResourceSecrets, events.VerbPut,
@@ -87,7 +87,7 @@ func floodSetup(t testing.TB, timeout time.Duration, opts ...Option) (*worker, *
 	if r, err := resolveReq(c, "chem", "local-chem", events.ResolveRequest{Secret: "chemdb01"}); err != nil || r.Cached {
 		t.Fatalf("warming chemdb01: %+v %v", r, err)
 	}
-	return w, srv, c, accepted
+	return w, c, accepted
 }
 
 // flood sends n resolves of distinct secrets to aws-hang without waiting,
@@ -132,7 +132,8 @@ func flood(t testing.TB, url string, n int) (<-chan *nats.Msg, func()) {
 // failures (and their audit events): under heavy load and -race that took
 // longer than their 5 s deadline, which made this test flaky.
 func TestFloodedConnectionCostsOnlyItself(t *testing.T) {
-	w, srv, c, hangAccepted := floodSetup(t, 8*time.Second)
+	srv := natstest.Server(t)
+	w, c, hangAccepted := floodSetup(t, srv.ClientURL(), 8*time.Second)
 	snc := natstest.Connect(t, srv)
 	before, _ := resolveCounts(t, w.HTTPAddr())
 	statsBefore := resolveStats(t, snc, w)
@@ -236,26 +237,49 @@ func cachedLatencies(b *testing.B, nc *nats.Conn, n int) []time.Duration {
 // of distinct secrets, against the same resolves idle in the same run (goal:
 // ratio ≤ 2), and the share of the flood failed at once with throttled. The
 // sub-benchmark without audit shows what the flood's audit events (one per
-// throttled request, stored by the in-process JetStream) cost.
+// throttled request, stored by JetStream) cost.
+//
+// The worker joins a nats-server process (internal/testenv/procs), as it
+// would in production, so that the server's routing of the flood and its
+// JetStream store of the audit events do not run on the worker's Go
+// scheduler between the measured resolves; the server's CPU is reported
+// apart. CLOUDBRIDGE_BENCH_INPROCESS=1 uses an in-process server instead
+// (its CPU then counts as the process's).
 //
 // The flood comes from a process of its own (this test binary again, as
 // TestFloodGenerator), as it would from other clients: its publishing and
 // the decoding of its replies do not run on this process's Go scheduler,
 // between the measured resolves, and its CPU is reported apart. It is paced
 // at a steady rate (CLOUDBRIDGE_FLOOD_RATE a second, 10,000 by default). CPU
-// per flood request is this process's CPU (worker, NATS server and
-// JetStream, the measuring client) in the flooded phase less the idle
-// phase's (the same 2,000 cached resolves), per flood request sent.
+// per flood request is this process's CPU (worker and the measuring client;
+// with CLOUDBRIDGE_BENCH_INPROCESS=1 the NATS server and JetStream too) in
+// the flooded phase less the idle phase's (the same 2,000 cached resolves),
+// per flood request sent; the nats-server process's is reported the same
+// way.
 //
 //	go test -run '^$' -bench CachedResolveUnderFlood -benchtime 1x ./workers/service
 func BenchmarkCachedResolveUnderFlood(b *testing.B) {
-	b.Run("audit", func(b *testing.B) { benchFlood(b) })
-	b.Run("no-audit", func(b *testing.B) { benchFlood(b, withoutAudit()) })
+	var bins procs.Binaries
+	inProcess := os.Getenv("CLOUDBRIDGE_BENCH_INPROCESS") == "1"
+	if !inProcess {
+		bins = procs.Build(b)
+	}
+	// server starts a fresh NATS server for a sub-benchmark: its URL, and
+	// its process's CPU so far (0 in-process: it is this process's).
+	server := func(b *testing.B) (string, func() time.Duration) {
+		if inProcess {
+			return natstest.Server(b).ClientURL(), func() time.Duration { return 0 }
+		}
+		node := procs.StartCluster(b, bins, 1).Nodes[0]
+		return node.ClientURL(), node.CPU
+	}
+	b.Run("audit", func(b *testing.B) { url, cpu := server(b); benchFlood(b, url, cpu) })
+	b.Run("no-audit", func(b *testing.B) { url, cpu := server(b); benchFlood(b, url, cpu, withoutAudit()) })
 }
 
-func benchFlood(b *testing.B, opts ...Option) {
-	_, srv, _, _ := floodSetup(b, 2*time.Second, opts...)
-	nc, err := nats.Connect(srv.ClientURL())
+func benchFlood(b *testing.B, url string, serverCPU func() time.Duration, opts ...Option) {
+	floodSetup(b, url, 2*time.Second, opts...)
+	nc, err := nats.Connect(url)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -264,20 +288,20 @@ func benchFlood(b *testing.B, opts ...Option) {
 	for i := 0; i < b.N; i++ {
 		var ms0, ms1, ms2, ms3 runtime.MemStats
 		runtime.ReadMemStats(&ms0)
-		cpu0, io0 := processCPU(), processIO()
+		cpu0, io0, srv0 := processCPU(), processIO(), serverCPU()
 		t0 := time.Now()
 		idle := cachedLatencies(b, nc, samples)
-		idleCPU, idleIO, idleWall := processCPU()-cpu0, processIO()-io0, time.Since(t0)
+		idleCPU, idleIO, idleWall, idleSrv := processCPU()-cpu0, processIO()-io0, time.Since(t0), serverCPU()-srv0
 		runtime.ReadMemStats(&ms1)
 
-		gen := startFloodGenerator(b, srv.ClientURL())
+		gen := startFloodGenerator(b, url)
 		stopProfile := profileFlood(b)
 		gen.command("start")
 		runtime.ReadMemStats(&ms2)
-		cpu1, io1 := processCPU(), processIO()
+		cpu1, io1, srv1 := processCPU(), processIO(), serverCPU()
 		t1 := time.Now()
 		flooded := cachedLatencies(b, nc, samples)
-		floodCPU, floodIO, floodWall := processCPU()-cpu1, processIO()-io1, time.Since(t1)
+		floodCPU, floodIO, floodWall, floodSrv := processCPU()-cpu1, processIO()-io1, time.Since(t1), serverCPU()-srv1
 		runtime.ReadMemStats(&ms3)
 		stopProfile()
 		res := gen.stop()
@@ -286,6 +310,7 @@ func benchFlood(b *testing.B, opts ...Option) {
 		p := func(l []time.Duration, q int) time.Duration { return l[len(l)*q/100] }
 		ratio := float64(p(flooded, 99)) / float64(p(idle, 99))
 		perFlood := time.Duration(float64(floodCPU-idleCPU) / float64(n))
+		srvPerFlood := time.Duration(float64(floodSrv-idleSrv) / float64(n))
 		ioPerFlood := float64(floodIO-idleIO) / float64(n)
 		idleAllocs, floodAllocs := ms1.Mallocs-ms0.Mallocs, ms3.Mallocs-ms2.Mallocs
 		allocsPerFlood := (float64(floodAllocs) - float64(idleAllocs)) / float64(n)
@@ -295,14 +320,21 @@ func benchFlood(b *testing.B, opts ...Option) {
 		b.ReportMetric(float64(res.Throttled)/float64(n), "fast-fail-share")
 		b.ReportMetric(float64(perFlood.Nanoseconds())/1000, "cpu-µs/flood-req")
 		b.ReportMetric(ioPerFlood, "syscalls/flood-req")
+		if floodSrv > 0 {
+			b.ReportMetric(float64(srvPerFlood.Nanoseconds())/1000, "server-cpu-µs/flood-req")
+		}
 		b.ReportMetric(allocsPerFlood, "allocs/flood-req")
-		// How much of a core this process (worker, NATS server, measuring
-		// client) had in each phase: on a shared machine a flooded phase
+		// How much of a core this process (worker, measuring client, and
+		// the NATS server when in-process) had in each phase: on a shared machine a flooded phase
 		// that gets less CPU than the idle one is starved, not busy.
 		b.Logf("process CPU: %.0f%% of a core idle (%.0f µs per cached resolve), %.0f%% under the flood (%.1f µs more per flood request); the flood generator's process %.0f%%",
 			100*float64(idleCPU)/float64(idleWall), float64(idleCPU.Microseconds())/samples,
 			100*float64(floodCPU)/float64(floodWall), float64(perFlood.Nanoseconds())/1000,
 			100*float64(res.CPU)/float64(max(res.Wall, 1)))
+		if floodSrv > 0 {
+			b.Logf("nats-server process CPU: %.0f%% of a core idle, %.0f%% under the flood (%.1f µs more per flood request)",
+				100*float64(idleSrv)/float64(idleWall), 100*float64(floodSrv)/float64(floodWall), float64(srvPerFlood.Nanoseconds())/1000)
+		}
 		b.Logf("read and write system calls: %.1f per cached resolve idle, %.2f more per flood request",
 			float64(idleIO)/samples, ioPerFlood)
 		b.Logf("heap allocations: %.0f per cached resolve idle, %.0f more per flood request; %d garbage collections idle, %d under the flood",
