@@ -205,12 +205,11 @@ func limit(b *bulkhead, next provider.Resolver) provider.Resolver {
 	return l
 }
 
-// checkBody decodes and validates a request body of op.
+// checkBody decodes and validates a request body of op other than resolve
+// (stage reads a resolve's body itself, with its memo and plain reader).
 func checkBody(op string, body []byte) error {
 	var in request
 	switch op {
-	case events.OpResolve:
-		in = &events.ResolveRequest{}
 	case events.OpTest:
 		in = &events.TestRequest{}
 	case events.OpToken:
