@@ -285,38 +285,72 @@ func benchFlood(b *testing.B, url string, serverCPU func() time.Duration, opts .
 	}
 	defer nc.Close()
 	const samples = 2000
+	rounds := floodRounds()
+	p := func(l []time.Duration, q int) time.Duration { return l[len(l)*q/100] }
 	for i := 0; i < b.N; i++ {
-		var ms0, ms1, ms2, ms3 runtime.MemStats
-		runtime.ReadMemStats(&ms0)
-		cpu0, io0, srv0 := processCPU(), processIO(), serverCPU()
-		t0 := time.Now()
-		idle := cachedLatencies(b, nc, samples)
-		idleCPU, idleIO, idleWall, idleSrv := processCPU()-cpu0, processIO()-io0, time.Since(t0), serverCPU()-srv0
-		runtime.ReadMemStats(&ms1)
-
 		gen := startFloodGenerator(b, url)
-		stopProfile := profileFlood(b)
-		gen.command("start")
-		runtime.ReadMemStats(&ms2)
-		cpu1, io1, srv1 := processCPU(), processIO(), serverCPU()
-		t1 := time.Now()
-		flooded := cachedLatencies(b, nc, samples)
-		floodCPU, floodIO, floodWall, floodSrv := processCPU()-cpu1, processIO()-io1, time.Since(t1), serverCPU()-srv1
-		runtime.ReadMemStats(&ms3)
-		stopProfile()
-		res := gen.stop()
+		gen.pause()
+		// The phases alternate, idle then flooded, rounds times, so that
+		// both see the same machine (a load that changes during the run
+		// moves both); the p99s are of all the rounds' resolves of a
+		// phase.
+		var idle, flooded []time.Duration
+		var ratios []float64
+		var idleCPU, floodCPU, idleSrv, floodSrv, idleWall, floodWall time.Duration
+		var idleIO, floodIO int64
+		var idleAllocs, floodAllocs, idleGC, floodGC uint64
+		var res floodResult
+		for r := 0; r < rounds; r++ {
+			var ms0, ms1, ms2, ms3 runtime.MemStats
+			runtime.ReadMemStats(&ms0)
+			cpu0, io0, srv0 := processCPU(), processIO(), serverCPU()
+			t0 := time.Now()
+			idleR := cachedLatencies(b, nc, samples)
+			idleCPU += processCPU() - cpu0
+			idleIO += processIO() - io0
+			idleWall += time.Since(t0)
+			idleSrv += serverCPU() - srv0
+			runtime.ReadMemStats(&ms1)
+
+			gen.resume()
+			stopProfile := profileFlood(b, r)
+			gen.command("start")
+			runtime.ReadMemStats(&ms2)
+			cpu1, io1, srv1 := processCPU(), processIO(), serverCPU()
+			t1 := time.Now()
+			floodR := cachedLatencies(b, nc, samples)
+			floodCPU += processCPU() - cpu1
+			floodIO += processIO() - io1
+			floodWall += time.Since(t1)
+			floodSrv += serverCPU() - srv1
+			runtime.ReadMemStats(&ms3)
+			stopProfile()
+			w := gen.pause()
+			res.Sent, res.Skipped, res.Answered, res.Throttled = res.Sent+w.Sent, res.Skipped+w.Skipped, res.Answered+w.Answered, res.Throttled+w.Throttled
+			res.CPU, res.Wall = res.CPU+w.CPU, res.Wall+w.Wall
+
+			idleAllocs += ms1.Mallocs - ms0.Mallocs
+			floodAllocs += ms3.Mallocs - ms2.Mallocs
+			idleGC += uint64(ms1.NumGC - ms0.NumGC)
+			floodGC += uint64(ms3.NumGC - ms2.NumGC)
+			ratios = append(ratios, float64(p(floodR, 99))/float64(p(idleR, 99)))
+			idle, flooded = append(idle, idleR...), append(flooded, floodR...)
+		}
+		gen.stop()
+		sort.Slice(idle, func(i, j int) bool { return idle[i] < idle[j] })
+		sort.Slice(flooded, func(i, j int) bool { return flooded[i] < flooded[j] })
 
 		n := max(res.Sent, 1)
-		p := func(l []time.Duration, q int) time.Duration { return l[len(l)*q/100] }
+		resolves := float64(samples * rounds)
 		ratio := float64(p(flooded, 99)) / float64(p(idle, 99))
 		perFlood := time.Duration(float64(floodCPU-idleCPU) / float64(n))
 		srvPerFlood := time.Duration(float64(floodSrv-idleSrv) / float64(n))
 		ioPerFlood := float64(floodIO-idleIO) / float64(n)
-		idleAllocs, floodAllocs := ms1.Mallocs-ms0.Mallocs, ms3.Mallocs-ms2.Mallocs
 		allocsPerFlood := (float64(floodAllocs) - float64(idleAllocs)) / float64(n)
 		b.ReportMetric(float64(p(idle, 99).Microseconds()), "p99-idle-µs")
 		b.ReportMetric(float64(p(flooded, 99).Microseconds()), "p99-flood-µs")
 		b.ReportMetric(ratio, "p99-ratio")
+		b.ReportMetric(median(ratios), "round-p99-ratio-median")
 		b.ReportMetric(float64(res.Throttled)/float64(n), "fast-fail-share")
 		b.ReportMetric(float64(perFlood.Nanoseconds())/1000, "cpu-µs/flood-req")
 		b.ReportMetric(ioPerFlood, "syscalls/flood-req")
@@ -325,10 +359,11 @@ func benchFlood(b *testing.B, url string, serverCPU func() time.Duration, opts .
 		}
 		b.ReportMetric(allocsPerFlood, "allocs/flood-req")
 		// How much of a core this process (worker, measuring client, and
-		// the NATS server when in-process) had in each phase: on a shared machine a flooded phase
-		// that gets less CPU than the idle one is starved, not busy.
+		// the NATS server when in-process) had in each phase: on a shared
+		// machine a flooded phase that gets less CPU than the idle one is
+		// starved, not busy.
 		b.Logf("process CPU: %.0f%% of a core idle (%.0f µs per cached resolve), %.0f%% under the flood (%.1f µs more per flood request); the flood generator's process %.0f%%",
-			100*float64(idleCPU)/float64(idleWall), float64(idleCPU.Microseconds())/samples,
+			100*float64(idleCPU)/float64(idleWall), float64(idleCPU.Microseconds())/resolves,
 			100*float64(floodCPU)/float64(floodWall), float64(perFlood.Nanoseconds())/1000,
 			100*float64(res.CPU)/float64(max(res.Wall, 1)))
 		if floodSrv > 0 {
@@ -336,15 +371,32 @@ func benchFlood(b *testing.B, url string, serverCPU func() time.Duration, opts .
 				100*float64(idleSrv)/float64(idleWall), 100*float64(floodSrv)/float64(floodWall), float64(srvPerFlood.Nanoseconds())/1000)
 		}
 		b.Logf("read and write system calls: %.1f per cached resolve idle, %.2f more per flood request",
-			float64(idleIO)/samples, ioPerFlood)
+			float64(idleIO)/resolves, ioPerFlood)
 		b.Logf("heap allocations: %.0f per cached resolve idle, %.0f more per flood request; %d garbage collections idle, %d under the flood",
-			float64(idleAllocs)/samples, allocsPerFlood, ms1.NumGC-ms0.NumGC, ms3.NumGC-ms2.NumGC)
-		b.Logf("cached p50 idle %s, under flood %s; p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2)",
-			p(idle, 50), p(flooded, 50), p(idle, 99), p(flooded, 99), ratio)
+			float64(idleAllocs)/resolves, allocsPerFlood, idleGC, floodGC)
+		b.Logf("cached resolves, %d rounds of %d a phase: p50 idle %s, under flood %s; p99 idle %s, under flood %s: ratio %.2f (goal ≤ 2); per round %s",
+			rounds, samples, p(idle, 50), p(flooded, 50), p(idle, 99), p(flooded, 99), ratio, formatRatios(ratios))
 		b.Logf("flood: %d sent in %s (%.0f a second; %d not sent, the generator was late), %d answered so far, %d throttled at once (%.1f%%)",
 			res.Sent, floodWall.Round(time.Millisecond), float64(res.Sent)/floodWall.Seconds(), res.Skipped, res.Answered,
 			res.Throttled, 100*float64(res.Throttled)/float64(n))
 	}
+}
+
+func formatRatios(rs []float64) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = strconv.FormatFloat(r, 'f', 2, 64)
+	}
+	return strings.Join(parts, "/")
+}
+
+// floodRounds is how many times the idle and flooded phases alternate: 5,
+// or CLOUDBRIDGE_FLOOD_ROUNDS.
+func floodRounds() int {
+	if n, err := strconv.Atoi(os.Getenv("CLOUDBRIDGE_FLOOD_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return 5
 }
 
 // floodResult is what the flood generator counted in the measured window.
@@ -420,16 +472,31 @@ func (g *floodGenerator) next(timeout time.Duration) string {
 	return ""
 }
 
-// stop ends the flood and returns its counts.
-func (g *floodGenerator) stop() floodResult {
-	g.command("stop")
+// pause stops the flood and returns the counts since the last "start" (or
+// since the generator began).
+func (g *floodGenerator) pause() floodResult {
+	g.command("pause")
 	var res floodResult
 	if err := json.Unmarshal([]byte(g.next(30*time.Second)), &res); err != nil {
 		g.b.Fatal(err)
 	}
+	return res
+}
+
+// resume goes on with the flood and returns once it is steady again (a
+// request sent since was throttled).
+func (g *floodGenerator) resume() {
+	g.command("resume")
+	if line := g.next(30 * time.Second); line != "resumed" {
+		g.b.Fatalf("flood generator: %q, want resumed", line)
+	}
+}
+
+// stop ends the flood generator.
+func (g *floodGenerator) stop() {
+	g.command("stop")
 	_ = g.in.Close()
 	_ = g.cmd.Wait()
-	return res
 }
 
 // floodGeneratorEnv names the NATS server the flood generator floods.
@@ -441,8 +508,12 @@ const floodGeneratorEnv = "CLOUDBRIDGE_FLOOD_GENERATOR"
 // is due by then, so a late tick does not lower the rate, but at most 10 ms
 // worth, so a generator the machine stalled does not come back as one burst
 // (what it did not send is counted). It prints "FLOOD warm" once a request
-// was throttled and 200 ms have passed; on "start" it counts from the next
-// request on, and on "stop" it prints the counts (FLOOD {json}) and ends.
+// was throttled and 200 ms have passed. Commands, one a line on its standard
+// input: "start" counts from the next request on; "pause" stops sending and
+// prints the counts since the last start (FLOOD {json}); "resume" sends again
+// at the rate from then on, and prints "FLOOD resumed" once a request sent
+// since was throttled and 50 ms have passed (the flood is steady again);
+// "stop" ends it.
 func TestFloodGenerator(t *testing.T) {
 	url := os.Getenv(floodGeneratorEnv)
 	if url == "" {
@@ -454,19 +525,24 @@ func TestFloodGenerator(t *testing.T) {
 	}
 	defer nc.Close()
 	rate := floodRate()
-	// The replies to the requests sent from request from on (the measured
-	// ones), and any throttled reply (the flood is warm).
-	var answered, throttled, anyThrottled, sent, skipped atomic.Int64
-	var from atomic.Int64
+	// The replies to the requests sent from request from on (the counted
+	// ones), and the throttled replies to those sent from request since
+	// on (the flood is steady).
+	var answered, throttled, throttledSince, sent, skipped atomic.Int64
+	var from, since atomic.Int64
 	from.Store(math.MaxInt64)
 	throttledCode := strconv.Itoa(events.CodeThrottled.Number())
 	inbox := nats.NewInbox()
 	sub, err := nc.Subscribe(inbox+".*", func(m *nats.Msg) {
-		isThrottled := m.Header.Get(events.HeaderErrorCode) == throttledCode
-		if isThrottled {
-			anyThrottled.Add(1)
+		n, err := strconv.ParseInt(m.Subject[len(inbox)+1:], 10, 64)
+		if err != nil {
+			return
 		}
-		if n, err := strconv.ParseInt(m.Subject[len(inbox)+1:], 10, 64); err != nil || n < from.Load() {
+		isThrottled := m.Header.Get(events.HeaderErrorCode) == throttledCode
+		if isThrottled && n >= since.Load() {
+			throttledSince.Add(1)
+		}
+		if n < from.Load() {
 			return
 		}
 		answered.Add(1)
@@ -494,7 +570,9 @@ func TestFloodGenerator(t *testing.T) {
 	subject := events.Subjects{}.Resolve("bio", "aws-hang")
 	body := make([]byte, 0, 64)
 	reply := make([]byte, 0, 64)
-	begin, warm := time.Now(), false
+	// The pacing runs from begin, when base requests were sent or skipped.
+	begin, base := time.Now(), int64(0)
+	warm, paused, steady := false, false, false
 	var cpu0 time.Duration
 	var t0 time.Time
 	var sent0, skipped0 int64
@@ -504,24 +582,41 @@ func TestFloodGenerator(t *testing.T) {
 			switch {
 			case ok && c == "start":
 				sent0, skipped0 = sent.Load(), skipped.Load()
+				answered.Store(0)
+				throttled.Store(0)
 				from.Store(sent0)
 				cpu0, t0 = processCPU(), time.Now()
-				continue
-			case ok && c != "stop":
+			case ok && c == "pause":
+				paused = true
+				res := floodResult{Sent: sent.Load() - sent0, Skipped: skipped.Load() - skipped0,
+					Answered: answered.Load(), Throttled: throttled.Load(), CPU: processCPU() - cpu0, Wall: time.Since(t0)}
+				out, _ := json.Marshal(res)
+				fmt.Printf("FLOOD %s\n", out)
+			case ok && c == "resume":
+				paused, steady = false, false
+				begin, base = time.Now(), sent.Load()+skipped.Load()
+				throttledSince.Store(0)
+				since.Store(sent.Load())
+			case ok && c == "stop", !ok:
+				return
+			default:
 				t.Fatalf("flood generator: command %q", c)
 			}
-			res := floodResult{Sent: sent.Load() - sent0, Skipped: skipped.Load() - skipped0,
-				Answered: answered.Load(), Throttled: throttled.Load(), CPU: processCPU() - cpu0, Wall: time.Since(t0)}
-			out, _ := json.Marshal(res)
-			fmt.Printf("FLOOD %s\n", out)
-			return
+			continue
 		case <-tick.C:
 		}
-		if !warm && anyThrottled.Load() > 0 && time.Since(begin) > 200*time.Millisecond {
-			warm = true
+		if !warm && throttledSince.Load() > 0 && time.Since(begin) > 200*time.Millisecond {
+			warm, steady = true, true
 			fmt.Println("FLOOD warm")
 		}
-		due := int64(time.Since(begin).Seconds()*float64(rate)) - sent.Load() - skipped.Load()
+		if warm && !steady && throttledSince.Load() > 0 && time.Since(begin) > 50*time.Millisecond {
+			steady = true
+			fmt.Println("FLOOD resumed")
+		}
+		if paused {
+			continue
+		}
+		due := int64(time.Since(begin).Seconds()*float64(rate)) - (sent.Load() + skipped.Load() - base)
 		if most := int64(rate / 100); due > most {
 			skipped.Add(due - most)
 			due = most
@@ -610,12 +705,13 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// profileFlood writes a CPU profile and an execution trace of the flooded
-// phase to $CLOUDBRIDGE_FLOOD_CPUPROFILE-<sub-benchmark>.prof and
-// $CLOUDBRIDGE_FLOOD_TRACE-<sub-benchmark>.trace when those are set (go tool
-// trace -pprof=sched shows where goroutines waited for a processor).
-func profileFlood(b *testing.B) func() {
-	sub := b.Name()[strings.LastIndex(b.Name(), "/")+1:]
+// profileFlood writes a CPU profile and an execution trace of round's
+// flooded phase to $CLOUDBRIDGE_FLOOD_CPUPROFILE-<sub-benchmark>-<round>.prof
+// and $CLOUDBRIDGE_FLOOD_TRACE-<sub-benchmark>-<round>.trace when those are
+// set (go tool pprof takes them all at once; go tool trace -pprof=sched shows
+// where goroutines waited for a processor).
+func profileFlood(b *testing.B, round int) func() {
+	sub := b.Name()[strings.LastIndex(b.Name(), "/")+1:] + "-" + strconv.Itoa(round)
 	var stops []func()
 	if base := os.Getenv("CLOUDBRIDGE_FLOOD_CPUPROFILE"); base != "" {
 		f, err := os.Create(base + "-" + sub + ".prof")
