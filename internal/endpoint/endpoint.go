@@ -218,26 +218,27 @@ type AdmitFunc func(req micro.Request, f *Fields) (release func(), err error)
 func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := arrival(req)
-		if r.RefuseReplyKey(name, req, start) {
+		key, refused := r.RefuseReplyKey(name, req, start)
+		if refused {
 			return
 		}
 		var f Fields
 		if fast != nil {
 			if body, done := fast(req, &f); done {
-				r.finish(name, req, &f, start, body, nil)
+				r.finish(name, req, &f, start, body, nil, key)
 				return
 			}
 			f = Fields{}
 		}
 		release, err := admit(req, &f)
 		if err != nil {
-			r.finish(name, req, &f, start, nil, err)
+			r.finish(name, req, &f, start, nil, err, key)
 			return
 		}
 		r.wg.Add(1)
 		go func() {
 			defer func() { release(); r.wg.Done() }()
-			r.run(name, fn, req, start)
+			r.run(name, fn, req, start, key)
 		}()
 	})
 }
@@ -253,10 +254,10 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 		r.wg.Add(1)
 		defer r.wg.Done()
 		start := arrival(req)
-		if r.RefuseReplyKey(name, req, start) {
+		key, refused := r.RefuseReplyKey(name, req, start)
+		if refused {
 			return
 		}
-		key := replyKey(req)
 		var f Fields
 		required := r.audit != nil && r.audit.Auditor.Required()
 		if required {
@@ -316,7 +317,7 @@ func (r *Runner) Wait(ctx context.Context) error {
 	}
 }
 
-func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time) {
+func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time, key string) {
 	ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
 	defer cancel()
 	var f Fields
@@ -325,23 +326,25 @@ func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time) {
 	if err == nil {
 		body, err = events.Marshal(out)
 	}
-	r.finishSync(name, req, &f, start, body, err)
+	r.finishSync(name, req, &f, start, body, err, key)
 }
 
 // RefuseReplyKey answers a request at once, before anything else runs for
 // it (fast path, admission, handler), when its Cloudbridge-Reply-Key is not a
 // public curve key or this worker cannot seal replies: nothing is done for a
-// request whose reply is an error anyway. It reports whether it answered.
-// Every handler calls it first (Dispatched too).
-func (r *Runner) RefuseReplyKey(name string, req micro.Request, start time.Time) bool {
-	key := replyKey(req)
+// request whose reply is an error anyway. It returns the request's key
+// (replyKey; the reply is sealed to it) and whether it answered. Every
+// handler calls it first (Dispatched too), and hands the key on to its
+// reply instead of reading the header again.
+func (r *Runner) RefuseReplyKey(name string, req micro.Request, start time.Time) (key string, refused bool) {
+	key = replyKey(req)
 	if key == "" {
-		return false
+		return "", false
 	}
 	err := events.CheckReplyKey(key)
 	if err == nil {
 		if r.xkey != nil {
-			return false
+			return key, false
 		}
 		err = events.Errorf(events.CodeUnavailable, "this worker cannot seal replies")
 	}
@@ -356,8 +359,8 @@ func (r *Runner) RefuseReplyKey(name string, req micro.Request, start time.Time)
 		}
 	}
 	// Nothing is sent to a key that is not one.
-	r.finishTo(name, req, &f, start, nil, err, "")
-	return true
+	r.finish(name, req, &f, start, nil, err, "")
+	return key, true
 }
 
 // replyKey is the request's Cloudbridge-Reply-Key header (checked by
@@ -374,12 +377,9 @@ const DefaultAuditWaits = 1024
 // the audit event must be stored first (required mode), which is awaited on
 // a goroutine of its own so the subscription never waits for it; at most
 // Audit.MaxWaiting such replies wait at once, past which a request is
-// refused at once with unavailable (and counted).
-func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error) {
-	r.finishTo(name, req, f, start, body, err, replyKey(req))
-}
-
-func (r *Runner) finishTo(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
+// refused at once with unavailable (and counted). key is the request's reply
+// key (RefuseReplyKey), the reply sealed to it when not "".
+func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
 	if r.audit == nil || !r.audit.Auditor.Required() {
 		r.reply(name, req, f, start, body, err, key, true)
 		return
@@ -422,8 +422,8 @@ func (r *Runner) replyAfterAudit(name string, req micro.Request, f *Fields, star
 
 // finishSync replies from the request's own goroutine: it may wait for the
 // audit event to be stored.
-func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error) {
-	r.reply(name, req, f, start, body, err, replyKey(req), true)
+func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
+	r.reply(name, req, f, start, body, err, key, true)
 }
 
 // reply records the audit event (unless audited is false: a request refused

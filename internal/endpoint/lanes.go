@@ -54,6 +54,8 @@ const laneBurst = 16
 type laneItem struct {
 	req   micro.Request
 	start time.Time
+	// key is the request's reply key (RefuseReplyKey).
+	key string
 	// f holds what LaneFunc filled in; the stage goes on with it.
 	f *Fields
 }
@@ -79,24 +81,25 @@ func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage S
 	ls := &lanes{m: map[string]*lane{}}
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := arrival(req)
-		if r.RefuseReplyKey(name, req, start) {
+		key, refused := r.RefuseReplyKey(name, req, start)
+		if refused {
 			return
 		}
 		f := new(Fields) // one for both: each escapes
 		if fast != nil {
 			if body, done := fast(req, f); done {
-				r.finish(name, req, f, start, body, nil)
+				r.finish(name, req, f, start, body, nil, key)
 				return
 			}
 			*f = Fields{}
 		}
-		key := laneOf(req, f)
+		ln := laneOf(req, f)
 		r.wg.Add(1)
-		if refused := r.enqueue(name, ls, key, laneItem{req: req, start: start, f: f}, stage, full, fn); refused != nil {
+		if lfull := r.enqueue(name, ls, ln, laneItem{req: req, start: start, key: key, f: f}, stage, full, fn); lfull != nil {
 			// Its reply was rendered once for the lane: a flood's surplus
 			// costs this goroutine next to nothing each.
 			r.wg.Done()
-			r.finish(name, req, f, start, nil, refused)
+			r.finish(name, req, f, start, nil, lfull, key)
 		}
 	})
 }
@@ -175,14 +178,14 @@ func (r *Runner) stage(name string, it laneItem, stage StageFunc, fn Func) {
 	}
 	switch {
 	case err != nil:
-		r.finish(name, it.req, f, it.start, nil, err)
+		r.finish(name, it.req, f, it.start, nil, err, it.key)
 	case reply != nil:
-		r.finish(name, it.req, f, it.start, reply, nil)
+		r.finish(name, it.req, f, it.start, reply, nil, it.key)
 	default:
 		r.wg.Add(1)
 		go func() {
 			defer func() { release(); r.wg.Done() }()
-			r.run(name, fn, it.req, it.start)
+			r.run(name, fn, it.req, it.start, it.key)
 		}()
 	}
 }

@@ -32,7 +32,7 @@ func TestReplyWithoutSealerIsInternalNotAPanic(t *testing.T) {
 	const name = "forgetful"
 	forgetful := micro.HandlerFunc(func(req micro.Request) {
 		var f Fields
-		r.finish(name, req, &f, arrival(req), []byte(`"the plaintext"`), nil)
+		r.finish(name, req, &f, arrival(req), []byte(`"the plaintext"`), nil, replyKey(req))
 	})
 	if err := svc.AddEndpoint(name, forgetful, srv.WithSubject("nilkey.x")); err != nil {
 		t.Fatal(err)
