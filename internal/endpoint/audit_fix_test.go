@@ -87,7 +87,7 @@ func TestRequiredAuditInlineTakesItsWaitFirst(t *testing.T) {
 	h.runner.SetAudit(endpoint.Audit{Auditor: aud, MaxWaiting: 1})
 	hold := uniqueName(t)
 	fast := func(micro.Request, *endpoint.Fields) ([]byte, bool) { return []byte(`"hit"`), true }
-	h.add(hold, "t.hold", h.runner.Limited(hold, fast, nil, nil))
+	h.add(hold, "t.hold", fastOnly(h.runner, hold, fast))
 	inv := uniqueName(t)
 	var calls atomic.Int32
 	h.add(inv, "t.inline", h.runner.Inline(inv, func(context.Context, micro.Request, *endpoint.Fields) (any, error) {
@@ -167,7 +167,7 @@ func TestAuditLatencyIsTheCountedDuration(t *testing.T) {
 		h.runner.SetAudit(endpoint.Audit{Auditor: aud})
 		name := uniqueName(t)
 		fast := func(micro.Request, *endpoint.Fields) ([]byte, bool) { return []byte(`"hit"`), true }
-		h.add(name, "t.latency", h.runner.Limited(name, fast, nil, nil))
+		h.add(name, "t.latency", fastOnly(h.runner, name, fast))
 		var before time.Duration
 		for i := 0; i < 20; i++ {
 			wantOK(t, h.request("t.latency", nil))
@@ -196,7 +196,7 @@ func TestSealingFailureIsInternalEverywhere(t *testing.T) {
 			f.Audit.Fingerprint = "ab12"
 			return []byte{}, true
 		}
-		h.add(name, "t.seal", h.runner.Limited(name, fast, nil, nil))
+		h.add(name, "t.seal", fastOnly(h.runner, name, fast))
 		_, pub := curveKey(t)
 		m := nats.NewMsg("t.seal")
 		m.Header.Set(events.HeaderReplyKey, pub)

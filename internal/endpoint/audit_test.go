@@ -84,7 +84,7 @@ func TestRequiredAuditWaitsAreBounded(t *testing.T) {
 	h.runner.SetAudit(endpoint.Audit{Auditor: pub, MaxWaiting: bound})
 	name := uniqueName(t)
 	fast := func(req micro.Request, f *endpoint.Fields) ([]byte, bool) { return []byte(`"hit"`), true }
-	h.add(name, "t.required", h.runner.Limited(name, fast, nil, nil))
+	h.add(name, "t.required", fastOnly(h.runner, name, fast))
 
 	replies := make(chan *nats.Msg, 2*bound)
 	inbox := nats.NewInbox()
@@ -150,7 +150,7 @@ func TestBadReplyKeyRefusedBeforeTheHandler(t *testing.T) {
 	good, _ := kp.PublicKey()
 	handlers := map[string]func(name string) micro.Handler{
 		"handler":    func(name string) micro.Handler { return h.runner.Handler(name, fn) },
-		"limited":    func(name string) micro.Handler { return h.runner.Limited(name, fast, admit, fn) },
+		"limited":    func(name string) micro.Handler { return h.runner.Limited(name, admit, fn) },
 		"inline":     func(name string) micro.Handler { return h.runner.Inline(name, fn) },
 		"dispatched": func(name string) micro.Handler { return h.runner.Dispatched(name, fast, lane, stage, full, fn) },
 	}
@@ -196,7 +196,7 @@ func TestReplyRequestID(t *testing.T) {
 	h := newHarness(t, 10*time.Second, 4)
 	name := uniqueName(t)
 	fast := func(micro.Request, *endpoint.Fields) ([]byte, bool) { return []byte(`"hit"`), true }
-	h.add(name, "t.id", h.runner.Limited(name, fast, nil, nil))
+	h.add(name, "t.id", fastOnly(h.runner, name, fast))
 	send := func(id, key string) *nats.Msg {
 		t.Helper()
 		m := nats.NewMsg("t.id")
@@ -236,7 +236,7 @@ func TestReplyRequestID(t *testing.T) {
 	pubr := audit.New(audit.Config{JS: js, Logger: zerolog.Nop()})
 	t.Cleanup(func() { _ = pubr.Stop(context.Background()) })
 	h2.runner.SetAudit(endpoint.Audit{Auditor: pubr})
-	h2.add(name, "t.id", h2.runner.Limited(name, fast, nil, nil))
+	h2.add(name, "t.id", fastOnly(h2.runner, name, fast))
 	rep, err := h2.nc.Request("t.id", nil, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -192,7 +192,7 @@ func (l *Limiter) InUse() int { return len(l.slots) }
 // throttled, so one busy endpoint never holds up another.
 func (r *Runner) Handler(name string, fn Func) micro.Handler {
 	l := NewLimiter(r.max)
-	return r.Limited(name, nil, func(micro.Request, *Fields) (func(), error) {
+	return r.Limited(name, func(micro.Request, *Fields) (func(), error) {
 		release, ok := l.Enter()
 		if !ok {
 			return nil, events.Errorf(events.CodeThrottled, "%s: %d requests already in progress in this worker; try again later", name, r.max)
@@ -211,11 +211,11 @@ type FastFunc func(req micro.Request, f *Fields) (reply []byte, ok bool)
 // done, or the error replied at once.
 type AdmitFunc func(req micro.Request, f *Fields) (release func(), err error)
 
-// Limited adapts fast, admit and fn to a micro handler: fast (when not nil)
-// answers what it can inline (a cache hit, behind no queue); admit bounds the
-// rest without blocking, failing a request at once past its bound; an
-// admitted request runs fn on a goroutine of its own, under the deadline.
-func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) micro.Handler {
+// Limited adapts admit and fn to a micro handler: admit bounds requests
+// without blocking, failing a request at once past its bound; an admitted
+// request runs fn on a goroutine of its own, under the deadline. (A handler
+// answering some requests inline first is Dispatched's fast path.)
+func (r *Runner) Limited(name string, admit AdmitFunc, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := arrival(req)
 		key, refused := r.RefuseReplyKey(name, req, start)
@@ -223,13 +223,6 @@ func (r *Runner) Limited(name string, fast FastFunc, admit AdmitFunc, fn Func) m
 			return
 		}
 		var f Fields
-		if fast != nil {
-			if body, done := fast(req, &f); done {
-				r.finish(name, req, &f, start, body, nil, key)
-				return
-			}
-			f = Fields{}
-		}
 		release, err := admit(req, &f)
 		if err != nil {
 			r.finish(name, req, &f, start, nil, err, key)

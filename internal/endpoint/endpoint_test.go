@@ -405,6 +405,11 @@ func TestWaitDrains(t *testing.T) {
 	}
 }
 
+// fastOnly is a handler whose fast answers every request inline.
+func fastOnly(r *endpoint.Runner, name string, fast endpoint.FastFunc) micro.Handler {
+	return r.Dispatched(name, fast, func(micro.Request, *endpoint.Fields) string { return "" }, nil, nil, nil)
+}
+
 // Fast answers what it can inline; the rest goes to the regular handler.
 func TestFast(t *testing.T) {
 	h := newHarness(t, 3*time.Second, 4)
@@ -424,7 +429,10 @@ func TestFast(t *testing.T) {
 		}
 		return map[string]bool{"fast": false}, nil
 	}
-	h.add(name, "t.fast", h.runner.Limited(name, fast, func(micro.Request, *endpoint.Fields) (func(), error) { return func() {}, nil }, slow))
+	admit := func(micro.Request, *endpoint.Fields) ([]byte, func(), error) { return nil, func() {}, nil }
+	noLane := func(micro.Request, *endpoint.Fields) string { return "" }
+	full := func(string) error { return events.Errorf(events.CodeThrottled, "full") }
+	h.add(name, "t.fast", h.runner.Dispatched(name, fast, noLane, admit, full, slow))
 	msg := h.request("t.fast", []byte("hit"))
 	wantOK(t, msg)
 	if string(msg.Data) != `{"fast":true}` || slowCalls.Load() != 0 {
