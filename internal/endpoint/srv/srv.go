@@ -286,24 +286,31 @@ func (s *Service) Stop(ctx context.Context) error {
 	s.endpoints = nil
 	s.verbSubs = nil
 	s.mu.Unlock()
+	// A connection closed meanwhile closes every subscription without
+	// telling them apart (their own status stays draining).
+	connClosed := s.nc.StatusChanged(nats.CLOSED)
+	defer s.nc.RemoveStatusListener(connClosed)
 	var errs []error
 	for _, sub := range subs {
 		if err := sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
 			errs = append(errs, fmt.Errorf("draining %s: %w", sub.Subject, err))
 		}
 	}
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
+	if s.nc.IsClosed() {
+		return errors.Join(errs...)
+	}
 	for _, sub := range subs {
-		for sub.IsValid() {
-			select {
-			case <-ctx.Done():
-				for _, sub := range subs {
-					_ = sub.Unsubscribe()
-				}
-				return errors.Join(append(errs, fmt.Errorf("draining the service's subscriptions: %w", ctx.Err()))...)
-			case <-tick.C:
+		// Sent, or the channel closed, when the subscription is closed
+		// (at once when it is already).
+		select {
+		case <-sub.StatusChanged(nats.SubscriptionClosed):
+		case <-connClosed:
+			return errors.Join(errs...)
+		case <-ctx.Done():
+			for _, sub := range subs {
+				_ = sub.Unsubscribe()
 			}
+			return errors.Join(append(errs, fmt.Errorf("draining the service's subscriptions: %w", ctx.Err()))...)
 		}
 	}
 	return errors.Join(errs...)

@@ -385,3 +385,39 @@ func TestStopDeadline(t *testing.T) {
 		t.Fatalf("endpoint after Stop: %v", err)
 	}
 }
+
+// TestStopEndsWhenTheConnectionCloses: a connection closed while Stop waits
+// for a subscription's drain (a handler still busy) closes the subscriptions
+// without marking them closed one by one; Stop ends then, not at its
+// deadline.
+func TestStopEndsWhenTheConnectionCloses(t *testing.T) {
+	ns := natstest.Server(t)
+	wnc, nc := natstest.Connect(t, ns), natstest.Connect(t, ns)
+	s, err := srv.Add(wnc, srv.Config{Name: "svc", Version: "1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	if err := s.AddEndpoint("ep", micro.HandlerFunc(func(micro.Request) { close(busy); <-release }), srv.WithSubject("t.ep")); err != nil {
+		t.Fatal(err)
+	}
+	if err := wnc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish("t.ep", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	<-busy
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop(ctx) }()
+	wnc.Close()
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop after the connection closed: %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Stop ended at its deadline, not when the connection closed")
+	}
+}
