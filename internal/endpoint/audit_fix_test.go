@@ -172,7 +172,7 @@ func TestAuditLatencyIsTheCountedDuration(t *testing.T) {
 		for i := 0; i < 20; i++ {
 			wantOK(t, h.request("t.latency", nil))
 			_, evs := aud.waitEvents(t, i+1)
-			st := h.runner.EndpointData(name).(endpoint.Stats)
+			st := h.stats(name)
 			d := st.ProcessingTime - before
 			before = st.ProcessingTime
 			if want := float64(d.Microseconds()) / 1000; evs[i].LatencyMS != want {
@@ -209,7 +209,7 @@ func TestSealingFailureIsInternalEverywhere(t *testing.T) {
 			t.Fatal("an unsealed reply names a sender key")
 		}
 		waitCounts(t, name, map[string]float64{"internal": 1})
-		if st := h.runner.EndpointData(name).(endpoint.Stats); st.NumErrors != 1 {
+		if st := h.stats(name); st.NumErrors != 1 {
 			t.Fatalf("stats %+v, want one error", st)
 		}
 		_, evs := aud.waitEvents(t, 1)

@@ -46,8 +46,8 @@ type Runner struct {
 	max       int
 	wg        sync.WaitGroup
 
-	// eps are each endpoint's counts and metric children, by name (made on
-	// its first reply; read without a lock).
+	// eps are each endpoint's metric children, by name (made on its first
+	// reply; read without a lock).
 	eps sync.Map
 
 	audit *Audit
@@ -62,10 +62,11 @@ type Runner struct {
 	xpub string
 }
 
-// Stats are an endpoint's counts as /metrics has them: every request from
-// its arrival to its reply, asynchronous ones included; they go in the data
-// of $SRV.STATS (whose own fields, counted by srv as each reply is sent,
-// agree with them).
+// Stats are the data of an endpoint's $SRV.STATS entry (StatsData): the
+// same five counts as the entry's own fields, which srv counts as each reply
+// is sent, every request from its arrival to its reply, asynchronous ones
+// included (as earlier versions carried them in the data). They agree with
+// /metrics, counted at the same moment.
 type Stats struct {
 	NumRequests           int           `json:"num_requests"`
 	NumErrors             int           `json:"num_errors"`
@@ -74,16 +75,20 @@ type Stats struct {
 	AverageProcessingTime time.Duration `json:"average_processing_time"`
 }
 
-// epState is an endpoint's Stats and its metric children, resolved once
-// instead of per request.
+// StatsData is the data of an endpoint's $SRV.STATS entry (srv.Config.Data):
+// its counts st.
+func StatsData(_ string, st micro.EndpointStats) any {
+	return Stats{NumRequests: st.NumRequests, NumErrors: st.NumErrors, LastError: st.LastError,
+		ProcessingTime: st.ProcessingTime, AverageProcessingTime: st.AverageProcessingTime}
+}
+
+// epState is an endpoint's metric children, resolved once instead of per
+// request.
 type epState struct {
 	ok  prometheus.Counter
 	dur prometheus.Observer
 	// codes are the request counters of the error codes seen so far.
 	codes sync.Map
-
-	mu sync.Mutex
-	st Stats
 }
 
 // ep is endpoint name's state.
@@ -106,35 +111,6 @@ func (e *epState) requests(name, code string) prometheus.Counter {
 	}
 	c, _ := e.codes.LoadOrStore(code, metrics.Requests.WithLabelValues(name, code))
 	return c.(prometheus.Counter)
-}
-
-func (e *epState) count(d time.Duration, we *events.Error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	st := &e.st
-	st.NumRequests++
-	st.ProcessingTime += d
-	st.AverageProcessingTime = st.ProcessingTime / time.Duration(st.NumRequests)
-	if we != nil {
-		st.NumErrors++
-		if n := strconv.Itoa(we.Code.Number()); len(st.LastError) != len(n)+1+len(we.Message) ||
-			st.LastError[:len(n)] != n || st.LastError[len(n)] != ':' || st.LastError[len(n)+1:] != we.Message {
-			st.LastError = n + ":" + we.Message // not again for each of a flood's errors
-		}
-	}
-}
-
-// EndpointData is endpoint name's Stats, for the data of its $SRV.STATS
-// entry (srv.Config.Data).
-func (r *Runner) EndpointData(name string) any {
-	v, ok := r.eps.Load(name)
-	if !ok {
-		return Stats{}
-	}
-	e := v.(*epState)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.st
 }
 
 // NewRunner returns a runner allowing maxInFlight concurrent requests per
@@ -463,7 +439,6 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 	e := r.ep(name)
 	e.requests(name, code).Inc()
 	e.dur.Observe(d.Seconds())
-	e.count(d, we)
 	// The request (srv.Request) is safe to answer from any goroutine, and
 	// counts the reply in the endpoint's $SRV.STATS as it is sent.
 	switch rh, fast := req.(interface {

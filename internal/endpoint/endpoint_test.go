@@ -75,6 +75,18 @@ func (h *harness) add(name, subject string, handler micro.Handler) {
 	}
 }
 
+// stats are endpoint name's $SRV.STATS counts.
+func (h *harness) stats(name string) micro.EndpointStats {
+	h.t.Helper()
+	for _, e := range h.svc.Stats().Endpoints {
+		if e.Name == name {
+			return *e
+		}
+	}
+	h.t.Fatalf("no endpoint %s in $SRV.STATS", name)
+	return micro.EndpointStats{}
+}
+
 func (h *harness) request(subject string, body []byte) *nats.Msg {
 	h.t.Helper()
 	msg, err := h.nc.Request(subject, body, 10*time.Second)

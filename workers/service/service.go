@@ -187,7 +187,7 @@ func (s *Service) addEndpoints() error {
 	// sent, the asynchronous ones included.
 	svc, err := srv.Add(s.nc, srv.Config{Name: Name, Version: Version, QueueGroup: Name,
 		Description: "cloudbridge: credentials and log export for data platforms",
-		Data:        s.runner.EndpointData})
+		Data:        endpoint.StatsData})
 	if err != nil {
 		return fmt.Errorf("registering the service: %w", err)
 	}

@@ -33,8 +33,9 @@ type Config struct {
 	Metadata    map[string]string
 	// QueueGroup of the endpoints; "" is micro's default ("q").
 	QueueGroup string
-	// Data, when set, gives the data of an endpoint's $SRV.STATS entry.
-	Data func(endpoint string) any
+	// Data, when set, gives the data of an endpoint's $SRV.STATS entry,
+	// from its name and its counts.
+	Data func(endpoint string, st micro.EndpointStats) any
 }
 
 // EndpointOpt configures an endpoint.
@@ -261,7 +262,7 @@ func (s *Service) Stats() micro.Stats {
 		es := e.stats
 		e.mu.Unlock()
 		if s.cfg.Data != nil {
-			es.Data, _ = json.Marshal(s.cfg.Data(e.name))
+			es.Data, _ = json.Marshal(s.cfg.Data(e.name, es))
 		}
 		st.Endpoints = append(st.Endpoints, &es)
 	}

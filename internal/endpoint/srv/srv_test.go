@@ -49,7 +49,7 @@ func TestControlSubjects(t *testing.T) {
 	ns := natstest.Server(t)
 	wnc, nc := natstest.Connect(t, ns), natstest.Connect(t, ns)
 	s := start(t, wnc, srv.Config{Name: "svc", Version: "1.2.3", Description: "a test", QueueGroup: "svc",
-		Metadata: map[string]string{"k": "v"}, Data: func(name string) any { return map[string]string{"of": name} }})
+		Metadata: map[string]string{"k": "v"}, Data: func(name string, _ micro.EndpointStats) any { return map[string]string{"of": name} }})
 	if err := s.AddEndpoint("one", micro.HandlerFunc(echo), srv.WithSubject("t.one")); err != nil {
 		t.Fatal(err)
 	}
