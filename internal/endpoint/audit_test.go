@@ -144,7 +144,7 @@ func TestBadReplyKeyRefusedBeforeTheHandler(t *testing.T) {
 		return nil, func() {}, nil
 	}
 	fn := func(context.Context, micro.Request, *endpoint.Fields) (any, error) { calls.Add(1); return "ran", nil }
-	lane := func(micro.Request, *endpoint.Fields) string { return "" }
+	lane := func(micro.Request, *endpoint.Fields) (string, error) { return "", nil }
 	full := func(string) error { return events.Errorf(events.CodeThrottled, "full") }
 	kp, _ := nkeys.CreateCurveKeys()
 	good, _ := kp.PublicKey()

@@ -419,7 +419,7 @@ func TestWaitDrains(t *testing.T) {
 
 // fastOnly is a handler whose fast answers every request inline.
 func fastOnly(r *endpoint.Runner, name string, fast endpoint.FastFunc) micro.Handler {
-	return r.Dispatched(name, fast, func(micro.Request, *endpoint.Fields) string { return "" }, nil, nil, nil)
+	return r.Dispatched(name, fast, func(micro.Request, *endpoint.Fields) (string, error) { return "", nil }, nil, nil, nil)
 }
 
 // Fast answers what it can inline; the rest goes to the regular handler.
@@ -442,7 +442,7 @@ func TestFast(t *testing.T) {
 		return map[string]bool{"fast": false}, nil
 	}
 	admit := func(micro.Request, *endpoint.Fields) ([]byte, func(), error) { return nil, func() {}, nil }
-	noLane := func(micro.Request, *endpoint.Fields) string { return "" }
+	noLane := func(micro.Request, *endpoint.Fields) (string, error) { return "", nil }
 	full := func(string) error { return events.Errorf(events.CodeThrottled, "full") }
 	h.add(name, "t.fast", h.runner.Dispatched(name, fast, noLane, admit, full, slow))
 	msg := h.request("t.fast", []byte("hit"))
@@ -537,9 +537,9 @@ func TestLanes(t *testing.T) {
 		}
 		return nil, false
 	}
-	laneOf := func(req micro.Request, f *endpoint.Fields) string {
+	laneOf := func(req micro.Request, f *endpoint.Fields) (string, error) {
 		f.Conn = req.Subject()[strings.LastIndex(req.Subject(), ".")+1:]
-		return f.Conn
+		return f.Conn, nil
 	}
 	stage := func(req micro.Request, f *endpoint.Fields) ([]byte, func(), error) {
 		if strings.HasSuffix(req.Subject(), ".jam") {
@@ -638,5 +638,34 @@ func TestRendered(t *testing.T) {
 	plain := errors.New("plain")
 	if endpoint.Rendered(plain) != plain {
 		t.Fatal("a foreign error was rendered")
+	}
+}
+
+// A request whose LaneFunc found it wrong is replied with that error by its
+// lane, and its stage (and handler) never run.
+func TestLaneErrorRepliedWithoutStage(t *testing.T) {
+	h := newHarness(t, 5*time.Second, 4)
+	name := uniqueName(t)
+	var staged atomic.Int32
+	laneOf := func(req micro.Request, f *endpoint.Fields) (string, error) {
+		if strings.HasSuffix(req.Subject(), ".bad") {
+			return "", events.Errorf(events.CodeBadRequest, "subject %s is wrong", req.Subject())
+		}
+		return "", nil
+	}
+	stage := func(micro.Request, *endpoint.Fields) ([]byte, func(), error) {
+		staged.Add(1)
+		return []byte(`"staged"`), nil, nil
+	}
+	full := func(string) error { return events.Errorf(events.CodeThrottled, "full") }
+	h.add(name, "t.lerr.*", h.runner.Dispatched(name, nil, laneOf, stage, full, nil))
+	if msg := wantError(t, h.request("t.lerr.bad", nil), events.CodeBadRequest); !strings.Contains(msg, "t.lerr.bad is wrong") {
+		t.Fatalf("error %q, want the LaneFunc's", msg)
+	}
+	if staged.Load() != 0 {
+		t.Fatal("the stage ran for a request its LaneFunc refused")
+	}
+	if m := h.request("t.lerr.good", nil); string(m.Data) != `"staged"` || staged.Load() != 1 {
+		t.Fatalf("good subject: %s, staged %d", m.Data, staged.Load())
 	}
 }

@@ -24,8 +24,10 @@ import (
 // cheaply (from its subject), and fills in the fields it learned (the
 // request's group and connection, for the log and audit event of a request
 // its full lane refuses). "" is the lane shared by requests that name no
-// known connection.
-type LaneFunc func(req micro.Request, f *Fields) string
+// known connection. A non-nil err (a subject that is not one of the
+// endpoint's) is the request's error: its lane's goroutine replies with it
+// without calling the stage (which need not find it out again).
+type LaneFunc func(req micro.Request, f *Fields) (lane string, err error)
 
 // StageFunc handles a request on its lane's goroutine, without blocking (f
 // holds what the LaneFunc filled in): it
@@ -56,6 +58,8 @@ type laneItem struct {
 	start time.Time
 	// key is the request's reply key (RefuseReplyKey).
 	key string
+	// err is the LaneFunc's error, replied instead of staging.
+	err error
 	// f holds what LaneFunc filled in; the stage goes on with it.
 	f *Fields
 }
@@ -93,9 +97,9 @@ func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage S
 			}
 			*f = Fields{}
 		}
-		ln := laneOf(req, f)
+		ln, lerr := laneOf(req, f)
 		r.wg.Add(1)
-		if lfull := r.enqueue(name, ls, ln, laneItem{req: req, start: start, key: key, f: f}, stage, full, fn); lfull != nil {
+		if lfull := r.enqueue(name, ls, ln, laneItem{req: req, start: start, key: key, err: lerr, f: f}, stage, full, fn); lfull != nil {
 			// Its reply was rendered once for the lane: a flood's surplus
 			// costs this goroutine next to nothing each.
 			r.wg.Done()
@@ -172,6 +176,10 @@ func (r *Runner) runLane(name string, ls *lanes, key string, l *lane, stage Stag
 // a goroutine of its own.
 func (r *Runner) stage(name string, it laneItem, stage StageFunc, fn Func) {
 	f := it.f
+	if it.err != nil {
+		r.finish(name, it.req, f, it.start, nil, it.err, it.key)
+		return
+	}
 	reply, release, err := r.callStage(stage, it.req, f)
 	if release != nil && (err != nil || reply != nil) {
 		release() // answered here: nothing holds the admission

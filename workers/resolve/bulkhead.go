@@ -94,18 +94,19 @@ func (w *Worker) bulkheadFor(name string) *bulkhead {
 }
 
 // laneOf is a request's lane: its connection, when this worker's view holds
-// it, else the lane shared by the others (they read the bucket to find out).
+// it, else the lane shared by the others (they read the bucket to find out);
+// a subject that is not op's is the shared lane's, with its error.
 func (w *Worker) laneOf(op string) endpoint.LaneFunc {
-	return func(req micro.Request, f *endpoint.Fields) string {
+	return func(req micro.Request, f *endpoint.Fields) (string, error) {
 		group, name, err := w.cfg.Subjects.ParseOp(op, req.Subject())
 		if err != nil {
-			return ""
+			return "", err
 		}
 		f.Group, f.Conn = group, name
 		if _, ok := w.cfg.Connections.Connection(name); !ok {
-			return ""
+			return "", nil
 		}
-		return name
+		return name, nil
 	}
 }
 
@@ -126,15 +127,9 @@ func (w *Worker) laneFull(op string) endpoint.LaneFull {
 // admitted to the connection's bulkhead, or fails at once with throttled.
 func (w *Worker) stage(op string) endpoint.StageFunc {
 	return func(req micro.Request, f *endpoint.Fields) ([]byte, func(), error) {
-		// laneOf parsed the subject already, unless it found it wrong.
+		// laneOf parsed the subject (a wrong one is replied with its
+		// error without coming here).
 		group, name := f.Group, f.Conn
-		if name == "" {
-			var err error
-			if group, name, err = w.cfg.Subjects.ParseOp(op, req.Subject()); err != nil {
-				return nil, nil, err
-			}
-			f.Group, f.Conn = group, name
-		}
 		if op == events.OpResolve {
 			in, ok := w.fast.known(req.Data())
 			if !ok {

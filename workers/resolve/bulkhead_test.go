@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 )
@@ -76,7 +78,15 @@ func TestStageRefusesAnInvalidPlainNameBeforeAdmission(t *testing.T) {
 		}
 		t.Cleanup(release)
 	}
-	stage := w.stage(events.OpResolve)
+	// As Dispatched runs them: the lane (which parses the subject), then
+	// the stage.
+	laneOf, staged := w.laneOf(events.OpResolve), w.stage(events.OpResolve)
+	stage := func(req micro.Request, f *endpoint.Fields) ([]byte, func(), error) {
+		if _, err := laneOf(req, f); err != nil {
+			t.Fatalf("lane of %s: %v", req.Subject(), err)
+		}
+		return staged(req, f)
+	}
 	subject := events.Subjects{}.Op(events.OpResolve, "bio", "c1")
 	for _, body := range []string{`{"secret":"db b"}`, `{"secret":"db.>"}`, `{"secret":"db*"}`, "{\"secret\":\"db\x7f\"}"} {
 		var f endpoint.Fields

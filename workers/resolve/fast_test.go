@@ -100,6 +100,11 @@ func fast(t *testing.T, w *Worker, group, conn string, in events.ResolveRequest)
 	req := newRequest(t, group, conn, in)
 	body, ok := w.fastResolve(req, &f)
 	if !ok {
+		// As Dispatched goes on: fresh fields, the lane, the stage.
+		f = endpoint.Fields{}
+		if _, err := w.laneOf(events.OpResolve)(req, &f); err != nil {
+			return nil, false
+		}
 		reply, release, err := w.stage(events.OpResolve)(req, &f)
 		if release != nil {
 			release()
