@@ -443,9 +443,18 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 	// counts the reply in the endpoint's $SRV.STATS as it is sent.
 	switch rh, fast := req.(interface {
 		RespondHeader([]byte, nats.Header) error
+		ErrorHeader(code, description string, data []byte, hdr nats.Header) error
 	}); {
 	case we == nil && fast:
 		_ = rh.RespondHeader(body, hdr)
+		r.putHeader(hdr)
+	case fast:
+		// The error headers are added to a reused map, not a new one
+		// per reply (a flood's throttled replies).
+		if hdr == nil {
+			hdr = r.header()
+		}
+		_ = rh.ErrorHeader(strconv.Itoa(we.Code.Number()), we.Message, body, hdr)
 		r.putHeader(hdr)
 	case we == nil:
 		_ = req.Respond(body, micro.WithHeaders(micro.Headers(hdr)))
@@ -505,6 +514,8 @@ func (r *Runner) putHeader(h nats.Header) {
 		return
 	}
 	delete(h, events.HeaderSenderKey)
+	delete(h, micro.ErrorHeader)
+	delete(h, micro.ErrorCodeHeader)
 	r.hdrs.Put(h)
 }
 

@@ -669,3 +669,39 @@ func TestLaneErrorRepliedWithoutStage(t *testing.T) {
 		t.Fatalf("good subject: %s, staged %d", m.Data, staged.Load())
 	}
 }
+
+// Reply header maps are reused: a success after error replies (each with a
+// request id, so each reply has headers) carries no error header, and each
+// reply its own request id.
+func TestReusedHeadersCarryNoErrorOfAnEarlierReply(t *testing.T) {
+	h := newHarness(t, 5*time.Second, 4)
+	name := uniqueName(t)
+	h.add(name, "t.reuse", h.runner.Handler(name, func(_ context.Context, req micro.Request, _ *endpoint.Fields) (any, error) {
+		if string(req.Data()) == "bad" {
+			return nil, events.Errorf(events.CodeBadRequest, "bad")
+		}
+		return "ok", nil
+	}))
+	for i := 0; i < 50; i++ {
+		body := "bad"
+		if i%3 == 2 {
+			body = "good"
+		}
+		m := nats.NewMsg("t.reuse")
+		m.Data = []byte(body)
+		id := fmt.Sprintf("req-%d", i)
+		m.Header.Set(events.HeaderRequestID, id)
+		rep, err := h.nc.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body == "bad" {
+			wantError(t, rep, events.CodeBadRequest)
+		} else {
+			wantOK(t, rep)
+		}
+		if got := rep.Header.Values(events.HeaderRequestID); len(got) != 1 || got[0] != id {
+			t.Fatalf("reply %d: request id %v, want %s", i, got, id)
+		}
+	}
+}
