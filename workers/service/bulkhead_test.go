@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
@@ -68,12 +69,20 @@ func hangingEndpoint(t testing.TB) (string, func() int) {
 
 // floodSetup is a worker joined to the NATS server at url with a builtin
 // connection of group chem, its secret cached, and an AWS connection of group
-// bio whose endpoint hangs.
+// bio whose endpoint hangs. Its debug log is captured, unless it is a
+// benchmark's: that one logs at the production default level (info), to
+// nowhere, so the measured resolves do not each append a debug line to an
+// in-memory buffer that grows (and is copied) without end.
 func floodSetup(t testing.TB, url string, timeout time.Duration, opts ...Option) (*worker, *events.Client, func() int) {
 	t.Helper()
 	cfg := joinedConfig(url, newMasterKey(t))
 	cfg.RequestTimeout = timeout
-	w := startWorker(t, cfg, opts...)
+	var w *worker
+	if _, bench := t.(*testing.B); bench {
+		w = startWorkerLog(t, cfg, zerolog.New(io.Discard).Level(zerolog.InfoLevel), nil, opts...)
+	} else {
+		w = startWorker(t, cfg, opts...)
+	}
 	hang, accepted := hangingEndpoint(t) // stopped before the worker: its calls end
 	_, c := connect(t, url)
 	adminReq(t, c, events.ResourceConnections, events.VerbPut, events.Connection{Name: "local-chem",

@@ -39,7 +39,13 @@ type worker struct {
 func startWorker(t testing.TB, cfg config.Serve, opts ...Option) *worker {
 	t.Helper()
 	logs := &testenv.Buffer{}
-	log := zerolog.New(logs).Level(zerolog.DebugLevel)
+	return startWorkerLog(t, cfg, zerolog.New(logs).Level(zerolog.DebugLevel), logs, opts...)
+}
+
+// startWorkerLog starts a worker from cfg logging to log (captured in logs,
+// when not nil) and stops it when the test ends.
+func startWorkerLog(t testing.TB, cfg config.Serve, log zerolog.Logger, logs *testenv.Buffer, opts ...Option) *worker {
+	t.Helper()
 	s, err := Start(context.Background(), cfg, log, opts...)
 	if err != nil {
 		t.Fatalf("starting worker: %v", err)
