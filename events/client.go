@@ -67,6 +67,9 @@ func (c *Client) Subjects() Subjects { return c.subjects }
 // Resolve resolves a secret through connection conn as group.
 func (c *Client) Resolve(ctx context.Context, group, conn string, req ResolveRequest) (*ResolveReply, error) {
 	var out ResolveReply
+	if err := checkOpNames(group, conn); err != nil {
+		return nil, err
+	}
 	if err := c.Request(ctx, c.subjects.Resolve(group, conn), req, &out); err != nil {
 		return nil, err
 	}
@@ -77,6 +80,9 @@ func (c *Client) Resolve(ctx context.Context, group, conn string, req ResolveReq
 // steps, not as an error.
 func (c *Client) Test(ctx context.Context, group, conn string, req TestRequest) (*TestReply, error) {
 	var out TestReply
+	if err := checkOpNames(group, conn); err != nil {
+		return nil, err
+	}
 	if err := c.Request(ctx, c.subjects.Test(group, conn), req, &out); err != nil {
 		return nil, err
 	}
@@ -86,10 +92,24 @@ func (c *Client) Test(ctx context.Context, group, conn string, req TestRequest) 
 // Token gets short-lived cloud credentials through connection conn.
 func (c *Client) Token(ctx context.Context, group, conn string, req TokenRequest) (*TokenReply, error) {
 	var out TokenReply
+	if err := checkOpNames(group, conn); err != nil {
+		return nil, err
+	}
 	if err := c.Request(ctx, c.subjects.Token(group, conn), req, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// checkOpNames refuses a group or connection that is not a name before
+// anything is sent: a dot, a space or a wildcard would make another subject
+// (no worker answers it, or NATS refuses it), so the caller would get
+// unavailable or a raw NATS error instead of the bad_request naming the field.
+func checkOpNames(group, conn string) error {
+	if err := CheckName("group", group); err != nil {
+		return err
+	}
+	return CheckName("connection", conn)
 }
 
 // Request sends req as JSON to subject and decodes the reply into out. A

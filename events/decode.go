@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // MaxRequestSize is the largest request body a worker accepts.
@@ -38,6 +39,9 @@ func Decode(data []byte, v any) error {
 				return Errorf(CodeBadRequest, "invalid request body: %s: %s", path, ve.msg)
 			}
 		}
+		if msg, ok := timeProblem(data, reflect.TypeOf(v), err); ok {
+			return Errorf(CodeBadRequest, "invalid request body: %s", msg)
+		}
 		return Errorf(CodeBadRequest, "invalid request body: %s", jsonProblem(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -45,6 +49,49 @@ func Decode(data []byte, v any) error {
 	}
 	return checkStrict(data, reflect.TypeOf(v))
 }
+
+// timeProblem describes a time field that time.Time refused (a string that is
+// not RFC 3339, or not a string), naming the field, instead of the time
+// package's own text ("parsing time ... as \"2006-01-02T15:04:05Z07:00\"",
+// "Time.UnmarshalJSON: input is not a JSON string").
+func timeProblem(data []byte, t reflect.Type, err error) (string, bool) {
+	var pe *time.ParseError
+	if !errors.As(err, &pe) && !strings.Contains(err.Error(), "Time.UnmarshalJSON") {
+		return "", false
+	}
+	field := "a time field"
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var obj map[string]json.RawMessage
+	if t != nil && t.Kind() == reflect.Struct && json.Unmarshal(data, &obj) == nil {
+		names := make([]string, 0, len(obj))
+		for k := range obj {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			ft, ok := fieldsOf(t)[k]
+			if !ok {
+				continue
+			}
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft != timeType {
+				continue
+			}
+			var ts time.Time
+			if json.Unmarshal(obj[k], &ts) != nil {
+				field = k
+				break
+			}
+		}
+	}
+	return field + `: want an RFC 3339 time such as "2026-12-02T05:00:00Z"`, true
+}
+
+var timeType = reflect.TypeFor[time.Time]()
 
 // jsonProblem describes a decoding error without echoing large parts of the input.
 func jsonProblem(err error) string {

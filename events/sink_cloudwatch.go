@@ -52,6 +52,15 @@ func (c *CloudWatchSink) Validate() error {
 			return Errorf(CodeBadRequest, "%s: %q contains ':' '*' or a control character", f.name, truncate(f.v, 80))
 		}
 	}
+	for _, f := range []struct{ name, v string }{{"cloudwatch.log_group", c.LogGroup}, {"cloudwatch.log_stream", c.LogStream}, {"cloudwatch.overflow_stream", c.OverflowStream}} {
+		for _, ph := range s3PlaceholderRE.FindAllString(f.v, -1) {
+			if ph != "{subject}" && ph != "{export}" {
+				// A typo ({subjects}, {app}) would silently become part of
+				// the name (sanitized to _ in a log group).
+				return Errorf(CodeBadRequest, "%s: unknown placeholder %s (want {subject} {export})", f.name, truncate(ph, 40))
+			}
+		}
+	}
 	if c.RetentionDays != 0 && !cloudWatchRetention[c.RetentionDays] {
 		return Errorf(CodeBadRequest, "cloudwatch.retention_days: %d is not a CloudWatch retention period", c.RetentionDays)
 	}

@@ -61,6 +61,9 @@ func (c *auditTailCmd) Run(e *env) error {
 	if c.Last < 0 || c.Count < 0 {
 		return usageError{fmt.Errorf("--last and --count: not negative")}
 	}
+	if c.All && c.Last > 0 {
+		return usageError{fmt.Errorf("--all and --last %d: give one (--all starts with the oldest event, --last N with the last N)", c.Last)}
+	}
 	nc, client, err := e.f.connect()
 	if err != nil {
 		return err

@@ -101,7 +101,7 @@ func (c *connRmCmd) Run(e *env) error {
 
 type connTestCmd struct {
 	Group  string   `arg:"" help:"Group to test as: one of the connection's groups."`
-	Name   string   `arg:"" help:"Connection name."`
+	Name   string   `arg:"" name:"conn" help:"Connection name."`
 	Secret string   `help:"Also read this secret (default: credentials and identity only)."`
 	Keys   []string `help:"Keys the secret must have (comma-separated; default: none checked)."`
 }

@@ -157,6 +157,12 @@ func (c *logsSendCmd) Run(e *env) error {
 	if err := events.CheckSubjectFilter("subject", c.Subject); err != nil || strings.ContainsAny(c.Subject, "*>") {
 		return usageError{fmt.Errorf("subject %q: want a literal subject such as logs.app.web", c.Subject)}
 	}
+	// $ subjects are NATS's own (the JetStream API, KV buckets, services):
+	// never a log subject, and a publish there acts ($KV.<bucket>.<key>
+	// writes a KV record, $JS.API.STREAM.DELETE.<s> deletes a stream).
+	if strings.HasPrefix(c.Subject, "$") {
+		return usageError{fmt.Errorf("subject %q: a NATS system subject ($JS, $KV, $SRV, ...), not a log subject; nothing was sent", c.Subject)}
+	}
 	nc, _, err := e.f.connect()
 	if err != nil {
 		return err
@@ -214,6 +220,11 @@ func (c *logsSendCmd) failed(e *env, ctx context.Context, err error, stored int)
 		return events.Errorf(events.CodeNotFound, "no JetStream stream captures %s, so the event was not stored (serve captures --logs-subjects, default logs.>)", c.Subject)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return events.Errorf(events.CodeTimeout, "no ack from JetStream for %s within %s: the event may or may not be stored", c.Subject, e.f.Timeout)
+	}
+	if errors.Is(err, nats.ErrInvalidJSAck) {
+		// Something that is not JetStream answered: a service's request
+		// subject (it received the message and acted on it), not a stream.
+		return events.Errorf(events.CodeBadRequest, "%s is answered by a service, not captured by a JetStream stream: the message went to that service and was not stored as a log event (log subjects are the workers' --logs-subjects, default logs.>)", c.Subject)
 	}
 	var apiErr *nats.APIError
 	if errors.As(err, &apiErr) {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -120,6 +121,18 @@ func checkGlobals(kctx *kong.Context) error {
 		}
 		if g := groupOf(el.Flag.Name); g != 0 && used&g == 0 {
 			return notUsed(verbPath(n), el.Flag.Name)
+		}
+	}
+	// A zero or negative --timeout (or CLOUDBRIDGE_TIMEOUT) would end every
+	// request before it is sent, reported as a timeout of the workers.
+	if used&gTimeout != 0 {
+		for _, f := range kctx.Model.Flags {
+			if f.Name != "timeout" || !f.Target.IsValid() {
+				continue
+			}
+			if v, ok := f.Target.Interface().(time.Duration); ok && v <= 0 {
+				return fmt.Errorf("--timeout %s: want a positive duration, e.g. 10s", v)
+			}
 		}
 	}
 	return nil

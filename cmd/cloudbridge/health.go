@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"strings"
 )
 
@@ -33,7 +35,16 @@ func (c *healthCmd) Run(e *env) error {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s: %v", url, err)
+		// The client's error repeats the method and URL ("Get \"http://…\": …"):
+		// say it once, and what to check.
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: no answer within --timeout %s", url, e.f.Timeout)
+		}
+		return fmt.Errorf("%s: %v (is a worker running with --http-addr %s?)", url, err, c.HTTPAddr)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))

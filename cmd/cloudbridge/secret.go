@@ -1,11 +1,13 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/term"
 
@@ -74,11 +76,19 @@ func (c *secretPutCmd) value(e *env) (json.RawMessage, error) {
 		}
 		return asValue(b)
 	}
-	b, err := bufio.NewReader(e.stdin).ReadString(0)
-	if err != nil && b == "" {
+	// All of stdin (it was read up to the first NUL byte, dropping the rest
+	// without a word), bounded like --from-file.
+	b, err := io.ReadAll(io.LimitReader(e.stdin, events.MaxBuiltinSecretSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the value from standard input: %w", err)
+	}
+	if len(b) == 0 {
 		return nil, usageError{fmt.Errorf("no value: give key=value pairs, --from-file, or the value on stdin")}
 	}
-	return asValue([]byte(strings.TrimRight(b, "\r\n")))
+	if len(b) > events.MaxBuiltinSecretSize {
+		return nil, events.Errorf(events.CodeTooLarge, "value on standard input: larger than %d bytes", events.MaxBuiltinSecretSize)
+	}
+	return asValue(bytes.TrimRight(b, "\r\n"))
 }
 
 // asValue stores a JSON object as is and anything else as a string.
@@ -92,6 +102,11 @@ func asValue(b []byte) (json.RawMessage, error) {
 	}
 	if len(b) == 0 {
 		return nil, usageError{fmt.Errorf("empty value")}
+	}
+	if !utf8.Valid(b) {
+		// json.Marshal would replace each bad byte with U+FFFD: a value
+		// other than the one given, stored without a word.
+		return nil, events.Errorf(events.CodeBadRequest, "value: not valid UTF-8; the built-in store keeps a JSON object or text (encode binary values, e.g. base64)")
 	}
 	return json.Marshal(string(b))
 }

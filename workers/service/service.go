@@ -298,7 +298,7 @@ func (s *Service) sealer() (*seal.Sealer, error) {
 	case s.cfg.MasterKey != "":
 		cur, err = seal.ParseKey(s.cfg.MasterKey)
 		if err != nil {
-			err = fmt.Errorf("CLOUDBRIDGE_MASTER_KEY: %w", err)
+			err = fmt.Errorf("--master-key (CLOUDBRIDGE_MASTER_KEY): %w", err)
 		}
 	case s.cfg.MasterKeyFile != "":
 		cur, err = seal.LoadKeyFile(s.cfg.MasterKeyFile)
