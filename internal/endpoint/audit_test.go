@@ -3,6 +3,7 @@ package endpoint_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -170,13 +171,26 @@ func TestBadReplyKeyRefusedBeforeTheHandler(t *testing.T) {
 				t.Fatalf("%s: a refused key's reply names a sender key", kind)
 			}
 		}
+		// A good key under a miscased header name is refused too: ignored,
+		// the reply would go in the clear to a requester that asked for it
+		// sealed.
+		m := nats.NewMsg(subject)
+		m.Header["cloudbridge-reply-key"] = []string{good}
+		rep, err := h.nc.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, rep, events.CodeBadRequest)
+		if e := rep.Header.Get("Nats-Service-Error"); !strings.Contains(e, events.HeaderReplyKey) || rep.Header.Get(events.HeaderSenderKey) != "" {
+			t.Fatalf("%s: a miscased reply key header: error %q, sender key %q", kind, e, rep.Header.Get(events.HeaderSenderKey))
+		}
 		if n := calls.Load(); n != 0 {
 			t.Fatalf("%s: %d calls into the endpoint for requests with a bad reply key", kind, n)
 		}
 		// A good key goes through and is sealed to.
-		m := nats.NewMsg(subject)
+		m = nats.NewMsg(subject)
 		m.Header.Set(events.HeaderReplyKey, good)
-		rep, err := h.nc.RequestMsg(m, 10*time.Second)
+		rep, err = h.nc.RequestMsg(m, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +199,7 @@ func TestBadReplyKeyRefusedBeforeTheHandler(t *testing.T) {
 			t.Fatalf("%s: a good key's request: sender key %q, %d calls", kind, rep.Header.Get(events.HeaderSenderKey), calls.Load())
 		}
 		calls.Store(0)
-		waitCounts(t, name, map[string]float64{"ok": 1, "bad_request": 3})
+		waitCounts(t, name, map[string]float64{"ok": 1, "bad_request": 4})
 	}
 }
 

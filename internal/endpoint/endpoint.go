@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -307,11 +308,25 @@ func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time, k
 // reply instead of reading the header again.
 func (r *Runner) RefuseReplyKey(name string, req micro.Request, start time.Time) (key string, refused bool) {
 	key = replyKey(req)
+	var err error
 	if key == "" {
-		return "", false
-	}
-	err := events.CheckReplyKey(key)
-	if err == nil {
+		// A miscased Cloudbridge-Reply-Key would otherwise be ignored
+		// and the reply sent in the clear to a requester that asked
+		// for it sealed: refused, as a miscased body field is.
+		h := req.Headers()
+		if len(h) == 0 {
+			return "", false
+		}
+		for k := range h {
+			if strings.EqualFold(k, events.HeaderReplyKey) {
+				err = events.Errorf(events.CodeBadRequest, "header %q: header names are case-sensitive, write it %s (nothing was sent in the clear)", k, events.HeaderReplyKey)
+				break
+			}
+		}
+		if err == nil {
+			return "", false
+		}
+	} else if err = events.CheckReplyKey(key); err == nil {
 		if r.xkey != nil {
 			return key, false
 		}
