@@ -139,7 +139,8 @@ func (c *collector) run(ctx context.Context) error {
 //
 // A pull ahead, when there is one, is taken instead (it asked for what is
 // there now, for an empty batch; what b cannot take is carried). A pull of
-// what is there now that brings a message sends the next one ahead.
+// what is there now that brought a message sends the next one ahead as it
+// ends.
 func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error {
 	var mb jetstream.MessageBatch
 	var err error
@@ -163,9 +164,7 @@ func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error 
 				done = true
 				break
 			}
-			if got++; got == 1 && wait == 0 {
-				c.pullAhead() // a backlog: its next batch's worth
-			}
+			got++
 			c.add(c.r.prepare(msg))
 		case <-ctx.Done():
 			go func() {
@@ -181,6 +180,13 @@ func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error 
 		return c.fetchFailed(ctx, err)
 	}
 	c.failing = 0
+	if got > 0 && wait == 0 {
+		// A backlog: the next batch's worth, once this pull is complete.
+		// (While two pulls wait, the server hands their messages out in
+		// turn: each batch would get every other sequence, the ledger a
+		// range per message, and the first batch would fill at half the rate.)
+		c.pullAhead()
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -28,7 +29,7 @@ import (
 //
 //	go test -run '^$' -bench ExportCloudWatch -benchtime 1x ./workers/export/
 func BenchmarkExportCloudWatch(b *testing.B) {
-	const n = 100_000
+	n := benchEvents(b)
 	for range b.N {
 		e := newEnv(b)
 		ctx := context.Background()
@@ -47,12 +48,14 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		var ms0, ms1 runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
+		stopProfile := profilePhase(b, ".baseline")
 		cpu0 := cpuTime()
 		bareAcked, _ := bareConsume(b, e, jetstream.ConsumerConfig{Durable: "bare-acked", AckPolicy: jetstream.AckExplicitPolicy,
 			FilterSubject: "logs.bench.>", MaxAckPending: 200_000}, n, true)
 		runtime.ReadMemStats(&ms1)
-		bareCPU := float64((cpuTime() - cpu0).Microseconds()) / n
-		bareAllocs := float64(ms1.Mallocs-ms0.Mallocs) / n
+		bareCPU := float64((cpuTime() - cpu0).Microseconds()) / float64(n)
+		stopProfile()
+		bareAllocs := float64(ms1.Mallocs-ms0.Mallocs) / float64(n)
 		// The client's Fetch alone (the export's way of pulling, batch by
 		// batch), acking each message: what pulling costs before any export work.
 		var bareFetch time.Duration
@@ -79,7 +82,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		// Export: one worker, one block, one log stream.
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
-		stopProfile := profileExport(b)
+		stopProfile = profilePhase(b, "")
 		cpu0 = cpuTime()
 		start := time.Now()
 		exp := cwExport("bench", "logs.bench.>")
@@ -127,7 +130,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		b.ReportMetric(expRate, "export-events/s")
 		b.ReportMetric(expRate/ackedRate, "ratio")
 		b.ReportMetric(expRate/bareRate, "ratio-vs-noack")
-		b.ReportMetric(expRate/(n/bareFetch.Seconds()), "ratio-vs-fetch")
+		b.ReportMetric(expRate/(float64(n)/bareFetch.Seconds()), "ratio-vs-fetch")
 		b.ReportMetric(100*fill, "fill-bytes-%")
 		b.ReportMetric(fullPct, "batches-95%-full-%")
 		b.ReportMetric(float64(evs)/float64(calls), "events/call")
@@ -137,7 +140,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		fmt.Printf("baseline, bare durable pull consumer acking each message: %v (%.0f/s), %.1f allocs/event\n", bareAcked.Round(time.Millisecond), ackedRate, bareAllocs)
 		fmt.Printf("bare consume without acks: %v (%.0f/s)\n", bare.Round(time.Millisecond), bareRate)
 		fmt.Printf("bare Fetch of 4,600 at a time, acking each: %v (%.0f/s, %.2f of the baseline)\n", bareFetch.Round(time.Millisecond),
-			n/bareFetch.Seconds(), bareAcked.Seconds()/bareFetch.Seconds())
+			float64(n)/bareFetch.Seconds(), bareAcked.Seconds()/bareFetch.Seconds())
 		fmt.Printf("export to the CloudWatch fake: %v (%.0f/s) ratio=%.2f (vs no acks %.2f)\n", exported.Round(time.Millisecond), expRate, expRate/ackedRate, expRate/bareRate)
 		fmt.Printf("calls=%d fill=%.1f%% of 1,048,576 bytes, %.1f%% of batches ≥95%% full, %.0f events/call (limit 10,000)\n", calls, 100*fill, fullPct, float64(evs)/float64(calls))
 		fmt.Printf("process CPU per event: baseline %.1fµs, export %.1fµs: cpu-ratio=%.2f (robust to the machine's load; includes the fake and nats-server)\n", bareCPU, expCPU, bareCPU/expCPU)
@@ -249,15 +252,31 @@ func BenchmarkExportNoopSink(b *testing.B) {
 	}
 }
 
-// profileExport writes a CPU profile of the export phase alone to the file
-// named by CLOUDBRIDGE_BENCH_CPUPROFILE, if set (-cpuprofile covers the
-// baselines too); it returns the function that stops it.
-func profileExport(b *testing.B) (stop func()) {
+// benchEvents is how many events BenchmarkExportCloudWatch exports:
+// CLOUDBRIDGE_BENCH_EVENTS (e.g. more, for a profile with more samples), or
+// 100,000.
+func benchEvents(b *testing.B) int {
+	v := os.Getenv("CLOUDBRIDGE_BENCH_EVENTS")
+	if v == "" {
+		return 100_000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 50_000 {
+		b.Fatalf("CLOUDBRIDGE_BENCH_EVENTS=%q: want a number ≥ 50,000", v)
+	}
+	return n
+}
+
+// profilePhase writes a CPU profile of one phase alone to the file named by
+// CLOUDBRIDGE_BENCH_CPUPROFILE with suffix appended, if set (-cpuprofile
+// covers every phase at once): the export's to the file itself, the
+// baseline's to file.baseline. It returns the function that stops it.
+func profilePhase(b *testing.B, suffix string) (stop func()) {
 	path := os.Getenv("CLOUDBRIDGE_BENCH_CPUPROFILE")
 	if path == "" {
 		return func() {}
 	}
-	f, err := os.Create(path)
+	f, err := os.Create(path + suffix)
 	if err != nil {
 		b.Fatal(err)
 	}

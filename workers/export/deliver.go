@@ -279,12 +279,16 @@ func (r *runner) settle(b *batch, start time.Time) {
 	}
 	deadOK := r.deadLetter(b, dead)
 	ev.Dead = len(dead)
+	// Accepted records whose call did not report them (none with the sinks
+	// here: deliver acks them all) are acked like the others, through the
+	// ledger; what is left is not accepted.
+	r.ackAccepted(b, nil)
 	for i, m := range b.msgs {
 		if b.acked[i] {
 			continue
 		}
 		switch b.out[i].Status {
-		case logevent.Delivered, logevent.Dropped:
+		case logevent.Dropped:
 			_ = m.Ack()
 		case logevent.Dead:
 			if deadOK[i] {

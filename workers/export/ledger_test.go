@@ -640,3 +640,55 @@ func (l *ledger) ranges() [][]uint64 {
 	}
 	return out
 }
+
+// TestBacklogCallsAreOneRange: a backlog of one subject is pulled one pull
+// at a time (the pull ahead goes out once the pull before it is complete),
+// so each call carries consecutive sequences: its broadcast is one range.
+// (With two pulls waiting at once the server served them in turn: every
+// batch got every other sequence, a broadcast carried a range per message.)
+func TestBacklogCallsAreOneRange(t *testing.T) {
+	const n = 20_000
+	e := newEnv(t)
+	exp := cwExport("onerange", "logs.one.>")
+	exp.Batch.MaxEvents = 2000
+	if _, err := e.js.CreateOrUpdateStream(context.Background(), jetstream.StreamConfig{Name: DefaultLogsStream,
+		Subjects: DefaultLogsSubjects, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var broadcasts, most int
+	sub, err := e.nc.Subscribe(events.Subjects{}.Accepted(exp.Name), func(m *nats.Msg) {
+		var a events.ExportAccepted
+		if events.Decode(m.Data, &a) == nil {
+			mu.Lock()
+			broadcasts++
+			most = max(most, len(a.Ranges))
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	e.publish(0, n, []string{"logs.one.a"}, "")
+	w := e.worker(nil, exp)
+	waitProgress(t, stallOf(w), "every event exported", n, func() int { return e.cw.Count() })
+	calls := 0
+	for _, c := range e.cw.Calls() {
+		if c.Op == "PutLogEvents" && c.Error == "" {
+			calls++
+		}
+	}
+	natstest.Eventually(t, 30*time.Second, "a broadcast for every call", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return broadcasts >= calls
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d calls, %d broadcasts, at most %d ranges in one", calls, broadcasts, most)
+	// One range a call; a periodic repeat of the ledger has at most one a call.
+	if most > calls {
+		t.Fatalf("a broadcast of %d ranges for %d calls of one subject's backlog: want one range a call", most, calls)
+	}
+}

@@ -71,9 +71,13 @@ type API interface {
 // NewClient builds the CloudWatch Logs client for a connection. The SDK's own
 // retries are off: the export worker retries with backoff itself, so that
 // retries show in metrics and the messages' ack deadlines are extended.
+// PutLogEvents bodies are written by putLogEventsProtocol (body.go).
 func NewClient(cfg aws.Config, conn events.Connection) *cloudwatchlogs.Client {
 	return cloudwatchlogs.NewFromConfig(cfg, func(o *cloudwatchlogs.Options) {
 		o.Retryer = aws.NopRetryer{}
+		if o.Protocol != nil {
+			o.Protocol = putLogEventsProtocol{o.Protocol}
+		}
 		if conn.AWS != nil && conn.AWS.Endpoint != "" && o.BaseEndpoint == nil {
 			o.BaseEndpoint = aws.String(conn.AWS.Endpoint)
 		}
