@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -42,3 +43,20 @@ func DeleteRead(r *Registry, what, key string, gen, rev uint64) error {
 
 // StoredGen is the generation a stored record carries.
 func StoredGen(raw []byte) uint64 { return storedGen(raw) }
+
+// IsOwnWrite reports whether r recognises val as the record of a write of
+// connection name under way through it (the watcher then applies it without
+// opening it).
+func IsOwnWrite(r *Registry, name string, val []byte) bool {
+	_, ok := r.takeOwnWrite(name, val)
+	return ok
+}
+
+// HoldConnections takes the lock under which the connections watcher applies
+// an entry and a put adopts its own write, until release is called: a put
+// meanwhile writes its record, then waits before adopting it.
+func HoldConnections(r *Registry) (release func()) {
+	r.conns.applyMu.Lock()
+	var once sync.Once
+	return func() { once.Do(r.conns.applyMu.Unlock) }
+}

@@ -1268,3 +1268,48 @@ func TestWatcherAppliesOwnWriteWithoutOpeningIt(t *testing.T) {
 		t.Fatal("a record written by no put of this worker was applied unopened")
 	}
 }
+
+// A put over a delete marker seals its record again, above the generation
+// the marker carries: the watcher still knows that record as this worker's
+// own write (and applies it without opening it), not the one sealed first.
+func TestOwnWriteOverADeleteMarkerIsRecognised(t *testing.T) {
+	e := newEnv(t)
+	r := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, awsConn(t, "a", "old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteConnection(c, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Connection("a"); ok {
+		t.Fatal("the delete did not apply")
+	}
+	// The put writes its record, then waits to adopt it (as the watcher
+	// waits to apply it) while the test looks at the record stored.
+	release := registry.HoldConnections(r)
+	defer release()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.PutConnection(c, awsConn(t, "a", "new"))
+		done <- err
+	}()
+	var stored []byte
+	natstest.Eventually(t, 10*time.Second, "the put to write over the marker", func() bool {
+		got, err := e.kv("connections").Get(c, "a")
+		if err == nil {
+			stored = got.Value()
+		}
+		return err == nil
+	})
+	if !registry.IsOwnWrite(r, "a", stored) {
+		t.Error("the record written over the delete marker is not recognised as the put's own write")
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := r.Connection("a"); !ok || len(got.Groups) != 1 || got.Groups[0] != "new" {
+		t.Fatalf("the view has %v (%v), want [new]", got.Groups, ok)
+	}
+}
