@@ -1313,3 +1313,108 @@ func TestOwnWriteOverADeleteMarkerIsRecognised(t *testing.T) {
 		t.Fatalf("the view has %v (%v), want [new]", got.Groups, ok)
 	}
 }
+
+// A delete marker whose read hangs (JetStream not answering) does not hold
+// up the changes of other secrets: they are notified while it is read. The
+// delete is notified once its marker is read, and a later put of the same
+// secret after the delete. The read ends when the registry stops.
+func TestMarkerReadDoesNotStallTheSecretsWatcher(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	r := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, builtinConn(t, "b")); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"db", "later"} {
+		if err := r.PutSecret(c, "b", n, []byte("v1")); err != nil {
+			t.Fatal(err)
+		}
+		// Read, so r remembers its generation and reads its delete marker.
+		if _, err := r.Secret(c, "b", n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type seen struct {
+		ch    registry.Change
+		ended bool // a marker read had returned when it was notified
+	}
+	var mu sync.Mutex
+	var got []seen
+	hang, err := registry.HangMarkerReads(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hang.Release()
+	r.OnChange(func(ch registry.Change) {
+		if ch.Kind == registry.KindSecret {
+			mu.Lock()
+			got = append(got, seen{ch, hang.Ended()})
+			mu.Unlock()
+		}
+	})
+	changes := func(name string) []seen {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []seen
+		for _, s := range got {
+			if s.ch.Name == name {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	if err := other.DeleteSecret(c, "b", "db"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hang.Entered():
+	case <-c.Done():
+		t.Fatal("r did not read the delete marker")
+	}
+	// Another secret, and the same one written again, while the read hangs.
+	if err := other.PutSecret(c, "b", "other", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.PutSecret(c, "b", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, "the other secret's change to be notified", func() bool {
+		return len(changes("other")) == 1
+	})
+	if s := changes("other")[0]; s.ended {
+		t.Fatal("the other secret's change was notified only once the marker read had returned: the watcher waited for it")
+	}
+	hang.Release()
+	natstest.Eventually(t, 10*time.Second, "the delete and the put of db to be notified", func() bool {
+		return len(changes("db")) == 2
+	})
+	db := changes("db")
+	if !db[0].ch.Deleted || db[1].ch.Deleted {
+		t.Fatalf("db's changes notified out of order: %+v", db)
+	}
+	if !db[0].ended {
+		t.Fatal("the delete was notified before its marker was read")
+	}
+
+	// A read hanging when the registry stops ends with it.
+	hang, err = registry.HangMarkerReads(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.DeleteSecret(c, "b", "later"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hang.Entered():
+	case <-c.Done():
+		t.Fatal("r did not read the second delete marker")
+	}
+	stop, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r.Stop(stop)
+	if stop.Err() != nil || !hang.Ended() {
+		t.Fatal("Stop did not end the hanging marker read")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,12 +31,89 @@ func (r *Registry) applySecret(e jetstream.KeyValueEntry) *Change {
 // notified: a worker that read the secret remembers the generation its
 // delete marker carries (purge), above the deleted record's, so that record
 // written back is refused. One that never read it keeps no entry for it. The
-// watch brings no values (MetaOnly): the marker is read by its revision
-// (outside applyMu, so puts do not wait for it), gone when the key was
-// written since (sealed above the marker).
-func (r *Registry) secretApplied(e jetstream.KeyValueEntry) {
-	if isDelete(e) && r.seenGenOf(r.secrets.name, e.Key()) > 0 {
-		r.markerGen(e.Key(), e.Revision())
+// watch brings no values (MetaOnly): the marker is read by its revision, gone
+// when the key was written since (sealed above the marker). The read (up to
+// 2 s when JetStream does not answer) is made off the watcher's goroutine
+// (markerQueue), so the changes of other secrets do not wait for it; the
+// delete is notified once its marker is read, and a later change of the same
+// secret after it. True when the change was queued.
+func (r *Registry) secretApplied(e jetstream.KeyValueEntry, c *Change) bool {
+	read := isDelete(e) && r.seenGenOf(r.secrets.name, e.Key()) > 0
+	return r.markers.add(r.watchCtx, markerItem{key: e.Key(), rev: e.Revision(), read: read, c: c})
+}
+
+// markerQueueSize bounds the secret changes waiting for delete markers to
+// be read: past it the watcher waits for room (as it waited for every read
+// before), so nothing is dropped.
+const markerQueueSize = 1024
+
+// markerQueue holds the secret changes waiting, in watch order, for a delete
+// marker to be read (readMarkers): a marker to read, or a change of a secret
+// with an earlier change still queued, which must not be notified before it.
+type markerQueue struct {
+	ch      chan markerItem
+	mu      sync.Mutex
+	pending map[string]int // secret key → its changes queued
+}
+
+// markerItem is a queued change (c, nil when there is none to notify) of
+// secret key at revision rev; read says its delete marker is to be read.
+type markerItem struct {
+	key  string
+	rev  uint64
+	read bool
+	c    *Change
+}
+
+func newMarkerQueue(size int) *markerQueue {
+	return &markerQueue{ch: make(chan markerItem, size), pending: map[string]int{}}
+}
+
+// add queues it when it has a marker to read or its key has changes queued
+// (false: nothing to wait for, the caller notifies the change at once). A
+// full queue makes add wait until there is room or ctx is done (stopping).
+func (q *markerQueue) add(ctx context.Context, it markerItem) bool {
+	q.mu.Lock()
+	if !it.read && (it.c == nil || q.pending[it.key] == 0) {
+		q.mu.Unlock()
+		return false
+	}
+	it.key = strings.Clone(it.key)
+	q.pending[it.key]++
+	q.mu.Unlock()
+	select {
+	case q.ch <- it:
+	case <-ctx.Done():
+	}
+	return true
+}
+
+// done accounts for a queued change of key handled.
+func (q *markerQueue) done(key string) {
+	q.mu.Lock()
+	if q.pending[key]--; q.pending[key] <= 0 {
+		delete(q.pending, key)
+	}
+	q.mu.Unlock()
+}
+
+// readMarkers reads the queued delete markers and notifies the queued
+// changes, in order, until ctx is done (Stop).
+func (r *Registry) readMarkers(ctx context.Context) {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case it := <-r.markers.ch:
+			if it.read {
+				r.markerGen(it.key, it.rev)
+			}
+			if it.c != nil && ctx.Err() == nil {
+				r.notify(*it.c)
+			}
+			r.markers.done(it.key)
+		}
 	}
 }
 
