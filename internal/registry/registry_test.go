@@ -1418,3 +1418,125 @@ func TestMarkerReadDoesNotStallTheSecretsWatcher(t *testing.T) {
 		t.Fatal("Stop did not end the hanging marker read")
 	}
 }
+
+// secretKeys lists the keys of the secrets bucket under connection conn.
+func (e *env) secretKeys(c context.Context, conn string) []string {
+	e.t.Helper()
+	l, err := e.kv("secrets").ListKeysFiltered(c, conn+".>")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var keys []string
+	for k := range l.Keys() {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// A secret put through a worker whose view still has a connection another
+// worker has deleted (or moved off builtin) leaves no secret stored for it:
+// the put reads the connection again after its write, removes the secret and
+// fails as its check would have.
+func TestSecretPutRacingConnectionDeleteLeavesNoOrphan(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"gone", "moved"} {
+		if _, err := other.PutConnection(c, builtinConn(t, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.Eventually(t, 5*time.Second, "w to see the connections", func() bool {
+		_, a := w.Connection("gone")
+		_, b := w.Connection("moved")
+		return a && b
+	})
+	// w's connections watcher stalls on the gate, so its view keeps both.
+	gate, stalled := make(chan struct{}), make(chan struct{})
+	defer close(gate)
+	w.OnChange(func(ch registry.Change) {
+		if ch.Kind == registry.KindConnection && ch.Name == "gate" {
+			close(stalled)
+			select {
+			case <-gate:
+			case <-c.Done():
+			}
+		}
+	})
+	if _, err := other.PutConnection(c, awsConn(t, "gate", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stalled:
+	case <-c.Done():
+		t.Fatal("w's watcher did not reach the gate")
+	}
+	if err := other.DeleteConnection(c, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.PutConnection(c, awsConn(t, "moved", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.Connection("gone"); !ok {
+		t.Fatal("w's view has applied the delete: the test does not test the race")
+	}
+	wantCode(t, w.PutSecret(c, "gone", "db", []byte("v")), events.CodeNotFound)
+	wantCode(t, w.PutSecret(c, "moved", "db", []byte("v")), events.CodeBadRequest)
+	for _, n := range []string{"gone", "moved"} {
+		if keys := e.secretKeys(c, n); len(keys) > 0 {
+			t.Errorf("secrets left for connection %s (%s): %v", n, map[string]string{"gone": "deleted", "moved": "now aws"}[n], keys)
+		}
+	}
+}
+
+// Secret puts through one worker racing conn rm through another, on a real
+// nats-server: whatever the interleaving, a deleted connection keeps no
+// secret, and each put either stored its secret for a connection that was
+// there or failed not_found.
+func TestSecretPutsRacingConnectionDeletes(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	a := e.open(seal.New(key), registry.Options{})
+	b := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	c, cancel := context.WithTimeout(c, 60*time.Second)
+	defer cancel()
+	for round := 0; round < 20; round++ {
+		name := fmt.Sprint("race", round)
+		if _, err := a.PutConnection(c, builtinConn(t, name)); err != nil {
+			t.Fatal(err)
+		}
+		natstest.Eventually(t, 5*time.Second, "b to see the connection", func() bool {
+			_, ok := b.Connection(name)
+			return ok
+		})
+		var wg sync.WaitGroup
+		errs := make(chan error, 5)
+		for i := 0; i < 4; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := b.PutSecret(c, name, fmt.Sprint("s", i), []byte("v")); err != nil && !errors.Is(err, events.ErrNotFound) {
+					errs <- fmt.Errorf("put: %w", err)
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.DeleteConnection(c, name); err != nil {
+				errs <- fmt.Errorf("delete: %w", err)
+			}
+		}()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if keys := e.secretKeys(c, name); len(keys) > 0 {
+			t.Fatalf("round %d: secrets left for the deleted connection: %v", round, keys)
+		}
+	}
+}

@@ -132,9 +132,12 @@ type StoredSecret = provider.StoredSecret
 // create fails, the stored record is read, and the next version updates it
 // with compare-and-set (a concurrent put makes it read again). Over a
 // deleted one, three as well: the create fails, the delete marker is read,
-// and the secret is written over it above the generation it carries.
+// and the secret is written over it above the generation it carries. Each
+// then reads the connection again (keptFor), so that a put racing the
+// connection's delete leaves no secret behind.
 func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byte) error {
-	if err := r.requireBuiltin(ctx, conn); err != nil {
+	checked, err := r.requireBuiltin(ctx, conn)
+	if err != nil {
 		return err
 	}
 	key := secretKey(conn, name)
@@ -170,7 +173,7 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 			// The caller invalidates this worker's cache before it replies
 			// (admin): the watcher's notification would only come later.
 			r.secrets.wroteOwn(rev)
-			return nil
+			return r.keptFor(ctx, conn, key, checked, rev)
 		}
 		if attempt >= 10 || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) || ctx.Err() != nil {
 			return translate("storing secret", err)
@@ -329,18 +332,68 @@ func (r *Registry) deleteSecretsOf(ctx context.Context, conn string) error {
 	return nil
 }
 
-func (r *Registry) requireBuiltin(ctx context.Context, conn string) error {
-	if c, ok := r.Connection(conn); ok && c.Provider == events.ProviderBuiltin {
-		return nil
+// requireBuiltin checks that conn is a builtin connection: in the watched
+// view, else in the bucket. checked is the revision of the record that
+// answered when the view did (0: the bucket did).
+func (r *Registry) requireBuiltin(ctx context.Context, conn string) (checked uint64, err error) {
+	if s := r.slot(conn); s != nil {
+		if o := r.open(s); o.err == nil && o.c.Provider == events.ProviderBuiltin {
+			return s.rev, nil
+		}
 	}
 	// The view may be behind: the bucket confirms the answer.
 	c, err := r.LookupConnection(ctx, conn)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if c.Provider != events.ProviderBuiltin {
-		return events.Errorf(events.CodeBadRequest,
-			"connection: %q has provider %s; the built-in store holds secrets of builtin connections only", conn, c.Provider)
+		return 0, notBuiltin(conn, c.Provider)
 	}
-	return nil
+	return 0, nil
+}
+
+func notBuiltin(conn, provider string) error {
+	return events.Errorf(events.CodeBadRequest,
+		"connection: %q has provider %s; the built-in store holds secrets of builtin connections only", conn, provider)
+}
+
+// keptFor reads the connection of secret key again once the put has written
+// it (at revision rev), so that a put racing the connection's delete (or its
+// change to another provider, through any worker) leaves no secret behind:
+// that delete (or change) removes the connection's secrets after it wrote
+// the connection, so either its listing finds this secret, or this read,
+// after the write, finds the connection gone (or no longer builtin) and the
+// put removes what it wrote and fails as the check before it would have.
+// checked is the revision of the connection's record the put checked (0:
+// none known): that record still there is the common case, decided without
+// opening it.
+func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev uint64) error {
+	e, err := r.conns.kv.Get(ctx, conn)
+	var refusal error
+	switch {
+	case err == nil && checked != 0 && e.Revision() == checked:
+		return nil
+	case err == nil:
+		r.settle(conn)
+		c, _, readErr := r.decodeConnection(conn, e.Value())
+		if readErr != nil || c.Provider == events.ProviderBuiltin {
+			// Builtin, or unreadable: nothing tells it is not.
+			return nil
+		}
+		refusal = notBuiltin(conn, c.Provider)
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		refusal = translate(fmt.Sprintf("connection %q", conn), err)
+	default:
+		return translate("storing secret: reading its connection again", err)
+	}
+	// Removed only when it is still the record written: a later write of
+	// the key is that put's to answer for.
+	st, err := r.secrets.kv.Get(ctx, key)
+	if err == nil && st.Revision() == rev {
+		err = r.purge(ctx, r.secrets, key, storedGen(st.Value()), rev)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongSequence(err) {
+		r.log.Error().Err(err).Str("key", key).Msg("removing a secret stored for a connection deleted meanwhile")
+	}
+	return refusal
 }
