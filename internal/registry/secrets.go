@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/pause"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
@@ -235,14 +236,7 @@ func (r *Registry) markerGen(key string, rev uint64) {
 // do not keep colliding (a replicated stream refuses every write of a key
 // while one is being replicated: 10164): false when ctx ended first.
 func conflictPause(ctx context.Context, attempt int) bool {
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond))))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return pause.For(ctx, time.Duration(rand.Int64N(int64(attempt)*int64(2*time.Millisecond))))
 }
 
 // isWrongSequence reports a compare-and-set conflict: the key's last
