@@ -82,6 +82,13 @@ func TestWalkthroughWithCLI(t *testing.T) {
 		{[]string{"resolve", "bio", "local-bio", "biodb01", "--json"}, "", 0, `"version": "1"`},
 		{[]string{"invalidate", "nosuch"}, "", 13, ""},
 		{[]string{"invalidate", "local-bio"}, "", 0, "dropped"},
+		// An unknown connection is not_found, with or without a secret; a
+		// secret of a known connection is dropped where cached, and one
+		// cached nowhere (never put) is not an error: nothing to drop.
+		{[]string{"invalidate", "nosuch", "biodb01"}, "", 13, ""},
+		{[]string{"invalidate", "local-bio", "biodb01"}, "", 0, "secret biodb01 of local-bio dropped"},
+		{[]string{"invalidate", "local-bio", "biodb99"}, "", 0, "nothing to drop where it was not cached"},
+		{[]string{"invalidate", "local-bio", "bad name"}, "", 10, ""},
 		{[]string{"resolve", "chem", "local-bio", "biodb01"}, "", 12, ""},
 		{[]string{"resolve", "bio", "nope", "biodb01"}, "", 13, ""},
 		{[]string{"resolve", "bio", "local-bio", "biodb01", "--keys", "host"}, "", 13, ""},

@@ -114,7 +114,8 @@ func (*tokenCmd) Help() string {
 }
 
 func (*invalidateCmd) Help() string {
-	return `Use after changing a secret outside cloudbridge; an unknown connection is not_found. Examples:
+	return `Use after changing a secret outside cloudbridge; an unknown connection is not_found, a secret
+no worker has cached is not an error (nothing to drop). Examples:
 
     cloudbridge invalidate aws-prod
     cloudbridge invalidate aws-prod biodb01`

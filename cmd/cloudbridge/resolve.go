@@ -71,6 +71,12 @@ func (c *invalidateCmd) Run(e *env) error {
 	}); err != nil {
 		return err
 	}
+	if c.Secret != "" {
+		// Not an error when no worker had it cached (nothing to drop), nor
+		// for a secret the provider does not hold: that cannot be told
+		// without calling it, and dropping nothing is harmless.
+		return e.f.done(e, "secret %s of %s dropped from every worker's cache (nothing to drop where it was not cached)", c.Secret, c.Conn)
+	}
 	return e.f.done(e, "cache entries of %s dropped on every worker", c.Conn)
 }
 

@@ -175,7 +175,7 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 		return &Change{Kind: KindConnection, Name: name, Deleted: true, Initial: initial}
 	}
 	o := &openedConn{}
-	if w := r.takeOwnWrite(name, e.Value()); w != nil {
+	if w, ok := r.takeOwnWrite(name, e.Value()); ok {
 		// This worker's own write, met before its put adopted it: applied
 		// from what the put sealed, without opening the record again (the
 		// generation it wrote is the newest seen for the key, carried by
@@ -287,17 +287,26 @@ func (r *Registry) expectOwn(name string, w *ownWrite) func() {
 	}
 }
 
-// takeOwnWrite returns the write of connection name under way whose record
-// is val, if any.
-func (r *Registry) takeOwnWrite(name string, val []byte) *ownWrite {
+// resealedOwn replaces the record of write w, registered by expectOwn, with
+// val sealed at gen: the put sealed it again before writing it (over a delete
+// marker, above the generation the marker carries).
+func (r *Registry) resealedOwn(w *ownWrite, val []byte, gen uint64) {
+	r.ownMu.Lock()
+	w.val, w.gen = val, gen
+	r.ownMu.Unlock()
+}
+
+// takeOwnWrite returns (a copy of) the write of connection name under way
+// whose record is val, if any.
+func (r *Registry) takeOwnWrite(name string, val []byte) (ownWrite, bool) {
 	r.ownMu.Lock()
 	defer r.ownMu.Unlock()
 	for _, w := range r.own[name] {
 		if bytes.Equal(w.val, val) {
-			return w
+			return *w, true
 		}
 	}
-	return nil
+	return ownWrite{}, false
 }
 
 // probeConnections runs once the state at start is loaded: it opens records
@@ -569,13 +578,18 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 	var stored uint64
 	// Forgotten once the write has replied: the watcher meeting the record
 	// before then applies it without opening it.
-	defer r.expectOwn(c.Name, &ownWrite{val: val, pt: pt, gen: gen})()
+	own := &ownWrite{val: val, pt: pt, gen: gen}
+	defer r.expectOwn(c.Name, own)()
 	switch rev {
 	case 0:
 		var exists bool
 		stored, exists, _, err = r.createKey(ctx, r.conns, c.Name, val, func(floor uint64) ([]byte, error) {
-			// Over a delete marker: above the generation it carries.
+			// Over a delete marker: above the generation it carries. The
+			// record written is this one: the watcher knows it by these bytes.
 			val, gen, err = r.sealValueGen(r.conns.name, c.Name, floor, pt, r.opts.Providers.Redact(c), 0)
+			if err == nil {
+				r.resealedOwn(own, val, gen)
+			}
 			return val, err
 		})
 		if err == nil && exists {

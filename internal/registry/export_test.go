@@ -2,7 +2,11 @@ package registry
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Unopened reports whether connection name is in r's view with its record
@@ -42,3 +46,62 @@ func DeleteRead(r *Registry, what, key string, gen, rev uint64) error {
 
 // StoredGen is the generation a stored record carries.
 func StoredGen(raw []byte) uint64 { return storedGen(raw) }
+
+// IsOwnWrite reports whether r recognises val as the record of a write of
+// connection name under way through it (the watcher then applies it without
+// opening it).
+func IsOwnWrite(r *Registry, name string, val []byte) bool {
+	_, ok := r.takeOwnWrite(name, val)
+	return ok
+}
+
+// HoldConnections takes the lock under which the connections watcher applies
+// an entry and a put adopts its own write, until release is called: a put
+// meanwhile writes its record, then waits before adopting it.
+func HoldConnections(r *Registry) (release func()) {
+	r.conns.applyMu.Lock()
+	var once sync.Once
+	return func() { once.Do(r.conns.applyMu.Unlock) }
+}
+
+// MarkerReads makes r's reads of secrets' delete markers hang until release
+// is called (or the read's context ends), as when JetStream does not answer.
+type MarkerReads struct {
+	jetstream.Stream
+	entered, release   chan struct{}
+	enterOnce, relOnce sync.Once
+	ended              atomic.Bool
+}
+
+// HangMarkerReads installs MarkerReads on r.
+func HangMarkerReads(r *Registry) (*MarkerReads, error) {
+	st, err := r.streamOf(context.Background(), r.secrets)
+	if err != nil {
+		return nil, err
+	}
+	h := &MarkerReads{Stream: st, entered: make(chan struct{}), release: make(chan struct{})}
+	r.secrets.streamMu.Lock()
+	r.secrets.stream = h
+	r.secrets.streamMu.Unlock()
+	return h, nil
+}
+
+func (h *MarkerReads) GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
+	h.enterOnce.Do(func() { close(h.entered) })
+	defer h.ended.Store(true)
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return h.Stream.GetMsg(ctx, seq, opts...)
+}
+
+// Entered is closed once a read has begun.
+func (h *MarkerReads) Entered() <-chan struct{} { return h.entered }
+
+// Ended reports whether a read has returned.
+func (h *MarkerReads) Ended() bool { return h.ended.Load() }
+
+// Release lets the reads through.
+func (h *MarkerReads) Release() { h.relOnce.Do(func() { close(h.release) }) }

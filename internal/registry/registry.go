@@ -117,6 +117,9 @@ type Registry struct {
 	// watchCtx is the watchers' context (Start), done once they stop.
 	watchCtx context.Context
 	wg       sync.WaitGroup
+	// markers reads secrets' delete markers off the secrets watcher's
+	// goroutine (secretApplied).
+	markers *markerQueue
 }
 
 // bucket is one KV bucket and the last revision its watcher has applied.
@@ -295,9 +298,10 @@ func (r *Registry) OnChange(fn func(Change)) {
 type watched struct {
 	b     *bucket
 	apply func(e jetstream.KeyValueEntry, initial bool) *Change
-	// after, when set, is called with each entry once applied, outside
-	// the bucket's applyMu (it may read the bucket).
-	after  func(e jetstream.KeyValueEntry)
+	// after, when set, is called with each entry once applied and the
+	// change to notify (nil: none), outside the bucket's applyMu; true
+	// when it took the change over (it notifies it itself, later).
+	after  func(e jetstream.KeyValueEntry, c *Change) bool
 	loaded func()
 	opts   func(first bool) []jetstream.WatchOpt
 	// updatesOnly: the first watch delivers no initial state (and no
@@ -316,6 +320,9 @@ func allOpts(bool) []jetstream.WatchOpt { return nil }
 func (r *Registry) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.watchCtx = cancel, wctx
+	r.markers = newMarkerQueue(markerQueueSize)
+	r.wg.Add(1)
+	go r.readMarkers(wctx)
 	loaded := make(chan struct{}, 3)
 	// Changes to secrets after the last one now are followed; a watcher
 	// that restarts resumes after the last one it saw.
@@ -429,8 +436,8 @@ func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, w watche
 				c = nil
 			}
 			w.b.applyMu.Unlock()
-			if w.after != nil {
-				w.after(e)
+			if w.after != nil && w.after(e, c) {
+				continue
 			}
 			if c != nil {
 				r.notify(*c)

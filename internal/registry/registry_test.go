@@ -1268,3 +1268,275 @@ func TestWatcherAppliesOwnWriteWithoutOpeningIt(t *testing.T) {
 		t.Fatal("a record written by no put of this worker was applied unopened")
 	}
 }
+
+// A put over a delete marker seals its record again, above the generation
+// the marker carries: the watcher still knows that record as this worker's
+// own write (and applies it without opening it), not the one sealed first.
+func TestOwnWriteOverADeleteMarkerIsRecognised(t *testing.T) {
+	e := newEnv(t)
+	r := e.open(seal.New(newKey(t)), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, awsConn(t, "a", "old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteConnection(c, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Connection("a"); ok {
+		t.Fatal("the delete did not apply")
+	}
+	// The put writes its record, then waits to adopt it (as the watcher
+	// waits to apply it) while the test looks at the record stored.
+	release := registry.HoldConnections(r)
+	defer release()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.PutConnection(c, awsConn(t, "a", "new"))
+		done <- err
+	}()
+	var stored []byte
+	natstest.Eventually(t, 10*time.Second, "the put to write over the marker", func() bool {
+		got, err := e.kv("connections").Get(c, "a")
+		if err == nil {
+			stored = got.Value()
+		}
+		return err == nil
+	})
+	if !registry.IsOwnWrite(r, "a", stored) {
+		t.Error("the record written over the delete marker is not recognised as the put's own write")
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := r.Connection("a"); !ok || len(got.Groups) != 1 || got.Groups[0] != "new" {
+		t.Fatalf("the view has %v (%v), want [new]", got.Groups, ok)
+	}
+}
+
+// A delete marker whose read hangs (JetStream not answering) does not hold
+// up the changes of other secrets: they are notified while it is read. The
+// delete is notified once its marker is read, and a later put of the same
+// secret after the delete. The read ends when the registry stops.
+func TestMarkerReadDoesNotStallTheSecretsWatcher(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	r := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	if _, err := r.PutConnection(c, builtinConn(t, "b")); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"db", "later"} {
+		if err := r.PutSecret(c, "b", n, []byte("v1")); err != nil {
+			t.Fatal(err)
+		}
+		// Read, so r remembers its generation and reads its delete marker.
+		if _, err := r.Secret(c, "b", n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type seen struct {
+		ch    registry.Change
+		ended bool // a marker read had returned when it was notified
+	}
+	var mu sync.Mutex
+	var got []seen
+	hang, err := registry.HangMarkerReads(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hang.Release()
+	r.OnChange(func(ch registry.Change) {
+		if ch.Kind == registry.KindSecret {
+			mu.Lock()
+			got = append(got, seen{ch, hang.Ended()})
+			mu.Unlock()
+		}
+	})
+	changes := func(name string) []seen {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []seen
+		for _, s := range got {
+			if s.ch.Name == name {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	if err := other.DeleteSecret(c, "b", "db"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hang.Entered():
+	case <-c.Done():
+		t.Fatal("r did not read the delete marker")
+	}
+	// Another secret, and the same one written again, while the read hangs.
+	if err := other.PutSecret(c, "b", "other", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.PutSecret(c, "b", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, "the other secret's change to be notified", func() bool {
+		return len(changes("other")) == 1
+	})
+	if s := changes("other")[0]; s.ended {
+		t.Fatal("the other secret's change was notified only once the marker read had returned: the watcher waited for it")
+	}
+	hang.Release()
+	natstest.Eventually(t, 10*time.Second, "the delete and the put of db to be notified", func() bool {
+		return len(changes("db")) == 2
+	})
+	db := changes("db")
+	if !db[0].ch.Deleted || db[1].ch.Deleted {
+		t.Fatalf("db's changes notified out of order: %+v", db)
+	}
+	if !db[0].ended {
+		t.Fatal("the delete was notified before its marker was read")
+	}
+
+	// A read hanging when the registry stops ends with it.
+	hang, err = registry.HangMarkerReads(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.DeleteSecret(c, "b", "later"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hang.Entered():
+	case <-c.Done():
+		t.Fatal("r did not read the second delete marker")
+	}
+	stop, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r.Stop(stop)
+	if stop.Err() != nil || !hang.Ended() {
+		t.Fatal("Stop did not end the hanging marker read")
+	}
+}
+
+// secretKeys lists the keys of the secrets bucket under connection conn.
+func (e *env) secretKeys(c context.Context, conn string) []string {
+	e.t.Helper()
+	l, err := e.kv("secrets").ListKeysFiltered(c, conn+".>")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var keys []string
+	for k := range l.Keys() {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// A secret put through a worker whose view still has a connection another
+// worker has deleted (or moved off builtin) leaves no secret stored for it:
+// the put reads the connection again after its write, removes the secret and
+// fails as its check would have.
+func TestSecretPutRacingConnectionDeleteLeavesNoOrphan(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	w := e.open(seal.New(key), registry.Options{})
+	other := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	for _, n := range []string{"gone", "moved"} {
+		if _, err := other.PutConnection(c, builtinConn(t, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.Eventually(t, 5*time.Second, "w to see the connections", func() bool {
+		_, a := w.Connection("gone")
+		_, b := w.Connection("moved")
+		return a && b
+	})
+	// w's connections watcher stalls on the gate, so its view keeps both.
+	gate, stalled := make(chan struct{}), make(chan struct{})
+	defer close(gate)
+	w.OnChange(func(ch registry.Change) {
+		if ch.Kind == registry.KindConnection && ch.Name == "gate" {
+			close(stalled)
+			select {
+			case <-gate:
+			case <-c.Done():
+			}
+		}
+	})
+	if _, err := other.PutConnection(c, awsConn(t, "gate", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stalled:
+	case <-c.Done():
+		t.Fatal("w's watcher did not reach the gate")
+	}
+	if err := other.DeleteConnection(c, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.PutConnection(c, awsConn(t, "moved", "bio")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.Connection("gone"); !ok {
+		t.Fatal("w's view has applied the delete: the test does not test the race")
+	}
+	wantCode(t, w.PutSecret(c, "gone", "db", []byte("v")), events.CodeNotFound)
+	wantCode(t, w.PutSecret(c, "moved", "db", []byte("v")), events.CodeBadRequest)
+	for _, n := range []string{"gone", "moved"} {
+		if keys := e.secretKeys(c, n); len(keys) > 0 {
+			t.Errorf("secrets left for connection %s (%s): %v", n, map[string]string{"gone": "deleted", "moved": "now aws"}[n], keys)
+		}
+	}
+}
+
+// Secret puts through one worker racing conn rm through another, on a real
+// nats-server: whatever the interleaving, a deleted connection keeps no
+// secret, and each put either stored its secret for a connection that was
+// there or failed not_found.
+func TestSecretPutsRacingConnectionDeletes(t *testing.T) {
+	e := newEnv(t)
+	key := newKey(t)
+	a := e.open(seal.New(key), registry.Options{})
+	b := e.open(seal.New(key), registry.Options{})
+	c := ctx(t)
+	c, cancel := context.WithTimeout(c, 60*time.Second)
+	defer cancel()
+	for round := 0; round < 20; round++ {
+		name := fmt.Sprint("race", round)
+		if _, err := a.PutConnection(c, builtinConn(t, name)); err != nil {
+			t.Fatal(err)
+		}
+		natstest.Eventually(t, 5*time.Second, "b to see the connection", func() bool {
+			_, ok := b.Connection(name)
+			return ok
+		})
+		var wg sync.WaitGroup
+		errs := make(chan error, 5)
+		for i := 0; i < 4; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := b.PutSecret(c, name, fmt.Sprint("s", i), []byte("v")); err != nil && !errors.Is(err, events.ErrNotFound) {
+					errs <- fmt.Errorf("put: %w", err)
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.DeleteConnection(c, name); err != nil {
+				errs <- fmt.Errorf("delete: %w", err)
+			}
+		}()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if keys := e.secretKeys(c, name); len(keys) > 0 {
+			t.Fatalf("round %d: secrets left for the deleted connection: %v", round, keys)
+		}
+	}
+}

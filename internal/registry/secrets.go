@@ -8,11 +8,13 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/pause"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
@@ -30,12 +32,89 @@ func (r *Registry) applySecret(e jetstream.KeyValueEntry) *Change {
 // notified: a worker that read the secret remembers the generation its
 // delete marker carries (purge), above the deleted record's, so that record
 // written back is refused. One that never read it keeps no entry for it. The
-// watch brings no values (MetaOnly): the marker is read by its revision
-// (outside applyMu, so puts do not wait for it), gone when the key was
-// written since (sealed above the marker).
-func (r *Registry) secretApplied(e jetstream.KeyValueEntry) {
-	if isDelete(e) && r.seenGenOf(r.secrets.name, e.Key()) > 0 {
-		r.markerGen(e.Key(), e.Revision())
+// watch brings no values (MetaOnly): the marker is read by its revision, gone
+// when the key was written since (sealed above the marker). The read (up to
+// 2 s when JetStream does not answer) is made off the watcher's goroutine
+// (markerQueue), so the changes of other secrets do not wait for it; the
+// delete is notified once its marker is read, and a later change of the same
+// secret after it. True when the change was queued.
+func (r *Registry) secretApplied(e jetstream.KeyValueEntry, c *Change) bool {
+	read := isDelete(e) && r.seenGenOf(r.secrets.name, e.Key()) > 0
+	return r.markers.add(r.watchCtx, markerItem{key: e.Key(), rev: e.Revision(), read: read, c: c})
+}
+
+// markerQueueSize bounds the secret changes waiting for delete markers to
+// be read: past it the watcher waits for room (as it waited for every read
+// before), so nothing is dropped.
+const markerQueueSize = 1024
+
+// markerQueue holds the secret changes waiting, in watch order, for a delete
+// marker to be read (readMarkers): a marker to read, or a change of a secret
+// with an earlier change still queued, which must not be notified before it.
+type markerQueue struct {
+	ch      chan markerItem
+	mu      sync.Mutex
+	pending map[string]int // secret key → its changes queued
+}
+
+// markerItem is a queued change (c, nil when there is none to notify) of
+// secret key at revision rev; read says its delete marker is to be read.
+type markerItem struct {
+	key  string
+	rev  uint64
+	read bool
+	c    *Change
+}
+
+func newMarkerQueue(size int) *markerQueue {
+	return &markerQueue{ch: make(chan markerItem, size), pending: map[string]int{}}
+}
+
+// add queues it when it has a marker to read or its key has changes queued
+// (false: nothing to wait for, the caller notifies the change at once). A
+// full queue makes add wait until there is room or ctx is done (stopping).
+func (q *markerQueue) add(ctx context.Context, it markerItem) bool {
+	q.mu.Lock()
+	if !it.read && (it.c == nil || q.pending[it.key] == 0) {
+		q.mu.Unlock()
+		return false
+	}
+	it.key = strings.Clone(it.key)
+	q.pending[it.key]++
+	q.mu.Unlock()
+	select {
+	case q.ch <- it:
+	case <-ctx.Done():
+	}
+	return true
+}
+
+// done accounts for a queued change of key handled.
+func (q *markerQueue) done(key string) {
+	q.mu.Lock()
+	if q.pending[key]--; q.pending[key] <= 0 {
+		delete(q.pending, key)
+	}
+	q.mu.Unlock()
+}
+
+// readMarkers reads the queued delete markers and notifies the queued
+// changes, in order, until ctx is done (Stop).
+func (r *Registry) readMarkers(ctx context.Context) {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case it := <-r.markers.ch:
+			if it.read {
+				r.markerGen(it.key, it.rev)
+			}
+			if it.c != nil && ctx.Err() == nil {
+				r.notify(*it.c)
+			}
+			r.markers.done(it.key)
+		}
 	}
 }
 
@@ -54,9 +133,12 @@ type StoredSecret = provider.StoredSecret
 // create fails, the stored record is read, and the next version updates it
 // with compare-and-set (a concurrent put makes it read again). Over a
 // deleted one, three as well: the create fails, the delete marker is read,
-// and the secret is written over it above the generation it carries.
+// and the secret is written over it above the generation it carries. Each
+// then reads the connection again (keptFor), so that a put racing the
+// connection's delete leaves no secret behind.
 func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byte) error {
-	if err := r.requireBuiltin(ctx, conn); err != nil {
+	checked, err := r.requireBuiltin(ctx, conn)
+	if err != nil {
 		return err
 	}
 	key := secretKey(conn, name)
@@ -92,7 +174,7 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 			// The caller invalidates this worker's cache before it replies
 			// (admin): the watcher's notification would only come later.
 			r.secrets.wroteOwn(rev)
-			return nil
+			return r.keptFor(ctx, conn, key, checked, rev)
 		}
 		if attempt >= 10 || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) || ctx.Err() != nil {
 			return translate("storing secret", err)
@@ -154,14 +236,7 @@ func (r *Registry) markerGen(key string, rev uint64) {
 // do not keep colliding (a replicated stream refuses every write of a key
 // while one is being replicated: 10164): false when ctx ended first.
 func conflictPause(ctx context.Context, attempt int) bool {
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond))))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return pause.For(ctx, time.Duration(rand.Int64N(int64(attempt)*int64(2*time.Millisecond))))
 }
 
 // isWrongSequence reports a compare-and-set conflict: the key's last
@@ -251,18 +326,68 @@ func (r *Registry) deleteSecretsOf(ctx context.Context, conn string) error {
 	return nil
 }
 
-func (r *Registry) requireBuiltin(ctx context.Context, conn string) error {
-	if c, ok := r.Connection(conn); ok && c.Provider == events.ProviderBuiltin {
-		return nil
+// requireBuiltin checks that conn is a builtin connection: in the watched
+// view, else in the bucket. checked is the revision of the record that
+// answered when the view did (0: the bucket did).
+func (r *Registry) requireBuiltin(ctx context.Context, conn string) (checked uint64, err error) {
+	if s := r.slot(conn); s != nil {
+		if o := r.open(s); o.err == nil && o.c.Provider == events.ProviderBuiltin {
+			return s.rev, nil
+		}
 	}
 	// The view may be behind: the bucket confirms the answer.
 	c, err := r.LookupConnection(ctx, conn)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if c.Provider != events.ProviderBuiltin {
-		return events.Errorf(events.CodeBadRequest,
-			"connection: %q has provider %s; the built-in store holds secrets of builtin connections only", conn, c.Provider)
+		return 0, notBuiltin(conn, c.Provider)
 	}
-	return nil
+	return 0, nil
+}
+
+func notBuiltin(conn, provider string) error {
+	return events.Errorf(events.CodeBadRequest,
+		"connection: %q has provider %s; the built-in store holds secrets of builtin connections only", conn, provider)
+}
+
+// keptFor reads the connection of secret key again once the put has written
+// it (at revision rev), so that a put racing the connection's delete (or its
+// change to another provider, through any worker) leaves no secret behind:
+// that delete (or change) removes the connection's secrets after it wrote
+// the connection, so either its listing finds this secret, or this read,
+// after the write, finds the connection gone (or no longer builtin) and the
+// put removes what it wrote and fails as the check before it would have.
+// checked is the revision of the connection's record the put checked (0:
+// none known): that record still there is the common case, decided without
+// opening it.
+func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev uint64) error {
+	e, err := r.conns.kv.Get(ctx, conn)
+	var refusal error
+	switch {
+	case err == nil && checked != 0 && e.Revision() == checked:
+		return nil
+	case err == nil:
+		r.settle(conn)
+		c, _, readErr := r.decodeConnection(conn, e.Value())
+		if readErr != nil || c.Provider == events.ProviderBuiltin {
+			// Builtin, or unreadable: nothing tells it is not.
+			return nil
+		}
+		refusal = notBuiltin(conn, c.Provider)
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		refusal = translate(fmt.Sprintf("connection %q", conn), err)
+	default:
+		return translate("storing secret: reading its connection again", err)
+	}
+	// Removed only when it is still the record written: a later write of
+	// the key is that put's to answer for.
+	st, err := r.secrets.kv.Get(ctx, key)
+	if err == nil && st.Revision() == rev {
+		err = r.purge(ctx, r.secrets, key, storedGen(st.Value()), rev)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongSequence(err) {
+		r.log.Error().Err(err).Str("key", key).Msg("removing a secret stored for a connection deleted meanwhile")
+	}
+	return refusal
 }

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/cloudbridge/cloudbridge/internal/pause"
 )
 
 // Kind is what happened to a secret.
@@ -223,7 +225,7 @@ func (r *Runner) run(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			if !r.sleep(ctx, r.failed(err)) {
+			if !pause.For(ctx, r.failed(err)) {
 				return
 			}
 			continue
@@ -304,17 +306,6 @@ func backoff(min, max time.Duration, n int) time.Duration {
 		d = max
 	}
 	return d/2 + rand.N(d/2+1)
-}
-
-func (r *Runner) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // Results of a message, a metrics label.

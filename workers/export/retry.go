@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/pause"
 	"github.com/cloudbridge/cloudbridge/internal/sink"
 )
 
@@ -34,16 +35,7 @@ func (p backoff) wait(attempt int, f *sink.Failure, hintCap time.Duration) time.
 }
 
 // sleep waits d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+func sleep(ctx context.Context, d time.Duration) bool { return pause.For(ctx, d) }
 
 // retryReason is the label of a retry: throttled, unavailable or the error's code.
 func retryReason(err error) string {

@@ -13,7 +13,6 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/aws/smithy-go"
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
@@ -65,7 +64,7 @@ func (s *RotationSource) Receive(ctx context.Context) ([]rotation.Message, error
 		WaitTimeSeconds:     s.wait,
 	})
 	if err != nil {
-		return nil, sqsError("ReceiveMessage", err)
+		return nil, sqsError(ctx, "ReceiveMessage", err)
 	}
 	msgs := make([]rotation.Message, 0, len(out.Messages))
 	for _, m := range out.Messages {
@@ -85,27 +84,41 @@ func (s *RotationSource) deleter(handle string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		_, err := s.sqs.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: awssdk.String(s.queueURL), ReceiptHandle: awssdk.String(handle)})
 		if err != nil {
-			return sqsError("DeleteMessage", err)
+			return sqsError(ctx, "DeleteMessage", err)
 		}
 		return nil
 	}
 }
 
-// sqsError names the failed call and the API error code (never the raw
-// message text of the SDK).
-func sqsError(op string, err error) error {
+// sqsError translates a failed SQS call of the rotation source into a wire
+// error: its code is the provider's mapping of AWS errors (mapError; the
+// SQS-specific codes first: a missing queue is not_found, a KMS key the
+// queue's encryption cannot use forbidden, a throttle throttled), which
+// rotation.CauseClass reads, and its message names the call and AWS's error
+// code, never the SDK's text (kept as the cause, for the log and errors.Is).
+func sqsError(ctx context.Context, op string, err error) error {
 	var nf *sqstypes.QueueDoesNotExist
-	var ae smithy.APIError
+	code := apiCode(err)
 	switch {
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("sqs %s: %w", op, err)
-	case errors.As(err, &nf):
-		return fmt.Errorf("sqs %s: queue does not exist: %w", op, err)
-	case errors.As(err, &ae):
-		return fmt.Errorf("sqs %s: %s: %w", op, ae.ErrorCode(), err)
-	default:
-		return fmt.Errorf("sqs %s: %w", op, err)
+	case errors.As(err, &nf) || code == "AWS.SimpleQueueService.NonExistentQueue":
+		return events.Wrap(events.CodeNotFound, err, "aws: %s: the queue does not exist (%s)", op, orName(code, "QueueDoesNotExist"))
+	case code == "KmsNotFound":
+		return events.Wrap(events.CodeNotFound, err, "aws: %s: the queue's KMS key does not exist (%s)", op, code)
+	case code == "KmsAccessDenied" || code == "KmsDisabled" || code == "KmsInvalidState" || code == "KmsInvalidKeyUsage" || code == "KmsOptInRequired":
+		return events.Wrap(events.CodeForbidden, err, "aws: %s: the queue's KMS key cannot be used (%s)", op, code)
+	case code == "OverLimit" || code == "KmsThrottled" || code == "RequestThrottled":
+		return events.Wrap(events.CodeThrottled, err, "aws: %s: throttled by AWS (%s)", op, code)
+	case code == "InvalidSecurity":
+		return events.Wrap(events.CodeUnauthorized, err, "aws: %s: AWS rejected the request's signature or transport (%s)", op, code)
 	}
+	return mapError(ctx, op, "", err)
+}
+
+func orName(code, name string) string {
+	if code == "" {
+		return name
+	}
+	return code
 }
 
 // Secrets Manager API calls that change what a secret resolves to.
@@ -343,12 +356,7 @@ func (p *Provider) probeEvents(ctx context.Context) events.Step {
 		QueueUrl: awssdk.String(q), MaxNumberOfMessages: 1, WaitTimeSeconds: 1, VisibilityTimeout: 1,
 	})
 	if err != nil {
-		var nf *sqstypes.QueueDoesNotExist
-		if errors.As(err, &nf) || apiCode(err) == "AWS.SimpleQueueService.NonExistentQueue" {
-			err = events.Wrap(events.CodeNotFound, err, "aws: ReceiveMessage: the queue does not exist")
-		} else {
-			err = mapError(ctx, "ReceiveMessage", "", err)
-		}
+		err = sqsError(ctx, "ReceiveMessage", err)
 		metrics.ObserveUpstream("aws", "ReceiveMessage", start, err)
 		return events.FailStep(events.StepEvents, fmt.Errorf("aws.events.queue_url: %w", err))
 	}

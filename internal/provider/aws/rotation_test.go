@@ -12,7 +12,9 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go"
 
+	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/rotation"
 )
 
@@ -198,5 +200,44 @@ func TestRotationSourceLongPollsAndDeletes(t *testing.T) {
 	f.err = context.Canceled
 	if _, err := s.Receive(context.Background()); !errors.Is(err, context.Canceled) {
 		t.Errorf("Receive cancelled: %v", err)
+	}
+}
+
+// TestRotationSourceErrorsCarryTheirClass: a failed SQS call comes back as a
+// wire error of the provider's mapping, which rotation.CauseClass reports
+// (conn test's events step), its message naming the call and AWS's code,
+// never the SDK's text.
+func TestRotationSourceErrorsCarryTheirClass(t *testing.T) {
+	const marker = "SDK-TEXT-MARKER"
+	f := &fakeSQS{}
+	s := newRotationSource(f, "https://sqs.us-east-1.amazonaws.com/123456789012/q")
+	for _, c := range []struct {
+		err  error
+		want events.Code
+	}{
+		{&smithy.GenericAPIError{Code: "AccessDenied", Message: marker}, events.CodeForbidden},
+		{&smithy.GenericAPIError{Code: "KmsAccessDenied", Message: marker}, events.CodeForbidden},
+		{&sqstypes.QueueDoesNotExist{Message: awssdk.String(marker)}, events.CodeNotFound},
+		{&smithy.GenericAPIError{Code: "AWS.SimpleQueueService.NonExistentQueue", Message: marker}, events.CodeNotFound},
+		{&smithy.GenericAPIError{Code: "ExpiredToken", Message: marker}, events.CodeUnauthorized},
+		{&smithy.GenericAPIError{Code: "InvalidClientTokenId", Message: marker}, events.CodeUnauthorized},
+		{&smithy.GenericAPIError{Code: "ThrottlingException", Message: marker}, events.CodeThrottled},
+		{&smithy.GenericAPIError{Code: "OverLimit", Message: marker}, events.CodeThrottled},
+		{&smithy.GenericAPIError{Code: "InternalFailure", Message: marker, Fault: smithy.FaultServer}, events.CodeUnavailable},
+		{context.DeadlineExceeded, events.CodeTimeout},
+	} {
+		f.mu.Lock()
+		f.err = c.err
+		f.mu.Unlock()
+		_, err := s.Receive(context.Background())
+		if got := events.CodeOf(err); got != c.want {
+			t.Errorf("%v: code %s (%v), want %s", c.err, got, err, c.want)
+		}
+		if got := rotation.CauseClass(err); got != c.want {
+			t.Errorf("%v: CauseClass %s, want %s", c.err, got, c.want)
+		}
+		if msg := err.Error(); strings.Contains(msg, marker) || !strings.Contains(msg, "ReceiveMessage") {
+			t.Errorf("%v: message %q", c.err, msg)
+		}
 	}
 }
