@@ -163,6 +163,12 @@ func (c *logsSendCmd) Run(e *env) error {
 	if strings.HasPrefix(c.Subject, "$") {
 		return usageError{fmt.Errorf("subject %q: a NATS system subject ($JS, $KV, $SRV, ...), not a log subject; nothing was sent", c.Subject)}
 	}
+	// The service's own subjects (default prefix) and reply inboxes are
+	// answered or read by someone: a publish there is a request to a
+	// worker (an admin verb, a forged audit event) or a forged reply.
+	if service := events.DefaultPrefix + "." + events.Version + "."; strings.HasPrefix(c.Subject, service) || strings.HasPrefix(c.Subject, "_INBOX.") {
+		return usageError{fmt.Errorf("subject %q: a cloudbridge service subject or a reply inbox, not a log subject (log subjects are the workers' --logs-subjects, default logs.>); nothing was sent", c.Subject)}
+	}
 	nc, _, err := e.f.connect()
 	if err != nil {
 		return err

@@ -22,6 +22,14 @@ func TestLogsSendSystemSubject(t *testing.T) {
 			t.Errorf("logs send %s: exit %d, stderr %q", subj, code, errOut)
 		}
 	}
+	// The service's own subjects and reply inboxes: an admin verb, a forged
+	// audit event, a forged reply.
+	for _, subj := range []string{"cloudbridge.v1.admin.connections.delete", "cloudbridge.v1.audit.resolve.bio.x", "_INBOX.abc.def"} {
+		_, errOut, code := cb(t, "", "logs", "send", subj, `{"name":"x"}`, "--nats-url", "nats://127.0.0.1:1")
+		if code != events.ExitUsage || !strings.Contains(errOut, "not a log subject") {
+			t.Errorf("logs send %s: exit %d, stderr %q", subj, code, errOut)
+		}
+	}
 	s := natstest.Server(t)
 	nc := natstest.Connect(t, s)
 	sub, err := nc.Subscribe("svc.echo", func(m *nats.Msg) { _ = m.Respond([]byte(`{"connections":[]}`)) })
