@@ -166,7 +166,8 @@ func (c *logsSendCmd) Run(e *env) error {
 	// The service's own subjects (default prefix) and reply inboxes are
 	// answered or read by someone: a publish there is a request to a
 	// worker (an admin verb, a forged audit event) or a forged reply.
-	if service := events.DefaultPrefix + "." + events.Version + "."; strings.HasPrefix(c.Subject, service) || strings.HasPrefix(c.Subject, "_INBOX.") {
+	if service := events.DefaultPrefix + "." + events.Version + "."; strings.HasPrefix(c.Subject, service) || strings.HasPrefix(c.Subject, "_INBOX.") ||
+		(e.f.InboxPrefix != "" && strings.HasPrefix(c.Subject, e.f.InboxPrefix+".")) {
 		return usageError{fmt.Errorf("subject %q: a cloudbridge service subject or a reply inbox, not a log subject (log subjects are the workers' --logs-subjects, default logs.>); nothing was sent", c.Subject)}
 	}
 	nc, _, err := e.f.connect()

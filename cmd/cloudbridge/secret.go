@@ -78,17 +78,20 @@ func (c *secretPutCmd) value(e *env) (json.RawMessage, error) {
 	}
 	// All of stdin (it was read up to the first NUL byte, dropping the rest
 	// without a word), bounded like --from-file.
-	b, err := io.ReadAll(io.LimitReader(e.stdin, events.MaxBuiltinSecretSize+1))
+	// Room for the line end echo or a heredoc adds, trimmed before the
+	// size is judged.
+	b, err := io.ReadAll(io.LimitReader(e.stdin, events.MaxBuiltinSecretSize+3))
 	if err != nil {
 		return nil, fmt.Errorf("reading the value from standard input: %w", err)
 	}
+	b = bytes.TrimRight(b, "\r\n")
 	if len(b) == 0 {
 		return nil, usageError{fmt.Errorf("no value: give key=value pairs, --from-file, or the value on stdin")}
 	}
 	if len(b) > events.MaxBuiltinSecretSize {
 		return nil, events.Errorf(events.CodeTooLarge, "value on standard input: larger than %d bytes", events.MaxBuiltinSecretSize)
 	}
-	return asValue(bytes.TrimRight(b, "\r\n"))
+	return asValue(b)
 }
 
 // asValue stores a JSON object as is and anything else as a string.

@@ -43,6 +43,11 @@ func TestSecretValueFromStdin(t *testing.T) {
 	if _, err := value(strings.Repeat("x", events.MaxBuiltinSecretSize+1)); events.CodeOf(err) != events.CodeTooLarge {
 		t.Errorf("over the bound: %v, want too_large", err)
 	}
+	// At the bound, with the line end echo adds: the line end is not the
+	// value's.
+	if _, err := value(strings.Repeat("x", events.MaxBuiltinSecretSize) + "\r\n"); err != nil {
+		t.Errorf("at the bound with a line end: %v", err)
+	}
 	if _, err := value(""); err == nil {
 		t.Error("empty stdin: no error")
 	}

@@ -171,12 +171,23 @@ func TestBadReplyKeyRefusedBeforeTheHandler(t *testing.T) {
 				t.Fatalf("%s: a refused key's reply names a sender key", kind)
 			}
 		}
+		// The header given empty: refused, saying so.
+		m := nats.NewMsg(subject)
+		m.Header[events.HeaderReplyKey] = []string{""}
+		rep, err := h.nc.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, rep, events.CodeBadRequest)
+		if e := rep.Header.Get("Nats-Service-Error"); !strings.Contains(e, "empty") {
+			t.Fatalf("%s: an empty reply key header: error %q", kind, e)
+		}
 		// A good key under a miscased header name is refused too: ignored,
 		// the reply would go in the clear to a requester that asked for it
 		// sealed.
-		m := nats.NewMsg(subject)
+		m = nats.NewMsg(subject)
 		m.Header["cloudbridge-reply-key"] = []string{good}
-		rep, err := h.nc.RequestMsg(m, 10*time.Second)
+		rep, err = h.nc.RequestMsg(m, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +210,7 @@ func TestBadReplyKeyRefusedBeforeTheHandler(t *testing.T) {
 			t.Fatalf("%s: a good key's request: sender key %q, %d calls", kind, rep.Header.Get(events.HeaderSenderKey), calls.Load())
 		}
 		calls.Store(0)
-		waitCounts(t, name, map[string]float64{"ok": 1, "bad_request": 4})
+		waitCounts(t, name, map[string]float64{"ok": 1, "bad_request": 5})
 	}
 }
 

@@ -317,8 +317,11 @@ func (r *Runner) RefuseReplyKey(name string, req micro.Request, start time.Time)
 		if len(h) == 0 {
 			return "", false
 		}
+		if _, given := h[events.HeaderReplyKey]; given {
+			err = events.Errorf(events.CodeBadRequest, "%s: empty; give a public curve key (nkeys xkey, X…) or leave the header out", events.HeaderReplyKey)
+		}
 		for k := range h {
-			if strings.EqualFold(k, events.HeaderReplyKey) {
+			if err == nil && strings.EqualFold(k, events.HeaderReplyKey) {
 				err = events.Errorf(events.CodeBadRequest, "header %q: header names are case-sensitive, write it %s (nothing was sent in the clear)", k, events.HeaderReplyKey)
 				break
 			}

@@ -351,6 +351,9 @@ func notBuiltin(conn, provider string) error {
 		"connection: %q has provider %s; the built-in store holds secrets of builtin connections only", conn, provider)
 }
 
+// keptForTimeout bounds keptFor's reads and its cleanup.
+const keptForTimeout = 2 * time.Second
+
 // keptFor reads the connection of secret key again once the put has written
 // it (at revision rev), so that a put racing the connection's delete (or its
 // change to another provider, through any worker) leaves no secret behind:
@@ -362,6 +365,11 @@ func notBuiltin(conn, provider string) error {
 // none known): that record still there is the common case, decided without
 // opening it.
 func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev uint64) error {
+	// The secret is stored: what follows must not fail for want of time
+	// the request spent on its write (a cleanup cut short would leave the
+	// very orphan it is for), so it runs on a deadline of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keptForTimeout)
+	defer cancel()
 	e, err := r.conns.kv.Get(ctx, conn)
 	var refusal error
 	switch {
@@ -378,7 +386,12 @@ func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev u
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		refusal = translate(fmt.Sprintf("connection %q", conn), err)
 	default:
-		return translate("storing secret: reading its connection again", err)
+		// Stored, and nothing tells its connection is gone: the put
+		// succeeded (a delete of the connection sweeps its secrets after
+		// it; reporting a failure here would leave the stored value
+		// unannounced).
+		r.log.Warn().Err(err).Str("conn", conn).Str("key", key).Msg("secret stored; reading its connection again failed")
+		return nil
 	}
 	// Removed only when it is still the record written: a later write of
 	// the key is that put's to answer for.

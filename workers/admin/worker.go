@@ -179,10 +179,14 @@ func (w *Worker) putSecret(ctx context.Context, req micro.Request, f *endpoint.F
 	if err := in.Validate(); err != nil {
 		return nil, err
 	}
-	if err := w.reg.PutSecret(ctx, in.Connection, in.Name, in.Value); err != nil {
+	err := w.reg.PutSecret(ctx, in.Connection, in.Name, in.Value)
+	// Invalidated whatever the outcome: a put that failed late (a timeout
+	// after its write) may have stored the value, and this worker's
+	// watcher does not announce its own writes.
+	w.inv.SecretChanged(in.Connection, in.Name)
+	if err != nil {
 		return nil, err
 	}
-	w.inv.SecretChanged(in.Connection, in.Name)
 	return events.Empty{}, nil
 }
 
