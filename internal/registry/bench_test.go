@@ -225,6 +225,24 @@ func pprofDuring(b *testing.B, w *procs.Worker, dir, phase string) func() {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
+	// The allocations of the phase: go tool pprof -sample_index=alloc_space
+	// -base dir/<phase>-allocs-start dir/<phase>-allocs-end.
+	allocs := func(name string) {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/allocs")
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, phase+"-allocs-"+name), data, 0o644)
+		}
+		if err != nil {
+			b.Error(err)
+		}
+	}
+	allocs("start")
 	var stop atomic.Bool
 	done := make(chan struct{})
 	go func() {
@@ -246,7 +264,7 @@ func pprofDuring(b *testing.B, w *procs.Worker, dir, phase string) func() {
 			}
 		}
 	}()
-	return func() { stop.Store(true); <-done }
+	return func() { stop.Store(true); <-done; allocs("end") }
 }
 
 func secs(xs []float64) string {
