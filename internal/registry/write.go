@@ -27,6 +27,13 @@ func (r *Registry) update(ctx context.Context, b *bucket, key string, val []byte
 	m := &nats.Msg{Subject: kvSubject(b, key), Data: val, Header: nats.Header{
 		jetstream.ExpectedLastSubjSeqHeader: {strconv.FormatUint(rev, 10)},
 	}}
+	if _, ok := ctx.Deadline(); !ok {
+		// As jetstream's publish: a request without a deadline gets the
+		// JetStream context's default one.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.js.Options().DefaultTimeout)
+		defer cancel()
+	}
 	resp, err := r.js.Conn().RequestMsgWithContext(ctx, m)
 	if errors.Is(err, nats.ErrNoResponders) {
 		// No stream answered (a leader election): KeyValue retries.

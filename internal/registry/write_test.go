@@ -53,6 +53,10 @@ func TestUpdateIsKeyValueUpdate(t *testing.T) {
 	if rev, err := r.update(ctx, b, "k", []byte("3"), 1); err != nil || rev != 2 {
 		t.Fatalf("update: %d, %v", rev, err)
 	}
+	// Without a deadline, as from a background task: the JetStream default.
+	if rev, err := r.update(context.Background(), b, "k2", []byte("1"), 0); err != nil || rev != 3 {
+		t.Fatalf("create without a deadline: %d, %v", rev, err)
+	}
 	if _, err := r.update(ctx, b, ".k", []byte("3"), 0); !errors.Is(err, jetstream.ErrInvalidKey) {
 		t.Errorf("bad key: %v", err)
 	}
