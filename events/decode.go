@@ -30,9 +30,9 @@ func Decode(data []byte, v any) error {
 	if data[0] != '{' {
 		return Errorf(CodeBadRequest, "request body must be a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	// Unmarshal checks the syntax (one value, nothing after it) and the
+	// types; checkStrict the names, which Unmarshal matches loosely.
+	if err := json.Unmarshal(data, v); err != nil {
 		var ve *valueError
 		if errors.As(err, &ve) {
 			if path := findValue(data, ve.raw); path != "" {
@@ -42,10 +42,14 @@ func Decode(data []byte, v any) error {
 		if msg, ok := timeProblem(data, reflect.TypeOf(v), err); ok {
 			return Errorf(CodeBadRequest, "invalid request body: %s", msg)
 		}
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &se) && strings.HasSuffix(se.Error(), "after top-level value"):
+			return Errorf(CodeBadRequest, "invalid request body: data after the JSON object")
+		case errors.As(err, &se) && se.Error() == "unexpected end of JSON input":
+			return Errorf(CodeBadRequest, "invalid request body: truncated JSON")
+		}
 		return Errorf(CodeBadRequest, "invalid request body: %s", jsonProblem(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Errorf(CodeBadRequest, "invalid request body: data after the JSON object")
 	}
 	return checkStrict(data, reflect.TypeOf(v))
 }

@@ -24,5 +24,8 @@ func (c *serveCmd) Run(e *env) error {
 	if err := applyMemoryLimit(c.MemoryLimit, log); err != nil {
 		return usageError{err}
 	}
+	if err := startPprof(log); err != nil {
+		return err
+	}
 	return service.Run(e.ctx, c.Serve, log)
 }

@@ -3,10 +3,12 @@ package registry_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,8 +64,15 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 	if v := os.Getenv("CLOUDBRIDGE_BENCH_GOMEMLIMIT"); v != "" {
 		env = append(env, "GOMEMLIMIT="+v)
 	}
+	// CLOUDBRIDGE_BENCH_CPUPROFILE, when set to a directory, profiles the
+	// first worker's CPU during the admin connection puts (pprofDuring).
+	profDir := os.Getenv("CLOUDBRIDGE_BENCH_CPUPROFILE")
+	firstEnv := env
+	if profDir != "" {
+		firstEnv = append(append([]string(nil), env...), "CLOUDBRIDGE_PPROF_ADDR=127.0.0.1:0")
+	}
 	start := func() (*procs.Worker, string) {
-		w := procs.StartWorker(b, bins, env,
+		w := procs.StartWorker(b, bins, firstEnv,
 			"serve", "--nats-url", url, "--http-addr", "127.0.0.1:0", "--log-level", "info")
 		addr, ok := w.HTTPAddr(60 * time.Second)
 		if !ok {
@@ -91,9 +100,11 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 	server := cluster.Nodes[0]
 	b.ResetTimer()
 	var connCPU, secretCPU cpuUse
+	stopProfile := pprofDuring(b, w, profDir, "conn-put")
 	connRate := parallel(b, admins, n, func(nc *nats.Conn, i int) error {
 		return adminRequest(nc, subj.Admin(events.ResourceConnections, events.VerbPut), connPut(i))
 	}, measureCPU(&connCPU, w, server))
+	stopProfile()
 	secretRate := parallel(b, admins, n, func(nc *nats.Conn, i int) error {
 		return adminRequest(nc, subj.Admin(events.ResourceSecrets, events.VerbPut), secretPut(i))
 	}, measureCPU(&secretCPU, w, server))
@@ -185,6 +196,75 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 		restart, secs(restarts), wc, secs(watchConns), wb, secs(watchBoth))
 	fmt.Printf("  worker RSS: loaded %.0f MiB (heap %.0f MiB); after restart %.0f MiB at serving, %.0f MiB 3s later (heap %.0f MiB) (goal ≤ 150 MiB)\n",
 		mib(loadedRSS), mib(loadedHeap), mib(rssAtServing), mib(rssLater), mib(heapLater))
+}
+
+// pprofDuring takes CPU profiles of worker w (started with
+// CLOUDBRIDGE_PPROF_ADDR) one second at a time into dir/<phase>-NNN.pprof
+// until the returned func is called (which waits for the last one); nothing
+// when dir is "". go tool pprof merges them: go tool pprof -top dir/*.pprof.
+func pprofDuring(b *testing.B, w *procs.Worker, dir, phase string) func() {
+	b.Helper()
+	if dir == "" {
+		return func() {}
+	}
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == "" && time.Now().Before(deadline); {
+		for _, line := range strings.Split(w.Logs(), "\n") {
+			var ev struct {
+				Addr string `json:"addr"`
+			}
+			if strings.Contains(line, "pprof listening") && json.Unmarshal([]byte(line), &ev) == nil {
+				addr = ev.Addr
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling a process's log for a benchmark's profile
+	}
+	if addr == "" {
+		b.Fatalf("no pprof address in the worker's log:\n%s", w.Logs())
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	// The allocations of the phase: go tool pprof -sample_index=alloc_space
+	// -base dir/<phase>-allocs-start dir/<phase>-allocs-end.
+	allocs := func(name string) {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/allocs")
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, phase+"-allocs-"+name), data, 0o644)
+		}
+		if err != nil {
+			b.Error(err)
+		}
+	}
+	allocs("start")
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; !stop.Load(); i++ {
+			resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=1")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			data, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%03d.pprof", phase, i)), data, 0o644)
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	}()
+	return func() { stop.Store(true); <-done; allocs("end") }
 }
 
 func secs(xs []float64) string {

@@ -598,7 +598,7 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 	case ^uint64(0):
 		stored, err = r.conns.kv.Put(ctx, c.Name, val)
 	default:
-		stored, err = r.conns.kv.Update(ctx, c.Name, val, rev)
+		stored, err = r.update(ctx, r.conns, c.Name, val, rev)
 	}
 	if err != nil {
 		if rev != ^uint64(0) && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {

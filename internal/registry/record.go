@@ -214,7 +214,7 @@ func (r *Registry) sealValueGen(bucket, key string, floor uint64, plaintext []by
 			return nil, 0, fmt.Errorf("encoding %s/%s: %w", bucket, key, err)
 		}
 	}
-	val, err := json.Marshal(rec)
+	val, err := encodeRecord(rec)
 	return val, gen, err
 }
 
@@ -336,7 +336,7 @@ func validKey(key string) bool {
 // not written: exists is true, with the record read when it was (nil when
 // a concurrent write got in the way).
 func (r *Registry) createKey(ctx context.Context, b *bucket, key string, val []byte, seal func(floor uint64) ([]byte, error)) (rev uint64, exists bool, stored *jetstream.RawStreamMsg, err error) {
-	rev, err = b.kv.Update(ctx, key, val, 0)
+	rev, err = r.update(ctx, b, key, val, 0)
 	if err == nil || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
 		return rev, false, nil, err
 	}
@@ -348,7 +348,7 @@ func (r *Registry) createKey(ctx context.Context, b *bucket, key string, val []b
 	switch {
 	case errors.Is(gerr, jetstream.ErrMsgNotFound):
 		// Deleted meanwhile with its marker removed: try once more as new.
-		rev, err = b.kv.Update(ctx, key, val, 0)
+		rev, err = r.update(ctx, b, key, val, 0)
 		if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
 			return 0, true, nil, nil
 		}
@@ -362,7 +362,7 @@ func (r *Registry) createKey(ctx context.Context, b *bucket, key string, val []b
 	if val, err = seal(storedGen(m.Data)); err != nil {
 		return 0, false, nil, err
 	}
-	rev, err = b.kv.Update(ctx, key, val, m.Sequence)
+	rev, err = r.update(ctx, b, key, val, m.Sequence)
 	if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
 		return 0, true, nil, nil
 	}

@@ -118,6 +118,7 @@ func decodeName(req micro.Request) (string, error) {
 }
 
 func (w *Worker) putConnection(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
+	growStack()
 	var c events.Connection
 	if err := events.Decode(req.Data(), &c); err != nil {
 		return nil, err
@@ -171,6 +172,7 @@ func (w *Worker) deleteConnection(ctx context.Context, req micro.Request, f *end
 }
 
 func (w *Worker) putSecret(ctx context.Context, req micro.Request, f *endpoint.Fields) (any, error) {
+	growStack()
 	var in events.SecretPut
 	if err := events.Decode(req.Data(), &in); err != nil {
 		return nil, err
