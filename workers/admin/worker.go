@@ -182,10 +182,13 @@ func (w *Worker) putSecret(ctx context.Context, req micro.Request, f *endpoint.F
 		return nil, err
 	}
 	err := w.reg.PutSecret(ctx, in.Connection, in.Name, in.Value)
-	// Invalidated whatever the outcome: a put that failed late (a timeout
-	// after its write) may have stored the value, and this worker's
-	// watcher does not announce its own writes.
-	w.inv.SecretChanged(in.Connection, in.Name)
+	// Invalidated also when the put failed in a way that may follow its
+	// write (a timeout, the bucket unavailable): the value may be stored,
+	// and this worker's watcher does not announce its own writes. A
+	// refusal (bad_request, not_found, ...) changed nothing.
+	if code := events.CodeOf(err); err == nil || code == events.CodeTimeout || code == events.CodeUnavailable || code == events.CodeInternal {
+		w.inv.SecretChanged(in.Connection, in.Name)
+	}
 	if err != nil {
 		return nil, err
 	}
