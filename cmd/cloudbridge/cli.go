@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -208,7 +209,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = checkGlobals(kctx)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "cloudbridge: %v\n", err)
+		fmt.Fprintf(stderr, "cloudbridge: %s\n", usageText(err))
 		fmt.Fprintf(stderr, "%s\n", usageHint(args, kctx, err))
 		return 2
 	}
@@ -217,6 +218,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return report(stderr, err)
 	}
 	return 0
+}
+
+// missingValue matches kong's error for a flag given last without its value
+// ("--file: expected string value but got "EOL" (<EOL>)").
+var missingValue = regexp.MustCompile(`^(--?[A-Za-z0-9-]+): expected [^:]* but got "EOL" \(<EOL>\)$`)
+
+// usageText is a parse error as printed: a flag missing its value is named
+// plainly instead of with kong's tokens.
+func usageText(err error) string {
+	msg := err.Error()
+	if m := missingValue.FindStringSubmatch(msg); m != nil {
+		return m[1] + ": expected a value"
+	}
+	return msg
 }
 
 // usageHint is the line printed after a parse error.
