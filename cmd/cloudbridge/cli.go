@@ -170,10 +170,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "Usage: cloudbridge <command> [flags]\n\nRun 'cloudbridge --help' for the commands, 'cloudbridge <command> --help' for one of them.")
 		return 2
 	}
-	for _, a := range args { // --version before any verb (resolve has a --version of the secret)
+	for i, a := range args { // --version before any verb (resolve has a --version of the secret)
 		if a == "--version" {
-			fmt.Fprintf(stdout, "cloudbridge %s\n", version())
-			return 0
+			if len(args) == 1 {
+				fmt.Fprintf(stdout, "cloudbridge %s\n", version())
+				return 0
+			}
+			// With more arguments it is the verb version, which refuses
+			// the ones it does not take ("--version extra").
+			args = append(append([]string{"version"}, args[:i]...), args[i+1:]...)
+			break
 		}
 		if !strings.HasPrefix(a, "-") {
 			break

@@ -24,3 +24,26 @@ func TestFlagMissingItsValue(t *testing.T) {
 		}
 	}
 }
+
+// --version and version take no arguments; --version with a flag is the
+// verb version with it.
+func TestVersionRefusesArguments(t *testing.T) {
+	for _, args := range [][]string{{"--version", "extra"}, {"version", "extra"}, {"--version", "--bogus"}} {
+		out, errOut, code := cb(t, "", args...)
+		if code != events.ExitUsage || out != "" || !strings.Contains(errOut, args[1]) {
+			t.Errorf("cloudbridge %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		out, errOut, code := cb(t, "", args...)
+		if code != 0 || !strings.HasPrefix(out, "cloudbridge ") || errOut != "" {
+			t.Errorf("cloudbridge %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	for _, args := range [][]string{{"--version", "--json"}, {"--json", "--version"}, {"version", "--json"}} {
+		out, errOut, code := cb(t, "", args...)
+		if code != 0 || !strings.HasPrefix(out, "{") || errOut != "" {
+			t.Errorf("cloudbridge %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+}
