@@ -211,6 +211,9 @@ func (c *Connection) Validate() error {
 			}
 		}
 	}
+	if err := noDuplicates("groups", c.Groups); err != nil {
+		return err
+	}
 	if len(c.Secrets) > 256 {
 		return Errorf(CodeBadRequest, "secrets: more than 256 patterns")
 	}
@@ -218,6 +221,9 @@ func (c *Connection) Validate() error {
 		if p == "" || len(p) > MaxSecretNameLen || strings.ContainsAny(p, " \t\r\n\x00") {
 			return Errorf(CodeBadRequest, "%s: empty, overlong or contains whitespace", fieldIdx("secrets", i))
 		}
+	}
+	if err := noDuplicates("secrets", c.Secrets); err != nil {
+		return err
 	}
 	if c.Tokens != nil {
 		if d := c.Tokens.MaxDuration.D(); d != 0 && (d < 15*time.Minute || d > 36*time.Hour) {
@@ -231,6 +237,9 @@ func (c *Connection) Validate() error {
 				return Errorf(CodeBadRequest, "%s: empty, overlong or contains whitespace or control characters", fieldIdx("tokens.scopes", i))
 			}
 		}
+		if err := noDuplicates("tokens.scopes", c.Tokens.Scopes); err != nil {
+			return err
+		}
 	}
 	if err := c.validateLimits(); err != nil {
 		return err
@@ -242,6 +251,19 @@ func (c *Connection) Validate() error {
 		if c.Cache.MaxStale.D() > 7*24*time.Hour {
 			return Errorf(CodeBadRequest, "cache.max_stale: at most 168h")
 		}
+	}
+	return nil
+}
+
+// noDuplicates refuses a list naming one value twice (bad_request naming the
+// second occurrence and the value, clipped).
+func noDuplicates(field string, list []string) error {
+	seen := make(map[string]struct{}, len(list))
+	for i, v := range list {
+		if _, dup := seen[v]; dup {
+			return Errorf(CodeBadRequest, "%s: %q is given twice", fieldIdx(field, i), truncate(v, 80))
+		}
+		seen[v] = struct{}{}
 	}
 	return nil
 }
