@@ -70,7 +70,8 @@ type Connection struct {
 
 // CachePolicy is a connection's per-worker cache policy.
 type CachePolicy struct {
-	// TTL is how long a value is served without asking the provider (default 5m).
+	// TTL is how long a value is served without asking the provider (default
+	// 5m; 0, as "0s", is the default: the stored record omits it).
 	TTL Duration `json:"ttl,omitempty"`
 	// MaxStale is how long past its TTL a value may still be served while the
 	// provider is unavailable (default 0: never).
