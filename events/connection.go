@@ -273,6 +273,11 @@ func fieldIdx(field string, i int) string {
 	return field + "[" + strconv.Itoa(i) + "]"
 }
 
+// QuoteMax is how many bytes of a name an error message quotes (Clip): a
+// secret name may be 2,048 bytes, but an error reply and its
+// Nats-Service-Error header carry at most this much of it.
+const QuoteMax = 80
+
 // Clip shortens s to at most n bytes of valid UTF-8, marking a cut with "…",
 // for quoting input in an error message.
 func Clip(s string, n int) string { return truncate(s, n) }

@@ -222,7 +222,7 @@ func (w *Worker) authorize(ctx context.Context, group, name string) (events.Conn
 
 func checkSecretAllowed(c events.Connection, secret string) error {
 	if !c.AllowsSecret(secret) {
-		return events.Errorf(events.CodeForbidden, "secret %q is outside the allowlist of connection %q", secret, c.Name)
+		return events.Errorf(events.CodeForbidden, "secret %q is outside the allowlist of connection %q", events.Clip(secret, events.QuoteMax), c.Name)
 	}
 	return nil
 }
