@@ -32,3 +32,21 @@ func TestErrorsClipSecretNames(t *testing.T) {
 		}
 	}
 }
+
+// An unknown connection is `connection "x": not found` from resolve and
+// audit fingerprint alike, as from the admin verbs (the registry's wording).
+func TestUnknownConnectionMessage(t *testing.T) {
+	w, _ := newFastWorker(t)
+	const want = `connection "nope": not found`
+	var f endpoint.Fields
+	_, err := w.handleResolve(context.Background(), newRequest(t, "bio", "nope", events.ResolveRequest{Secret: "db1"}), &f)
+	if events.CodeOf(err) != events.CodeNotFound || err.Error() != want {
+		t.Errorf("resolve: err = %v, want not_found %q", err, want)
+	}
+	f = endpoint.Fields{}
+	req := &fakeRequest{subject: events.Subjects{}.Admin(events.ResourceAudit, events.VerbFingerprint), data: []byte(`{"connection":"nope","secret":"db1"}`)}
+	_, err = w.handleFingerprint(context.Background(), req, &f)
+	if events.CodeOf(err) != events.CodeNotFound || err.Error() != want {
+		t.Errorf("fingerprint: err = %v, want not_found %q", err, want)
+	}
+}

@@ -61,7 +61,7 @@ func (w *Worker) handleFingerprint(ctx context.Context, req micro.Request, f *en
 	f.Conn, f.Audit.Secret, f.Audit.Version = in.Connection, in.Secret, in.Version
 	c, err := w.cfg.Connections.LookupConnection(ctx, in.Connection)
 	if errors.Is(err, events.ErrNotFound) {
-		return nil, events.Errorf(events.CodeNotFound, "connection %q not found", in.Connection)
+		return nil, events.Errorf(events.CodeNotFound, "connection %q: not found", in.Connection)
 	}
 	if err != nil {
 		return nil, err

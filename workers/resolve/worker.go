@@ -209,7 +209,7 @@ func (w *Worker) authorize(ctx context.Context, group, name string) (events.Conn
 	}
 	c, err := w.cfg.Connections.LookupConnection(ctx, name)
 	if errors.Is(err, events.ErrNotFound) {
-		return events.Connection{}, events.Errorf(events.CodeNotFound, "connection %q not found", name)
+		return events.Connection{}, events.Errorf(events.CodeNotFound, "connection %q: not found", name)
 	}
 	if err != nil {
 		return events.Connection{}, err
@@ -265,7 +265,7 @@ func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, err
 		}
 		current, ok := w.cfg.Connections.Connection(c.Name)
 		if !ok {
-			return nil, events.Errorf(events.CodeNotFound, "connection %q not found", c.Name)
+			return nil, events.Errorf(events.CodeNotFound, "connection %q: not found", c.Name)
 		}
 		c = current
 	}
