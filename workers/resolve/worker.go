@@ -22,10 +22,12 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
-// Connections is what the worker needs of the registry: a fast watched view,
-// and a read-through to confirm a negative answer.
+// Connections is what the worker needs of the registry: a fast watched view
+// (HasConnection answers without opening a sealed record, for the lane
+// pick), and a read-through to confirm a negative answer.
 type Connections interface {
 	Connection(name string) (events.Connection, bool)
+	HasConnection(name string) bool
 	LookupConnection(ctx context.Context, name string) (events.Connection, error)
 }
 
