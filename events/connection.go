@@ -70,7 +70,8 @@ type Connection struct {
 
 // CachePolicy is a connection's per-worker cache policy.
 type CachePolicy struct {
-	// TTL is how long a value is served without asking the provider (default 5m).
+	// TTL is how long a value is served without asking the provider (default
+	// 5m; 0, as "0s", is the default: the stored record omits it).
 	TTL Duration `json:"ttl,omitempty"`
 	// MaxStale is how long past its TTL a value may still be served while the
 	// provider is unavailable (default 0: never).
@@ -211,6 +212,9 @@ func (c *Connection) Validate() error {
 			}
 		}
 	}
+	if err := noDuplicates("groups", c.Groups); err != nil {
+		return err
+	}
 	if len(c.Secrets) > 256 {
 		return Errorf(CodeBadRequest, "secrets: more than 256 patterns")
 	}
@@ -218,6 +222,9 @@ func (c *Connection) Validate() error {
 		if p == "" || len(p) > MaxSecretNameLen || strings.ContainsAny(p, " \t\r\n\x00") {
 			return Errorf(CodeBadRequest, "%s: empty, overlong or contains whitespace", fieldIdx("secrets", i))
 		}
+	}
+	if err := noDuplicates("secrets", c.Secrets); err != nil {
+		return err
 	}
 	if c.Tokens != nil {
 		if d := c.Tokens.MaxDuration.D(); d != 0 && (d < 15*time.Minute || d > 36*time.Hour) {
@@ -230,6 +237,9 @@ func (c *Connection) Validate() error {
 			if s == "" || len(s) > 512 || strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
 				return Errorf(CodeBadRequest, "%s: empty, overlong or contains whitespace or control characters", fieldIdx("tokens.scopes", i))
 			}
+		}
+		if err := noDuplicates("tokens.scopes", c.Tokens.Scopes); err != nil {
+			return err
 		}
 	}
 	if err := c.validateLimits(); err != nil {
@@ -246,9 +256,27 @@ func (c *Connection) Validate() error {
 	return nil
 }
 
+// noDuplicates refuses a list naming one value twice (bad_request naming the
+// second occurrence and the value, clipped).
+func noDuplicates(field string, list []string) error {
+	seen := make(map[string]struct{}, len(list))
+	for i, v := range list {
+		if _, dup := seen[v]; dup {
+			return Errorf(CodeBadRequest, "%s: %q is given twice", fieldIdx(field, i), truncate(v, 80))
+		}
+		seen[v] = struct{}{}
+	}
+	return nil
+}
+
 func fieldIdx(field string, i int) string {
 	return field + "[" + strconv.Itoa(i) + "]"
 }
+
+// QuoteMax is how many bytes of a name an error message quotes (Clip): a
+// secret name may be 2,048 bytes, but an error reply and its
+// Nats-Service-Error header carry at most this much of it.
+const QuoteMax = 80
 
 // Clip shortens s to at most n bytes of valid UTF-8, marking a cut with "…",
 // for quoting input in an error message.

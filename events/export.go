@@ -89,6 +89,9 @@ func (e *Export) Validate() error {
 			return err
 		}
 	}
+	if err := noDuplicates("subjects", e.Subjects); err != nil {
+		return err
+	}
 	if e.MinLevel != "" && !ValidLevel(e.MinLevel) {
 		return Errorf(CodeBadRequest, "min_level: %q is not one of %s", truncate(e.MinLevel, 20), strings.Join(Levels, ", "))
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -169,10 +170,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "Usage: cloudbridge <command> [flags]\n\nRun 'cloudbridge --help' for the commands, 'cloudbridge <command> --help' for one of them.")
 		return 2
 	}
-	for _, a := range args { // --version before any verb (resolve has a --version of the secret)
+	for i, a := range args { // --version before any verb (resolve has a --version of the secret)
 		if a == "--version" {
-			fmt.Fprintf(stdout, "cloudbridge %s\n", version())
-			return 0
+			if len(args) == 1 {
+				fmt.Fprintf(stdout, "cloudbridge %s\n", version())
+				return 0
+			}
+			// With more arguments it is the verb version, which refuses
+			// the ones it does not take ("--version extra").
+			args = append(append([]string{"version"}, args[:i]...), args[i+1:]...)
+			break
 		}
 		if !strings.HasPrefix(a, "-") {
 			break
@@ -208,7 +215,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = checkGlobals(kctx)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "cloudbridge: %v\n", err)
+		fmt.Fprintf(stderr, "cloudbridge: %s\n", usageText(err))
 		fmt.Fprintf(stderr, "%s\n", usageHint(args, kctx, err))
 		return 2
 	}
@@ -217,6 +224,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return report(stderr, err)
 	}
 	return 0
+}
+
+// missingValue matches kong's error for a flag given last without its value
+// ("--file: expected string value but got "EOL" (<EOL>)").
+var missingValue = regexp.MustCompile(`^(--?[A-Za-z0-9-]+): expected [^:]* but got "EOL" \(<EOL>\)$`)
+
+// usageText is a parse error as printed: a flag missing its value is named
+// plainly instead of with kong's tokens.
+func usageText(err error) string {
+	msg := err.Error()
+	if m := missingValue.FindStringSubmatch(msg); m != nil {
+		return m[1] + ": expected a value"
+	}
+	return msg
 }
 
 // usageHint is the line printed after a parse error.

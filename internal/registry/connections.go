@@ -352,6 +352,21 @@ func (r *Registry) Connection(name string) (events.Connection, bool) {
 	return o.c, o.err == nil
 }
 
+// HasConnection reports whether the watched view holds connection name,
+// without opening its record: a sealed slot (loaded at start, not used yet)
+// counts; an opened one counts when its record opened. It takes no lock and
+// decrypts nothing, for picking a request's lane before its turn.
+func (r *Registry) HasConnection(name string) bool {
+	s := r.slot(name)
+	if s == nil {
+		return false
+	}
+	if o := s.opened.Load(); o != nil {
+		return o.err == nil
+	}
+	return true
+}
+
 // LookupConnection reads a connection from the bucket itself, bypassing the
 // watched view: for admin requests and to confirm a negative answer.
 func (r *Registry) LookupConnection(ctx context.Context, name string) (events.Connection, error) {

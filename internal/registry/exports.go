@@ -89,7 +89,7 @@ func (r *Registry) PutExport(ctx context.Context, x events.Export) (events.Expor
 	}
 	if want := x.Provider(); c.Provider != want {
 		return events.Export{}, events.Errorf(events.CodeBadRequest,
-			"connection: %q has provider %s; this sink needs a %s connection", x.Connection, c.Provider, want)
+			"connection: %q has provider %s; this sink needs a connection of provider %s", x.Connection, c.Provider, want)
 	}
 	b, err := events.Marshal(x)
 	if err != nil {

@@ -222,6 +222,11 @@ func (w *Worker) Start(ctx context.Context) error {
 			Replicas:    w.cfg.Replicas,
 		})
 		if err != nil {
+			if overlaps(err) {
+				return overlapError{fmt.Sprintf("creating logs stream %s: its subjects %q overlap another stream's on this NATS "+
+					"(another deployment's, with another --prefix?): give this worker non-overlapping --logs-subjects, "+
+					"or --logs-stream to share an existing stream", w.cfg.LogsStream, w.cfg.LogsSubjects), err}
+			}
 			return fmt.Errorf("creating logs stream %s: %w", w.cfg.LogsStream, err)
 		}
 	}
@@ -255,6 +260,25 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.reconcile()
 	return nil
 }
+
+// jsSubjectsOverlap is JetStream's "subjects overlap with an existing
+// stream" (JSStreamSubjectOverlapErr, a 400).
+const jsSubjectsOverlap jetstream.ErrorCode = 10065
+
+func overlaps(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == jsSubjectsOverlap
+}
+
+// overlapError says what to do about a logs stream whose subjects another
+// stream holds; the server's error stays in the chain, not in the text.
+type overlapError struct {
+	msg string
+	err error
+}
+
+func (e overlapError) Error() string { return e.msg }
+func (e overlapError) Unwrap() error { return e.err }
 
 // streamOf is the stream export block x reads: the audit stream when its
 // filters are all audit subjects, else the logs stream.

@@ -95,7 +95,9 @@ func (w *Worker) bulkheadFor(name string) *bulkhead {
 
 // laneOf is a request's lane: its connection, when this worker's view holds
 // it, else the lane shared by the others (they read the bucket to find out);
-// a subject that is not op's is the shared lane's, with its error.
+// a subject that is not op's is the shared lane's, with its error. It runs
+// on the subscription's goroutine, so it opens no sealed record
+// (HasConnection): the lane's stage does.
 func (w *Worker) laneOf(op string) endpoint.LaneFunc {
 	return func(req micro.Request, f *endpoint.Fields) (string, error) {
 		group, name, err := w.cfg.Subjects.ParseOp(op, req.Subject())
@@ -103,7 +105,7 @@ func (w *Worker) laneOf(op string) endpoint.LaneFunc {
 			return "", err
 		}
 		f.Group, f.Conn = group, name
-		if _, ok := w.cfg.Connections.Connection(name); !ok {
+		if !w.cfg.Connections.HasConnection(name) {
 			return "", nil
 		}
 		return name, nil

@@ -14,17 +14,33 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
-// fakeConns is a watched view that tests change at will.
+// fakeConns is a watched view that tests change at will. opens counts the
+// reads that would open a sealed record in the registry (Connection).
 type fakeConns struct {
-	mu sync.Mutex
-	by map[string]events.Connection
+	mu    sync.Mutex
+	by    map[string]events.Connection
+	opens int
 }
 
 func (f *fakeConns) Connection(name string) (events.Connection, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.opens++
 	c, ok := f.by[name]
 	return c, ok
+}
+
+func (f *fakeConns) HasConnection(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.by[name]
+	return ok
+}
+
+func (f *fakeConns) openCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.opens
 }
 
 func (f *fakeConns) LookupConnection(_ context.Context, name string) (events.Connection, error) {

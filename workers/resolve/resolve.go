@@ -61,7 +61,7 @@ func (w *Worker) handleFingerprint(ctx context.Context, req micro.Request, f *en
 	f.Conn, f.Audit.Secret, f.Audit.Version = in.Connection, in.Secret, in.Version
 	c, err := w.cfg.Connections.LookupConnection(ctx, in.Connection)
 	if errors.Is(err, events.ErrNotFound) {
-		return nil, events.Errorf(events.CodeNotFound, "connection %q not found", in.Connection)
+		return nil, events.Errorf(events.CodeNotFound, "connection %q: not found", in.Connection)
 	}
 	if err != nil {
 		return nil, err
@@ -96,7 +96,7 @@ func Shape(conn, secret string, sec provider.Secret, keys []string) (*events.Res
 			for _, k := range keys {
 				v, ok := creds[k]
 				if !ok {
-					return nil, events.Errorf(events.CodeNotFound, "secret %q has no key %q", secret, k)
+					return nil, events.Errorf(events.CodeNotFound, "secret %q has no key %q", events.Clip(secret, events.QuoteMax), events.Clip(k, events.QuoteMax))
 				}
 				narrowed[k] = v
 			}
@@ -104,7 +104,7 @@ func Shape(conn, secret string, sec provider.Secret, keys []string) (*events.Res
 		}
 		out.Credentials = creds
 	case len(keys) > 0:
-		return nil, events.Errorf(events.CodeNotFound, "secret %q is not a JSON object, so it has no key %q", secret, keys[0])
+		return nil, events.Errorf(events.CodeNotFound, "secret %q is not a JSON object, so it has no key %q", events.Clip(secret, events.QuoteMax), events.Clip(keys[0], events.QuoteMax))
 	case !sec.Binary && utf8.Valid(sec.Data):
 		s := string(sec.Data)
 		out.Value = &s

@@ -70,7 +70,7 @@ func keysStep(secret string, sec provider.Secret, want []string) events.Step {
 	have, isObject := Keys(sec)
 	if !isObject {
 		if len(want) > 0 {
-			return events.FailStep(events.StepKeys, events.Errorf(events.CodeNotFound, "secret %q is not a JSON object, so it has no keys", secret))
+			return events.FailStep(events.StepKeys, events.Errorf(events.CodeNotFound, "secret %q is not a JSON object, so it has no keys", events.Clip(secret, events.QuoteMax)))
 		}
 		return events.PassStep(events.StepKeys, "not a JSON object: no keys")
 	}
@@ -86,7 +86,7 @@ func keysStep(secret string, sec provider.Secret, want []string) events.Step {
 		}
 	}
 	if len(missing) > 0 {
-		return events.FailStep(events.StepKeys, events.Errorf(events.CodeNotFound, "secret %q lacks keys: %s", secret, strings.Join(missing, ", ")))
+		return events.FailStep(events.StepKeys, events.Errorf(events.CodeNotFound, "secret %q lacks keys: %s", events.Clip(secret, events.QuoteMax), events.Clip(strings.Join(missing, ", "), 4*events.QuoteMax)))
 	}
 	return events.PassStep(events.StepKeys, fmt.Sprintf("keys present: %s", strings.Join(have, ", ")))
 }

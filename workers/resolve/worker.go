@@ -22,10 +22,12 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
 
-// Connections is what the worker needs of the registry: a fast watched view,
-// and a read-through to confirm a negative answer.
+// Connections is what the worker needs of the registry: a fast watched view
+// (HasConnection answers without opening a sealed record, for the lane
+// pick), and a read-through to confirm a negative answer.
 type Connections interface {
 	Connection(name string) (events.Connection, bool)
+	HasConnection(name string) bool
 	LookupConnection(ctx context.Context, name string) (events.Connection, error)
 }
 
@@ -209,7 +211,7 @@ func (w *Worker) authorize(ctx context.Context, group, name string) (events.Conn
 	}
 	c, err := w.cfg.Connections.LookupConnection(ctx, name)
 	if errors.Is(err, events.ErrNotFound) {
-		return events.Connection{}, events.Errorf(events.CodeNotFound, "connection %q not found", name)
+		return events.Connection{}, events.Errorf(events.CodeNotFound, "connection %q: not found", name)
 	}
 	if err != nil {
 		return events.Connection{}, err
@@ -222,7 +224,7 @@ func (w *Worker) authorize(ctx context.Context, group, name string) (events.Conn
 
 func checkSecretAllowed(c events.Connection, secret string) error {
 	if !c.AllowsSecret(secret) {
-		return events.Errorf(events.CodeForbidden, "secret %q is outside the allowlist of connection %q", secret, c.Name)
+		return events.Errorf(events.CodeForbidden, "secret %q is outside the allowlist of connection %q", events.Clip(secret, events.QuoteMax), c.Name)
 	}
 	return nil
 }
@@ -265,7 +267,7 @@ func (w *Worker) provider(ctx context.Context, c events.Connection) (*built, err
 		}
 		current, ok := w.cfg.Connections.Connection(c.Name)
 		if !ok {
-			return nil, events.Errorf(events.CodeNotFound, "connection %q not found", c.Name)
+			return nil, events.Errorf(events.CodeNotFound, "connection %q: not found", c.Name)
 		}
 		c = current
 	}
