@@ -222,7 +222,7 @@ func TestErrorReplies(t *testing.T) {
 		code    events.Code
 		message string // exact, when set
 	}{
-		{name: "wire", err: events.Errorf(events.CodeNotFound, "connection %q not found", "x"), code: events.CodeNotFound, message: `connection "x" not found`},
+		{name: "wire", err: events.Errorf(events.CodeNotFound, "connection %q: not found", "x"), code: events.CodeNotFound, message: `connection "x": not found`},
 		{name: "wrapped-sentinel", err: fmt.Errorf("group g: %w", events.ErrForbidden), code: events.CodeForbidden, message: "group g: forbidden"},
 		{name: "each-code-too", err: events.ErrThrottled, code: events.CodeThrottled},
 		{name: "plain", err: errors.New("driver said " + secretText), code: events.CodeInternal, message: "internal error"},

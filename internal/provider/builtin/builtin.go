@@ -61,7 +61,7 @@ func New(store Store, conn string) *Provider { return &Provider{store: store, co
 // the store keeps only the current one.
 func (p *Provider) Resolve(ctx context.Context, req provider.Request) (provider.Secret, error) {
 	if err := events.CheckBuiltinSecretName("secret", req.Secret); err != nil {
-		return provider.Secret{}, fmt.Errorf("secret %q: %w", req.Secret, events.ErrNotFound)
+		return provider.Secret{}, fmt.Errorf("secret %q: %w", events.Clip(req.Secret, events.QuoteMax), events.ErrNotFound)
 	}
 	st, err := p.store.Secret(ctx, p.conn, req.Secret)
 	if err != nil {
@@ -70,7 +70,7 @@ func (p *Provider) Resolve(ctx context.Context, req provider.Request) (provider.
 	version := strconv.FormatUint(st.Version, 10)
 	if req.Version != "" && req.Version != version {
 		return provider.Secret{}, events.Errorf(events.CodeNotFound,
-			"secret %q: version %q not found (the built-in store keeps only the current version, %s)", req.Secret, req.Version, version)
+			"secret %q: version %q not found (the built-in store keeps only the current version, %s)", events.Clip(req.Secret, events.QuoteMax), events.Clip(req.Version, events.QuoteMax), version)
 	}
 	data := st.Value
 	if len(data) > 0 && data[0] == '"' {
