@@ -4,9 +4,9 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/jsonenc"
 )
 
 // appendEvent appends ev's JSON to b: the bytes events.Marshal makes (field
@@ -18,7 +18,7 @@ func appendEvent(b []byte, ev *events.AuditEvent) []byte {
 	b = append(b, `{"time":`...)
 	b = appendTime(b, ev.Time)
 	b = append(b, `,"op":`...)
-	b = appendString(b, ev.Op)
+	b = jsonenc.AppendString(b, ev.Op)
 	b = appendField(b, "verb", ev.Verb)
 	b = appendField(b, "group", ev.Group)
 	b = appendField(b, "connection", ev.Connection)
@@ -31,12 +31,12 @@ func appendEvent(b []byte, ev *events.AuditEvent) []byte {
 		b = append(b, `,"stale":true`...)
 	}
 	b = append(b, `,"outcome":`...)
-	b = appendString(b, ev.Outcome)
+	b = jsonenc.AppendString(b, ev.Outcome)
 	b = append(b, `,"latency_ms":`...)
 	b = appendFloat(b, ev.LatencyMS)
 	b = appendField(b, "instance", ev.Instance)
 	b = append(b, `,"request_id":`...)
-	b = appendString(b, ev.RequestID)
+	b = jsonenc.AppendString(b, ev.RequestID)
 	if rq := ev.Requester; rq != nil {
 		b = append(b, `,"requester":{`...)
 		n := len(b)
@@ -57,7 +57,7 @@ func appendEvent(b []byte, ev *events.AuditEvent) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, s)
+			b = jsonenc.AppendString(b, s)
 		}
 		b = append(b, ']')
 	}
@@ -81,7 +81,7 @@ func appendField(b []byte, name, v string) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	return appendString(b, v)
+	return jsonenc.AppendString(b, v)
 }
 
 // appendTime appends t as time.Time's MarshalJSON does.
@@ -109,60 +109,4 @@ func appendFloat(b []byte, f float64) []byte {
 		}
 	}
 	return b
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string the way encoding/json does with
-// HTML escaping off: quotes, backslashes and control characters escaped,
-// invalid UTF-8 as U+FFFD, U+2028 and U+2029 escaped.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= ' ' && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

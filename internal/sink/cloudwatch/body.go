@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/cloudbridge/cloudbridge/internal/jsonenc"
 )
 
 // putLogEventsProtocol is the client's protocol (awsJson 1.1) with the body
@@ -79,7 +80,7 @@ func appendLogEvents(head []byte, in *cloudwatchlogs.PutLogEventsInput) []byte {
 		body = append(body, '{')
 		if e.Message != nil {
 			body = append(body, `"message":`...)
-			body = appendString(body, *e.Message)
+			body = jsonenc.AppendString(body, *e.Message)
 		}
 		if e.Timestamp != nil {
 			if e.Message != nil {
@@ -91,58 +92,4 @@ func appendLogEvents(head []byte, in *cloudwatchlogs.PutLogEventsInput) []byte {
 		body = append(body, '}')
 	}
 	return append(body, "]}"...)
-}
-
-// safe marks the ASCII bytes that stand for themselves in a JSON string.
-var safe = func() (t [utf8.RuneSelf]bool) {
-	for b := 0x20; b < utf8.RuneSelf; b++ {
-		t[b] = b != '"' && b != '\\'
-	}
-	return t
-}()
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string: quotes, backslashes and control
-// characters escaped, invalid UTF-8 replaced by U+FFFD (as the SDK's
-// serializer and encoding/json do), runs of safe bytes copied at once.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if safe[c] {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, "\ufffd"...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs/types"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/jsonenc"
 )
 
 // trickyMessages are messages whose JSON strings need escaping.
@@ -105,7 +106,7 @@ func FuzzAppendString(f *testing.F) {
 func checkAppendString(t *testing.T, s string) {
 	t.Helper()
 	var got, want string
-	enc := appendString([]byte("x"), s)
+	enc := jsonenc.AppendString([]byte("x"), s)
 	if err := json.Unmarshal(enc[1:], &got); err != nil {
 		t.Fatalf("%q: encoded %q is not a JSON string: %v", s, enc[1:], err)
 	}
