@@ -316,7 +316,9 @@ func waitProgress(t testing.TB, stall time.Duration, what string, want int, coun
 
 // stallOf is the longest worker w may legitimately make no progress on a
 // healthy sink: a call running to its deadline, the retry's backoff, and
-// AckWait for a message lost on its way to come back.
+// AckWait for a message lost on its way to come back. The deadline is the
+// stretched one (maxCallTimeouts × CallTimeout): under load a call that
+// timed out once gets twice the deadline, and may use it all.
 func stallOf(w *Worker) time.Duration {
-	return w.cfg.CallTimeout + w.cfg.RetryMax + w.cfg.AckWait
+	return maxCallTimeouts*w.cfg.CallTimeout + w.cfg.RetryMax + w.cfg.AckWait
 }
