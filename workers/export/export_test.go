@@ -297,10 +297,12 @@ func TestFaults(t *testing.T) {
 			tt.inject(e, fault)
 			start := time.Now()
 			w.Apply([]events.Export{exp}, e.conns())
-			// Each refused call is progress; between two, at most the stall
-			// of a healthy sink (which includes a retry's backoff).
-			waitProgress(t, fault+stallOf(w), "the fault's refused calls", refusals, func() int { return tt.refused(e) })
-			waitProgress(t, fault+stallOf(w), "every event after the fault", n, func() int { return tt.count(e) })
+			// Each refused call, delivered event or attempt that ran to its
+			// deadline is progress; between two, at most the stall of a
+			// healthy sink (which includes a retry's backoff).
+			timedOut := func() int { return int(counter(exp.Name, string(events.CodeTimeout)) - timeouts) }
+			waitActive(t, fault+stallOf(w), "the fault's refused calls", refusals, func() int { return tt.refused(e) }, timedOut)
+			waitActive(t, fault+stallOf(w), "every event after the fault", n, func() int { return tt.count(e) }, timedOut)
 			t.Logf("delivered in %v after the fault started, %d calls refused; the worker received %v messages for %d events",
 				time.Since(start), tt.refused(e), testutil.ToFloat64(in)-inBefore, n)
 			if time.Since(start) < fault {
