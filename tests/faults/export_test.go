@@ -170,22 +170,31 @@ func TestExportThroughFaults(t *testing.T) {
 	wmu.Unlock()
 
 	// 2. 10 s of throttling, then 3. 10 s of 503, each until a call succeeds
-	// after its end.
+	// after its end. Each fault also refuses at least `refusals` calls: bound
+	// by time alone it could end before a call came under heavy load, and
+	// then tested nothing.
+	const refusals = 5
 	for _, fault := range []struct {
 		name   string
 		inject func(time.Duration)
 		is     func(awsfake.LogCall) bool
 	}{
-		{"throttling", cw.ThrottleFor, func(c awsfake.LogCall) bool { return c.Error == "ThrottlingException" }},
-		{"503", func(d time.Duration) { cw.FailFor(d, 503) }, func(c awsfake.LogCall) bool { return c.Error == "ServiceUnavailableException" }},
+		{"throttling", func(d time.Duration) { cw.ThrottleFor(d); cw.ThrottleNext(refusals) },
+			func(c awsfake.LogCall) bool { return c.Error == "ThrottlingException" }},
+		{"503", func(d time.Duration) { cw.FailFor(d, 503); cw.FailNext(refusals, 503) },
+			func(c awsfake.LogCall) bool { return c.Error == "ServiceUnavailableException" }},
 	} {
+		refusedBefore := calls(fault.is)
 		end := time.Now().Add(10 * time.Second)
 		fault.inject(10 * time.Second)
 		okBefore := calls(succeeded)
+		eventually(t, 60*time.Second, fmt.Sprintf("%d calls refused by %s", refusals, fault.name), func() bool {
+			return calls(fault.is)-refusedBefore >= refusals
+		}, logs)
 		eventually(t, 60*time.Second, "a delivery after 10 s of "+fault.name, func() bool {
 			return time.Now().After(end) && calls(succeeded) > okBefore
 		}, logs)
-		t.Logf("10 s of %s: %d PutLogEvents calls refused; %d events in CloudWatch", fault.name, calls(fault.is), cw.Count())
+		t.Logf("10 s of %s: %d PutLogEvents calls refused; %d events in CloudWatch", fault.name, calls(fault.is)-refusedBefore, cw.Count())
 	}
 
 	// 4. The node leading the logs stream killed with SIGKILL, then restarted.

@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
+	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -220,28 +224,50 @@ func TestBadEvents(t *testing.T) {
 	}
 }
 
-// TestFaults: 10 seconds of throttling or of 5xx loses nothing and shows in
-// the retry metrics.
+// TestFaults: 10 seconds of throttling or of 5xx, and at least the first
+// calls that come, lose nothing and show in the retry metrics.
 func TestFaults(t *testing.T) {
 	const n = 3000
+	// The fault ends once it has lasted its time and refused at least this
+	// many calls. A fault bound by time alone could end before the first
+	// call under load (the worker's consumer, sink and first batch can take
+	// longer than the fault to come), and then nothing was retried.
+	const refusals = 3
+	calls := func(e *env, code string) int {
+		k := 0
+		for _, c := range e.cw.Calls() {
+			if c.Op == awsfake.OpPutLogEvents && c.Error == code {
+				k++
+			}
+		}
+		return k
+	}
 	tests := []struct {
-		name   string
-		export func() events.Export
-		inject func(e *env, d time.Duration)
-		reason string
-		count  func(e *env) int
+		name    string
+		export  func() events.Export
+		inject  func(e *env, d time.Duration)
+		refused func(e *env) int
+		reason  string
+		count   func(e *env) int
 	}{
 		{name: "cloudwatch throttling", export: func() events.Export { return cwExport("f-cw-throttle", "logs.f.>") },
-			inject: func(e *env, d time.Duration) { e.cw.ThrottleFor(d) }, reason: string(events.CodeThrottled),
+			inject:  func(e *env, d time.Duration) { e.cw.ThrottleFor(d); e.cw.ThrottleNext(refusals) },
+			refused: func(e *env) int { return calls(e, "ThrottlingException") }, reason: string(events.CodeThrottled),
 			count: func(e *env) int { return len(cwIDs(e.cw)) }},
 		{name: "cloudwatch 5xx", export: func() events.Export { return cwExport("f-cw-5xx", "logs.f.>") },
-			inject: func(e *env, d time.Duration) { e.cw.FailFor(d, http.StatusServiceUnavailable) }, reason: string(events.CodeUnavailable),
+			inject: func(e *env, d time.Duration) {
+				e.cw.FailFor(d, http.StatusServiceUnavailable)
+				e.cw.FailNext(refusals, http.StatusServiceUnavailable)
+			},
+			refused: func(e *env) int { return calls(e, "ServiceUnavailableException") }, reason: string(events.CodeUnavailable),
 			count: func(e *env) int { return len(cwIDs(e.cw)) }},
 		{name: "cloud logging resource exhausted", export: func() events.Export { return clExport("f-cl-quota", "logs.f.>") },
-			inject: func(e *env, d time.Duration) { e.cl.ExhaustFor(d) }, reason: string(events.CodeThrottled),
+			inject:  func(e *env, d time.Duration) { e.cl.ExhaustFor(d); e.cl.ExhaustNext(refusals) },
+			refused: func(e *env) int { return e.cl.Refused(codes.ResourceExhausted) }, reason: string(events.CodeThrottled),
 			count: func(e *env) int { return e.cl.Count() }},
 		{name: "cloud logging unavailable", export: func() events.Export { return clExport("f-cl-down", "logs.f.>") },
-			inject: func(e *env, d time.Duration) { e.cl.FailFor(d) }, reason: string(events.CodeUnavailable),
+			inject:  func(e *env, d time.Duration) { e.cl.FailFor(d); e.cl.FailNext(refusals) },
+			refused: func(e *env) int { return e.cl.Refused(codes.Unavailable) }, reason: string(events.CodeUnavailable),
 			count: func(e *env) int { return e.cl.Count() }},
 	}
 	fault := 10 * time.Second
@@ -258,8 +284,8 @@ func TestFaults(t *testing.T) {
 			in := metrics.ExportEventsIn.WithLabelValues(exp.Name)
 			inBefore := testutil.ToFloat64(in)
 			// Calls that ran past CallTimeout (retried whole): under load a
-			// whole Cloud Logging batch can, and then no call answers with
-			// the fault's code.
+			// whole Cloud Logging batch can, and then that call is not
+			// counted with the fault's code.
 			defer func() { t.Logf("retries{timeout}: %v", counter(exp.Name, string(events.CodeTimeout))-timeouts) }()
 			// The fault outlasts AckWait twice: what the worker holds through
 			// it is kept alive with InProgress every third of AckWait. (2 s
@@ -267,23 +293,23 @@ func TestFaults(t *testing.T) {
 			// messages be redelivered while held, and the redeliveries fed
 			// on themselves.)
 			w := e.worker(func(c *Config) { c.AckWait = fault / 2; c.RetryMax = time.Second })
-			// Published before the fault starts and the export is applied:
-			// under load publishing can take longer than the fault, which
-			// then ended before the first call.
 			e.publish(0, n, subjectsN("logs.f", 3), "")
 			tt.inject(e, fault)
 			start := time.Now()
 			w.Apply([]events.Export{exp}, e.conns())
-			// No progress during the fault; after it, at most the stall of a
+			// Each refused call, delivered event or attempt that ran to its
+			// deadline is progress; between two, at most the stall of a
 			// healthy sink (which includes a retry's backoff).
-			waitProgress(t, fault+stallOf(w), "every event after the fault", n, func() int { return tt.count(e) })
-			t.Logf("delivered in %v after the fault started; the worker received %v messages for %d events",
-				time.Since(start), testutil.ToFloat64(in)-inBefore, n)
+			timedOut := func() int { return int(counter(exp.Name, string(events.CodeTimeout)) - timeouts) }
+			waitActive(t, fault+stallOf(w), "the fault's refused calls", refusals, func() int { return tt.refused(e) }, timedOut)
+			waitActive(t, fault+stallOf(w), "every event after the fault", n, func() int { return tt.count(e) }, timedOut)
+			t.Logf("delivered in %v after the fault started, %d calls refused; the worker received %v messages for %d events",
+				time.Since(start), tt.refused(e), testutil.ToFloat64(in)-inBefore, n)
 			if time.Since(start) < fault {
 				t.Fatalf("delivered during the fault")
 			}
 			if got := counter(exp.Name, tt.reason); got <= before {
-				t.Fatalf("retries{%s} did not grow", tt.reason)
+				t.Fatalf("retries{%s} did not grow (%d calls refused)", tt.reason, tt.refused(e))
 			}
 			if got := tt.count(e); got != n {
 				t.Fatalf("%d distinct events, want %d", got, n)

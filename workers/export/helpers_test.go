@@ -314,9 +314,31 @@ func waitProgress(t testing.TB, stall time.Duration, what string, want int, coun
 	}
 }
 
+// waitActive is waitProgress where what counts as the worker's progress is
+// count or busy (for example attempts that ran to their deadline, which
+// under load can be several in a row before a call gets through).
+func waitActive(t testing.TB, stall time.Duration, what string, want int, count, busy func() int) {
+	t.Helper()
+	last, since := -1, time.Now()
+	for {
+		got := count()
+		if got >= want {
+			return
+		}
+		if a := got + busy(); a > last {
+			last, since = a, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("waiting for %s: %d of %d, no call ended for %s", what, got, want, stall)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // stallOf is the longest worker w may legitimately make no progress on a
 // healthy sink: a call running to its deadline, the retry's backoff, and
-// AckWait for a message lost on its way to come back.
+// AckWait for a message lost on its way to come back. The deadline is the
+// stretched one (maxCallTimeouts × CallTimeout): under load a call that
+// timed out once gets twice the deadline, and may use it all.
 func stallOf(w *Worker) time.Duration {
-	return w.cfg.CallTimeout + w.cfg.RetryMax + w.cfg.AckWait
+	return maxCallTimeouts*w.cfg.CallTimeout + w.cfg.RetryMax + w.cfg.AckWait
 }

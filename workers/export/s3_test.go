@@ -138,8 +138,9 @@ func TestS3ManyEvents(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, "result events", func() bool { got, _ := results.total("s3-app"); return got >= n })
 }
 
-// TestS3Faults: 10 seconds of SlowDown or of 5xx lose nothing, duplicate
-// nothing and show in the retry metrics.
+// TestS3Faults: 10 seconds of SlowDown or of 5xx, and at least the first
+// calls that come, lose nothing, duplicate nothing and show in the retry
+// metrics.
 func TestS3Faults(t *testing.T) {
 	const n = 3000
 	fault := 10 * time.Second
@@ -160,13 +161,17 @@ func TestS3Faults(t *testing.T) {
 			before := counter(exp.Name, tt.reason)
 			in := metrics.ExportEventsIn.WithLabelValues(exp.Name)
 			inBefore := testutil.ToFloat64(in)
-			// As in TestFaults: the fault outlasts AckWait twice, and starts
-			// once the events are published, when the export is applied.
+			// As in TestFaults: the fault outlasts AckWait twice, and it
+			// refuses 3 calls more after its time, so it cannot end before
+			// the first call however late that comes.
 			w := e.worker(func(c *Config) { c.AckWait = fault / 2; c.RetryMax = time.Second })
 			e.publish(0, n, subjectsN("logs.f", 3), "")
+			const refusals = 3
 			e.aws.FailFor(awsfake.OpPutObject, tt.code, fault)
+			e.aws.Fail(awsfake.OpPutObject, tt.code, refusals)
 			start := time.Now()
 			w.Apply([]events.Export{exp}, e.conns())
+			waitProgress(t, fault+stallOf(w), "the fault's refused calls", refusals, func() int { return e.aws.Refused(awsfake.OpPutObject) })
 			waitProgress(t, fault+stallOf(w), "every event after the fault", n, func() int {
 				if c := s3Events(e.s3); c < n {
 					return c
@@ -180,7 +185,7 @@ func TestS3Faults(t *testing.T) {
 				t.Fatalf("archived during the fault")
 			}
 			if got := counter(exp.Name, tt.reason); got <= before {
-				t.Fatalf("retries{%s} did not grow", tt.reason)
+				t.Fatalf("retries{%s} did not grow (%d calls refused)", tt.reason, e.aws.Refused(awsfake.OpPutObject))
 			}
 			ids, objects := s3Lines(t, e.s3)
 			if missing, dups := distinct(ids, n); missing != 0 || dups != 0 {

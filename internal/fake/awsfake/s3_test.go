@@ -368,6 +368,9 @@ func TestS3Faults(t *testing.T) {
 	if err := put(ctx, "a"); apiCode(err) != "InternalError" || s3Status(err) != 500 {
 		t.Fatalf("InternalError: %v", err)
 	}
+	if got := s.Refused(OpPutObject); got != 2 {
+		t.Fatalf("Refused(PutObject) = %d, want 2", got)
+	}
 	s.SetLatency(OpPutObject, time.Hour)
 	hctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()

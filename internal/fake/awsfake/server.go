@@ -21,12 +21,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 )
 
 // Operation names used by Calls, Fail and SetLatency.
@@ -127,6 +128,7 @@ type Server struct {
 	calls         map[string]int
 	callsBy       map[[2]string]int
 	faults        []*fault
+	refused       map[string]int // calls answered with an injected fault, by op
 	latency       map[string]time.Duration
 	imdsRejected  int
 	ecsRejected   int
@@ -150,6 +152,7 @@ func New(t testenv.TB) *Server {
 		calls:      map[string]int{},
 		callsBy:    map[[2]string]int{},
 		latency:    map[string]time.Duration{},
+		refused:    map[string]int{},
 		now:        time.Now,
 	}
 	s.logs = newLogs(s)
@@ -413,6 +416,15 @@ func (s *Server) FailFor(op, code string, d time.Duration) {
 	s.faults = append(s.faults, &fault{op: op, code: code, times: -1, until: s.now().Add(d)})
 }
 
+// Refused is the number of calls of op answered with a fault injected with
+// Fail or FailFor: a test whose fault must be seen by calls waits for it
+// instead of guessing how long the calls take to come.
+func (s *Server) Refused(op string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused[op]
+}
+
 // ClearFaults removes every injected fault.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
@@ -439,6 +451,7 @@ func (s *Server) takeFault(op string) string {
 		}
 		if f.times == -1 {
 			if now.Before(f.until) {
+				s.refused[op]++
 				return f.code
 			}
 			continue
@@ -449,6 +462,7 @@ func (s *Server) takeFault(op string) string {
 			if f.times == 0 {
 				s.faults = append(s.faults[:i], s.faults[i+1:]...)
 			}
+			s.refused[op]++
 			return code
 		}
 	}

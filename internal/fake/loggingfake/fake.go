@@ -54,6 +54,7 @@ type Fake struct {
 	exhaustUntil time.Time
 	exhaustNext  int
 	failUntil    time.Time
+	failNext     int
 	reject       func(*loggingpb.LogEntry) string
 }
 
@@ -92,7 +93,9 @@ func (f *Fake) ExhaustFor(d time.Duration) {
 	f.exhaustUntil = time.Now().Add(d)
 }
 
-// ExhaustNext answers RESOURCE_EXHAUSTED to the next n calls.
+// ExhaustNext answers RESOURCE_EXHAUSTED to the next n calls. With
+// ExhaustFor, calls are refused until both are spent: at least n of them,
+// and for at least d.
 func (f *Fake) ExhaustNext(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -104,6 +107,28 @@ func (f *Fake) FailFor(d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failUntil = time.Now().Add(d)
+}
+
+// FailNext answers UNAVAILABLE to the next n calls. With FailFor, calls are
+// refused until both are spent: at least n of them, and for at least d.
+func (f *Fake) FailNext(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failNext = n
+}
+
+// Refused is the number of calls answered with code (an injected
+// RESOURCE_EXHAUSTED or UNAVAILABLE, or any other code the fake answered).
+func (f *Fake) Refused(code codes.Code) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, w := range f.writes {
+		if w.Code == code {
+			n++
+		}
+	}
+	return n
 }
 
 // RejectWhen makes fn decide per entry: a non-empty reason rejects the entry
@@ -161,7 +186,10 @@ func (f *Fake) write(req *loggingpb.WriteLogEntriesRequest, w *Write) (*loggingp
 		}
 		return nil, status.Error(codes.ResourceExhausted, "Quota exceeded for quota metric 'Write requests'")
 	}
-	if now.Before(f.failUntil) {
+	if f.failNext > 0 || now.Before(f.failUntil) {
+		if f.failNext > 0 {
+			f.failNext--
+		}
 		return nil, status.Error(codes.Unavailable, "The service is currently unavailable.")
 	}
 	if w.Bytes > MaxRequestBytes {

@@ -81,3 +81,36 @@ func TestWriteLogEntriesLimits(t *testing.T) {
 		t.Fatalf("want RESOURCE_EXHAUSTED, got %v", err)
 	}
 }
+
+// TestFaultsByCount: FailNext and ExhaustNext refuse exactly the next n
+// calls, whenever they come, and Refused counts them.
+func TestFaultsByCount(t *testing.T) {
+	f, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := logging.NewClient(context.Background(), f.ClientOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	noRetry := gax.WithRetry(func() gax.Retryer { return nil })
+	write := func(id string) codes.Code {
+		_, err := c.WriteLogEntries(context.Background(), &loggingpb.WriteLogEntriesRequest{LogName: "projects/p/logs/l",
+			Resource: &monitoredres.MonitoredResource{Type: "global"},
+			Entries:  []*loggingpb.LogEntry{{InsertId: id, Payload: &loggingpb.LogEntry_TextPayload{TextPayload: "a"}}}}, noRetry)
+		return status.Code(err)
+	}
+	f.FailNext(2)
+	f.ExhaustNext(1)
+	want := []codes.Code{codes.ResourceExhausted, codes.Unavailable, codes.Unavailable, codes.OK}
+	for i, w := range want {
+		if got := write(string(rune('a' + i))); got != w {
+			t.Fatalf("call %d: %v, want %v", i, got, w)
+		}
+	}
+	if u, r := f.Refused(codes.Unavailable), f.Refused(codes.ResourceExhausted); u != 2 || r != 1 {
+		t.Fatalf("refused %d unavailable, %d exhausted; want 2, 1", u, r)
+	}
+}
