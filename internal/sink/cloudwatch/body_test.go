@@ -17,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs/types"
 
 	"github.com/cloudbridge/cloudbridge/events"
-	"github.com/cloudbridge/cloudbridge/internal/jsonenc"
 )
 
 // trickyMessages are messages whose JSON strings need escaping.
@@ -85,34 +84,5 @@ func TestPutLogEventsBodyMatchesSDK(t *testing.T) {
 		if !reflect.DeepEqual(o, s) {
 			t.Errorf("input %d: ours %+v\nSDK's %+v", i, o, s)
 		}
-	}
-}
-
-// TestAppendString checks the escaping against encoding/json's decoding of
-// encoding/json's encoding (which also replaces each invalid byte).
-func TestAppendString(t *testing.T) {
-	for _, s := range trickyMessages {
-		checkAppendString(t, s)
-	}
-}
-
-func FuzzAppendString(f *testing.F) {
-	for _, s := range trickyMessages {
-		f.Add(s)
-	}
-	f.Fuzz(checkAppendString)
-}
-
-func checkAppendString(t *testing.T, s string) {
-	t.Helper()
-	var got, want string
-	enc := jsonenc.AppendString([]byte("x"), s)
-	if err := json.Unmarshal(enc[1:], &got); err != nil {
-		t.Fatalf("%q: encoded %q is not a JSON string: %v", s, enc[1:], err)
-	}
-	std, _ := json.Marshal(s)
-	_ = json.Unmarshal(std, &want)
-	if got != want {
-		t.Fatalf("%q: decodes to %q, want %q", s, got, want)
 	}
 }
