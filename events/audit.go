@@ -80,6 +80,13 @@ type AuditEvent struct {
 	Stale   bool   `json:"stale,omitempty"`
 	// Outcome is "ok" or the error code of the reply.
 	Outcome string `json:"outcome"`
+	// Count and Until are set on a summary of throttled refusals only
+	// (outcome throttled): the event stands for Count throttled requests on
+	// its subject (itself, whose fields it carries, and Count-1 more),
+	// received from Time to Until. An event without Count stands for one
+	// request (see README "Audit").
+	Count int        `json:"count,omitempty"`
+	Until *time.Time `json:"until,omitempty"`
 	// LatencyMS is the time from receipt to reply, in milliseconds.
 	LatencyMS float64 `json:"latency_ms"`
 	// Instance is the micro service instance id of the worker.

@@ -15,7 +15,9 @@ const (
 	cwOK  = `"cloudwatch":{"log_group":"/app"}`
 	// auditOK is the required part of a valid resolve audit event.
 	auditOK = `"time":"2026-11-24T02:00:00Z","op":"resolve","outcome":"ok","latency_ms":0.5,"request_id":"r1"`
-	xkeyOK  = "XBTJKFJ43PULMKMD36HYQ4P3O26QGKFH7Q3TQZIQIAPDG63AZ5VEHZQE"
+	// auditThrottled is the required part of a throttled resolve audit event.
+	auditThrottled = `"time":"2026-11-24T02:00:00Z","op":"resolve","outcome":"throttled","latency_ms":0.01,"request_id":"r2"`
+	xkeyOK         = "XBTJKFJ43PULMKMD36HYQ4P3O26QGKFH7Q3TQZIQIAPDG63AZ5VEHZQE"
 )
 
 // invalidDocs are documents the schema must reject. worker says whether the
@@ -153,6 +155,12 @@ var invalidDocs = []struct {
 	{"audit requester unknown field", "audit-event", `{` + auditOK + `,"requester":{"user":"u","password":"p"}}`, "additionalProperties", false},
 	{"audit bad expires", "audit-event", `{` + auditOK + `,"expires":"soon"}`, "format", false},
 	{"audit empty scope", "audit-event", `{` + auditOK + `,"scopes":[""]}`, "minLength", false},
+	{"audit count of an ok event", "audit-event", `{` + auditOK + `,"count":2,"until":"2026-11-24T02:00:01Z"}`, "const", false},
+	{"audit count without until", "audit-event", `{` + auditThrottled + `,"count":2}`, "required", false},
+	{"audit until without count", "audit-event", `{` + auditThrottled + `,"until":"2026-11-24T02:00:01Z"}`, "required", false},
+	{"audit count zero", "audit-event", `{` + auditThrottled + `,"count":0,"until":"2026-11-24T02:00:01Z"}`, "minimum", false},
+	{"audit count not an integer", "audit-event", `{` + auditThrottled + `,"count":1.5,"until":"2026-11-24T02:00:01Z"}`, "type", false},
+	{"audit bad until", "audit-event", `{` + auditThrottled + `,"count":2,"until":"later"}`, "format", false},
 	{"fingerprint request without secret", "fingerprint-request", `{"connection":"local-bio"}`, "required", true},
 	{"fingerprint request wildcard", "fingerprint-request", `{"connection":"local-bio","secret":"biodb*"}`, "pattern", true},
 	{"fingerprint request bad connection", "fingerprint-request", `{"connection":"Local Bio","secret":"biodb01"}`, "pattern", true},
@@ -331,6 +339,7 @@ var validDocs = []struct{ name, schema, doc string }{
 	{"subject filter full wildcard", "export", `{"name":"e","connection":"c","subjects":[">"],"cloudwatch":{"log_group":"/a"}}`},
 	{"s3 empty prefix", "export", `{"name":"e","connection":"c","subjects":["logs.>"],"s3":{"bucket":"a.b-c","prefix":""}}`},
 	{"audit minimal", "audit-event", `{` + auditOK + `}`},
+	{"audit throttled summary of one", "audit-event", `{` + auditThrottled + `,"count":1,"until":"2026-11-24T02:00:00Z"}`},
 	{"audit sealed", "audit-event", `{` + auditOK + `,"sealed":true,"reply_key":"` + xkeyOK + `"}`},
 	{"audit admin bad request has no connection", "audit-event", `{"time":"2026-11-24T02:00:00Z","op":"admin","verb":"secrets-put","outcome":"bad_request","latency_ms":0.1,"request_id":"r"}`},
 	{"fingerprint request empty version", "fingerprint-request", `{"connection":"local-bio","secret":"biodb01","version":""}`},

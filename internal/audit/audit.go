@@ -1,7 +1,9 @@
 // Package audit publishes the value-free audit events of requests to the
 // audit stream: asynchronously through a bounded buffer drained in batches
 // (best-effort: a full buffer or a failed store is counted, never waited
-// for), or awaiting the stream's ack before the reply (required). It also
+// for), or awaiting the stream's ack before the reply (required). Throttled
+// refusals are summarised per subject (summary.go), in both modes, and never
+// waited for. It also
 // computes the fingerprint of a served value: HMAC-SHA256 under a key derived
 // from the master key, so the log never holds the value.
 package audit
@@ -61,9 +63,35 @@ var (
 	dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cloudbridge_audit_dropped_total", Help: "Audit events not stored, by reason (buffer_full, publish_failed, refused, stopped).",
 	}, []string{"reason"})
+	summarised = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cloudbridge_audit_summarised_total",
+		Help: "Throttled requests recorded by the summary events stored (the sum of their count), not by events of their own.",
+	})
+	summariesFull = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cloudbridge_audit_summaries_full_total",
+		Help: "Throttled requests whose event was published on its own because 4,096 subjects already had a summary window open.",
+	})
 )
 
-func init() { metrics.Registry.MustRegister(published, dropped, recovered) }
+func init() {
+	metrics.Registry.MustRegister(published, dropped, recovered, summarised, summariesFull)
+}
+
+// Summarised is the count of throttled requests recorded by stored summary
+// events, for tests.
+func Summarised() float64 {
+	var m dto.Metric
+	_ = summarised.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+// SummariesFull is the count of throttled events published on their own past
+// the bound of summary windows, for tests.
+func SummariesFull() float64 {
+	var m dto.Metric
+	_ = summariesFull.Write(&m)
+	return m.GetCounter().GetValue()
+}
 
 // Recreated is the count of audit stream re-creations, for tests.
 func Recreated() float64 {
@@ -96,6 +124,12 @@ type Config struct {
 	// RecoverEvery; the requests go on (best-effort) or are refused
 	// (required) meanwhile.
 	Recover func(ctx context.Context) error
+	// SummaryWindow is the window of a subject's throttled events (default
+	// DefaultSummaryWindow; negative: no summaries, one event each).
+	SummaryWindow time.Duration
+	// MaxSummaries bounds the subjects with a summary window open (default
+	// DefaultMaxSummaries).
+	MaxSummaries int
 }
 
 // RecoverEvery spaces the calls of Config.Recover.
@@ -123,6 +157,10 @@ type Publisher struct {
 	buf []byte
 	// lost, full and stopped are dropped's children.
 	lost, full, stopped prometheus.Counter
+	// windows are the subjects' summary windows of throttled events.
+	sumMu   sync.Mutex
+	windows map[string]*window
+	sumFull prometheus.Counter
 }
 
 // noStream reports whether a publish failed because no stream captures
@@ -182,14 +220,25 @@ func New(cfg Config) *Publisher {
 	if cfg.Linger == 0 {
 		cfg.Linger = DefaultLinger
 	}
+	if cfg.SummaryWindow == 0 {
+		cfg.SummaryWindow = DefaultSummaryWindow
+	}
+	if cfg.MaxSummaries <= 0 {
+		cfg.MaxSummaries = DefaultMaxSummaries
+	}
 	p := &Publisher{
 		cfg: cfg, ch: make(chan item, cfg.Buffer), done: make(chan struct{}), stopping: make(chan struct{}),
 		throttled: cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second}),
 		lost:      dropped.WithLabelValues("publish_failed"),
 		full:      dropped.WithLabelValues("buffer_full"),
 		stopped:   dropped.WithLabelValues("stopped"),
+		windows:   map[string]*window{},
+		sumFull:   summariesFull,
 	}
 	go p.loop()
+	if cfg.SummaryWindow > 0 {
+		go p.sweep()
+	}
 	return p
 }
 
@@ -197,23 +246,31 @@ func New(cfg Config) *Publisher {
 func (p *Publisher) Required() bool { return p.cfg.Mode == Required }
 
 // Publish records ev on subject, msgID naming the request for the stream's
-// duplicate detection (used for invalidate, the one broadcast). Best-effort: it never blocks and returns nil (a full
-// buffer is counted). Required: it returns once the stream stored the event,
-// or the error saying it did not.
+// duplicate detection (used for invalidate, the one broadcast). Best-effort:
+// it never blocks and returns nil (a full buffer is counted). Required: it
+// returns once the stream stored the event, or the error saying it did not;
+// except for a throttled refusal, which served nothing: in both modes its
+// event is summarised (summary.go) and goes through the buffer, never
+// waited for.
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error {
-	if !p.Required() {
+	summary := ev.Outcome == throttledOutcome && p.cfg.SummaryWindow > 0
+	if !p.Required() || summary {
 		p.mu.RLock()
 		defer p.mu.RUnlock()
 		if p.closed {
 			p.stopped.Inc()
 			return nil
 		}
-		select {
-		case p.ch <- item{subject, msgID, ev}:
-		default:
-			p.full.Inc()
-			p.throttled.Warn().Str("subject", subject).Msg("audit buffer full: event dropped")
+		if summary {
+			counted, due := p.summarise(subject, ev)
+			if counted {
+				return nil
+			}
+			if due != nil {
+				p.enqueue(item{subject: subject, ev: due})
+			}
 		}
+		p.enqueue(item{subject, msgID, ev})
 		return nil
 	}
 	msg, err := message(subject, msgID, ev)
@@ -309,7 +366,7 @@ func (p *Publisher) drain(batch *[]item) bool {
 // message as it is published).
 func (p *Publisher) send(batch []item) {
 	nc := p.cfg.JS.Conn()
-	n := 0
+	n, sums := 0, 0
 	for i, it := range batch {
 		p.buf = appendEvent(p.buf[:0], it.ev)
 		if i == len(batch)-1 {
@@ -326,6 +383,7 @@ func (p *Publisher) send(batch []item) {
 			continue
 		}
 		n++
+		sums += it.ev.Count
 	}
 	last := batch[len(batch)-1]
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
@@ -337,16 +395,27 @@ func (p *Publisher) send(batch []item) {
 		return
 	}
 	published.Add(float64(n + 1))
+	if sums += last.ev.Count; sums > 0 {
+		summarised.Add(float64(sums))
+	}
 }
 
-// Stop stops taking events and publishes what is buffered, within ctx.
+// Stop stops taking events and publishes what is buffered and the summaries
+// of the windows still open, within ctx.
 func (p *Publisher) Stop(ctx context.Context) error {
 	p.once.Do(func() {
 		p.mu.Lock()
-		p.closed = true
-		close(p.ch)
-		close(p.stopping)
+		p.closed = true // nothing is put in the buffer any more: neither Publish nor sweep
 		p.mu.Unlock()
+		close(p.stopping)
+		for _, it := range p.takeSummaries(time.Time{}, true) {
+			select {
+			case p.ch <- it:
+			case <-ctx.Done():
+				p.stopped.Inc()
+			}
+		}
+		close(p.ch)
 	})
 	select {
 	case <-p.done:

@@ -32,6 +32,14 @@ func appendEvent(b []byte, ev *events.AuditEvent) []byte {
 	}
 	b = append(b, `,"outcome":`...)
 	b = jsonenc.AppendString(b, ev.Outcome)
+	if ev.Count != 0 {
+		b = append(b, `,"count":`...)
+		b = strconv.AppendInt(b, int64(ev.Count), 10)
+	}
+	if ev.Until != nil {
+		b = append(b, `,"until":`...)
+		b = appendTime(b, *ev.Until)
+	}
 	b = append(b, `,"latency_ms":`...)
 	b = appendFloat(b, ev.LatencyMS)
 	b = appendField(b, "instance", ev.Instance)

@@ -29,6 +29,8 @@ func fill(t *testing.T, rng *rand.Rand, v reflect.Value) {
 			f.SetString(odd[rng.IntN(len(odd))])
 		case reflect.Bool:
 			f.SetBool(rng.IntN(2) == 0)
+		case reflect.Int:
+			f.SetInt([]int64{0, 1, 2, 999, 1 << 40}[rng.IntN(5)])
 		case reflect.Float64:
 			f.SetFloat([]float64{0, 1, 0.001, 1234.567, 1e-7, 3e21, 12.5}[rng.IntN(7)])
 		case reflect.Slice:
@@ -100,7 +102,7 @@ func TestAppendEventIsMarshal(t *testing.T) {
 	for {
 		fill(t, rng, reflect.ValueOf(&full).Elem())
 		if full.Requester != nil && full.Expires != nil && full.Cached && full.Stale && full.Sealed && len(full.Scopes) > 0 &&
-			full.Verb != "" && full.ReplyKey != "" && full.Requester.Account != "" {
+			full.Verb != "" && full.ReplyKey != "" && full.Requester.Account != "" && full.Count != 0 && full.Until != nil {
 			break
 		}
 	}
