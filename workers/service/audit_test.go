@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -474,5 +475,94 @@ accounts {
 	rq := ev.Requester
 	if rq == nil || rq.Account != "APP" || rq.User != "app-user" || rq.Name != "bio-etl" {
 		t.Fatalf("requester %+v, want account APP, user app-user, name bio-etl", rq)
+	}
+}
+
+// TestAuditSummarisesThrottledFlood: while aws-hang's endpoint hangs under
+// 2,000 resolves, its throttled refusals are stored as a few events whose
+// counts add up to the throttled replies, which /metrics and $SRV.STATS
+// still count one by one; each admitted request that timed out is an event
+// of its own. In both modes: required does not make a throttled refusal
+// wait (audit's own tests check the summaries Stop flushes).
+func TestAuditSummarisesThrottledFlood(t *testing.T) {
+	for _, mode := range []string{"best-effort", "required"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := natstest.Server(t)
+			w, _, _ := floodSetup(t, srv.ClientURL(), 3*time.Second, func(s *Service) { s.cfg.Audit = mode })
+			snc := natstest.Connect(t, srv)
+			js, err := jetstream.New(snc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, _ := resolveCounts(t, w.HTTPAddr())
+			statsBefore := resolveStats(t, snc, w)
+			summarised0 := audit.Summarised()
+			const n = 2000
+			replies, done := flood(t, srv.ClientURL(), n)
+			defer done()
+			codes := map[string]int{}
+			deadline := time.After(60 * time.Second)
+			for got := 0; got < n; got++ {
+				select {
+				case m := <-replies:
+					codes[m.Header.Get(events.HeaderErrorCode)]++
+				case <-deadline:
+					t.Fatalf("only %d of %d flood requests answered: %v", got, n, codes)
+				}
+			}
+			throttled := codes[strconv.Itoa(events.CodeThrottled.Number())]
+			timeouts := codes[strconv.Itoa(events.CodeTimeout.Number())]
+			if throttled+timeouts != n || throttled < n/2 {
+				t.Fatalf("flood replies %v: want throttled and timeouts only, mostly throttled", codes)
+			}
+			after, _ := resolveCounts(t, w.HTTPAddr())
+			if d := after["throttled"] - before["throttled"]; d != float64(throttled) {
+				t.Fatalf("cloudbridge_requests_total counted %v throttled, %d replied", d, throttled)
+			}
+			if d := resolveStats(t, snc, w).NumErrors - statsBefore.NumErrors; d != n {
+				t.Fatalf("$SRV.STATS counted %d errors for %d flood requests", d, n)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := w.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			subject := events.Subjects{}.Audit(events.OpResolve, "bio", "aws-hang")
+			got := auditEvents(t, js)
+			var recorded, stored, summaries, timedOut int
+			for id, evs := range got {
+				if strings.HasPrefix(id, "subject:") || got["subject:"+id][0].Op != subject {
+					continue
+				}
+				for _, ev := range evs {
+					switch ev.Outcome {
+					case string(events.CodeThrottled):
+						stored++
+						recorded += max(ev.Count, 1)
+						if ev.Count > 0 {
+							summaries++
+						}
+					case string(events.CodeTimeout):
+						if ev.Count != 0 {
+							t.Fatalf("a timed-out request summarised: %+v", ev)
+						}
+						timedOut++
+					default:
+						t.Fatalf("flood event with outcome %q", ev.Outcome)
+					}
+				}
+			}
+			if recorded != throttled || timedOut != timeouts {
+				t.Fatalf("audit events record %d throttled (%d events) and %d timed-out requests; replies: %d and %d",
+					recorded, stored, timedOut, throttled, timeouts)
+			}
+			if stored > throttled/10 || summaries == 0 {
+				t.Fatalf("%d throttled refusals stored as %d events (%d summaries): not summarised", throttled, stored, summaries)
+			}
+			if d := audit.Summarised() - summarised0; d != float64(recorded-(stored-summaries)) {
+				t.Fatalf("cloudbridge_audit_summarised_total grew by %v; the summaries stored count %d", d, recorded-(stored-summaries))
+			}
+			t.Logf("%d throttled refusals stored as %d events (%d summaries); %d timeouts", throttled, stored, summaries, timeouts)
+		})
 	}
 }
