@@ -158,7 +158,9 @@ func (f *cwFakeProc) calls() []awsfake.LogCall {
 // "CWFAKE url URL", then answers commands, one a line on its standard input:
 // "cpu" prints "CWFAKE cpu NS" (its CPU time so far); "wait N" prints
 // "CWFAKE reached COUNT NS" once N events are stored; "calls" prints
-// "CWFAKE calls JSON" (every call recorded). It ends with its input.
+// "CWFAKE calls JSON" (every call recorded). It ends with its input. With
+// CLOUDBRIDGE_BENCH_CPUPROFILE=file it writes its CPU profile of the export
+// phase (its first "cpu" to the "wait" after) to file.fake.
 func TestCloudWatchFakeProcess(t *testing.T) {
 	if os.Getenv(cwFakeEnv) == "" {
 		t.Skip("BenchmarkExportCloudWatch's CloudWatch fake, run by the benchmark")
@@ -167,11 +169,17 @@ func TestCloudWatchFakeProcess(t *testing.T) {
 	af.AddCredentials(awsfake.Credentials{AccessKeyID: testKeyID, SecretAccessKey: "secret"})
 	cw := af.Logs()
 	fmt.Printf("CWFAKE url %s\n", cw.URL())
+	// With CLOUDBRIDGE_BENCH_CPUPROFILE=file, the fake's profile of the
+	// export phase (from its first "cpu" to the "wait" after) goes to file.fake.
+	stopProfile, profiled := func() {}, false
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		cmd, arg, _ := strings.Cut(sc.Text(), " ")
 		switch cmd {
 		case "cpu":
+			if !profiled {
+				stopProfile, profiled = profilePhase(t, ".fake"), true
+			}
 			fmt.Printf("CWFAKE cpu %d\n", cpuTime())
 		case "wait":
 			n, err := strconv.Atoi(arg)
@@ -183,6 +191,8 @@ func TestCloudWatchFakeProcess(t *testing.T) {
 				time.Sleep(time.Millisecond) // polling the count; the measure, not synchronization
 			}
 			fmt.Printf("CWFAKE reached %d %d\n", got, cpuTime())
+			stopProfile()
+			stopProfile = func() {}
 		case "calls":
 			data, err := json.Marshal(cw.Calls())
 			if err != nil {

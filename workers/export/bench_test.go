@@ -62,7 +62,9 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		// The client's Fetch alone (the export's way of pulling, batch by
 		// batch), acking each message: what pulling costs before any export work.
 		var bareFetch time.Duration
+		var fetchCPU, fetchSrv float64
 		{
+			cpu0, srv0 := cpuTime(), serverCPU()
 			cons, err := e.js.CreateOrUpdateConsumer(ctx, DefaultLogsStream, jetstream.ConsumerConfig{Durable: "bare-fetch", AckPolicy: jetstream.AckExplicitPolicy,
 				FilterSubject: "logs.bench.>", MaxAckPending: 200_000})
 			if err != nil {
@@ -80,6 +82,7 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 				}
 			}
 			bareFetch = time.Since(t0)
+			fetchCPU, fetchSrv = perEvent(cpuTime()-cpu0, n), perEvent(serverCPU()-srv0, n)
 		}
 
 		// Export: one worker, one block, one log stream.
@@ -151,8 +154,8 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		fmt.Printf("events=%d avg-size=%dB nats-server %s, CloudWatch fake a process of its own\n", n, bytes/n, where)
 		fmt.Printf("baseline, bare durable pull consumer acking each message: %v (%.0f/s), %.1f allocs/event\n", bareAcked.Round(time.Millisecond), ackedRate, bareAllocs)
 		fmt.Printf("bare consume without acks: %v (%.0f/s)\n", bare.Round(time.Millisecond), bareRate)
-		fmt.Printf("bare Fetch of 4,600 at a time, acking each: %v (%.0f/s, %.2f of the baseline)\n", bareFetch.Round(time.Millisecond),
-			float64(n)/bareFetch.Seconds(), bareAcked.Seconds()/bareFetch.Seconds())
+		fmt.Printf("bare Fetch of 4,600 at a time, acking each: %v (%.0f/s, %.2f of the baseline), CPU per event %.1fµs (consumer process %.1f + nats-server %.1f)\n",
+			bareFetch.Round(time.Millisecond), float64(n)/bareFetch.Seconds(), bareAcked.Seconds()/bareFetch.Seconds(), fetchCPU+fetchSrv, fetchCPU, fetchSrv)
 		fmt.Printf("export to the CloudWatch fake: %v (%.0f/s) ratio=%.2f (vs no acks %.2f)\n", exported.Round(time.Millisecond), expRate, expRate/ackedRate, expRate/bareRate)
 		fmt.Printf("calls=%d fill=%.1f%% of 1,048,576 bytes, %.1f%% of batches ≥95%% full, %.0f events/call (limit 10,000)\n", calls, 100*fill, fullPct, float64(evs)/float64(calls))
 		fmt.Printf("CPU per event: baseline %.1fµs (consumer process %.1f + nats-server %.1f), export %.1fµs (worker process %.1f + nats-server %.1f): cpu-ratio=%.2f; fake cpu per event %.1fµs (its own process, not in the ratio)\n",
@@ -289,7 +292,7 @@ func benchEvents(b *testing.B) int {
 // CLOUDBRIDGE_BENCH_CPUPROFILE with suffix appended, if set (-cpuprofile
 // covers every phase at once): the export's to the file itself, the
 // baseline's to file.baseline. It returns the function that stops it.
-func profilePhase(b *testing.B, suffix string) (stop func()) {
+func profilePhase(b testing.TB, suffix string) (stop func()) {
 	path := os.Getenv("CLOUDBRIDGE_BENCH_CPUPROFILE")
 	if path == "" {
 		return func() {}
