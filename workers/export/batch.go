@@ -3,6 +3,8 @@ package export
 import (
 	"context"
 	"errors"
+	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,12 +63,13 @@ type collector struct {
 	p    *pipeline
 	cons jetstream.Consumer
 
-	b       *batch     // being filled; nil while every batch is busy
-	opened  time.Time  // when b got its first message
-	touched time.Time  // last InProgress for b's messages and carry
-	carry   []prepared // fetched past b's limits: the start of the next batch
-	avg     int        // running mean of a message's size for the sink, to size fetches
-	failing int        // consecutive failed fetches, for backoff
+	b          *batch     // being filled; nil while every batch is busy
+	opened     time.Time  // when b got its first message
+	touched    time.Time  // last InProgress for b's messages and carry
+	carry      []prepared // fetched past b's limits: the start of the next batch
+	spareCarry []prepared // carry's other backing array, swapped at each submit (no regrowing)
+	avg        int        // running mean of a message's size for the sink, to size fetches
+	failing    int        // consecutive failed fetches, for backoff
 
 	spare *batch                 // a free batch taken for the pull ahead; the next b
 	ahead jetstream.MessageBatch // a pull of what is there now, issued while b fills
@@ -157,24 +160,47 @@ func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error 
 	}
 	got := 0
 	msgs := mb.Messages()
-	for done := false; !done; {
-		select {
-		case msg, ok := <-msgs:
-			if !ok {
-				done = true
-				break
+	stop := ctx.Done()
+	// quit gives back (nak) what the fetch still brings, as it arrives.
+	quit := func(held jetstream.Msg) error {
+		go func() {
+			if held != nil {
+				_ = held.Nak()
 			}
-			got++
-			c.add(c.r.prepare(msg))
-		case <-ctx.Done():
-			go func() {
-				for m := range msgs {
-					_ = m.Nak()
+			for m := range msgs {
+				_ = m.Nak()
+			}
+		}()
+		c.dropAhead()
+		return nil
+	}
+	for {
+		// What the client has buffered already is taken without the
+		// two-case select, which locks both channels, per message (a
+		// non-blocking look at stop instead); the select once it runs dry.
+		var msg jetstream.Msg
+		var ok bool
+		select {
+		case msg, ok = <-msgs:
+			if ok {
+				select {
+				case <-stop:
+					return quit(msg)
+				default:
 				}
-			}()
-			c.dropAhead()
-			return nil
+			}
+		default:
+			select {
+			case msg, ok = <-msgs:
+			case <-stop:
+				return quit(nil)
+			}
 		}
+		if !ok {
+			break
+		}
+		got++
+		c.add(c.r.prepare(msg))
 	}
 	if err := mb.Error(); err != nil && got == 0 {
 		return c.fetchFailed(ctx, err)
@@ -300,15 +326,19 @@ func (c *collector) submit(ctx context.Context) bool {
 	}
 	c.touched = time.Now()
 	carry := c.carry
-	c.carry = nil
+	c.carry = c.spareCarry[:0]
 	for i, p := range carry {
 		if c.full() || (p.size > 0 && c.b.sent > 0 && c.b.bytes+p.size > c.r.lim.maxBytes) {
 			// More than a batch was carried: submit this one too.
-			c.carry = append(c.carry[:0], carry[i:]...)
+			c.carry = append(c.carry, carry[i:]...)
+			clear(carry)
+			c.spareCarry = carry[:0]
 			return c.submit(ctx)
 		}
 		c.add(p)
 	}
+	clear(carry)
+	c.spareCarry = carry[:0]
 	return true
 }
 
@@ -447,10 +477,15 @@ func (r *runner) prepare(msg jetstream.Msg) prepared {
 	var received time.Time
 	var seq uint64
 	stream := r.w.cfg.LogsStream
-	if meta, err := msg.Metadata(); err == nil {
-		received, seq, stream = meta.Timestamp, meta.Sequence.Stream, meta.Stream
+	if st, sq, ts, ok := ackMeta(msg.Reply()); ok {
+		received, seq, stream = time.Unix(0, ts), sq, st
 		if r.dd.suppress(msg, seq, received) {
 			return prepared{} // already accepted (ledger.go): acked; add skips it
+		}
+	} else if meta, err := msg.Metadata(); err == nil {
+		received, seq, stream = meta.Timestamp, meta.Sequence.Stream, meta.Stream
+		if r.dd.suppress(msg, seq, received) {
+			return prepared{}
 		}
 	} else {
 		received = r.w.cfg.Now()
@@ -462,5 +497,66 @@ func (r *runner) prepare(msg jetstream.Msg) prepared {
 	case logevent.Below(rec.Level, r.spec.exp.MinLevel):
 		return prepared{msg, rec, logevent.Outcome{Status: logevent.Dropped}, 0}
 	}
-	return prepared{msg, rec, logevent.Outcome{}, r.sink.Size(&rec)}
+	// Size through the interface would move rec to the heap (an allocation
+	// per message): it reads the runner's copy instead (one collector per
+	// runner calls prepare).
+	r.sizing = rec
+	size := r.sink.Size(&r.sizing)
+	r.sizing = logevent.Record{}
+	return prepared{msg, rec, logevent.Outcome{}, size}
+}
+
+// ackMeta reads what prepare needs of a message's metadata from its reply
+// subject, the JetStream ack subject: the stream, the stream sequence and
+// when the stream stored it (ns since the epoch). It is Metadata without its
+// allocation and second tokenizing (the client's Fetch has parsed the
+// subject once already), for the two forms the server sends:
+//
+//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
+//	$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>…]
+//
+// ok is false for anything else (a number that is not one, a subject of
+// another shape): the caller then asks Metadata.
+func ackMeta(reply string) (stream string, seq uint64, ts int64, ok bool) {
+	rest, found := strings.CutPrefix(reply, "$JS.ACK.")
+	if !found {
+		return "", 0, 0, false
+	}
+	// The tokens after $JS.ACK: 7 (v1) or at least 9 (v2), the first 9 kept.
+	var tok [9]string
+	n := 0
+	for more := true; more && n < len(tok); n++ {
+		tok[n], rest, more = strings.Cut(rest, ".")
+	}
+	var st, sseq, tm string
+	switch {
+	case n == 7:
+		st, sseq, tm = tok[0], tok[3], tok[5]
+	case n == 9:
+		st, sseq, tm = tok[2], tok[5], tok[7]
+	default:
+		return "", 0, 0, false
+	}
+	seq, ok1 := parseAckNum(sseq)
+	t, ok2 := parseAckNum(tm)
+	if st == "" || !ok1 || !ok2 || t > math.MaxInt64 {
+		return "", 0, 0, false
+	}
+	return st, seq, int64(t), true
+}
+
+// parseAckNum reads a decimal number of 1 to 19 digits.
+func parseAckNum(s string) (uint64, bool) {
+	if len(s) == 0 || len(s) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
 }

@@ -18,20 +18,22 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
 	"github.com/cloudbridge/cloudbridge/internal/sink/cloudwatch"
-	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 // BenchmarkExportCloudWatch exports 200-byte JSON events to the fake
 // CloudWatch and compares the rate with a bare durable pull consumer acking
 // each message on the same stream in the same run (the baseline of issue 14;
-// a bare consume without acks is printed too). It prints the ratio, the
+// a bare consume without acks is printed too). The NATS server is a
+// nats-server process and the CloudWatch fake another (newBenchEnv), so that
+// the worker's process holds the worker (or the bare consumer) alone; each
+// process's CPU per event is printed apart. It prints the ratio, the
 // batches' fill and the allocations per event. Run with -benchtime=1x:
 //
 //	go test -run '^$' -bench ExportCloudWatch -benchtime 1x ./workers/export/
 func BenchmarkExportCloudWatch(b *testing.B) {
 	n := benchEvents(b)
 	for range b.N {
-		e := newEnv(b)
+		e, serverCPU, fake := newBenchEnv(b, true)
 		ctx := context.Background()
 		if _, err := e.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: DefaultLogsStream,
 			Subjects: DefaultLogsSubjects, Storage: jetstream.FileStorage}); err != nil {
@@ -49,17 +51,20 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
 		stopProfile := profilePhase(b, ".baseline")
-		cpu0 := cpuTime()
+		cpu0, srv0 := cpuTime(), serverCPU()
 		bareAcked, _ := bareConsume(b, e, jetstream.ConsumerConfig{Durable: "bare-acked", AckPolicy: jetstream.AckExplicitPolicy,
 			FilterSubject: "logs.bench.>", MaxAckPending: 200_000}, n, true)
 		runtime.ReadMemStats(&ms1)
-		bareCPU := float64((cpuTime() - cpu0).Microseconds()) / float64(n)
+		bareCPU := perEvent(cpuTime()-cpu0, n)
+		bareSrv := perEvent(serverCPU()-srv0, n)
 		stopProfile()
 		bareAllocs := float64(ms1.Mallocs-ms0.Mallocs) / float64(n)
 		// The client's Fetch alone (the export's way of pulling, batch by
 		// batch), acking each message: what pulling costs before any export work.
 		var bareFetch time.Duration
+		var fetchCPU, fetchSrv float64
 		{
+			cpu0, srv0 := cpuTime(), serverCPU()
 			cons, err := e.js.CreateOrUpdateConsumer(ctx, DefaultLogsStream, jetstream.ConsumerConfig{Durable: "bare-fetch", AckPolicy: jetstream.AckExplicitPolicy,
 				FilterSubject: "logs.bench.>", MaxAckPending: 200_000})
 			if err != nil {
@@ -77,13 +82,15 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 				}
 			}
 			bareFetch = time.Since(t0)
+			fetchCPU, fetchSrv = perEvent(cpuTime()-cpu0, n), perEvent(serverCPU()-srv0, n)
 		}
 
 		// Export: one worker, one block, one log stream.
+		fake0 := fake.cpu()
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
 		stopProfile = profilePhase(b, "")
-		cpu0 = cpuTime()
+		cpu0, srv0 = cpuTime(), serverCPU()
 		start := time.Now()
 		exp := cwExport("bench", "logs.bench.>")
 		// Limits: CloudWatch's own; a short max_wait so the run's last, partial
@@ -93,20 +100,19 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		// Saturated rate: the time to deliver all but the last two batches,
 		// so the run's partial tail (waiting for max_wait) does not count.
 		target := n - 2*cloudwatch.MaxBatchBytes/(200+cloudwatch.EventOverhead)
-		got := 0
-		for got = e.cw.Count(); got < target; got = e.cw.Count() {
-			time.Sleep(time.Millisecond) // polling the fake's count; the measure, not synchronization
-		}
+		got, fake1 := fake.wait(target, 2*time.Minute)
 		exported := time.Since(start)
 		runtime.ReadMemStats(&ms1)
+		expCPU := perEvent(cpuTime()-cpu0, got)
+		expSrv := perEvent(serverCPU()-srv0, got)
 		stopProfile()
-		expCPU := float64((cpuTime() - cpu0).Microseconds()) / float64(got)
-		natstest.Eventually(b, time.Minute, "every event exported", func() bool { return e.cw.Count() >= n })
+		fakeCPU := perEvent(fake1-fake0, got)
+		fake.wait(n, time.Minute) // every event exported
 		expAllocs := float64(ms1.Mallocs-ms0.Mallocs) / float64(got)
 
 		var calls, evs, byt, fullCalls int
 		var lastBytes int
-		for _, c := range e.cw.Calls() {
+		for _, c := range fake.calls() {
 			if c.Op == "PutLogEvents" && c.Error == "" {
 				calls++
 				evs += c.Events
@@ -126,6 +132,9 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 			fill = float64(byt-lastBytes) / float64(calls-1) / cloudwatch.MaxBatchBytes
 			fullPct = 100 * float64(min(fullCalls, calls-1)) / float64(calls-1)
 		}
+		// cpu-ratio: the worker's process and nats-server, both phases; the
+		// fake's process is apart (a real CloudWatch is not on this machine).
+		cpuRatio := (bareCPU + bareSrv) / (expCPU + expSrv)
 		b.ReportMetric(ackedRate, "bare-acked-events/s")
 		b.ReportMetric(expRate, "export-events/s")
 		b.ReportMetric(expRate/ackedRate, "ratio")
@@ -135,17 +144,29 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		b.ReportMetric(fullPct, "batches-95%-full-%")
 		b.ReportMetric(float64(evs)/float64(calls), "events/call")
 		b.ReportMetric(expAllocs, "allocs/event")
-		b.ReportMetric(bareCPU/expCPU, "cpu-ratio")
-		fmt.Printf("events=%d avg-size=%dB\n", n, bytes/n)
+		b.ReportMetric(cpuRatio, "cpu-ratio")
+		b.ReportMetric(expCPU, "worker-µs/event")
+		b.ReportMetric(fakeCPU, "fake-µs/event")
+		where := "a nats-server process"
+		if e.url == "" {
+			where = "in process (CLOUDBRIDGE_BENCH_INPROCESS=1): its CPU is in the process's"
+		}
+		fmt.Printf("events=%d avg-size=%dB nats-server %s, CloudWatch fake a process of its own\n", n, bytes/n, where)
 		fmt.Printf("baseline, bare durable pull consumer acking each message: %v (%.0f/s), %.1f allocs/event\n", bareAcked.Round(time.Millisecond), ackedRate, bareAllocs)
 		fmt.Printf("bare consume without acks: %v (%.0f/s)\n", bare.Round(time.Millisecond), bareRate)
-		fmt.Printf("bare Fetch of 4,600 at a time, acking each: %v (%.0f/s, %.2f of the baseline)\n", bareFetch.Round(time.Millisecond),
-			float64(n)/bareFetch.Seconds(), bareAcked.Seconds()/bareFetch.Seconds())
+		fmt.Printf("bare Fetch of 4,600 at a time, acking each: %v (%.0f/s, %.2f of the baseline), CPU per event %.1fµs (consumer process %.1f + nats-server %.1f)\n",
+			bareFetch.Round(time.Millisecond), float64(n)/bareFetch.Seconds(), bareAcked.Seconds()/bareFetch.Seconds(), fetchCPU+fetchSrv, fetchCPU, fetchSrv)
 		fmt.Printf("export to the CloudWatch fake: %v (%.0f/s) ratio=%.2f (vs no acks %.2f)\n", exported.Round(time.Millisecond), expRate, expRate/ackedRate, expRate/bareRate)
 		fmt.Printf("calls=%d fill=%.1f%% of 1,048,576 bytes, %.1f%% of batches ≥95%% full, %.0f events/call (limit 10,000)\n", calls, 100*fill, fullPct, float64(evs)/float64(calls))
-		fmt.Printf("process CPU per event: baseline %.1fµs, export %.1fµs: cpu-ratio=%.2f (robust to the machine's load; includes the fake and nats-server)\n", bareCPU, expCPU, bareCPU/expCPU)
-		fmt.Printf("allocs/event=%.1f (process: worker, the in-process fake and nats-server); the baseline's %.1f, so %.1f more\n", expAllocs, bareAllocs, expAllocs-bareAllocs)
+		fmt.Printf("CPU per event: baseline %.1fµs (consumer process %.1f + nats-server %.1f), export %.1fµs (worker process %.1f + nats-server %.1f): cpu-ratio=%.2f; fake cpu per event %.1fµs (its own process, not in the ratio)\n",
+			bareCPU+bareSrv, bareCPU, bareSrv, expCPU+expSrv, expCPU, expSrv, cpuRatio, fakeCPU)
+		fmt.Printf("allocs/event=%.1f (the worker's process); the baseline's %.1f, so %.1f more\n", expAllocs, bareAllocs, expAllocs-bareAllocs)
 	}
+}
+
+// perEvent is d per event in µs.
+func perEvent(d time.Duration, n int) float64 {
+	return float64(d.Microseconds()) / float64(n)
 }
 
 // bareConsume reads n messages with a pull consumer (Consume, the client's
@@ -208,7 +229,7 @@ func (s noopSink) Write(_ context.Context, _ []logevent.Record, out []logevent.O
 func BenchmarkExportNoopSink(b *testing.B) {
 	const n = 100_000
 	for range b.N {
-		e := newEnv(b)
+		e, _, _ := newBenchEnv(b, false)
 		ctx := context.Background()
 		if _, err := e.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: DefaultLogsStream,
 			Subjects: DefaultLogsSubjects, Storage: jetstream.FileStorage}); err != nil {
@@ -271,7 +292,7 @@ func benchEvents(b *testing.B) int {
 // CLOUDBRIDGE_BENCH_CPUPROFILE with suffix appended, if set (-cpuprofile
 // covers every phase at once): the export's to the file itself, the
 // baseline's to file.baseline. It returns the function that stops it.
-func profilePhase(b *testing.B, suffix string) (stop func()) {
+func profilePhase(b testing.TB, suffix string) (stop func()) {
 	path := os.Getenv("CLOUDBRIDGE_BENCH_CPUPROFILE")
 	if path == "" {
 		return func() {}

@@ -39,6 +39,10 @@ type env struct {
 	cl  *loggingfake.Fake
 	aws *awsfake.Server // serves cw and s3
 	s3  *awsfake.S3
+	// url and cwURL, when set, are the NATS server's and CloudWatch's
+	// endpoints outside this process (the export benchmark's nats-server and
+	// fake processes); srv and cw are then nil.
+	url, cwURL string
 }
 
 func newEnv(t testing.TB) *env {
@@ -82,7 +86,26 @@ func gcpConn() events.Connection {
 }
 
 func (e *env) conns() map[string]events.Connection {
-	return map[string]events.Connection{"aws-logs": awsConn(e.cw.URL()), "gcp-logs": gcpConn()}
+	cw := e.cwURL
+	if e.cw != nil {
+		cw = e.cw.URL()
+	}
+	return map[string]events.Connection{"aws-logs": awsConn(cw), "gcp-logs": gcpConn()}
+}
+
+// connect opens a connection of its own to the env's NATS server, closed
+// when the test ends.
+func (e *env) connect() *nats.Conn {
+	e.t.Helper()
+	if e.url == "" {
+		return natstest.Connect(e.t, e.srv)
+	}
+	nc, err := nats.Connect(e.url)
+	if err != nil {
+		e.t.Fatalf("connecting to nats: %v", err)
+	}
+	e.t.Cleanup(nc.Close)
+	return nc
 }
 
 func cwExport(name string, subjects ...string) events.Export {
@@ -100,7 +123,7 @@ func clExport(name string, subjects ...string) events.Export {
 // worker starts a worker on its own connection, stopped when the test ends.
 func (e *env) worker(mod func(*Config), exports ...events.Export) *Worker {
 	e.t.Helper()
-	nc := natstest.Connect(e.t, e.srv)
+	nc := e.connect()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		e.t.Fatal(err)

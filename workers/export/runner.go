@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/logevent"
 	"github.com/cloudbridge/cloudbridge/internal/metrics"
 )
 
@@ -42,6 +43,8 @@ type runner struct {
 	mIn, mExported, mDropped prometheus.Counter
 	mBatchEvents, mBatchSize prometheus.Observer
 	mLag                     prometheus.Gauge // pending + ack-pending, from the consumer's info (health.go)
+
+	sizing logevent.Record // the record prepare sizes (batch.go); the session's collector alone uses it
 }
 
 func newRunner(w *Worker, sp spec) *runner {
