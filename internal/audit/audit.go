@@ -259,11 +259,12 @@ func (p *Publisher) Required() bool { return p.cfg.Mode == Required }
 // it never blocks and returns nil (a full buffer is counted). Required: it
 // returns once the stream stored the event, or the error saying it did not;
 // except for a throttled refusal, which served nothing: in both modes its
-// event is summarised (summary.go) and goes through the buffer, never
-// waited for.
+// event is summarised (summary.go; unless SummaryWindow is negative) and goes
+// through the buffer, never waited for, and Publish returns nil at once.
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error {
-	summary := ev.Outcome == throttledOutcome && p.cfg.SummaryWindow > 0
-	if !p.Required() || summary {
+	throttled := ev.Outcome == throttledOutcome
+	summary := throttled && p.cfg.SummaryWindow > 0
+	if !p.Required() || throttled {
 		p.mu.RLock()
 		defer p.mu.RUnlock()
 		if p.closed {

@@ -203,32 +203,40 @@ func TestThrottledRefusalsSummarisedPerSubject(t *testing.T) {
 }
 
 // In required mode a throttled refusal does not wait for the stream (it
-// served nothing): Publish returns while the stream does not answer.
+// served nothing): Publish returns while the stream does not answer, with
+// summaries and without (SummaryWindow negative: each refusal an event of
+// its own, through the buffer). The endpoint relies on it: it replies to a
+// throttled refusal on the subscription's goroutine.
 func TestRequiredDoesNotWaitForThrottled(t *testing.T) {
-	js := &fakeJS{gate: make(chan struct{}), got: make(chan *nats.Msg, 10)}
-	p := New(Config{JS: js, Mode: Required, AckTimeout: time.Hour, Logger: zerolog.Nop(), SummaryWindow: time.Hour})
-	done := make(chan error, 1)
-	go func() {
-		for i := 0; i < 100; i++ {
-			if err := p.Publish(context.Background(), "cloudbridge.v1.audit.resolve.bio.x", "", refusal("bio", "x", "r", time.Now())); err != nil {
-				done <- err
-				return
+	for _, window := range []time.Duration{time.Hour, -1} {
+		js := &fakeJS{gate: make(chan struct{}), got: make(chan *nats.Msg, 100)}
+		p := New(Config{JS: js, Mode: Required, Batch: 1, AckTimeout: time.Hour, Logger: zerolog.Nop(), SummaryWindow: window})
+		done := make(chan error, 1)
+		go func() {
+			for i := 0; i < 100; i++ {
+				if err := p.Publish(context.Background(), "cloudbridge.v1.audit.resolve.bio.x", "", refusal("bio", "x", "r", time.Now())); err != nil {
+					done <- err
+					return
+				}
 			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("required mode, summary window %v: a throttled refusal waited for a stream that does not answer", window)
 		}
-		done <- nil
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
+		// The first refusal waits in the buffer (its batch at the gate),
+		// the others in the summary (or the buffer).
+		close(js.gate)
+		stop(t, p)
+		if want := map[bool]int{true: 2, false: 100}[window > 0]; len(js.got) != want {
+			t.Fatalf("summary window %v: %d events stored, want %d", window, len(js.got), want)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("required mode: a throttled refusal waited for a stream that does not answer")
 	}
-	// The first refusal waits in the buffer (its batch at the gate), the
-	// others in the summary.
-	close(js.gate)
-	stop(t, p)
 }
 
 // A window that ends is summarised without Stop (the sweep), and the next
