@@ -158,7 +158,7 @@ type Publisher struct {
 	// buf is the loop's encoding buffer.
 	buf []byte
 	// lost, full and stopped are dropped's children, counting the requests
-	// whose events were lost (requests).
+	// whose events were lost (standsFor).
 	lost, full, stopped prometheus.Counter
 	// windows are the subjects' summary windows of throttled events.
 	sumMu   sync.Mutex

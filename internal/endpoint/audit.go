@@ -34,9 +34,9 @@ type Auditor interface {
 	Required() bool
 	// Publish records ev. In required mode it returns once ev is stored (or
 	// the error saying it was not), except for the event of a throttled
-	// refusal, which it only queues (summarised), never waiting for the
-	// stream: finish replies to a throttled refusal on the subscription's
-	// goroutine in both modes. Otherwise it never waits.
+	// refusal, which it only queues (internal/audit summarises them), never
+	// waiting for the stream: finish replies to a throttled refusal on the
+	// subscription's goroutine in both modes. Otherwise it never waits.
 	Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error
 }
 
