@@ -61,7 +61,8 @@ var (
 		Name: "cloudbridge_audit_stream_recreated_total", Help: "Times the audit stream was found missing and re-created.",
 	})
 	dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "cloudbridge_audit_dropped_total", Help: "Audit events not stored, by reason (buffer_full, publish_failed, refused, stopped).",
+		Name: "cloudbridge_audit_dropped_total",
+		Help: "Requests whose audit event was not stored, by reason (buffer_full, publish_failed, refused, stopped); a summary lost counts the throttled requests it stood for (its count).",
 	}, []string{"reason"})
 	summarised = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cloudbridge_audit_summarised_total",
@@ -100,7 +101,8 @@ func Recreated() float64 {
 	return m.GetCounter().GetValue()
 }
 
-// Dropped is the count of audit events lost for reason, for tests.
+// Dropped is the count of requests whose audit event was lost for reason
+// (a summary's count), for tests.
 func Dropped(reason string) float64 {
 	var m dto.Metric
 	_ = dropped.WithLabelValues(reason).Write(&m)
@@ -155,7 +157,8 @@ type Publisher struct {
 	stopping chan struct{}
 	// buf is the loop's encoding buffer.
 	buf []byte
-	// lost, full and stopped are dropped's children.
+	// lost, full and stopped are dropped's children, counting the requests
+	// whose events were lost (standsFor).
 	lost, full, stopped prometheus.Counter
 	// windows are the subjects' summary windows of throttled events.
 	sumMu   sync.Mutex
@@ -202,6 +205,12 @@ type item struct {
 	subject, msgID string
 	ev             *events.AuditEvent
 }
+
+// standsFor is how many requests ev records: a summary's count, else one.
+// A lost event is counted in cloudbridge_audit_dropped_total by it, so the
+// requests lost and the requests the stored events record add up to the
+// requests.
+func standsFor(ev *events.AuditEvent) float64 { return float64(max(ev.Count, 1)) }
 
 // New returns a started publisher; Stop flushes and stops it.
 func New(cfg Config) *Publisher {
@@ -250,11 +259,12 @@ func (p *Publisher) Required() bool { return p.cfg.Mode == Required }
 // it never blocks and returns nil (a full buffer is counted). Required: it
 // returns once the stream stored the event, or the error saying it did not;
 // except for a throttled refusal, which served nothing: in both modes its
-// event is summarised (summary.go) and goes through the buffer, never
-// waited for.
+// event is summarised (summary.go; unless SummaryWindow is negative) and goes
+// through the buffer, never waited for, and Publish returns nil at once.
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error {
-	summary := ev.Outcome == throttledOutcome && p.cfg.SummaryWindow > 0
-	if !p.Required() || summary {
+	throttled := ev.Outcome == throttledOutcome
+	summary := throttled && p.cfg.SummaryWindow > 0
+	if !p.Required() || throttled {
 		p.mu.RLock()
 		defer p.mu.RUnlock()
 		if p.closed {
@@ -366,7 +376,9 @@ func (p *Publisher) drain(batch *[]item) bool {
 // message as it is published).
 func (p *Publisher) send(batch []item) {
 	nc := p.cfg.JS.Conn()
-	n, sums := 0, 0
+	// n events sent of the batch, for reqs requests; sums of them by
+	// summaries.
+	n, reqs, sums := 0, 0.0, 0
 	for i, it := range batch {
 		p.buf = appendEvent(p.buf[:0], it.ev)
 		if i == len(batch)-1 {
@@ -379,17 +391,18 @@ func (p *Publisher) send(batch []item) {
 			err = nc.Publish(it.subject, p.buf)
 		}
 		if err != nil {
-			p.lost.Inc()
+			p.lost.Add(standsFor(it.ev))
 			continue
 		}
 		n++
+		reqs += standsFor(it.ev)
 		sums += it.ev.Count
 	}
 	last := batch[len(batch)-1]
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
 	defer cancel()
 	if _, err := p.cfg.JS.PublishMsg(ctx, msgOf(last.subject, last.msgID, last.ev, p.buf)); err != nil {
-		p.lost.Add(float64(n + 1))
+		p.lost.Add(reqs + standsFor(last.ev))
 		p.recoverStream(err)
 		p.throttled.Warn().Int("events", n+1).Str("subject", last.subject).Str("err", err.Error()).Msg("audit events not stored")
 		return
@@ -412,7 +425,7 @@ func (p *Publisher) Stop(ctx context.Context) error {
 			select {
 			case p.ch <- it:
 			case <-ctx.Done():
-				p.stopped.Inc()
+				p.stopped.Add(standsFor(it.ev))
 			}
 		}
 		close(p.ch)

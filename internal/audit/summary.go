@@ -132,7 +132,7 @@ func (p *Publisher) enqueue(it item) {
 	select {
 	case p.ch <- it:
 	default:
-		p.full.Inc()
+		p.full.Add(standsFor(it.ev))
 		p.throttled.Warn().Str("subject", it.subject).Msg("audit buffer full: event dropped")
 	}
 }

@@ -203,32 +203,40 @@ func TestThrottledRefusalsSummarisedPerSubject(t *testing.T) {
 }
 
 // In required mode a throttled refusal does not wait for the stream (it
-// served nothing): Publish returns while the stream does not answer.
+// served nothing): Publish returns while the stream does not answer, with
+// summaries and without (SummaryWindow negative: each refusal an event of
+// its own, through the buffer). The endpoint relies on it: it replies to a
+// throttled refusal on the subscription's goroutine.
 func TestRequiredDoesNotWaitForThrottled(t *testing.T) {
-	js := &fakeJS{gate: make(chan struct{}), got: make(chan *nats.Msg, 10)}
-	p := New(Config{JS: js, Mode: Required, AckTimeout: time.Hour, Logger: zerolog.Nop(), SummaryWindow: time.Hour})
-	done := make(chan error, 1)
-	go func() {
-		for i := 0; i < 100; i++ {
-			if err := p.Publish(context.Background(), "cloudbridge.v1.audit.resolve.bio.x", "", refusal("bio", "x", "r", time.Now())); err != nil {
-				done <- err
-				return
+	for _, window := range []time.Duration{time.Hour, -1} {
+		js := &fakeJS{gate: make(chan struct{}), got: make(chan *nats.Msg, 100)}
+		p := New(Config{JS: js, Mode: Required, Batch: 1, AckTimeout: time.Hour, Logger: zerolog.Nop(), SummaryWindow: window})
+		done := make(chan error, 1)
+		go func() {
+			for i := 0; i < 100; i++ {
+				if err := p.Publish(context.Background(), "cloudbridge.v1.audit.resolve.bio.x", "", refusal("bio", "x", "r", time.Now())); err != nil {
+					done <- err
+					return
+				}
 			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("required mode, summary window %v: a throttled refusal waited for a stream that does not answer", window)
 		}
-		done <- nil
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
+		// The first refusal waits in the buffer (its batch at the gate),
+		// the others in the summary (or the buffer).
+		close(js.gate)
+		stop(t, p)
+		if want := map[bool]int{true: 2, false: 100}[window > 0]; len(js.got) != want {
+			t.Fatalf("summary window %v: %d events stored, want %d", window, len(js.got), want)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("required mode: a throttled refusal waited for a stream that does not answer")
 	}
-	// The first refusal waits in the buffer (its batch at the gate), the
-	// others in the summary.
-	close(js.gate)
-	stop(t, p)
 }
 
 // A window that ends is summarised without Stop (the sweep), and the next
@@ -314,4 +322,100 @@ func TestStopPublishesPendingSummaries(t *testing.T) {
 			t.Fatalf("%s: %d events for %d refusals, want 2 for 50", g, k, n)
 		}
 	}
+}
+
+// A summary lost counts the throttled requests it stood for (its count) in
+// cloudbridge_audit_dropped_total, not one: the requests lost and the
+// requests the stored events record add up to the requests, for each
+// reason (publish_failed: the batch not stored; buffer_full: the buffer full
+// as the sweep puts it in; stopped: Stop's deadline passed first).
+func TestLostSummaryCountsItsRequests(t *testing.T) {
+	s := events.Subjects{}
+	a, b := s.Audit(events.OpResolve, "bio", "aws-hang"), s.Audit(events.OpResolve, "chem", "aws-hang")
+	t.Run("publish_failed", func(t *testing.T) {
+		// No audit stream: every batch's ack fails, batches of several
+		// events (Stop puts both summaries and the other events in at
+		// once) as of one.
+		js, err := jetstream.New(natstest.Connect(t, natstest.Server(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := New(Config{JS: js, Logger: zerolog.Nop(), SummaryWindow: time.Hour})
+		lost0, summarised0 := Dropped("publish_failed"), Summarised()
+		for i := 0; i < 300; i++ {
+			_ = p.Publish(context.Background(), a, "", refusal("bio", "aws-hang", fmt.Sprint(i), time.Now()))
+			if i < 40 {
+				_ = p.Publish(context.Background(), b, "", refusal("chem", "aws-hang", fmt.Sprint(i), time.Now()))
+			}
+			if i%100 == 0 {
+				ev := refusal("bio", "aws-hang", fmt.Sprint("ok", i), time.Now())
+				ev.Outcome = events.OutcomeOK
+				_ = p.Publish(context.Background(), a, "", ev)
+			}
+		}
+		stop(t, p)
+		if d := Dropped("publish_failed") - lost0; d != 300+40+3 {
+			t.Fatalf("cloudbridge_audit_dropped_total{publish_failed} grew by %v for 343 requests lost (2 of them summaries of 299 and 39)", d)
+		}
+		if d := Summarised() - summarised0; d != 0 {
+			t.Fatalf("lost summaries counted %v summarised", d)
+		}
+	})
+	t.Run("buffer_full", func(t *testing.T) {
+		// The stream hangs: the first refusal waits at the gate, an ok
+		// event fills the buffer (1); the other refusals, summarised in
+		// windows the sweep ends every few milliseconds, are lost with
+		// their summaries.
+		js := &fakeJS{gate: make(chan struct{}), got: make(chan *nats.Msg, 10)}
+		p := New(Config{JS: js, Buffer: 1, Batch: 1, AckTimeout: time.Hour, Logger: zerolog.Nop(), SummaryWindow: 20 * time.Millisecond})
+		full0 := Dropped("buffer_full")
+		_ = p.Publish(context.Background(), a, "", refusal("bio", "aws-hang", "first", time.Now()))
+		natstest.Eventually(t, 10*time.Second, "the first refusal taken by the publishing goroutine", func() bool { return len(p.ch) == 0 })
+		ok := refusal("bio", "aws-hang", "ok", time.Now())
+		ok.Outcome = events.OutcomeOK
+		_ = p.Publish(context.Background(), a, "", ok)
+		const n = 500
+		for i := 0; i < n; i++ {
+			_ = p.Publish(context.Background(), a, "", refusal("bio", "aws-hang", fmt.Sprint(i), time.Now()))
+		}
+		natstest.Eventually(t, 10*time.Second, "the windows ended and their summaries put in the full buffer", func() bool {
+			return p.Pending() == 0 && Dropped("buffer_full")-full0 >= n
+		})
+		if d := Dropped("buffer_full") - full0; d != n {
+			t.Fatalf("cloudbridge_audit_dropped_total{buffer_full} grew by %v for %d refusals lost", d, n)
+		}
+		close(js.gate)
+		stop(t, p)
+		if got := len(js.got); got != 2 {
+			t.Fatalf("%d events stored, want 2 (the first refusal and the ok event)", got)
+		}
+	})
+	t.Run("stopped", func(t *testing.T) {
+		js := &fakeJS{gate: make(chan struct{}), got: make(chan *nats.Msg, 10)}
+		p := New(Config{JS: js, Buffer: 1, Batch: 1, AckTimeout: time.Hour, Logger: zerolog.Nop(), SummaryWindow: time.Hour})
+		stopped0 := Dropped("stopped")
+		_ = p.Publish(context.Background(), a, "", refusal("bio", "aws-hang", "first", time.Now()))
+		natstest.Eventually(t, 10*time.Second, "the first refusal taken by the publishing goroutine", func() bool { return len(p.ch) == 0 })
+		ok := refusal("bio", "aws-hang", "ok", time.Now())
+		ok.Outcome = events.OutcomeOK
+		_ = p.Publish(context.Background(), a, "", ok)
+		for i := 0; i < 99; i++ {
+			_ = p.Publish(context.Background(), a, "", refusal("bio", "aws-hang", fmt.Sprint(i), time.Now()))
+		}
+		// The buffer is full and the deadline passed: the summary of 99
+		// is lost.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := p.Stop(ctx); err == nil {
+			t.Fatal("Stop past its deadline with a batch waiting: no error")
+		}
+		if d := Dropped("stopped") - stopped0; d != 99 {
+			t.Fatalf("cloudbridge_audit_dropped_total{stopped} grew by %v for a summary of 99 lost", d)
+		}
+		close(js.gate)
+		stop(t, p)
+		if got := len(js.got); got != 2 {
+			t.Fatalf("%d events stored, want 2 (the first refusal and the ok event)", got)
+		}
+	})
 }

@@ -29,9 +29,14 @@ type AuditFields struct {
 
 // Auditor stores audit events (internal/audit.Publisher).
 type Auditor interface {
-	// Required reports whether a reply waits for its event to be stored.
+	// Required reports whether a reply waits for its event to be stored
+	// (but a throttled refusal's: see Publish).
 	Required() bool
-	// Publish records ev; in required mode it returns once it is stored.
+	// Publish records ev. In required mode it returns once ev is stored (or
+	// the error saying it was not), except for the event of a throttled
+	// refusal, which it only queues (internal/audit summarises them), never
+	// waiting for the stream: finish replies to a throttled refusal on the
+	// subscription's goroutine in both modes. Otherwise it never waits.
 	Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error
 }
 

@@ -2,7 +2,9 @@ package endpoint_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -268,5 +270,137 @@ func TestReplyRequestID(t *testing.T) {
 	}
 	if rep.Header.Get(events.HeaderRequestID) == "" {
 		t.Fatal("with audit, a reply without a given id carries no made-up id")
+	}
+}
+
+// In required mode a throttled refusal is replied at once, on the
+// subscription's goroutine: it takes none of the MaxWaiting places (its event
+// is never waited for), so a flood of refusals while every place is held by
+// replies waiting on a hanging stream still gets throttled, not unavailable
+// for the audit's backlog, sealed to its key like any reply; and the
+// refusals are recorded (the first an event, the rest one summary) once the
+// stream answers.
+func TestRequiredAuditThrottledRefusalsTakeNoWaitPlace(t *testing.T) {
+	h := newHarness(t, 30*time.Second, 16)
+	stream := &hangingStream{}
+	stream.serve(t, natstest.Connect(t, h.ns))
+	t.Cleanup(stream.release)
+	js, err := jetstream.New(natstest.Connect(t, h.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := audit.New(audit.Config{JS: js, Mode: audit.Required, AckTimeout: 30 * time.Second, Logger: zerolog.Nop(),
+		SummaryWindow: time.Hour})
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = pub.Stop(context.Background())
+		}
+	})
+	const bound = 2
+	h.runner.SetAudit(endpoint.Audit{Auditor: pub, MaxWaiting: bound})
+	hold := uniqueName(t)
+	fast := func(micro.Request, *endpoint.Fields) ([]byte, bool) { return []byte(`"hit"`), true }
+	h.add(hold, "t.hold", fastOnly(h.runner, hold, fast))
+	name := uniqueName(t)
+	full := endpoint.Rendered(events.Errorf(events.CodeThrottled, "%s: at its limit; try again later", name))
+	h.add(name, "t.throttled", h.runner.Limited(name, func(micro.Request, *endpoint.Fields) (func(), error) {
+		return nil, full
+	}, func(context.Context, micro.Request, *endpoint.Fields) (any, error) {
+		t.Error("a refused request ran")
+		return nil, nil
+	}))
+
+	held := make(chan *nats.Msg, bound)
+	hinbox := nats.NewInbox()
+	if _, err := h.nc.ChanSubscribe(hinbox+".*", held); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < bound; i++ {
+		if err := h.nc.PublishRequest("t.hold", fmt.Sprintf("%s.%d", hinbox, i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.Eventually(t, 10*time.Second, "every audit wait place held by a reply waiting on the stream", func() bool {
+		return stream.waiting() == bound && h.runner.AuditWaiting() == bound
+	})
+	full0 := endpoint.AuditWaitsFull()
+	summarised0 := audit.Summarised()
+
+	const n, sealed = 300, 10
+	replies := make(chan *nats.Msg, n)
+	inbox := nats.NewInbox()
+	if _, err := h.nc.ChanSubscribe(inbox+".*", replies); err != nil {
+		t.Fatal(err)
+	}
+	kp, pubKey := curveKey(t)
+	for i := 0; i < n; i++ {
+		m := nats.NewMsg("t.throttled")
+		m.Reply = fmt.Sprintf("%s.%d", inbox, i)
+		if i < sealed {
+			m.Header.Set(events.HeaderReplyKey, pubKey)
+		}
+		if err := h.nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var opened int
+	for i := 0; i < n; i++ {
+		var m *nats.Msg
+		select {
+		case m = <-replies:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d throttled refusals answered while the audit stream hangs", i, n)
+		}
+		if sender := m.Header.Get(events.HeaderSenderKey); sender != "" {
+			if got := m.Header.Get(micro.ErrorCodeHeader); got != strconv.Itoa(events.CodeThrottled.Number()) {
+				t.Fatalf("sealed refusal: error code %q, want throttled (%d)", got, events.CodeThrottled.Number())
+			}
+			body, err := events.OpenReply(kp, sender, m.Header.Get(events.HeaderRequestID), time.Now(), m.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var er events.ErrorReply
+			if err := json.Unmarshal(body, &er); err != nil || er.Error == nil || er.Error.Code != events.CodeThrottled {
+				t.Fatalf("sealed refusal %s: %v", body, err)
+			}
+			opened++
+			continue
+		}
+		wantError(t, m, events.CodeThrottled)
+	}
+	if opened != sealed {
+		t.Fatalf("%d sealed refusals, want %d", opened, sealed)
+	}
+	if d := endpoint.AuditWaitsFull() - full0; d != 0 {
+		t.Fatalf("%v throttled refusals refused for the audit's backlog instead", d)
+	}
+	if w := h.runner.AuditWaiting(); w != bound {
+		t.Fatalf("%d audit wait places taken, want the %d held ones only", w, bound)
+	}
+	select {
+	case m := <-held:
+		t.Fatalf("a waiting request was answered before its audit event was stored: %s", m.Data)
+	default:
+	}
+	waitCounts(t, name, map[string]float64{"throttled": n})
+
+	stream.release()
+	for i := 0; i < bound; i++ {
+		select {
+		case m := <-held:
+			wantOK(t, m)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d waiting requests answered once the stream answered", i, bound)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stopped = true
+	if err := pub.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := audit.Summarised() - summarised0; d != n-1 {
+		t.Fatalf("the stored summary records %v refusals, want %d (the first an event of its own)", d, n-1)
 	}
 }

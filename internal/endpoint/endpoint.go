@@ -364,10 +364,15 @@ const DefaultAuditWaits = 1024
 // the audit event must be stored first (required mode), which is awaited on
 // a goroutine of its own so the subscription never waits for it; at most
 // Audit.MaxWaiting such replies wait at once, past which a request is
-// refused at once with unavailable (and counted). key is the request's reply
-// key (RefuseReplyKey), the reply sealed to it when not "".
+// refused at once with unavailable (and counted). A throttled refusal is
+// replied at once in both modes: the Auditor never waits for its event, so
+// a flood of them takes neither a place nor a goroutine each. key is the
+// request's reply key (RefuseReplyKey), the reply sealed to it when not "".
 func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
-	if r.audit == nil || !r.audit.Auditor.Required() {
+	// Its outcome stays throttled as reply renders it (an error body, sealed
+	// to a key RefuseReplyKey checked, always seals), so reply's Publish
+	// does not wait on this goroutine.
+	if r.audit == nil || !r.audit.Auditor.Required() || err != nil && events.CodeOf(err) == events.CodeThrottled {
 		r.reply(name, req, f, start, body, err, key, true)
 		return
 	}
@@ -416,8 +421,9 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 // reply records the audit event (unless audited is false: a request refused
 // for the audit's backlog), counts the outcome, sends the reply (body, or
 // err's wire form; sealed to key when not "") and logs the outcome. In
-// required mode the event is stored before the reply, and a request whose
-// event was not stored is refused with unavailable; best-effort, it is
+// required mode the event is stored before the reply (a throttled refusal's
+// only queued: Auditor.Publish), and a request whose event was not stored
+// is refused with unavailable; best-effort, it is
 // queued once the reply is sent, off the reply's latency. The outcome's one
 // duration is counted in /metrics and $SRV.STATS and is the event's
 // latency_ms: measured as the reply goes out (best-effort), or once the
