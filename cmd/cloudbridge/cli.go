@@ -142,8 +142,10 @@ func (f *clientFlags) explain(ctx context.Context, err error) error {
 		return events.Errorf(events.CodeForbidden, "NATS at %s refused: %s (the NATS user lacks the permission)",
 			redactURL(f.url), strings.TrimPrefix(cause.Error(), nats.ErrPermissionViolation.Error()+": "))
 	}
+	// Only "no worker answers" gets the hint: an unavailable reply of a
+	// worker (a cloud down, a record under an unknown key) came through NATS.
 	var we *events.Error
-	if errors.As(err, &we) && we.Code == events.CodeUnavailable && !strings.Contains(we.Message, "NATS at") {
+	if errors.As(err, &we) && we.Code == events.CodeUnavailable && errors.Is(err, nats.ErrNoResponders) {
 		return events.Errorf(events.CodeUnavailable, "%s at NATS %s (start one with 'cloudbridge serve', or point --nats-url, CLOUDBRIDGE_NATS_URL or NATS_URL at the NATS your workers use)", we.Message, redactURL(f.url))
 	}
 	return err
