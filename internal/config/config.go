@@ -158,12 +158,28 @@ func (s *Serve) Validate() error {
 	if len(s.LogsSubjects) == 0 && s.LogsStream == "" {
 		return errors.New("--logs-subjects: at least one subject")
 	}
-	for _, subj := range s.LogsSubjects {
+	for i, subj := range s.LogsSubjects {
 		if err := events.CheckSubjectFilter("--logs-subjects", subj); err != nil {
 			return err
 		}
-		if strings.HasPrefix(subj, s.Prefix+".") || subj == ">" {
-			return fmt.Errorf("--logs-subjects %q overlaps cloudbridge's own subjects", subj)
+		// By collision, not by prefix: "*.>" or "*.v1.>" would capture the
+		// requests and the audit stream's subjects too.
+		if events.SubjectsCollide(subj, s.Prefix+".>") {
+			return fmt.Errorf("--logs-subjects %q overlaps cloudbridge's own subjects (%s.>)", subj, s.Prefix)
+		}
+		// NATS's own subjects ($JS.API, $KV, ...) and the reply inboxes
+		// (every reply, values included, would be stored and exported).
+		for _, own := range []string{"$JS.>", "$KV.>", "$SYS.>", "$SRV.>", "$O.>", "_INBOX.>"} {
+			if events.SubjectsCollide(subj, own) {
+				return fmt.Errorf("--logs-subjects %q overlaps NATS's own subjects (%s)", subj, own)
+			}
+		}
+		// JetStream refuses a stream whose subjects overlap (and start-up
+		// would retry it forever).
+		for _, prev := range s.LogsSubjects[:i] {
+			if events.SubjectsCollide(prev, subj) {
+				return fmt.Errorf("--logs-subjects %q and %q overlap: give the wider one only", prev, subj)
+			}
 		}
 	}
 	switch s.Audit {
