@@ -164,7 +164,9 @@ Manager or its own encrypted store, vends short-lived cloud credentials, and exp
 streams to CloudWatch Logs and Google Cloud Logging, as a service on NATS.
 
 cloudbridge --version (or: cloudbridge version) prints the version; cloudbridge help [COMMAND] is --help.
-Every flag has an environment twin CLOUDBRIDGE_<FLAG>, e.g. --nats-url and CLOUDBRIDGE_NATS_URL.
+Every serve flag, every global flag but --json, and health --http-addr have an environment twin
+CLOUDBRIDGE_<FLAG>, e.g. --nats-url and CLOUDBRIDGE_NATS_URL (--help shows it); the other verbs' own
+flags (--keys, --reason, ...) have none.
 Exit codes: ` + events.ExitCodesHelp() + "."
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
