@@ -103,13 +103,36 @@ func isAuthError(err error) bool {
 		strings.Contains(strings.ToLower(err.Error()), "authorization violation")
 }
 
-// redactURL drops user info from a URL for messages.
+// redactURL drops user info from a URL for messages, also from one given
+// without a scheme (user:pass@host:4222, which nats.go accepts as nats://).
 func redactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+		p = strings.TrimSpace(p)
+		bare := !strings.Contains(p, "://")
+		if bare {
+			p = "nats://" + p
+		}
+		u, err := url.Parse(p)
+		switch {
+		case err == nil && u.User != nil:
 			u.User = nil
 			parts[i] = u.String()
+			if bare {
+				parts[i] = strings.TrimPrefix(parts[i], "nats://")
+			}
+		case err != nil && strings.Contains(p, "@"):
+			// Unparsable: keep only what follows the last @ of the authority.
+			rest := p[strings.Index(p, "://")+3:]
+			host, path, _ := strings.Cut(rest, "/")
+			host = host[strings.LastIndex(host, "@")+1:]
+			parts[i] = p[:strings.Index(p, "://")+3] + host
+			if path != "" {
+				parts[i] += "/" + path
+			}
+			if bare {
+				parts[i] = strings.TrimPrefix(parts[i], "nats://")
+			}
 		}
 	}
 	return strings.Join(parts, ",")
