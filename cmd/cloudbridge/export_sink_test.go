@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/cloudbridge/cloudbridge/events"
@@ -33,6 +34,18 @@ func TestSinkNameOfEveryKind(t *testing.T) {
 		}
 		if !seen {
 			t.Errorf("sink kind %s has no case here", kind)
+		}
+	}
+}
+
+// TestTooLargeStdinNamed: a body over the limit on stdin is named "standard
+// input", as the other errors of -f - name it (it was "-: larger than ...").
+func TestTooLargeStdinNamed(t *testing.T) {
+	big := `{"name":"` + strings.Repeat("a", events.MaxRequestSize) + `"}`
+	for _, verb := range [][]string{{"conn", "put", "-f", "-"}, {"export", "put", "-f", "-"}} {
+		_, errOut, code := cb(t, big, append(verb, "--nats-url", "nats://127.0.0.1:1")...)
+		if code != events.CodeTooLarge.ExitCode() || !strings.Contains(errOut, "standard input: larger than the 65536-byte limit") {
+			t.Errorf("%v with %d bytes on stdin: exit %d, stderr %q", verb, len(big), code, errOut)
 		}
 	}
 }
