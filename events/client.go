@@ -136,7 +136,9 @@ func (c *Client) Request(ctx context.Context, subject string, req, out any) erro
 	msg, err := c.nc.RequestMsgWithContext(ctx, m)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return Errorf(CodeUnavailable, "no cloudbridge worker answers on %s", subject)
+		// Wrapped, so a caller can tell it from an unavailable reply of a
+		// worker (errors.Is(err, nats.ErrNoResponders)).
+		return Wrap(CodeUnavailable, err, "no cloudbridge worker answers on %s", subject)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return Errorf(CodeTimeout, "no reply on %s before the deadline", subject)
 	case err != nil:

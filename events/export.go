@@ -92,6 +92,16 @@ func (e *Export) Validate() error {
 	if err := noDuplicates("subjects", e.Subjects); err != nil {
 		return err
 	}
+	// JetStream refuses a consumer whose filters overlap, so such a block
+	// would be stored and never run.
+	for i := range e.Subjects {
+		for j := range i {
+			if SubjectsCollide(e.Subjects[j], e.Subjects[i]) {
+				return Errorf(CodeBadRequest, "%s: %q overlaps %s: %q (an export's subject filters may not overlap: keep the wider one)",
+					fieldIdx("subjects", i), truncate(e.Subjects[i], 80), fieldIdx("subjects", j), truncate(e.Subjects[j], 80))
+			}
+		}
+	}
 	if e.MinLevel != "" && !ValidLevel(e.MinLevel) {
 		return Errorf(CodeBadRequest, "min_level: %q is not one of %s", truncate(e.MinLevel, 20), strings.Join(Levels, ", "))
 	}
@@ -145,6 +155,23 @@ type DeadLetter struct {
 	// Payload is the original message (base64 on the wire).
 	Payload []byte    `json:"payload"`
 	Time    time.Time `json:"time"`
+}
+
+// SubjectsCollide reports whether some subject matches both filters a and b
+// (valid subject filters, with * and > wildcards), as NATS decides that two
+// consumer filters or two streams' subjects overlap.
+func SubjectsCollide(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(at) && i < len(bt); i++ {
+		switch x, y := at[i], bt[i]; {
+		case x == ">" || y == ">":
+			return true
+		case x == "*" || y == "*" || x == y:
+		default:
+			return false
+		}
+	}
+	return len(at) == len(bt)
 }
 
 // SubjectWithin reports whether every subject matching filter also matches

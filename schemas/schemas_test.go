@@ -333,7 +333,7 @@ func connections(t *testing.T) []events.Connection {
 func exports() []events.Export {
 	var out []events.Export
 	for _, lvl := range events.Levels {
-		out = append(out, events.Export{Name: "cw-" + lvl, Connection: "aws-sm-bio", Subjects: []string{"logs.app.>", "logs.*.audit", ">"},
+		out = append(out, events.Export{Name: "cw-" + lvl, Connection: "aws-sm-bio", Subjects: []string{"logs.app.>", "logs.db.*", "metrics.>"},
 			MinLevel: lvl, CloudWatch: &events.CloudWatchSink{LogGroup: "/datagrok/{export}", LogStream: "{subject}", Create: true, RetentionDays: 14},
 			Batch: &events.BatchPolicy{MaxEvents: 10000, MaxBytes: 1 << 20, MaxWait: events.Duration(1500 * time.Millisecond)}})
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -22,7 +23,7 @@ type auditTailCmd struct {
 	Conn  string `name:"conn" help:"Only events of this connection (default: any)."`
 	Op    string `name:"op" enum:"resolve,test,token,invalidate,admin," default:"" help:"Only events of this operation: resolve, test, token, invalidate or admin (default: any)."`
 	All   bool   `name:"all" help:"Start with the oldest stored event instead of the next one."`
-	Last  int    `name:"last" default:"0" help:"Start with the last N stored events (0: only new ones, unless --all)."`
+	Last  int    `name:"last" default:"0" help:"Start with the last N stored events that match the filters (0: only new ones, unless --all)."`
 	Count int    `name:"count" default:"0" help:"Stop after N events (0: follow until interrupted)."`
 }
 
@@ -80,11 +81,10 @@ func (c *auditTailCmd) Run(e *env) error {
 	if err == nil && c.Last > 0 && !c.All {
 		var info *jetstream.StreamInfo
 		if info, err = stream.Info(octx); err == nil {
-			start := uint64(1)
-			if info.State.LastSeq > uint64(c.Last) {
-				start = info.State.LastSeq - uint64(c.Last) + 1
+			var start uint64
+			if start, err = c.lastStart(octx, stream, cfg.FilterSubjects[0], info.State); err == nil {
+				cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 			}
-			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 		}
 	}
 	if c.All {
@@ -139,6 +139,83 @@ func (c *auditTailCmd) Run(e *env) error {
 		mcancel()
 	}
 	return nil
+}
+
+// lastStart is the stream sequence from which the tail shows the last
+// c.Last events that match its flags (not the last c.Last of the stream,
+// which may hold none of them): it reads the stream backwards, in windows
+// each twice the one before, counting the matches. With fewer matches
+// stored it is the first sequence; with none stored, the next one.
+func (c *auditTailCmd) lastStart(ctx context.Context, stream jetstream.Stream, filter string, st jetstream.StreamState) (uint64, error) {
+	if st.Msgs == 0 || st.LastSeq < st.FirstSeq {
+		return st.LastSeq + 1, nil
+	}
+	need, window, end := c.Last, uint64(256), st.LastSeq
+	for {
+		from := st.FirstSeq
+		if end-st.FirstSeq+1 > window {
+			from = end - window + 1
+		}
+		seqs, err := c.matchesIn(ctx, stream, filter, from, end)
+		if err != nil {
+			return 0, err
+		}
+		if len(seqs) >= need {
+			return seqs[len(seqs)-need], nil
+		}
+		need -= len(seqs)
+		if from == st.FirstSeq {
+			if need == c.Last {
+				return st.LastSeq + 1, nil // none matches: only new ones
+			}
+			return st.FirstSeq, nil
+		}
+		end, window = from-1, window*2
+	}
+}
+
+// matchesIn lists the sequences in [from, end] of the events that match.
+func (c *auditTailCmd) matchesIn(ctx context.Context, stream jetstream.Stream, filter string, from, end uint64) ([]uint64, error) {
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter},
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint64
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			seq := meta.Sequence.Stream
+			if seq > end {
+				return seqs, nil
+			}
+			var ev events.AuditEvent
+			if json.Unmarshal(m.Data(), &ev) == nil && c.matches(ev) {
+				seqs = append(seqs, seq)
+			}
+			if seq == end || meta.NumPending == 0 {
+				return seqs, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, err
+		}
+		if n == 0 {
+			return seqs, nil // nothing stored past from matches the filter
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
 }
 
 func clip(s string, n int) string {

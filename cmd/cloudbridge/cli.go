@@ -103,13 +103,36 @@ func isAuthError(err error) bool {
 		strings.Contains(strings.ToLower(err.Error()), "authorization violation")
 }
 
-// redactURL drops user info from a URL for messages.
+// redactURL drops user info from a URL for messages, also from one given
+// without a scheme (user:pass@host:4222, which nats.go accepts as nats://).
 func redactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+		p = strings.TrimSpace(p)
+		bare := !strings.Contains(p, "://")
+		if bare {
+			p = "nats://" + p
+		}
+		u, err := url.Parse(p)
+		switch {
+		case err == nil && u.User != nil:
 			u.User = nil
 			parts[i] = u.String()
+			if bare {
+				parts[i] = strings.TrimPrefix(parts[i], "nats://")
+			}
+		case err != nil && strings.Contains(p, "@"):
+			// Unparsable: keep only what follows the last @ of the authority.
+			rest := p[strings.Index(p, "://")+3:]
+			host, path, _ := strings.Cut(rest, "/")
+			host = host[strings.LastIndex(host, "@")+1:]
+			parts[i] = p[:strings.Index(p, "://")+3] + host
+			if path != "" {
+				parts[i] += "/" + path
+			}
+			if bare {
+				parts[i] = strings.TrimPrefix(parts[i], "nats://")
+			}
 		}
 	}
 	return strings.Join(parts, ",")
@@ -142,8 +165,10 @@ func (f *clientFlags) explain(ctx context.Context, err error) error {
 		return events.Errorf(events.CodeForbidden, "NATS at %s refused: %s (the NATS user lacks the permission)",
 			redactURL(f.url), strings.TrimPrefix(cause.Error(), nats.ErrPermissionViolation.Error()+": "))
 	}
+	// Only "no worker answers" gets the hint: an unavailable reply of a
+	// worker (a cloud down, a record under an unknown key) came through NATS.
 	var we *events.Error
-	if errors.As(err, &we) && we.Code == events.CodeUnavailable && !strings.Contains(we.Message, "NATS at") {
+	if errors.As(err, &we) && we.Code == events.CodeUnavailable && errors.Is(err, nats.ErrNoResponders) {
 		return events.Errorf(events.CodeUnavailable, "%s at NATS %s (start one with 'cloudbridge serve', or point --nats-url, CLOUDBRIDGE_NATS_URL or NATS_URL at the NATS your workers use)", we.Message, redactURL(f.url))
 	}
 	return err
@@ -162,7 +187,9 @@ Manager or its own encrypted store, vends short-lived cloud credentials, and exp
 streams to CloudWatch Logs and Google Cloud Logging, as a service on NATS.
 
 cloudbridge --version (or: cloudbridge version) prints the version; cloudbridge help [COMMAND] is --help.
-Every flag has an environment twin CLOUDBRIDGE_<FLAG>, e.g. --nats-url and CLOUDBRIDGE_NATS_URL.
+Every serve flag, every global flag but --json, and health --http-addr have an environment twin
+CLOUDBRIDGE_<FLAG>, e.g. --nats-url and CLOUDBRIDGE_NATS_URL (--help shows it); the other verbs' own
+flags (--keys, --reason, ...) have none.
 Exit codes: ` + events.ExitCodesHelp() + "."
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -47,6 +47,16 @@ func sinkName(x events.Export) string {
 	if x.CloudWatch != nil {
 		return "cloudwatch " + x.CloudWatch.LogGroup
 	}
+	if x.S3 != nil {
+		prefix := x.S3.Prefix
+		if prefix == "" {
+			prefix = events.DefaultS3Prefix
+		}
+		return "s3 " + x.S3.Bucket + "/" + prefix
+	}
+	if name, _ := x.Sink(); name != "" {
+		return name // a sink kind added without its line here
+	}
 	return "-"
 }
 

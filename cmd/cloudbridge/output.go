@@ -60,7 +60,11 @@ func readInput(e *env, path string, limit int64) ([]byte, error) {
 		return nil, events.Errorf(events.CodeBadRequest, "reading %s: %v", path, unwrapPath(err))
 	}
 	if int64(len(b)) > limit {
-		return nil, events.Errorf(events.CodeTooLarge, "%s: larger than the %d-byte limit", path, limit)
+		name := path
+		if path == "-" {
+			name = "standard input"
+		}
+		return nil, events.Errorf(events.CodeTooLarge, "%s: larger than the %d-byte limit", name, limit)
 	}
 	return b, nil
 }

@@ -24,7 +24,7 @@ type secretPutCmd struct {
 	Conn     string   `arg:"" help:"Connection name (provider builtin)."`
 	Name     string   `arg:"" help:"Secret name."`
 	Pairs    []string `arg:"" optional:"" help:"key=value pairs; the secret becomes a JSON object. Without pairs or --from-file the value is prompted for (input hidden) or read from stdin." placeholder:"KEY=VALUE"`
-	FromFile string   `name:"from-file" help:"Read the value from a file (- for stdin): a JSON object is stored as an object, anything else as a string." placeholder:"FILE"`
+	FromFile string   `name:"from-file" help:"Read the value from a file (- for stdin): a JSON object is stored as an object, anything else as a string; its bytes are stored as they are, a trailing newline included (bare stdin drops it)." placeholder:"FILE"`
 }
 
 func (c *secretPutCmd) Run(e *env) error {

@@ -52,3 +52,18 @@ func TestSecretValueFromStdin(t *testing.T) {
 		t.Error("empty stdin: no error")
 	}
 }
+
+// TestSecretValueFromFileKeepsItsBytes: --from-file (also - for stdin)
+// stores the file as it is, its trailing newline included, as the README and
+// the flag's help say; only the bare stdin form drops the line end.
+func TestSecretValueFromFileKeepsItsBytes(t *testing.T) {
+	c := &secretPutCmd{Conn: "c", Name: "s", FromFile: "-"}
+	v, err := c.value(&env{stdin: strings.NewReader("pw\n"), stderr: &bytes.Buffer{}})
+	if err != nil || string(v) != `"pw\n"` {
+		t.Fatalf("--from-file - of \"pw\\n\": %s, %v", v, err)
+	}
+	out, _, _ := cb(t, "", "secret", "put", "--help")
+	if help := strings.Join(strings.Fields(out), " "); !strings.Contains(help, "stored as they are") {
+		t.Errorf("secret put --help does not say --from-file keeps the bytes:\n%s", out)
+	}
+}

@@ -93,7 +93,7 @@ type Serve struct {
 
 	RequestTimeout  time.Duration `name:"request-timeout" env:"CLOUDBRIDGE_REQUEST_TIMEOUT" default:"8s" help:"Deadline of one request, upstream calls included."`
 	CacheMaxEntries int           `name:"cache-max-entries" env:"CLOUDBRIDGE_CACHE_MAX_ENTRIES" default:"10000" help:"Bound of the per-worker secret cache (LRU)."`
-	MaxInFlight     int           `name:"max-in-flight" env:"CLOUDBRIDGE_MAX_IN_FLIGHT" default:"1024" help:"Requests handled at once by this worker; more wait."`
+	MaxInFlight     int           `name:"max-in-flight" env:"CLOUDBRIDGE_MAX_IN_FLIGHT" default:"1024" help:"Requests handled at once per admin endpoint; more fail at once with throttled (resolve, test and token are bounded per connection by its limits)."`
 	KVReplicas      int           `name:"kv-replicas" env:"CLOUDBRIDGE_KV_REPLICAS" default:"1" help:"Replicas of the KV buckets and streams when created (clustered NATS)."`
 	MemoryLimit     string        `name:"memory-limit" env:"CLOUDBRIDGE_MEMORY_LIMIT" default:"auto" help:"Soft memory limit of the worker's Go runtime, e.g. 512MiB (the garbage collector works harder near it; it never refuses memory): auto = GOMEMLIMIT when set, else 90% of the cgroup's memory limit when there is one, else none; off = none."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"CLOUDBRIDGE_SHUTDOWN_TIMEOUT" default:"30s" help:"How long shutdown may take to finish requests and flush batches."`
@@ -158,12 +158,28 @@ func (s *Serve) Validate() error {
 	if len(s.LogsSubjects) == 0 && s.LogsStream == "" {
 		return errors.New("--logs-subjects: at least one subject")
 	}
-	for _, subj := range s.LogsSubjects {
+	for i, subj := range s.LogsSubjects {
 		if err := events.CheckSubjectFilter("--logs-subjects", subj); err != nil {
 			return err
 		}
-		if strings.HasPrefix(subj, s.Prefix+".") || subj == ">" {
-			return fmt.Errorf("--logs-subjects %q overlaps cloudbridge's own subjects", subj)
+		// By collision, not by prefix: "*.>" or "*.v1.>" would capture the
+		// requests and the audit stream's subjects too.
+		if events.SubjectsCollide(subj, s.Prefix+".>") {
+			return fmt.Errorf("--logs-subjects %q overlaps cloudbridge's own subjects (%s.>)", subj, s.Prefix)
+		}
+		// NATS's own subjects ($JS.API, $KV, ...) and the reply inboxes
+		// (every reply, values included, would be stored and exported).
+		for _, own := range []string{"$JS.>", "$KV.>", "$SYS.>", "$SRV.>", "$O.>", "_INBOX.>"} {
+			if events.SubjectsCollide(subj, own) {
+				return fmt.Errorf("--logs-subjects %q overlaps NATS's own subjects (%s)", subj, own)
+			}
+		}
+		// JetStream refuses a stream whose subjects overlap (and start-up
+		// would retry it forever).
+		for _, prev := range s.LogsSubjects[:i] {
+			if events.SubjectsCollide(prev, subj) {
+				return fmt.Errorf("--logs-subjects %q and %q overlap: give the wider one only", prev, subj)
+			}
 		}
 	}
 	switch s.Audit {

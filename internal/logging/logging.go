@@ -9,7 +9,13 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/term"
 )
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
 
 // New returns a logger at level ("debug", "info", "warn", "error") in format
 // ("json" or "console") writing to w (stderr when nil).
@@ -24,7 +30,9 @@ func New(level, format string, w io.Writer) (zerolog.Logger, error) {
 	switch format {
 	case "", "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		// Colours only on a terminal: a file or a pipe (a container's log,
+		// journald) would get ANSI escape codes in every line.
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !isTerminal(w)}
 	default:
 		return zerolog.Nop(), fmt.Errorf("log format %q: want json or console", format)
 	}
