@@ -130,7 +130,7 @@ func (c *auditTailCmd) Run(e *env) error {
 				}
 				fmt.Fprintf(e.stdout, "%-24s  %-16s  %-12s  %-16s  %-20s  %-11s  %8.2f  %-12s  %s\n",
 					ev.Time.Format("2006-01-02T15:04:05.000Z"), what, orDash(ev.Group), orDash(ev.Connection),
-					orDash(clip(ev.Secret, 20)), ev.Outcome, ev.LatencyMS, orDash(clip(ev.Fingerprint, 12)), ev.RequestID)
+					orDash(clip(ev.Secret, 20)), outcomeCell(ev), ev.LatencyMS, orDash(clip(ev.Fingerprint, 12)), ev.RequestID)
 			}
 			if c.Count > 0 && seen >= c.Count {
 				break
@@ -139,6 +139,15 @@ func (c *auditTailCmd) Run(e *env) error {
 		mcancel()
 	}
 	return nil
+}
+
+// outcomeCell is the OUTCOME column of ev: a summary of throttled
+// refusals shows how many requests it stands for, "throttled(999)".
+func outcomeCell(ev events.AuditEvent) string {
+	if ev.Count > 1 {
+		return fmt.Sprintf("%s(%d)", ev.Outcome, ev.Count)
+	}
+	return ev.Outcome
 }
 
 // lastStart is the stream sequence from which the tail shows the last

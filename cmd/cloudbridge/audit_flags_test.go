@@ -22,3 +22,19 @@ func TestAuditTailAllOrLast(t *testing.T) {
 		}
 	}
 }
+
+func TestOutcomeCellShowsSummaryCount(t *testing.T) {
+	for _, c := range []struct {
+		ev   events.AuditEvent
+		want string
+	}{
+		{events.AuditEvent{Outcome: "ok"}, "ok"},
+		{events.AuditEvent{Outcome: "throttled"}, "throttled"},
+		{events.AuditEvent{Outcome: "throttled", Count: 1}, "throttled"},
+		{events.AuditEvent{Outcome: "throttled", Count: 999}, "throttled(999)"},
+	} {
+		if got := outcomeCell(c.ev); got != c.want {
+			t.Errorf("outcomeCell(%+v) = %q, want %q", c.ev, got, c.want)
+		}
+	}
+}
