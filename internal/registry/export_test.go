@@ -105,3 +105,19 @@ func (h *MarkerReads) Ended() bool { return h.ended.Load() }
 
 // Release lets the reads through.
 func (h *MarkerReads) Release() { h.relOnce.Do(func() { close(h.release) }) }
+
+// Faults are test hooks of a secret put (see faults).
+type Faults struct {
+	SecretChecked, SecretWritten func()
+	LastRevision                 func(ctx context.Context) (uint64, error)
+	ConnReread                   func(ctx context.Context) error
+}
+
+// SetFaults installs f on r (before r is used concurrently).
+func SetFaults(r *Registry, f Faults) {
+	r.fault = &faults{secretChecked: f.SecretChecked, secretWritten: f.SecretWritten,
+		lastRevision: f.LastRevision, connReread: f.ConnReread}
+}
+
+// KeptForTimeout is the deadline of a secret put's check after its write.
+const KeptForTimeout = keptForTimeout

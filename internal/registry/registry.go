@@ -120,6 +120,23 @@ type Registry struct {
 	// markers reads secrets' delete markers off the secrets watcher's
 	// goroutine (secretApplied).
 	markers *markerQueue
+
+	// fault holds the tests' hooks (export_test.go); nil otherwise.
+	fault *faults
+}
+
+// faults are points where a test makes a secret put wait or fail; a nil
+// func changes nothing.
+type faults struct {
+	// secretChecked runs once a secret put has checked its connection,
+	// before it writes; secretWritten once it has written, before keptFor.
+	secretChecked, secretWritten func()
+	// lastRevision replaces the read of the connections bucket's last
+	// revision (keptInView).
+	lastRevision func(ctx context.Context) (uint64, error)
+	// connReread runs before keptFor reads the connection from the bucket;
+	// an error fails that read.
+	connReread func(ctx context.Context) error
 }
 
 // bucket is one KV bucket and the last revision its watcher has applied.
@@ -146,6 +163,20 @@ type bucket struct {
 	// (createKey); looked up on first use.
 	streamMu sync.Mutex
 	stream   jetstream.Stream
+
+	// lastMu guards the bucket's reads of its last revision (lastRevision):
+	// the one in flight, and the next one, which the callers arriving
+	// meanwhile share.
+	lastMu      sync.Mutex
+	lastRunning *lastRead
+	lastNext    *lastRead
+}
+
+// lastRead is one read of a bucket's last revision, shared by its callers.
+type lastRead struct {
+	done chan struct{}
+	rev  uint64
+	err  error
 }
 
 // wroteOwn records that this worker wrote revision rev and handles its
@@ -194,8 +225,9 @@ func (b *bucket) markSeen(rev uint64) {
 }
 
 // waitSeen waits until the watcher has applied revision rev, so this worker's
-// own view includes a write it just made.
-func (b *bucket) waitSeen(ctx context.Context, rev uint64) {
+// own view includes a write it just made (false: it had not within 2 s, or
+// before ctx ended).
+func (b *bucket) waitSeen(ctx context.Context, rev uint64) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for {
@@ -203,14 +235,72 @@ func (b *bucket) waitSeen(ctx context.Context, rev uint64) {
 		seen, wake := b.seen, b.wake
 		b.mu.Unlock()
 		if seen >= rev {
-			return
+			return true
 		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return
+			return false
 		}
 	}
+}
+
+// lastRevision reads the bucket's last revision (its stream's last
+// sequence) from JetStream, by a request sent after the call began: every
+// write stored before then is at or below it. Callers share the reads: while
+// one is in flight, those arriving wait for the next, sent once it has
+// answered, so concurrent callers cost one request per round trip between
+// them, not one each. read is the request (lastSeq in production).
+func (b *bucket) lastRevision(ctx context.Context, read func(context.Context) (uint64, error)) (uint64, error) {
+	b.lastMu.Lock()
+	if b.lastRunning == nil {
+		p := &lastRead{done: make(chan struct{})}
+		b.lastRunning = p
+		b.lastMu.Unlock()
+		b.runLast(p, read)
+		return p.rev, p.err
+	}
+	p := b.lastNext
+	if p == nil {
+		p = &lastRead{done: make(chan struct{})}
+		b.lastNext = p
+	}
+	b.lastMu.Unlock()
+	select {
+	case <-p.done:
+		return p.rev, p.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// runLast makes read p, then starts the next one if callers wait for it.
+// A read has a deadline of its own (keptForTimeout), not one of its callers'.
+func (b *bucket) runLast(p *lastRead, read func(context.Context) (uint64, error)) {
+	ctx, cancel := context.WithTimeout(context.Background(), keptForTimeout)
+	p.rev, p.err = read(ctx)
+	cancel()
+	b.lastMu.Lock()
+	next := b.lastNext
+	b.lastNext, b.lastRunning = nil, next
+	b.lastMu.Unlock()
+	close(p.done)
+	if next != nil {
+		go b.runLast(next, read)
+	}
+}
+
+// lastSeq reads the last sequence of b's stream (its info).
+func (b *bucket) lastSeq(ctx context.Context) (uint64, error) {
+	st, err := b.kv.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	si, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo })
+	if !ok {
+		return 0, errors.New("no stream info in the bucket's status")
+	}
+	return si.StreamInfo().State.LastSeq, nil
 }
 
 // waitLatest waits until the watcher has applied the bucket's last write,
