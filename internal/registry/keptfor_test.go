@@ -2,10 +2,17 @@ package registry_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
@@ -228,5 +235,78 @@ func TestSecretPutCheckHasADeadlineOfItsOwn(t *testing.T) {
 	}
 	if s, err := w.Secret(c, "slow", "db"); err != nil || string(s.Value) != "v" {
 		t.Fatalf("stored: %q %v", s.Value, err)
+	}
+}
+
+// BenchmarkSecretPutCheck puts secrets through one worker, 16 at a time, in
+// alternating rounds: the check after each write decided by the view (one
+// shared read of the connections bucket's last revision for the puts under
+// way), against a read of each put's connection from the bucket (the view
+// made unable to decide), as the check did before. It prints the rate and
+// the CPU per put of the process (worker and in-process nats-server) of
+// each, and their ratios.
+func BenchmarkSecretPutCheck(b *testing.B) {
+	srv := natstest.Server(b)
+	nc := natstest.Connect(b, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := make([]byte, seal.KeySize)
+	_, _ = rand.Read(raw)
+	key, err := seal.NewKey(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	w, err := registry.Open(c, js, seal.New(key), registry.Options{Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Start(c); err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop(context.Background())
+	const n, rounds = 3000, 3
+	for i := 0; i < n; i++ {
+		if _, err := w.PutConnection(c, events.Connection{Name: fmt.Sprint("p", i), Provider: events.ProviderBuiltin,
+			Groups: []string{"bio"}, Secrets: []string{"*"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpuNow := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	run := func(name string, bucket bool) (rate, cpu float64) {
+		f := registry.Faults{}
+		if bucket {
+			f.LastRevision = func(context.Context) (uint64, error) { return 0, errors.New("the view does not decide") }
+		}
+		registry.SetFaults(w, f)
+		t0, c0 := time.Now(), cpuNow()
+		var wg sync.WaitGroup
+		for g := 0; g < 16; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := g; i < n; i += 16 {
+					if err := w.PutSecret(c, fmt.Sprint("p", i), name, []byte("v")); err != nil {
+						b.Error(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return n / time.Since(t0).Seconds(), float64((cpuNow() - c0).Microseconds()) / n
+	}
+	b.ResetTimer()
+	for round := 0; round < rounds; round++ {
+		br, bc := run(fmt.Sprint("bucket", round), true)
+		vr, vc := run(fmt.Sprint("view", round), false)
+		fmt.Printf("round %d: view %.0f puts/s, %.0f µs CPU per put | bucket read %.0f puts/s, %.0f µs | ratio %.2f rate, %.2f CPU\n",
+			round, vr, vc, br, bc, vr/br, vc/bc)
 	}
 }

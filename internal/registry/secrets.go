@@ -416,7 +416,7 @@ func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev u
 // nothing tells it is not); decided is false when the view could not be
 // brought that far.
 func (r *Registry) keptInView(ctx context.Context, conn string, checked uint64) (refusal error, decided bool) {
-	read := r.conns.lastSeq
+	read := r.lastConnsRevision
 	if r.fault != nil && r.fault.lastRevision != nil {
 		read = r.fault.lastRevision
 	}
@@ -440,6 +440,28 @@ func (r *Registry) keptInView(ctx context.Context, conn string, checked uint64) 
 		return notBuiltin(conn, o.c.Provider), true
 	}
 	return nil, true
+}
+
+// lastConnsRevision reads a revision of the connections bucket at or above
+// every write it holds: the last one its watcher has applied when the bucket
+// holds nothing after it, which one direct get of the next message tells
+// (the common case: the server looks up one sequence, no stream info to
+// build), else the stream's last sequence.
+func (r *Registry) lastConnsRevision(ctx context.Context) (uint64, error) {
+	b := r.conns
+	seen := b.lastSeen()
+	st, err := r.streamOf(ctx, b)
+	if err != nil {
+		return 0, err
+	}
+	_, err = st.GetMsg(ctx, seen+1, jetstream.WithGetMsgSubject(kvSubject(b, ">")))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return seen, nil
+	case err != nil:
+		return 0, err
+	}
+	return b.lastSeq(ctx)
 }
 
 // keptInBucket decides keptFor from the connection read from the bucket;
