@@ -101,7 +101,9 @@ type Registry struct {
 
 	mu          sync.RWMutex
 	exportsByNm map[string]events.Export
-	listeners   []func(Change)
+	// listeners is replaced, never changed in place, by OnChange (under
+	// mu): notify reads it without a copy.
+	listeners atomic.Pointer[[]func(Change)]
 
 	// now is the clock of generations (nextGen); tests set another.
 	now func() time.Time
@@ -157,6 +159,8 @@ type bucket struct {
 
 	mu   sync.Mutex
 	seen uint64
+	// wake is closed when seen moves, if a waitSeen made it (nil: none
+	// waits, and the watcher makes no channel per entry).
 	wake chan struct{}
 
 	// stream is the bucket's stream, for reading a delete marker
@@ -219,8 +223,10 @@ func (b *bucket) markSeen(rev uint64) {
 	if rev > b.seen {
 		b.seen = rev
 	}
-	close(b.wake)
-	b.wake = make(chan struct{})
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
 	b.mu.Unlock()
 }
 
@@ -232,7 +238,11 @@ func (b *bucket) waitSeen(ctx context.Context, rev uint64) bool {
 	defer cancel()
 	for {
 		b.mu.Lock()
-		seen, wake := b.seen, b.wake
+		seen := b.seen
+		if seen < rev && b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		wake := b.wake
 		b.mu.Unlock()
 		if seen >= rev {
 			return true
@@ -348,7 +358,7 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 		if err != nil {
 			return nil, err
 		}
-		*b.dst = &bucket{name: name, kv: kv, wake: make(chan struct{})}
+		*b.dst = &bucket{name: name, kv: kv}
 	}
 	return r, nil
 }
@@ -378,7 +388,12 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 // too.
 func (r *Registry) OnChange(fn func(Change)) {
 	r.mu.Lock()
-	r.listeners = append(r.listeners, fn)
+	var ls []func(Change)
+	if p := r.listeners.Load(); p != nil {
+		ls = append(ls, *p...)
+	}
+	ls = append(ls, fn)
+	r.listeners.Store(&ls)
 	r.mu.Unlock()
 }
 
@@ -616,10 +631,11 @@ func (r *Registry) Stop(ctx context.Context) {
 }
 
 func (r *Registry) notify(c Change) {
-	r.mu.RLock()
-	ls := append([]func(Change){}, r.listeners...)
-	r.mu.RUnlock()
-	for _, fn := range ls {
+	p := r.listeners.Load()
+	if p == nil {
+		return
+	}
+	for _, fn := range *p {
 		fn(c)
 	}
 }
