@@ -310,3 +310,4 @@ func BenchmarkSecretPutCheck(b *testing.B) {
 			round, vr, vc, br, bc, vr/br, vc/bc)
 	}
 }
+

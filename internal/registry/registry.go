@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,8 @@ type Registry struct {
 	view sync.Map
 	// openedOK counts the slots of the view whose record opened.
 	openedOK atomic.Int64
+	// loadedConns counts the connection records loaded at start.
+	loadedConns atomic.Int64
 	// load packs the records the connections watcher loads at start.
 	load arena
 	// own holds the connection writes under way through this worker, by
@@ -139,6 +142,10 @@ type faults struct {
 	// connReread runs before keptFor reads the connection from the bucket;
 	// an error fails that read.
 	connReread func(ctx context.Context) error
+	// reclaimAfter, when above 0, replaces the const reclaimAfter, and
+	// reclaimed runs once Start's reclaim is done.
+	reclaimAfter int64
+	reclaimed    func()
 }
 
 // bucket is one KV bucket and the last revision its watcher has applied.
@@ -472,8 +479,38 @@ func (r *Registry) Start(ctx context.Context) error {
 		}
 	}
 	r.ready.Store(true)
+	after, done := int64(reclaimAfter), func() {}
+	if r.fault != nil && r.fault.reclaimAfter > 0 {
+		after, done = r.fault.reclaimAfter, r.fault.reclaimed
+	}
+	if r.loadedConns.Load() >= after {
+		// The load's garbage (see reclaimAfter) is returned once, off the
+		// caller's path.
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			debug.FreeOSMemory()
+			done()
+		}()
+	}
 	return nil
 }
+
+// reclaimAfter is the number of connection records loaded at start past
+// which Start returns the load's garbage to the operating system once
+// (debug.FreeOSMemory, a garbage collection then a release of the free
+// heap). The records are copied out of the watch's messages (arena), so the
+// messages, their headers and entries are garbage once applied; but the heap
+// goal the load leaves was set by a collection during it, when more was live
+// (messages waiting in the watch's subscription, entries being applied), so
+// that garbage stays in the heap, and the process's memory, until the heap
+// reaches a goal well above what the worker holds: in the registry
+// benchmark at 100,000 connections, after a restart, 96 MiB of heap in use,
+// 15 MiB free and kept, and a goal of 149 MiB, against a goal of 102 MiB for
+// the worker that holds the same connections loaded through its puts. The
+// collection resets the goal from what the worker holds. A smaller load
+// leaves too little to matter.
+const reclaimAfter = 10000
 
 func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, w watched, loaded chan<- struct{}) {
 	defer r.wg.Done()
