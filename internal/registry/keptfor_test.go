@@ -310,4 +310,3 @@ func BenchmarkSecretPutCheck(b *testing.B) {
 			round, vr, vc, br, bc, vr/br, vc/bc)
 	}
 }
-
