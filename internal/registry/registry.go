@@ -176,12 +176,18 @@ type bucket struct {
 	stream   jetstream.Stream
 
 	// lastMu guards the bucket's reads of its last revision (lastRevision):
-	// the one in flight, and the next one, which the callers arriving
-	// meanwhile share.
-	lastMu      sync.Mutex
-	lastRunning *lastRead
-	lastNext    *lastRead
+	// how many are in flight, and the next one, which the callers arriving
+	// while maxLastReads are share.
+	lastMu       sync.Mutex
+	lastInFlight int
+	lastNext     *lastRead
 }
+
+// maxLastReads bounds a bucket's reads of its last revision in flight: past
+// it, callers wait for one to answer and share the next. More than one in
+// flight lets a caller's read start sooner than a round trip after its call
+// (the wait is a put's latency), fewer than the callers lets them share.
+const maxLastReads = 4
 
 // lastRead is one read of a bucket's last revision, shared by its callers.
 type lastRead struct {
@@ -265,14 +271,15 @@ func (b *bucket) waitSeen(ctx context.Context, rev uint64) bool {
 // lastRevision reads the bucket's last revision (its stream's last
 // sequence) from JetStream, by a request sent after the call began: every
 // write stored before then is at or below it. Callers share the reads: while
-// one is in flight, those arriving wait for the next, sent once it has
-// answered, so concurrent callers cost one request per round trip between
-// them, not one each. read is the request (lastSeq in production).
+// maxLastReads are in flight, those arriving wait for the next, sent once
+// one has answered, so many concurrent callers cost a few requests per round
+// trip between them, not one each. read is the request
+// (Registry.lastConnsRevision for keptFor).
 func (b *bucket) lastRevision(ctx context.Context, read func(context.Context) (uint64, error)) (uint64, error) {
 	b.lastMu.Lock()
-	if b.lastRunning == nil {
+	if b.lastInFlight < maxLastReads {
 		p := &lastRead{done: make(chan struct{})}
-		b.lastRunning = p
+		b.lastInFlight++
 		b.lastMu.Unlock()
 		b.runLast(p, read)
 		return p.rev, p.err
@@ -299,10 +306,15 @@ func (b *bucket) runLast(p *lastRead, read func(context.Context) (uint64, error)
 	cancel()
 	b.lastMu.Lock()
 	next := b.lastNext
-	b.lastNext, b.lastRunning = nil, next
+	b.lastNext = nil
+	if next == nil {
+		b.lastInFlight--
+	}
 	b.lastMu.Unlock()
 	close(p.done)
 	if next != nil {
+		// Its callers' writes were all done before now: it is sent after
+		// them.
 		go b.runLast(next, read)
 	}
 }
