@@ -497,16 +497,25 @@ func (r *Registry) Start(ctx context.Context) error {
 	}
 	if r.loadedConns.Load() >= after {
 		// The load's garbage (see reclaimAfter) is returned once, off the
-		// caller's path.
+		// caller's path, and a while after it, so that the collection does
+		// not compete with the worker's start (its first requests).
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
+			select {
+			case <-wctx.Done():
+				return
+			case <-time.After(reclaimDelay):
+			}
 			debug.FreeOSMemory()
 			done()
 		}()
 	}
 	return nil
 }
+
+// reclaimDelay is how long after Start the load's garbage is reclaimed.
+const reclaimDelay = time.Second
 
 // reclaimAfter is the number of connection records loaded at start past
 // which Start returns the load's garbage to the operating system once
