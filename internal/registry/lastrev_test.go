@@ -28,7 +28,7 @@ func TestLastRevisionReadsAfterTheCall(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 20; i++ {
 				before := started.Load()
-				n, err := b.lastRevision(ctx, read)
+				n, err := b.lastRevision(ctx, time.Now().Add(5*time.Second), read)
 				if err != nil {
 					t.Error(err)
 					return

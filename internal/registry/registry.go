@@ -247,6 +247,10 @@ func (b *bucket) markSeen(rev uint64) {
 // own view includes a write it just made (false: it had not within 2 s, or
 // before ctx ended).
 func (b *bucket) waitSeen(ctx context.Context, rev uint64) bool {
+	if b.lastSeen() >= rev {
+		// The common case: no timer to make.
+		return true
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for {
@@ -274,14 +278,18 @@ func (b *bucket) waitSeen(ctx context.Context, rev uint64) bool {
 // maxLastReads are in flight, those arriving wait for the next, sent once
 // one has answered, so many concurrent callers cost a few requests per round
 // trip between them, not one each. read is the request
-// (Registry.lastConnsRevision for keptFor).
-func (b *bucket) lastRevision(ctx context.Context, read func(context.Context) (uint64, error)) (uint64, error) {
+// (Registry.lastConnsRevision for keptFor). A caller waits until ctx is done
+// or deadline at the latest.
+func (b *bucket) lastRevision(ctx context.Context, deadline time.Time, read func(context.Context) (uint64, error)) (uint64, error) {
 	b.lastMu.Lock()
 	if b.lastInFlight < maxLastReads {
 		p := &lastRead{done: make(chan struct{})}
 		b.lastInFlight++
 		b.lastMu.Unlock()
 		b.runLast(p, read)
+		if time.Now().After(deadline) {
+			return 0, context.DeadlineExceeded
+		}
 		return p.rev, p.err
 	}
 	p := b.lastNext
@@ -290,16 +298,21 @@ func (b *bucket) lastRevision(ctx context.Context, read func(context.Context) (u
 		b.lastNext = p
 	}
 	b.lastMu.Unlock()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
 	select {
 	case <-p.done:
 		return p.rev, p.err
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	case <-t.C:
+		return 0, context.DeadlineExceeded
 	}
 }
 
 // runLast makes read p, then starts the next one if callers wait for it.
-// A read has a deadline of its own (keptForTimeout), not one of its callers'.
+// A read has a deadline of its own (keptForTimeout), not one of its
+// callers'.
 func (b *bucket) runLast(p *lastRead, read func(context.Context) (uint64, error)) {
 	ctx, cancel := context.WithTimeout(context.Background(), keptForTimeout)
 	p.rev, p.err = read(ctx)

@@ -385,10 +385,15 @@ const keptForViewWait = 500 * time.Millisecond
 func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev uint64) error {
 	// The secret is stored: what follows must not fail for want of time
 	// the request spent on its write (a cleanup cut short would leave the
-	// very orphan it is for), so it runs on a deadline of its own.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keptForTimeout)
+	// very orphan it is for), so it runs on a deadline of its own (the
+	// view's check makes no timer for it in the common case).
+	deadline := time.Now().Add(keptForTimeout)
+	refusal, decided := r.keptInView(context.WithoutCancel(ctx), deadline, conn, checked)
+	if decided && refusal == nil {
+		return nil
+	}
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
-	refusal, decided := r.keptInView(ctx, conn, checked)
 	if !decided {
 		if refusal, decided = r.keptInBucket(ctx, conn, key, checked); !decided {
 			return nil
@@ -410,24 +415,29 @@ func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev u
 }
 
 // keptInView decides keptFor from the watched view once it has applied the
-// connections bucket's last revision, read after the secret's write: a
+// connections bucket's last revision, read after the secret's write (by
+// deadline at the latest): a
 // delete of the connection stored before that write is at or below it. The
 // refusal is nil when the connection is there and builtin (or unreadable:
 // nothing tells it is not); decided is false when the view could not be
 // brought that far.
-func (r *Registry) keptInView(ctx context.Context, conn string, checked uint64) (refusal error, decided bool) {
+func (r *Registry) keptInView(ctx context.Context, deadline time.Time, conn string, checked uint64) (refusal error, decided bool) {
 	read := r.lastConnsRevision
 	if r.fault != nil && r.fault.lastRevision != nil {
 		read = r.fault.lastRevision
 	}
-	last, err := r.conns.lastRevision(ctx, read)
+	last, err := r.conns.lastRevision(ctx, deadline, read)
 	if err != nil {
 		return nil, false
 	}
-	wctx, cancel := context.WithTimeout(ctx, keptForViewWait)
-	defer cancel()
-	if !r.conns.waitSeen(wctx, last) {
-		return nil, false
+	if r.conns.lastSeen() < last {
+		wait := min(keptForViewWait, time.Until(deadline))
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		seen := r.conns.waitSeen(wctx, last)
+		cancel()
+		if !seen {
+			return nil, false
+		}
 	}
 	s := r.slot(conn)
 	switch {
