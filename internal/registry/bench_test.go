@@ -394,6 +394,7 @@ func memory(b *testing.B, addr string) (rss, heap float64) {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
+	detail := map[string]float64{}
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) != 2 {
@@ -406,6 +407,13 @@ func memory(b *testing.B, addr string) (rss, heap float64) {
 		case "go_memstats_heap_inuse_bytes":
 			heap = v
 		}
+		detail[f[0]] = v
+	}
+	if os.Getenv("CLOUDBRIDGE_BENCH_MEMDETAIL") != "" {
+		fmt.Printf("  memory of %s: rss %.1f MiB, heap inuse %.1f, idle %.1f, released %.1f, sys %.1f, next gc %.1f, stack %.1f, other sys %.1f MiB\n", addr,
+			detail["process_resident_memory_bytes"]/(1<<20), detail["go_memstats_heap_inuse_bytes"]/(1<<20), detail["go_memstats_heap_idle_bytes"]/(1<<20),
+			detail["go_memstats_heap_released_bytes"]/(1<<20), detail["go_memstats_sys_bytes"]/(1<<20), detail["go_memstats_next_gc_bytes"]/(1<<20),
+			detail["go_memstats_stack_inuse_bytes"]/(1<<20), detail["go_memstats_other_sys_bytes"]/(1<<20))
 	}
 	return rss, heap
 }

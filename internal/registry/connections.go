@@ -137,6 +137,7 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 		// load's arena, and the name out of the subject.
 		name = strings.Clone(name)
 		r.view.Store(name, &connSlot{name: name, rev: e.Revision(), raw: r.load.copy(e.Value())})
+		r.loadedConns.Add(1)
 		return &Change{Kind: KindConnection, Name: name, Initial: true}
 	}
 	// A change after start, or one of the load at start meeting a slot

@@ -141,6 +141,9 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 	if err != nil {
 		return err
 	}
+	if r.fault != nil && r.fault.secretChecked != nil {
+		r.fault.secretChecked()
+	}
 	key := secretKey(conn, name)
 	// Each put is the next version of this secret: create version 1, or
 	// update the entry read.
@@ -174,6 +177,9 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 			// The caller invalidates this worker's cache before it replies
 			// (admin): the watcher's notification would only come later.
 			r.secrets.wroteOwn(rev)
+			if r.fault != nil && r.fault.secretWritten != nil {
+				r.fault.secretWritten()
+			}
 			return r.keptFor(ctx, conn, key, checked, rev)
 		}
 		if attempt >= 10 || !(errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) || ctx.Err() != nil {
@@ -354,43 +360,46 @@ func notBuiltin(conn, provider string) error {
 // keptForTimeout bounds keptFor's reads and its cleanup.
 const keptForTimeout = 2 * time.Second
 
-// keptFor reads the connection of secret key again once the put has written
-// it (at revision rev), so that a put racing the connection's delete (or its
-// change to another provider, through any worker) leaves no secret behind:
-// that delete (or change) removes the connection's secrets after it wrote
-// the connection, so either its listing finds this secret, or this read,
-// after the write, finds the connection gone (or no longer builtin) and the
-// put removes what it wrote and fails as the check before it would have.
+// keptForViewWait bounds keptFor's wait for the watched view to apply the
+// connections bucket's last revision; past it, the bucket is read.
+const keptForViewWait = 500 * time.Millisecond
+
+// keptFor checks, once the put has written secret key (at revision rev),
+// that its connection is still there and builtin, so that a put racing the
+// connection's delete (or its change to another provider, through any
+// worker) leaves no secret behind: that delete (or change) removes the
+// connection's secrets after it wrote the connection, so either its listing
+// finds this secret, or a read of the connections made after the write
+// finds the connection gone (or no longer builtin), and the put removes what
+// it wrote and fails as the check before it would have.
+//
+// That read is, in the normal case, the watched view once it has applied
+// the connections bucket's last revision read after the write
+// (keptInView): the read of that revision is shared by the puts under way
+// (lastRevision), so a put costs no round trip of its own. When the view
+// cannot decide (the revision unread, the watcher not there within
+// keptForViewWait), the connection is read from the bucket (keptInBucket).
 // checked is the revision of the connection's record the put checked (0:
 // none known): that record still there is the common case, decided without
 // opening it.
 func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev uint64) error {
 	// The secret is stored: what follows must not fail for want of time
 	// the request spent on its write (a cleanup cut short would leave the
-	// very orphan it is for), so it runs on a deadline of its own.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keptForTimeout)
-	defer cancel()
-	e, err := r.conns.kv.Get(ctx, conn)
-	var refusal error
-	switch {
-	case err == nil && checked != 0 && e.Revision() == checked:
+	// very orphan it is for), so it runs on a deadline of its own (the
+	// view's check makes no timer for it in the common case).
+	deadline := time.Now().Add(keptForTimeout)
+	refusal, decided := r.keptInView(context.WithoutCancel(ctx), deadline, conn, checked)
+	if decided && refusal == nil {
 		return nil
-	case err == nil:
-		r.settle(conn)
-		c, _, readErr := r.decodeConnection(conn, e.Value())
-		if readErr != nil || c.Provider == events.ProviderBuiltin {
-			// Builtin, or unreadable: nothing tells it is not.
+	}
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
+	if !decided {
+		if refusal, decided = r.keptInBucket(ctx, conn, key, checked); !decided {
 			return nil
 		}
-		refusal = notBuiltin(conn, c.Provider)
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-		refusal = translate(fmt.Sprintf("connection %q", conn), err)
-	default:
-		// Stored, and nothing tells its connection is gone: the put
-		// succeeded (a delete of the connection sweeps its secrets after
-		// it; reporting a failure here would leave the stored value
-		// unannounced).
-		r.log.Warn().Err(err).Str("conn", conn).Str("key", key).Msg("secret stored; reading its connection again failed")
+	}
+	if refusal == nil {
 		return nil
 	}
 	// Removed only when it is still the record written: a later write of
@@ -403,4 +412,96 @@ func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev u
 		r.log.Error().Err(err).Str("key", key).Msg("removing a secret stored for a connection deleted meanwhile")
 	}
 	return refusal
+}
+
+// keptInView decides keptFor from the watched view once it has applied the
+// connections bucket's last revision, read after the secret's write (by
+// deadline at the latest): a
+// delete of the connection stored before that write is at or below it. The
+// refusal is nil when the connection is there and builtin (or unreadable:
+// nothing tells it is not); decided is false when the view could not be
+// brought that far.
+func (r *Registry) keptInView(ctx context.Context, deadline time.Time, conn string, checked uint64) (refusal error, decided bool) {
+	read := r.lastConnsRevision
+	if r.fault != nil && r.fault.lastRevision != nil {
+		read = r.fault.lastRevision
+	}
+	last, err := r.conns.lastRevision(ctx, deadline, read)
+	if err != nil {
+		return nil, false
+	}
+	if r.conns.lastSeen() < last {
+		wait := min(keptForViewWait, time.Until(deadline))
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		seen := r.conns.waitSeen(wctx, last)
+		cancel()
+		if !seen {
+			return nil, false
+		}
+	}
+	s := r.slot(conn)
+	switch {
+	case s == nil:
+		return translate(fmt.Sprintf("connection %q", conn), jetstream.ErrKeyNotFound), true
+	case checked != 0 && s.rev == checked:
+		return nil, true
+	}
+	if o := r.open(s); o.err == nil && o.c.Provider != events.ProviderBuiltin {
+		return notBuiltin(conn, o.c.Provider), true
+	}
+	return nil, true
+}
+
+// lastConnsRevision reads a revision of the connections bucket at or above
+// every write it holds: the last one its watcher has applied when the bucket
+// holds nothing after it, which one direct get of the next message tells
+// (the common case: the server looks up one sequence, no stream info to
+// build), else the stream's last sequence.
+func (r *Registry) lastConnsRevision(ctx context.Context) (uint64, error) {
+	b := r.conns
+	seen := b.lastSeen()
+	st, err := r.streamOf(ctx, b)
+	if err != nil {
+		return 0, err
+	}
+	_, err = st.GetMsg(ctx, seen+1, jetstream.WithGetMsgSubject(kvSubject(b, ">")))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return seen, nil
+	case err != nil:
+		return 0, err
+	}
+	return b.lastSeq(ctx)
+}
+
+// keptInBucket decides keptFor from the connection read from the bucket;
+// decided is false when that read failed: stored, and nothing tells its
+// connection is gone, the put succeeded (a delete of the connection sweeps
+// its secrets after it; reporting a failure would leave the stored value
+// unannounced).
+func (r *Registry) keptInBucket(ctx context.Context, conn, key string, checked uint64) (refusal error, decided bool) {
+	var e jetstream.KeyValueEntry
+	var err error
+	if r.fault != nil && r.fault.connReread != nil {
+		err = r.fault.connReread(ctx)
+	}
+	if err == nil {
+		e, err = r.conns.kv.Get(ctx, conn)
+	}
+	switch {
+	case err == nil && checked != 0 && e.Revision() == checked:
+		return nil, true
+	case err == nil:
+		r.settle(conn)
+		c, _, readErr := r.decodeConnection(conn, e.Value())
+		if readErr != nil || c.Provider == events.ProviderBuiltin {
+			// Builtin, or unreadable: nothing tells it is not.
+			return nil, true
+		}
+		return notBuiltin(conn, c.Provider), true
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return translate(fmt.Sprintf("connection %q", conn), err), true
+	}
+	r.log.Warn().Err(err).Str("conn", conn).Str("key", key).Msg("secret stored; reading its connection again failed")
+	return nil, false
 }

@@ -36,12 +36,11 @@ type Registry interface {
 }
 
 // Providers is what the worker needs of the provider table
-// (internal/provider.Table): the whole check of a connection put, and the
-// redaction of every connection it replies with. The registry runs the same
-// table again on put, with the stored connection at hand (keep-redacted and
-// the routing check).
+// (internal/provider.Table): the redaction of every connection it replies
+// with. A connection put is checked by the registry's table (the same one,
+// registry.Options.Providers), with the stored connection at hand
+// (keep-redacted and the routing check): once, not here again.
 type Providers interface {
-	Validate(c *events.Connection) error
 	Redact(c events.Connection) events.Connection
 }
 
@@ -124,9 +123,6 @@ func (w *Worker) putConnection(ctx context.Context, req micro.Request, f *endpoi
 		return nil, err
 	}
 	f.Conn = c.Name
-	if err := w.prov.Validate(&c); err != nil {
-		return nil, err
-	}
 	stored, err := w.reg.PutConnection(ctx, c)
 	if err != nil {
 		return nil, err
