@@ -16,6 +16,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/config"
+	"github.com/cloudbridge/cloudbridge/internal/version"
 )
 
 // cli is the command line: serve, and the verbs that talk to workers over NATS.
@@ -165,7 +166,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	for i, a := range args { // --version before any verb (resolve has a --version of the secret)
 		if a == "--version" {
 			if len(args) == 1 {
-				fmt.Fprintf(stdout, "cloudbridge %s\n", version())
+				fmt.Fprintf(stdout, "cloudbridge %s\n", version.WithGo())
 				return 0
 			}
 			// With more arguments it is the verb version, which refuses

@@ -30,15 +30,17 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
+	"github.com/cloudbridge/cloudbridge/internal/version"
 	"github.com/cloudbridge/cloudbridge/workers/admin"
 	"github.com/cloudbridge/cloudbridge/workers/resolve"
 )
 
-// Name and Version of the micro service.
-const (
-	Name    = "cloudbridge"
-	Version = "0.1.0"
-)
+// Name of the micro service.
+const Name = "cloudbridge"
+
+// Version of the micro service ($SRV.INFO, PING, STATS): the build's
+// version, the one `cloudbridge version` prints.
+var Version = version.String()
 
 // Service is a running worker.
 type Service struct {
