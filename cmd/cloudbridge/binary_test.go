@@ -12,14 +12,15 @@ import (
 )
 
 // The real binary: serve with the embedded NATS, the CLI against it, then
-// SIGTERM: serve drains and exits 0.
+// SIGTERM: serve drains and exits 0. Built with a version by -ldflags -X, it
+// prints it, and announces it in $SRV.INFO.
 func TestBinaryServeAndSIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "cloudbridge")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	build := exec.Command("go", "build", "-ldflags", "-X github.com/cloudbridge/cloudbridge/internal/version.build=v1.2.3-rc.1", "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -61,6 +62,12 @@ func TestBinaryServeAndSIGTERM(t *testing.T) {
 			t.Fatalf("serve did not come up:\n%s", logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if out, code := exec.Command(bin, "version").Output(); code != nil || !strings.HasPrefix(string(out), "cloudbridge 1.2.3-rc.1 (go") {
+		t.Fatalf("version: %v %q", code, out)
+	}
+	if v := srvVersion(t, "nats://"+listen); v != "1.2.3-rc.1" {
+		t.Fatalf("$SRV.INFO version %q, want 1.2.3-rc.1", v)
 	}
 	if out, code := cli(`{"name":"local-bio","provider":"builtin","groups":["bio"],"secrets":["biodb*"]}`, "conn", "put", "-f", "-"); code != 0 {
 		t.Fatalf("conn put: %d %s", code, out)

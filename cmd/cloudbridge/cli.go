@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -15,7 +14,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/config"
+	"github.com/cloudbridge/cloudbridge/internal/version"
 )
 
 // cli is the command line: serve, and the verbs that talk to workers over NATS.
@@ -90,9 +91,9 @@ func (f *clientFlags) connect() (*nats.Conn, *events.Client, error) {
 	switch {
 	case err == nil:
 	case isAuthError(err):
-		return nil, nil, events.Errorf(events.CodeUnauthorized, "NATS at %s refused the credentials (%v): check --nats-user/--nats-password, --nats-token, --nats-nkey or --nats-creds", redactURL(f.url), err)
+		return nil, nil, events.Errorf(events.CodeUnauthorized, "NATS at %s refused the credentials (%v): check --nats-user/--nats-password, --nats-token, --nats-nkey or --nats-creds", bus.RedactURL(f.url), err)
 	default:
-		return nil, nil, events.Errorf(events.CodeUnavailable, "connecting to NATS at %s: %v (start a worker with 'cloudbridge serve', or point --nats-url, CLOUDBRIDGE_NATS_URL or NATS_URL at your NATS)", redactURL(f.url), err)
+		return nil, nil, events.Errorf(events.CodeUnavailable, "connecting to NATS at %s: %v (start a worker with 'cloudbridge serve', or point --nats-url, CLOUDBRIDGE_NATS_URL or NATS_URL at your NATS)", bus.RedactURL(f.url), err)
 	}
 	return nc, events.NewClient(nc, f.Prefix), nil
 }
@@ -101,41 +102,6 @@ func isAuthError(err error) bool {
 	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
 		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) ||
 		strings.Contains(strings.ToLower(err.Error()), "authorization violation")
-}
-
-// redactURL drops user info from a URL for messages, also from one given
-// without a scheme (user:pass@host:4222, which nats.go accepts as nats://).
-func redactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		bare := !strings.Contains(p, "://")
-		if bare {
-			p = "nats://" + p
-		}
-		u, err := url.Parse(p)
-		switch {
-		case err == nil && u.User != nil:
-			u.User = nil
-			parts[i] = u.String()
-			if bare {
-				parts[i] = strings.TrimPrefix(parts[i], "nats://")
-			}
-		case err != nil && strings.Contains(p, "@"):
-			// Unparsable: keep only what follows the last @ of the authority.
-			rest := p[strings.Index(p, "://")+3:]
-			host, path, _ := strings.Cut(rest, "/")
-			host = host[strings.LastIndex(host, "@")+1:]
-			parts[i] = p[:strings.Index(p, "://")+3] + host
-			if path != "" {
-				parts[i] += "/" + path
-			}
-			if bare {
-				parts[i] = strings.TrimPrefix(parts[i], "nats://")
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // context bounds a verb by --timeout, and ends it at once when the server
@@ -163,13 +129,13 @@ func (f *clientFlags) explain(ctx context.Context, err error) error {
 	}
 	if cause := context.Cause(ctx); errors.Is(cause, nats.ErrPermissionViolation) {
 		return events.Errorf(events.CodeForbidden, "NATS at %s refused: %s (the NATS user lacks the permission)",
-			redactURL(f.url), strings.TrimPrefix(cause.Error(), nats.ErrPermissionViolation.Error()+": "))
+			bus.RedactURL(f.url), strings.TrimPrefix(cause.Error(), nats.ErrPermissionViolation.Error()+": "))
 	}
 	// Only "no worker answers" gets the hint: an unavailable reply of a
 	// worker (a cloud down, a record under an unknown key) came through NATS.
 	var we *events.Error
 	if errors.As(err, &we) && we.Code == events.CodeUnavailable && errors.Is(err, nats.ErrNoResponders) {
-		return events.Errorf(events.CodeUnavailable, "%s at NATS %s (start one with 'cloudbridge serve', or point --nats-url, CLOUDBRIDGE_NATS_URL or NATS_URL at the NATS your workers use)", we.Message, redactURL(f.url))
+		return events.Errorf(events.CodeUnavailable, "%s at NATS %s (start one with 'cloudbridge serve', or point --nats-url, CLOUDBRIDGE_NATS_URL or NATS_URL at the NATS your workers use)", we.Message, bus.RedactURL(f.url))
 	}
 	return err
 }
@@ -200,7 +166,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	for i, a := range args { // --version before any verb (resolve has a --version of the secret)
 		if a == "--version" {
 			if len(args) == 1 {
-				fmt.Fprintf(stdout, "cloudbridge %s\n", version())
+				fmt.Fprintf(stdout, "cloudbridge %s\n", version.WithGo())
 				return 0
 			}
 			// With more arguments it is the verb version, which refuses

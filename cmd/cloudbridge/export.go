@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 )
 
 type exportCmd struct {
@@ -270,7 +271,7 @@ func checkInbox(nc *nats.Conn) error {
 func (f *clientFlags) explainInbox(err error) error {
 	if errors.Is(err, nats.ErrPermissionViolation) {
 		return events.Errorf(events.CodeForbidden, "NATS at %s refused: %s; nothing was sent (a user limited to other inboxes needs --inbox-prefix, e.g. --inbox-prefix _INBOX_logs)",
-			redactURL(f.url), strings.TrimPrefix(err.Error(), nats.ErrPermissionViolation.Error()+": "))
+			bus.RedactURL(f.url), strings.TrimPrefix(err.Error(), nats.ErrPermissionViolation.Error()+": "))
 	}
-	return events.Errorf(events.CodeUnavailable, "NATS at %s: %v", redactURL(f.url), err)
+	return events.Errorf(events.CodeUnavailable, "NATS at %s: %v", bus.RedactURL(f.url), err)
 }

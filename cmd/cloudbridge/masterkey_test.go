@@ -15,3 +15,15 @@ func TestServeBadMasterKeyNamesFlag(t *testing.T) {
 		t.Fatalf("serve --master-key short: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// TestServeUnusableDataDir: serve with a --data-dir it cannot store under
+// exits at once with the usage code and the OS error naming the directory
+// (it waited 15 s for the embedded server and said only "did not become
+// ready").
+func TestServeUnusableDataDir(t *testing.T) {
+	clearNATSEnv(t)
+	_, errOut, code := cb(t, "", "serve", "--listen", "127.0.0.1:0", "--http-addr", "off", "--data-dir", "/proc/cloudbridge-nosuch")
+	if code != 2 || !strings.Contains(errOut, "--data-dir /proc/cloudbridge-nosuch: mkdir /proc/cloudbridge-nosuch") {
+		t.Fatalf("serve --data-dir /proc/cloudbridge-nosuch: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -5,23 +5,10 @@ import (
 	"testing"
 )
 
-// TestRedactURL: no password or token of a NATS URL reaches a message, also
-// in a URL given without its scheme (nats.go accepts user:pass@host:port).
+// TestRedactURL: no password or token of a NATS URL reaches the CLI's
+// messages, also in a URL given without its scheme (nats.go accepts
+// user:pass@host:port); the cases of the redaction are in internal/bus.
 func TestRedactURL(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"nats://127.0.0.1:4333", "nats://127.0.0.1:4333"},
-		{"nats://user:sekret@127.0.0.1:1", "nats://127.0.0.1:1"},
-		{"nats://user:sekret@h:1, tls://tok3n@h:2", "nats://h:1,tls://h:2"},
-		{"user:sekret@127.0.0.1:1", "127.0.0.1:1"},
-		{"tok3n@127.0.0.1:1", "127.0.0.1:1"},
-		{"127.0.0.1:1", "127.0.0.1:1"},
-		{"nats://us%zzer:sekret@h:1", "nats://h:1"},
-		{"us%zzer:sekret@h:1", "h:1"},
-	} {
-		if got := redactURL(tc.in); got != tc.want {
-			t.Errorf("redactURL(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
 	_, errOut, code := cb(t, "", "conn", "ls", "--nats-url", "user:sekret@127.0.0.1:1")
 	if code == 0 || strings.Contains(errOut, "sekret") || !strings.Contains(errOut, "127.0.0.1:1") {
 		t.Fatalf("conn ls with a bare URL: exit %d, stderr %q", code, errOut)

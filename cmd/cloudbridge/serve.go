@@ -1,6 +1,9 @@
 package main
 
 import (
+	"errors"
+
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 	"github.com/cloudbridge/cloudbridge/internal/config"
 	"github.com/cloudbridge/cloudbridge/internal/logging"
 	"github.com/cloudbridge/cloudbridge/workers/service"
@@ -27,5 +30,10 @@ func (c *serveCmd) Run(e *env) error {
 	if err := startPprof(log); err != nil {
 		return err
 	}
-	return service.Run(e.ctx, c.Serve, log)
+	err = service.Run(e.ctx, c.Serve, log)
+	if de := (*bus.DataDirError)(nil); errors.As(err, &de) {
+		// An unusable --data-dir is a mistake in the configuration.
+		return usageError{err}
+	}
+	return err
 }

@@ -94,7 +94,7 @@ func Resilient(name string, log zerolog.Logger) []nats.Option {
 			return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("nats connected")
+			log.Info().Str("url", RedactURL(nc.ConnectedUrl())).Msg("nats connected")
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if err == nil || nc.IsClosed() || nc.IsDraining() {
@@ -105,7 +105,7 @@ func Resilient(name string, log zerolog.Logger) []nats.Option {
 			log.Warn().Err(err).Msg("nats disconnected; reconnecting")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
+			log.Info().Str("url", RedactURL(nc.ConnectedUrl())).Msg("nats reconnected")
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) { log.Info().Msg("nats connection closed") }),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {

@@ -193,7 +193,7 @@ func (w *Worker) Status(ctx context.Context, name string) (events.ExportStatusLi
 	w.mu.Unlock()
 	out := events.ExportStatusList{Exports: []events.ExportStatus{}}
 	if name != "" && len(names) == 0 {
-		return out, events.Errorf(events.CodeNotFound, "export %s: no such export block running", name)
+		return out, events.Errorf(events.CodeNotFound, "export %q: not found", name)
 	}
 	sort.Strings(names)
 	records := w.statusRecords(ctx)

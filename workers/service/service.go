@@ -30,15 +30,17 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
+	"github.com/cloudbridge/cloudbridge/internal/version"
 	"github.com/cloudbridge/cloudbridge/workers/admin"
 	"github.com/cloudbridge/cloudbridge/workers/resolve"
 )
 
-// Name and Version of the micro service.
-const (
-	Name    = "cloudbridge"
-	Version = "0.1.0"
-)
+// Name of the micro service.
+const Name = "cloudbridge"
+
+// Version of the micro service ($SRV.INFO, PING, STATS): the build's
+// version, the one `cloudbridge version` prints.
+var Version = version.String()
 
 // Service is a running worker.
 type Service struct {
@@ -168,7 +170,7 @@ func (s *Service) start(ctx context.Context) error {
 	s.stopHealth = cancel
 	s.healthDone = make(chan struct{})
 	go s.watchHealth(hctx)
-	log.Info().Str("nats", s.ClientURL()).Bool("embedded", s.embedded != nil).Str("http", s.HTTPAddr()).
+	log.Info().Str("nats", bus.RedactURL(s.ClientURL())).Bool("embedded", s.embedded != nil).Str("http", s.HTTPAddr()).
 		Str("instance", s.ServiceID()).Str("key_id", sealer.CurrentID()).Msg("cloudbridge worker started")
 	return nil
 }
@@ -365,7 +367,7 @@ func (s *Service) dial(ctx context.Context, name string) (*nats.Conn, error) {
 	}
 	nc, err := bus.Connect(ctx, s.log, url, append(bus.Resilient(name, s.log), extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", bus.RedactURL(url), err)
 	}
 	return nc, nil
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+
+	"github.com/cloudbridge/cloudbridge/internal/version"
 )
 
 // Config describes a service.
@@ -94,7 +96,6 @@ type endpoint struct {
 var (
 	nameRe    = regexp.MustCompile(`^[A-Za-z0-9\-_]+$`)
 	subjectRe = regexp.MustCompile(`^[^ >]*[>]?$`)
-	semverRe  = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
 )
 
 // ErrStopped is returned by AddEndpoint on a stopped service.
@@ -107,7 +108,7 @@ func Add(nc *nats.Conn, cfg Config) (*Service, error) {
 	if !nameRe.MatchString(cfg.Name) {
 		return nil, fmt.Errorf("%w: service name %q", micro.ErrConfigValidation, cfg.Name)
 	}
-	if !semverRe.MatchString(cfg.Version) {
+	if !version.IsSemVer(cfg.Version) {
 		return nil, fmt.Errorf("%w: version %q is not SemVer", micro.ErrConfigValidation, cfg.Version)
 	}
 	if cfg.QueueGroup == "" {
