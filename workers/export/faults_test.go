@@ -269,7 +269,8 @@ func TestHealthOfFailingSink(t *testing.T) {
 	e.publish(30, 10, []string{"logs.h.bad"}, "")
 	natstest.Eventually(t, 30*time.Second, "delivered, dead-lettered, no lag", func() bool {
 		st = status()
-		return st.Lag == 0 && st.LastDelivery != nil && st.DeadLetters == 10
+		return st.Lag == 0 && st.LastDelivery != nil && st.DeadLetters == 10 &&
+			st.LastError != nil && strings.Contains(st.LastError.Cause, "4711")
 	})
 	natstest.Eventually(t, 10*time.Second, "the lag metric is back to 0", func() bool { return testutil.ToFloat64(lag) == 0 })
 	for _, dl := range e.deadLetters() {

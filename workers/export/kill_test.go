@@ -138,6 +138,9 @@ func TestKilledWorker(t *testing.T) {
 	}
 	t.Logf("all %d events delivered; %d duplicates from the interrupted batch", n, dups)
 	for i, c := range e.cw.Calls() {
+		if c.Op == "PutLogEvents" && c.Error == "SerializationException" && c.Events == 0 {
+			continue // the body the kill cut short: the fake could not read it
+		}
 		if c.Op == "PutLogEvents" && (!c.Ordered || c.Bytes > 1_048_576 || c.Events > 10_000) {
 			t.Fatalf("call %d broke a limit: %+v", i, c)
 		}
