@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
@@ -114,5 +115,74 @@ func TestConcurrentPutsOnReplicatedBuckets(t *testing.T) {
 		for err := range errs {
 			t.Errorf("round %d: %v", round, err)
 		}
+	}
+}
+
+// On replicated (R3) buckets, a secret put's check after its write reads
+// from the streams' leaders (a follower behind them could answer without a
+// delete a quorum has acknowledged), and a put racing its connection's
+// delete leaves no secret, decided by the view or by the bucket's read.
+func TestSecretPutCheckOnReplicatedBuckets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	js := cluster3(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	key := newKey(t)
+	open := func() *registry.Registry {
+		var r *registry.Registry
+		natstest.Eventually(t, 30*time.Second, "the R3 buckets to be bound", func() bool {
+			c, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			var err error
+			r, err = registry.Open(c, js, seal.New(key), registry.Options{Replicas: 3, Logger: zerolog.Nop()})
+			return err == nil
+		})
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			r.Stop(c)
+		})
+		return r
+	}
+	w, other := open(), open()
+	for _, n := range []string{"gone", "gone2"} {
+		if _, err := other.PutConnection(ctx, builtinConn(t, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.Eventually(t, 10*time.Second, "w to see the connections", func() bool {
+		_, ok1 := w.Connection("gone")
+		_, ok2 := w.Connection("gone2")
+		return ok1 && ok2
+	})
+	spy := spyGets(t, js.Conn())
+	secrets, err := js.KeyValue(ctx, events.Subjects{}.Bucket(events.BucketSecrets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keptForLeaderCase(t, ctx, w, other, func(conn string) []string {
+		l, err := secrets.ListKeysFiltered(ctx, conn+".>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for k := range l.Keys() {
+			keys = append(keys, k)
+		}
+		return keys
+	}, false)
+	connsBucket := events.Subjects{}.Bucket(events.BucketConnections)
+	probe := `"next_by_subj":"$KV.` + connsBucket + `.\u003e"}`
+	natstest.Eventually(t, 5*time.Second, "the check's reads sent to the leaders", func() bool {
+		return spy.has("$JS.API.STREAM.MSG.GET.KV_"+connsBucket, probe) &&
+			spy.has("$JS.API.STREAM.MSG.GET.KV_"+connsBucket, `{"last_by_subj":"$KV.`+connsBucket+`.gone2"}`)
+	})
+	if spy.has("$JS.API.DIRECT.GET.KV_"+connsBucket, probe) {
+		t.Error("the probe was sent as a direct get")
 	}
 }

@@ -111,6 +111,9 @@ type Faults struct {
 	SecretChecked, SecretWritten func()
 	LastRevision                 func(ctx context.Context) (uint64, error)
 	ConnReread                   func(ctx context.Context) error
+	// LeaderReads sends the check's reads to the stream's leader whatever
+	// the bucket's replicas.
+	LeaderReads bool
 	// ReclaimAfter replaces the number of connections loaded past which
 	// Start reclaims the load's garbage; Reclaimed runs once it has.
 	ReclaimAfter int64
@@ -120,7 +123,7 @@ type Faults struct {
 // SetFaults installs f on r (before r is used concurrently).
 func SetFaults(r *Registry, f Faults) {
 	r.fault = &faults{secretChecked: f.SecretChecked, secretWritten: f.SecretWritten,
-		lastRevision: f.LastRevision, connReread: f.ConnReread, reclaimAfter: f.ReclaimAfter, reclaimed: f.Reclaimed}
+		lastRevision: f.LastRevision, connReread: f.ConnReread, reclaimAfter: f.ReclaimAfter, reclaimed: f.Reclaimed, leaderReads: f.LeaderReads}
 }
 
 // KeptForTimeout is the deadline of a secret put's check after its write.

@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -308,5 +310,158 @@ func BenchmarkSecretPutCheck(b *testing.B) {
 		vr, vc := run(fmt.Sprint("view", round), false)
 		fmt.Printf("round %d: view %.0f puts/s, %.0f µs CPU per put | bucket read %.0f puts/s, %.0f µs | ratio %.2f rate, %.2f CPU\n",
 			round, vr, vc, br, bc, vr/br, vc/bc)
+	}
+}
+
+// getSpy records the stream message gets sent through a server: to the
+// streams' leaders (STREAM.MSG.GET) and direct ones (DIRECT.GET).
+type getSpy struct {
+	mu   sync.Mutex
+	gets []string // "<subject> <body>"
+}
+
+func spyGets(t *testing.T, nc *nats.Conn) *getSpy {
+	t.Helper()
+	s := &getSpy{}
+	for _, subj := range []string{"$JS.API.STREAM.MSG.GET.>", "$JS.API.DIRECT.GET.>"} {
+		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
+			s.mu.Lock()
+			s.gets = append(s.gets, m.Subject+" "+string(m.Data))
+			s.mu.Unlock()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// has reports whether a get to subject with a body ending with body was
+// seen.
+func (s *getSpy) has(subject, body string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.gets {
+		if strings.HasPrefix(g, subject+" {") && strings.HasSuffix(g, body) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *getSpy) count(prefix string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, g := range s.gets {
+		if strings.HasPrefix(g, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// keptForLeaderCase puts a secret of connection "gone" through w while
+// other deletes it, the view held behind the delete (decided by the view
+// once it applied the probed revision), then of "gone2" with the view unable
+// to decide (the connection read from the bucket): both fail not_found and
+// leave no secret.
+func keptForLeaderCase(t *testing.T, c context.Context, w, other *registry.Registry, secretKeys func(string) []string, leader bool) {
+	t.Helper()
+	var target atomic.Value
+	target.Store("gone")
+	release := func() {}
+	f := registry.Faults{
+		LeaderReads: leader,
+		SecretChecked: func() {
+			release = registry.HoldConnections(w)
+			if err := other.DeleteConnection(c, target.Load().(string)); err != nil {
+				t.Error(err)
+			}
+		},
+		SecretWritten: func() { release() },
+	}
+	registry.SetFaults(w, f)
+	wantCode(t, w.PutSecret(c, "gone", "db", []byte("v")), events.CodeNotFound)
+	if keys := secretKeys("gone"); len(keys) > 0 {
+		t.Errorf("secrets left for the deleted connection: %v", keys)
+	}
+	f.LastRevision = func(context.Context) (uint64, error) { return 0, errors.New("injected: the view does not decide") }
+	registry.SetFaults(w, f)
+	target.Store("gone2")
+	wantCode(t, w.PutSecret(c, "gone2", "db", []byte("v")), events.CodeNotFound)
+	if keys := secretKeys("gone2"); len(keys) > 0 {
+		t.Errorf("secrets left for the deleted connection: %v", keys)
+	}
+}
+
+// The check's reads (the connections bucket's last revision, the
+// connection, the secret to remove) go to the streams' leaders when asked
+// (as for replicated buckets), and otherwise, on a single replica, as
+// direct gets: the probe, one get of the next message after the view.
+func TestSecretPutCheckReadsFromTheLeader(t *testing.T) {
+	connsBucket := events.Subjects{}.Bucket(events.BucketConnections)
+	conns, secrets := "KV_"+connsBucket, "KV_"+events.Subjects{}.Bucket(events.BucketSecrets)
+	probe := `"next_by_subj":"$KV.` + connsBucket + `.\u003e"}`
+	for _, leader := range []bool{true, false} {
+		t.Run(fmt.Sprint("leader=", leader), func(t *testing.T) {
+			e, w, other := keptForEnv(t, "gone", "gone2")
+			c := ctx(t)
+			spy := spyGets(t, natstest.Connect(t, e.srv))
+			keptForLeaderCase(t, c, w, other, func(conn string) []string { return e.secretKeys(c, conn) }, leader)
+			if !leader {
+				natstest.Eventually(t, 5*time.Second, "the probe as a direct get", func() bool {
+					return spy.has("$JS.API.DIRECT.GET."+conns, probe)
+				})
+				if n := spy.count("$JS.API.STREAM.MSG.GET."); n > 0 {
+					t.Errorf("%d get(s) sent to a single replica's leader API", n)
+				}
+				return
+			}
+			natstest.Eventually(t, 5*time.Second, "the check's reads sent to the leaders", func() bool {
+				return spy.has("$JS.API.STREAM.MSG.GET."+conns, probe) &&
+					spy.has("$JS.API.STREAM.MSG.GET."+conns, `{"last_by_subj":"$KV.`+connsBucket+`.gone2"}`) &&
+					spy.count("$JS.API.STREAM.MSG.GET."+secrets+" ") >= 2
+			})
+			if spy.has("$JS.API.DIRECT.GET."+conns, probe) {
+				t.Error("the probe was sent as a direct get")
+			}
+		})
+	}
+}
+
+// The view's check has a budget of its own: a read of the connections
+// bucket's last revision that does not answer leaves the bucket's read and
+// the removal their time, the put failing as its check would have and
+// leaving no secret.
+func TestSecretPutCheckHasTimeLeftAfterASlowProbe(t *testing.T) {
+	e, w, other := keptForEnv(t, "gone")
+	c := ctx(t)
+	var reads atomic.Int32
+	registry.SetFaults(w, registry.Faults{
+		SecretChecked: func() {
+			if err := other.DeleteConnection(c, "gone"); err != nil {
+				t.Error(err)
+			}
+		},
+		LastRevision: func(ctx context.Context) (uint64, error) {
+			<-ctx.Done() // does not answer within its own deadline
+			return 0, ctx.Err()
+		},
+		ConnReread: func(context.Context) error {
+			reads.Add(1)
+			return nil
+		},
+	})
+	wantCode(t, w.PutSecret(c, "gone", "db", []byte("v")), events.CodeNotFound)
+	if keys := e.secretKeys(c, "gone"); len(keys) > 0 {
+		t.Errorf("secrets left for the deleted connection: %v", keys)
+	}
+	if n := reads.Load(); n != 1 {
+		t.Errorf("the connection was read from the bucket %d time(s), want once", n)
 	}
 }

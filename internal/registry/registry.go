@@ -142,6 +142,9 @@ type faults struct {
 	// connReread runs before keptFor reads the connection from the bucket;
 	// an error fails that read.
 	connReread func(ctx context.Context) error
+	// leaderReads sends keptFor's reads to the stream's leader, as for a
+	// replicated bucket (checkedGet), whatever its replicas.
+	leaderReads bool
 	// reclaimAfter, when above 0, replaces the const reclaimAfter, and
 	// reclaimed runs once Start's reclaim is done.
 	reclaimAfter int64
@@ -239,6 +242,16 @@ func (b *bucket) markSeen(rev uint64) {
 	if b.wake != nil {
 		close(b.wake)
 		b.wake = nil
+	}
+	b.mu.Unlock()
+}
+
+// seenAtMost lowers the last revision seen to rev when it is above it (the
+// bucket created again).
+func (b *bucket) seenAtMost(rev uint64) {
+	b.mu.Lock()
+	if b.seen > rev {
+		b.seen = rev
 	}
 	b.mu.Unlock()
 }
@@ -562,7 +575,16 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, w watched
 		r.log.Error().Str("bucket", b.name).Msg("registry watcher stopped; watching again")
 		for {
 			err := bus.Retry(ctx, r.log, "re-watching bucket "+b.name, func(context.Context) error {
-				var err error
+				// A bucket deleted and created again starts its
+				// revisions over: the revisions seen are forgotten
+				// down to its last (the secrets' watcher resumes
+				// after it, and waits for revisions are not
+				// answered by revisions of the bucket deleted).
+				last, err := b.lastSeq(ctx)
+				if err != nil {
+					return err
+				}
+				b.seenAtMost(last)
 				kw, err = b.kv.WatchAll(ctx, w.opts(false)...)
 				return err
 			})

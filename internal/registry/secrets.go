@@ -357,8 +357,13 @@ func notBuiltin(conn, provider string) error {
 		"connection: %q has provider %s; the built-in store holds secrets of builtin connections only", conn, provider)
 }
 
-// keptForTimeout bounds keptFor's reads and its cleanup.
+// keptForTimeout bounds keptFor's read of the connection from the bucket
+// and its cleanup (and a read of the connections bucket's last revision).
 const keptForTimeout = 2 * time.Second
+
+// keptForViewBudget bounds keptFor's check from the view: the read of the
+// connections bucket's last revision and the wait for the view to apply it.
+const keptForViewBudget = time.Second
 
 // keptForViewWait bounds keptFor's wait for the watched view to apply the
 // connections bucket's last revision; past it, the bucket is read.
@@ -385,14 +390,15 @@ const keptForViewWait = 500 * time.Millisecond
 func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev uint64) error {
 	// The secret is stored: what follows must not fail for want of time
 	// the request spent on its write (a cleanup cut short would leave the
-	// very orphan it is for), so it runs on a deadline of its own (the
-	// view's check makes no timer for it in the common case).
-	deadline := time.Now().Add(keptForTimeout)
-	refusal, decided := r.keptInView(context.WithoutCancel(ctx), deadline, conn, checked)
+	// very orphan it is for), so it runs on deadlines of its own: the
+	// view's check within keptForViewBudget (it makes no timer in the
+	// common case), then the bucket's read and the removal within
+	// keptForTimeout, whatever time the view's check took.
+	refusal, decided := r.keptInView(context.WithoutCancel(ctx), time.Now().Add(keptForViewBudget), conn, checked)
 	if decided && refusal == nil {
 		return nil
 	}
-	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keptForTimeout)
 	defer cancel()
 	if !decided {
 		if refusal, decided = r.keptInBucket(ctx, conn, key, checked); !decided {
@@ -404,11 +410,11 @@ func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev u
 	}
 	// Removed only when it is still the record written: a later write of
 	// the key is that put's to answer for.
-	st, err := r.secrets.kv.Get(ctx, key)
-	if err == nil && st.Revision() == rev {
-		err = r.purge(ctx, r.secrets, key, storedGen(st.Value()), rev)
+	val, stored, err := r.checkedRead(ctx, r.secrets, key)
+	if err == nil && stored == rev {
+		err = r.purge(ctx, r.secrets, key, storedGen(val), rev)
 	}
-	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongSequence(err) {
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) && !isWrongSequence(err) {
 		r.log.Error().Err(err).Str("key", key).Msg("removing a secret stored for a connection deleted meanwhile")
 	}
 	return refusal
@@ -454,17 +460,18 @@ func (r *Registry) keptInView(ctx context.Context, deadline time.Time, conn stri
 
 // lastConnsRevision reads a revision of the connections bucket at or above
 // every write it holds: the last one its watcher has applied when the bucket
-// holds nothing after it, which one direct get of the next message tells
-// (the common case: the server looks up one sequence, no stream info to
-// build), else the stream's last sequence.
+// holds nothing after it, which one get of the next message tells (the
+// common case: the server looks up one sequence, no stream info to build),
+// else the stream's last sequence. Both are read from the stream's leader
+// when it is replicated (checkedGet; a stream's info is the leader's).
+//
+// (A get of the last message of any key, `$KV.<bucket>.>`, would read the
+// last sequence in one request whatever the view, but the server matches
+// that wildcard against every key the stream holds.)
 func (r *Registry) lastConnsRevision(ctx context.Context) (uint64, error) {
 	b := r.conns
 	seen := b.lastSeen()
-	st, err := r.streamOf(ctx, b)
-	if err != nil {
-		return 0, err
-	}
-	_, err = st.GetMsg(ctx, seen+1, jetstream.WithGetMsgSubject(kvSubject(b, ">")))
+	_, err := r.checkedGet(ctx, b, msgGet{Seq: seen + 1, NextFor: kvSubject(b, ">")})
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return seen, nil
@@ -480,20 +487,21 @@ func (r *Registry) lastConnsRevision(ctx context.Context) (uint64, error) {
 // its secrets after it; reporting a failure would leave the stored value
 // unannounced).
 func (r *Registry) keptInBucket(ctx context.Context, conn, key string, checked uint64) (refusal error, decided bool) {
-	var e jetstream.KeyValueEntry
+	var val []byte
+	var rev uint64
 	var err error
 	if r.fault != nil && r.fault.connReread != nil {
 		err = r.fault.connReread(ctx)
 	}
 	if err == nil {
-		e, err = r.conns.kv.Get(ctx, conn)
+		val, rev, err = r.checkedRead(ctx, r.conns, conn)
 	}
 	switch {
-	case err == nil && checked != 0 && e.Revision() == checked:
+	case err == nil && checked != 0 && rev == checked:
 		return nil, true
 	case err == nil:
 		r.settle(conn)
-		c, _, readErr := r.decodeConnection(conn, e.Value())
+		c, _, readErr := r.decodeConnection(conn, val)
 		if readErr != nil || c.Provider == events.ProviderBuiltin {
 			// Builtin, or unreadable: nothing tells it is not.
 			return nil, true
