@@ -73,6 +73,12 @@ type collector struct {
 
 	spare *batch                 // a free batch taken for the pull ahead; the next b
 	ahead jetstream.MessageBatch // a pull of what is there now, issued while b fills
+
+	// dead holds the messages of a fetch that can never be sent (prepare
+	// marked them Dead): they are dead-lettered and acked as the fetch ends
+	// (settleDead), not in b behind its sink calls, which a failing sink
+	// would hold for as long as it fails.
+	dead batch
 }
 
 // prepared is a fetched message with its parsed record.
@@ -145,6 +151,7 @@ func (c *collector) run(ctx context.Context) error {
 // what is there now that brought a message sends the next one ahead as it
 // ends.
 func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error {
+	defer c.settleDead()
 	var mb jetstream.MessageBatch
 	var err error
 	switch {
@@ -278,9 +285,14 @@ func (c *collector) roomIn(b *batch) int {
 }
 
 // add puts a prepared message into b, or into carry when b is full or the
-// message would take it past max_bytes.
+// message would take it past max_bytes; one that can never be sent goes to
+// dead instead.
 func (c *collector) add(p prepared) {
 	if p.msg == nil {
+		return
+	}
+	if p.out.Status == logevent.Dead {
+		c.dead.add(p.msg, p.rec, p.out, 0)
 		return
 	}
 	if len(c.carry) > 0 || c.full() || (p.size > 0 && c.b.sent > 0 && c.b.bytes+p.size > c.r.lim.maxBytes) {
@@ -340,6 +352,38 @@ func (c *collector) submit(ctx context.Context) bool {
 	clear(carry)
 	c.spareCarry = carry[:0]
 	return true
+}
+
+// settleDead dead-letters what a fetch brought that can never be sent, acks
+// what the dead-letter stream stored (counted in the metrics and reported
+// like a batch's dead letters) and gives back the rest, after a delay (the
+// stream is failing: no tight loop of redeliveries).
+func (c *collector) settleDead() {
+	d := &c.dead
+	if d.empty() {
+		return
+	}
+	defer d.reset()
+	start := time.Now()
+	idx := make([]int, len(d.msgs))
+	for i := range idx {
+		idx[i] = i
+	}
+	ok := c.r.deadLetter(d, idx)
+	for i, m := range d.msgs {
+		if ok[i] {
+			_ = m.Ack()
+		} else {
+			_ = m.NakWithDelay(c.r.retry.max)
+		}
+	}
+	if len(ok) == 0 {
+		return
+	}
+	ev := events.ExportedEvent{Export: c.r.name, Dead: len(ok), DurationMS: time.Since(start).Milliseconds()}
+	if body, err := events.Marshal(ev); err == nil {
+		_ = c.r.w.cfg.NC.Publish(c.r.w.cfg.Subjects.Exported(c.r.name), body)
+	}
 }
 
 // touch sends InProgress for b's messages and carry's.

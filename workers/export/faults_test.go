@@ -334,3 +334,49 @@ func TestHeldMessagesKeptAlive(t *testing.T) {
 		t.Fatalf("the workers received %v messages for %d events: some were redelivered", got, n)
 	}
 }
+
+// TestInvalidDeadLetteredWhileSinkFails: an event that can never be sent
+// (empty) is dead-lettered and acked as it is fetched, not after its batch's
+// sink call: with every call failing, its dead letter is stored, it is acked
+// and counted, while the valid events of its batch stay pending.
+func TestInvalidDeadLetteredWhileSinkFails(t *testing.T) {
+	e := newEnv(t)
+	e.cw.FailFor(time.Hour, http.StatusServiceUnavailable)
+	exp := cwExport("deadnow", "logs.dn.>")
+	deadBefore := testutil.ToFloat64(metrics.ExportDead.WithLabelValues(exp.Name, events.DeadInvalid))
+	retriesBefore := counter(exp.Name, string(events.CodeUnavailable))
+	results := e.watchExported()
+	e.worker(nil, exp)
+	e.publish(0, 3, []string{"logs.dn.a"}, "")
+	if _, err := e.js.Publish(context.Background(), "logs.dn.a", nil); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(3, 3, []string{"logs.dn.a"}, "")
+	natstest.Eventually(t, 20*time.Second, "the empty event dead-lettered and acked, the others held", func() bool {
+		ack, pending := consumerPending(t, e.js, exp.Name)
+		return len(e.deadLetters()) == 1 && ack == 6 && pending == 0
+	})
+	if dl := e.deadLetters()[0]; dl.Reason != events.DeadInvalid || dl.Export != exp.Name || dl.Seq != 4 || len(dl.Payload) != 0 {
+		t.Fatalf("dead letter %+v", dl)
+	}
+	if got := testutil.ToFloat64(metrics.ExportDead.WithLabelValues(exp.Name, events.DeadInvalid)); got != deadBefore+1 {
+		t.Fatalf("dead invalid counter %v, want %v", got, deadBefore+1)
+	}
+	natstest.Eventually(t, 10*time.Second, "the dead letter reported", func() bool {
+		results.mu.Lock()
+		defer results.mu.Unlock()
+		for _, ev := range results.events {
+			if ev.Export == exp.Name && ev.Dead == 1 && ev.Events == 0 {
+				return true
+			}
+		}
+		return false
+	})
+	// The valid ones are retried, not delivered, and still held.
+	natstest.Eventually(t, 20*time.Second, "the sink's calls fail and are retried", func() bool {
+		return counter(exp.Name, string(events.CodeUnavailable)) > retriesBefore
+	})
+	if ack, _ := consumerPending(t, e.js, exp.Name); ack != 6 || len(cwIDs(e.cw)) != 0 {
+		t.Fatalf("ack pending %d, stored %d: want the 6 valid events held, none stored", ack, len(cwIDs(e.cw)))
+	}
+}
