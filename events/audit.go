@@ -82,9 +82,10 @@ type AuditEvent struct {
 	Outcome string `json:"outcome"`
 	// Count and Until are set on a summary of throttled refusals only
 	// (outcome throttled): the event stands for Count throttled requests on
-	// its subject (itself, whose fields it carries, and Count-1 more),
-	// received from Time to Until. An event without Count stands for one
-	// request (see README "Audit").
+	// its subject of its Requester (itself, whose fields it carries, and
+	// Count-1 more), received from Time to Until, and never carries
+	// ReplyKey nor Sealed. An event without Count stands for one request
+	// (see README "Audit").
 	Count int        `json:"count,omitempty"`
 	Until *time.Time `json:"until,omitempty"`
 	// LatencyMS is the time from receipt to reply, in milliseconds.

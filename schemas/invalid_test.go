@@ -160,6 +160,7 @@ var invalidDocs = []struct {
 	{"audit until without count", "audit-event", `{` + auditThrottled + `,"until":"2026-11-24T02:00:01Z"}`, "required", false},
 	{"audit count zero", "audit-event", `{` + auditThrottled + `,"count":0,"until":"2026-11-24T02:00:01Z"}`, "minimum", false},
 	{"audit count not an integer", "audit-event", `{` + auditThrottled + `,"count":1.5,"until":"2026-11-24T02:00:01Z"}`, "type", false},
+	{"audit summary with a reply key", "audit-event", `{` + auditThrottled + `,"count":2,"until":"2026-11-24T02:00:01Z","sealed":true,"reply_key":"` + xkeyOK + `"}`, "not", false},
 	{"audit bad until", "audit-event", `{` + auditThrottled + `,"count":2,"until":"later"}`, "format", false},
 	{"fingerprint request without secret", "fingerprint-request", `{"connection":"local-bio"}`, "required", true},
 	{"fingerprint request wildcard", "fingerprint-request", `{"connection":"local-bio","secret":"biodb*"}`, "pattern", true},

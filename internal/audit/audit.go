@@ -70,7 +70,7 @@ var (
 	})
 	summariesFull = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cloudbridge_audit_summaries_full_total",
-		Help: "Throttled requests whose event was published on its own because 4,096 subjects already had a summary window open.",
+		Help: "Throttled requests whose event was published on its own because 4,096 summary windows (subject and requester) were already open.",
 	})
 )
 
@@ -126,11 +126,12 @@ type Config struct {
 	// RecoverEvery; the requests go on (best-effort) or are refused
 	// (required) meanwhile.
 	Recover func(ctx context.Context) error
-	// SummaryWindow is the window of a subject's throttled events (default
-	// DefaultSummaryWindow; negative: no summaries, one event each).
+	// SummaryWindow is the window of a subject's throttled events, per
+	// requester (default DefaultSummaryWindow; negative: no summaries, one
+	// event each).
 	SummaryWindow time.Duration
-	// MaxSummaries bounds the subjects with a summary window open (default
-	// DefaultMaxSummaries).
+	// MaxSummaries bounds the summary windows open, one per subject and
+	// requester (default DefaultMaxSummaries).
 	MaxSummaries int
 }
 
@@ -146,8 +147,11 @@ type Publisher struct {
 	// mu guards closed against a publish racing with Stop.
 	mu     sync.RWMutex
 	closed bool
-	// throttled logs repeated failures once a second with the cause.
-	throttled zerolog.Logger
+	// The loggers of repeated failures log each once a second with the
+	// cause, one rate per kind of message, so a flood of one (a warning
+	// per throttled event past the bound of windows) never takes the lines
+	// of another (an event not stored).
+	logMissing, logRefused, logNotStored, logFull, logTooMany zerolog.Logger
 	// recovering is held while Recover runs; lastRecover spaces the calls.
 	recovering  sync.Mutex
 	recoverMu   sync.Mutex
@@ -162,7 +166,7 @@ type Publisher struct {
 	lost, full, stopped prometheus.Counter
 	// windows are the subjects' summary windows of throttled events.
 	sumMu   sync.Mutex
-	windows map[string]*window
+	windows map[windowKey]*window
 	sumFull prometheus.Counter
 }
 
@@ -193,7 +197,7 @@ func (p *Publisher) recoverStream(err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*p.cfg.AckTimeout)
 		defer cancel()
 		if rerr := p.cfg.Recover(ctx); rerr != nil {
-			p.throttled.Error().Str("err", rerr.Error()).Msg("audit stream missing and not re-created")
+			p.logMissing.Error().Str("err", rerr.Error()).Msg("audit stream missing and not re-created")
 			return
 		}
 		recovered.Inc()
@@ -237,18 +241,25 @@ func New(cfg Config) *Publisher {
 	}
 	p := &Publisher{
 		cfg: cfg, ch: make(chan item, cfg.Buffer), done: make(chan struct{}), stopping: make(chan struct{}),
-		throttled: cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second}),
-		lost:      dropped.WithLabelValues("publish_failed"),
-		full:      dropped.WithLabelValues("buffer_full"),
-		stopped:   dropped.WithLabelValues("stopped"),
-		windows:   map[string]*window{},
-		sumFull:   summariesFull,
+		logMissing: onceASecond(cfg.Logger), logRefused: onceASecond(cfg.Logger),
+		logNotStored: onceASecond(cfg.Logger), logFull: onceASecond(cfg.Logger),
+		logTooMany: onceASecond(cfg.Logger),
+		lost:       dropped.WithLabelValues("publish_failed"),
+		full:       dropped.WithLabelValues("buffer_full"),
+		stopped:    dropped.WithLabelValues("stopped"),
+		windows:    map[windowKey]*window{},
+		sumFull:    summariesFull,
 	}
 	go p.loop()
 	if cfg.SummaryWindow > 0 {
 		go p.sweep()
 	}
 	return p
+}
+
+// onceASecond is l logging at most a line a second (a sampler of its own).
+func onceASecond(l zerolog.Logger) zerolog.Logger {
+	return l.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
 }
 
 // Required reports whether requests wait for their audit event to be stored.
@@ -292,7 +303,7 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *even
 	if _, err := p.cfg.JS.PublishMsg(ctx, msg); err != nil {
 		dropped.WithLabelValues("refused").Inc()
 		p.recoverStream(err)
-		p.throttled.Error().Str("subject", subject).Str("err", err.Error()).Msg("audit event not stored: request refused")
+		p.logRefused.Error().Str("subject", subject).Str("err", err.Error()).Msg("audit event not stored: request refused")
 		return fmt.Errorf("storing audit event: %w", err)
 	}
 	published.Inc()
@@ -404,7 +415,7 @@ func (p *Publisher) send(batch []item) {
 	if _, err := p.cfg.JS.PublishMsg(ctx, msgOf(last.subject, last.msgID, last.ev, p.buf)); err != nil {
 		p.lost.Add(reqs + standsFor(last.ev))
 		p.recoverStream(err)
-		p.throttled.Warn().Int("events", n+1).Str("subject", last.subject).Str("err", err.Error()).Msg("audit events not stored")
+		p.logNotStored.Warn().Int("events", n+1).Str("subject", last.subject).Str("err", err.Error()).Msg("audit events not stored")
 		return
 	}
 	published.Add(float64(n + 1))

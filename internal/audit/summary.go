@@ -11,25 +11,47 @@ import (
 // A flood of requests refused with throttled would otherwise store one event
 // per refusal: a requester could make the audit stream store events without
 // end, and take the server's CPU from everyone else's requests, at no cost
-// to itself. So, per audit subject, the first throttled event of a window
-// (SummaryWindow) is published at once, as any event; the window's further
-// throttled events are only counted, into one summary event published once
-// the window has ended: the fields of the first of them, with Count (the
-// throttled requests it stands for, itself included) and Until (the receipt
-// of the last). Nothing is lost: the Counts (1 for an event without one) add
-// up to the throttled requests. Every other outcome is an event of its own.
+// to itself. So, per audit subject and requester (the whole Requester NATS
+// told, or none), the first throttled event of a window (SummaryWindow) is
+// published at once, as any event; the window's further throttled events
+// are only counted, into one summary event published once the window has
+// ended: the fields of the first of them (its request_id is the first
+// request counted), with Count (the throttled requests it stands for,
+// itself included) and Until (the receipt of the last), and no reply key:
+// the requests it stands for may each have named another. Its requester is
+// every one's, so a flood is never recorded as another requester's. Nothing
+// is lost: the Counts (1 for an event without one) add up to the throttled
+// requests. Every other outcome is an event of its own.
 
 // Summary defaults.
 const (
-	// DefaultSummaryWindow is the window of a subject's throttled events.
+	// DefaultSummaryWindow is the window of a subject's throttled events
+	// (per requester).
 	DefaultSummaryWindow = time.Second
-	// DefaultMaxSummaries bounds the subjects with a window open: past it a
-	// throttled event of another subject is published on its own (and
+	// DefaultMaxSummaries bounds the windows open (subject and requester):
+	// past it a throttled event of another is published on its own (and
 	// counted in cloudbridge_audit_summaries_full_total).
 	DefaultMaxSummaries = 4096
 )
 
-// window is a subject's summary window: open until ends; sum is the summary
+// windowKey names a window: an audit subject and the requester, all it
+// holds (a zero one, none, is its own).
+type windowKey struct {
+	subject   string
+	requester events.Requester
+	told      bool
+}
+
+// keyOf is the window of ev on subject.
+func keyOf(subject string, ev *events.AuditEvent) windowKey {
+	k := windowKey{subject: subject}
+	if ev.Requester != nil {
+		k.requester, k.told = *ev.Requester, true
+	}
+	return k
+}
+
+// window is a subject's (and requester's) summary window: open until ends; sum is the summary
 // of the throttled events counted in it, nil while there is none.
 type window struct {
 	ends time.Time
@@ -48,11 +70,14 @@ func (p *Publisher) summarise(subject string, ev *events.AuditEvent) (counted bo
 	now := time.Now()
 	p.sumMu.Lock()
 	defer p.sumMu.Unlock()
-	w := p.windows[subject]
+	key := keyOf(subject, ev)
+	w := p.windows[key]
 	switch {
 	case w != nil && now.Before(w.ends):
 		if w.sum == nil {
 			s := *ev
+			// One request's reply key would not be every one's.
+			s.Sealed, s.ReplyKey = false, ""
 			s.Count = 1
 			until := ev.Time
 			s.Until = &until
@@ -70,11 +95,11 @@ func (p *Publisher) summarise(subject string, ev *events.AuditEvent) (counted bo
 		due, w.sum = w.sum, nil
 		w.ends = now.Add(p.cfg.SummaryWindow)
 	case len(p.windows) < p.cfg.MaxSummaries:
-		p.windows[subject] = &window{ends: now.Add(p.cfg.SummaryWindow)}
+		p.windows[key] = &window{ends: now.Add(p.cfg.SummaryWindow)}
 	default:
 		p.sumFull.Inc()
-		p.throttled.Warn().Str("subject", subject).Int("subjects", len(p.windows)).
-			Msg("audit: too many subjects with throttled requests to summarise: event published on its own")
+		p.logTooMany.Warn().Str("subject", subject).Int("windows", len(p.windows)).
+			Msg("audit: too many subjects and requesters with throttled requests to summarise: event published on its own")
 	}
 	return false, due
 }
@@ -85,19 +110,19 @@ func (p *Publisher) takeSummaries(now time.Time, all bool) []item {
 	p.sumMu.Lock()
 	defer p.sumMu.Unlock()
 	var out []item
-	for subject, w := range p.windows {
+	for key, w := range p.windows {
 		if !all && now.Before(w.ends) {
 			continue
 		}
 		if w.sum != nil {
-			out = append(out, item{subject: subject, ev: w.sum})
+			out = append(out, item{subject: key.subject, ev: w.sum})
 		}
-		delete(p.windows, subject)
+		delete(p.windows, key)
 	}
 	return out
 }
 
-// Pending is the number of subjects with a summary window open, for tests.
+// Pending is the number of summary windows open, for tests.
 func (p *Publisher) Pending() int {
 	p.sumMu.Lock()
 	defer p.sumMu.Unlock()
@@ -133,6 +158,6 @@ func (p *Publisher) enqueue(it item) {
 	case p.ch <- it:
 	default:
 		p.full.Add(standsFor(it.ev))
-		p.throttled.Warn().Str("subject", it.subject).Msg("audit buffer full: event dropped")
+		p.logFull.Warn().Str("subject", it.subject).Msg("audit buffer full: event dropped")
 	}
 }

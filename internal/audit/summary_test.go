@@ -1,8 +1,11 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -418,4 +421,117 @@ func TestLostSummaryCountsItsRequests(t *testing.T) {
 			t.Fatalf("%d events stored, want 2 (the first refusal and the ok event)", got)
 		}
 	})
+}
+
+// A flood of two requesters on one subject is summarised per requester:
+// each summary carries its own requester (never the other's), its counts
+// add up to that requester's refusals, and no summary carries a reply key
+// (each request may have named its own). No requester is a requester too.
+func TestThrottledRefusalsSummarisedPerRequester(t *testing.T) {
+	js := auditStream(t)
+	p := New(Config{JS: js, Logger: zerolog.Nop(), SummaryWindow: time.Hour})
+	subject := events.Subjects{}.Audit(events.OpResolve, "bio", "aws-hang")
+	victim := &events.Requester{Account: "BIO", User: "alice", Name: "lab", Host: "10.0.0.1"}
+	attacker := &events.Requester{Account: "BIO", User: "mallory", Name: "lab", Host: "10.0.0.2"}
+	key := "X" + strings.Repeat("A", 55)
+	want := map[string]int{"alice": 5, "mallory": 900, "": 7}
+	t0 := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	for i := 0; i < 900; i++ {
+		for _, r := range []*events.Requester{victim, attacker, nil} {
+			name := ""
+			if r != nil {
+				name = r.User
+			}
+			if i >= want[name] {
+				continue
+			}
+			ev := refusal("bio", "aws-hang", fmt.Sprintf("%s%d", name, i), t0.Add(time.Duration(i)*time.Millisecond))
+			if r != nil {
+				c := *r
+				ev.Requester = &c
+			}
+			ev.Sealed, ev.ReplyKey = true, key
+			if err := p.Publish(context.Background(), subject, "", ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := p.Pending(); n != 3 {
+		t.Fatalf("%d windows open, want 3 (two requesters and none)", n)
+	}
+	stop(t, p)
+	got := map[string]int{}
+	summaries := map[string]int{}
+	for _, e := range readStored(t, js) {
+		name := ""
+		if e.ev.Requester != nil {
+			name = e.ev.Requester.User
+			if r := map[string]*events.Requester{"alice": victim, "mallory": attacker}[name]; r == nil || *e.ev.Requester != *r {
+				t.Fatalf("event of requester %+v, want alice's or mallory's", e.ev.Requester)
+			}
+		}
+		if id, ok := strings.CutPrefix(e.ev.RequestID, name); !ok || id == "" || strings.Trim(id, "0123456789") != "" {
+			t.Fatalf("event of %q records request %s", name, e.ev.RequestID)
+		}
+		got[name] += max(e.ev.Count, 1)
+		if e.ev.Count == 0 {
+			continue
+		}
+		summaries[name]++
+		if e.ev.RequestID != name+"1" {
+			t.Fatalf("summary of %q records request %s, want the first counted, %s1", name, e.ev.RequestID, name)
+		}
+		if e.ev.Sealed || e.ev.ReplyKey != "" {
+			t.Fatalf("summary of %q claims a reply key: %+v", name, e.ev)
+		}
+	}
+	for name, n := range want {
+		if got[name] != n || summaries[name] != 1 {
+			t.Fatalf("requester %q: %d refusals in %d summaries, want %d in 1 (all: %v)", name, got[name], summaries[name], n, got)
+		}
+	}
+}
+
+// syncBuffer is a log sink safe for the publisher's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Past the bound of windows every throttled event warns, but at a rate of
+// its own: an event not stored is still logged meanwhile.
+func TestTooManyWindowsDoesNotSilenceErrors(t *testing.T) {
+	js := auditStream(t)
+	var logs syncBuffer
+	p := New(Config{JS: js, Mode: Required, Logger: zerolog.New(&logs), SummaryWindow: time.Hour, MaxSummaries: 1})
+	defer stop(t, p)
+	s := events.Subjects{}
+	for i := 0; i < 5; i++ {
+		_ = p.Publish(context.Background(), s.Audit(events.OpResolve, "bio", fmt.Sprintf("c%d", i)), "",
+			refusal("bio", fmt.Sprintf("c%d", i), fmt.Sprintf("r%d", i), time.Now()))
+	}
+	if !strings.Contains(logs.String(), "too many subjects") {
+		t.Fatalf("no warning past the bound of windows: %s", logs.String())
+	}
+	// No stream captures this subject: the event is refused.
+	ev := refusal("bio", "c0", "ok1", time.Now())
+	ev.Outcome = events.OutcomeOK
+	if err := p.Publish(context.Background(), "nowhere.audit", "", ev); err == nil {
+		t.Fatal("an event no stream captures was stored")
+	}
+	if !strings.Contains(logs.String(), "audit event not stored: request refused") {
+		t.Fatalf("the refused event was not logged while the too-many warning fires: %s", logs.String())
+	}
 }

@@ -254,7 +254,7 @@ func (r *Runner) Inline(name string, fn Func) micro.Handler {
 			return
 		}
 		held = false
-		r.replyAfterAudit(name, req, &f, start, body, err, key)
+		r.afterAudit(func() { r.reply(name, req, &f, start, body, err, key, true) })
 	})
 }
 
@@ -366,22 +366,40 @@ const DefaultAuditWaits = 1024
 // Audit.MaxWaiting such replies wait at once, past which a request is
 // refused at once with unavailable (and counted). A throttled refusal is
 // replied at once in both modes: the Auditor never waits for its event, so
-// a flood of them takes neither a place nor a goroutine each. key is the
+// a flood of them takes neither a place nor a goroutine each (unless its
+// reply cannot be sealed: its outcome is internal then, and waits). key is the
 // request's reply key (RefuseReplyKey), the reply sealed to it when not "".
 func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
-	// Its outcome stays throttled as reply renders it (an error body, sealed
-	// to a key RefuseReplyKey checked, always seals), so reply's Publish
-	// does not wait on this goroutine.
-	if r.audit == nil || !r.audit.Auditor.Required() || err != nil && events.CodeOf(err) == events.CodeThrottled {
+	if r.audit == nil || !r.audit.Auditor.Required() {
 		r.reply(name, req, f, start, body, err, key, true)
+		return
+	}
+	if err != nil && events.CodeOf(err) == events.CodeThrottled {
+		// Decided on the outcome rendered, the one Publish sees: a
+		// throttled refusal whose reply could not be sealed is internal,
+		// and its event is waited for like any other's, not here.
+		o := r.render(req, key, body, err)
+		if o.code == throttledCode {
+			r.send(name, req, f, start, o, key, true)
+			return
+		}
+		if !r.takeAuditWait() {
+			r.putHeader(o.hdr)
+			r.refuseAuditBacklog(name, req, f, start, key)
+			return
+		}
+		r.afterAudit(func() { r.send(name, req, f, start, o, key, true) })
 		return
 	}
 	if !r.takeAuditWait() {
 		r.refuseAuditBacklog(name, req, f, start, key)
 		return
 	}
-	r.replyAfterAudit(name, req, f, start, body, err, key)
+	r.afterAudit(func() { r.reply(name, req, f, start, body, err, key, true) })
 }
+
+// throttledCode is the outcome of a throttled refusal.
+const throttledCode = string(events.CodeThrottled)
 
 // takeAuditWait takes one of the places of the replies waiting for their
 // audit event (required mode), without blocking; false when none is free.
@@ -402,13 +420,14 @@ func (r *Runner) refuseAuditBacklog(name string, req micro.Request, f *Fields, s
 	r.reply(name, req, f, start, nil, err, key, false)
 }
 
-// replyAfterAudit replies on a goroutine of its own once the audit event is
-// stored, holding the audit wait place taken (takeAuditWait) until then.
-func (r *Runner) replyAfterAudit(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
+// afterAudit runs reply (which waits for the audit event to be stored) on a
+// goroutine of its own, holding the audit wait place taken (takeAuditWait)
+// until it returns.
+func (r *Runner) afterAudit(reply func()) {
 	r.wg.Add(1)
 	go func() {
 		defer func() { <-r.auditWaits; r.wg.Done() }()
-		r.reply(name, req, f, start, body, err, key, true)
+		reply()
 	}()
 }
 
@@ -429,29 +448,51 @@ func (r *Runner) finishSync(name string, req micro.Request, f *Fields, start tim
 // latency_ms: measured as the reply goes out (best-effort), or once the
 // outcome is known, just before its event is stored (required).
 func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string, audited bool) {
-	id := requestID(req)
-	if id == "" && (r.audit != nil || key != "") {
+	r.send(name, req, f, start, r.render(req, key, body, err), key, audited)
+}
+
+// rendered is a reply ready to send (render).
+type rendered struct {
+	id  string
+	hdr nats.Header
+	we  *events.Error
+	// body is what is sent, code the outcome, sealed whether body is
+	// sealed, err the error to log.
+	body   []byte
+	code   string
+	sealed bool
+	err    error
+}
+
+// render is the reply of body or err to req: its request id and header,
+// and what renderBody makes of it.
+func (r *Runner) render(req micro.Request, key string, body []byte, err error) rendered {
+	o := rendered{id: requestID(req)}
+	if o.id == "" && (r.audit != nil || key != "") {
 		// An id the audit event and a sealed reply are bound to; otherwise
 		// nothing would record one.
-		id = nuid.Next()
+		o.id = nuid.Next()
 	}
-	var hdr nats.Header
-	if id != "" {
-		hdr = r.header()
+	if o.id != "" {
+		o.hdr = r.header()
 		// The keys are in canonical form already (Header.Set would
 		// canonicalize them on every reply).
-		hdr[events.HeaderRequestID] = append(hdr[events.HeaderRequestID][:0], id)
+		o.hdr[events.HeaderRequestID] = append(o.hdr[events.HeaderRequestID][:0], o.id)
 	}
+	o.we, o.body, o.code, o.sealed, o.err = r.renderBody(o.hdr, o.id, key, body, err)
+	return o
+}
+
+// send sends the rendered reply o, recording its audit event when audited:
+// first, and waiting for it to be stored, in required mode.
+func (r *Runner) send(name string, req micro.Request, f *Fields, start time.Time, o rendered, key string, audited bool) {
+	id, hdr, we, body, code, sealed, err := o.id, o.hdr, o.we, o.body, o.code, o.sealed, o.err
 	audited = audited && r.audit != nil
-	var we *events.Error
-	var code string
-	var sealed bool
-	we, body, code, sealed, err = r.render(hdr, id, key, body, err)
 	var d time.Duration
 	if audited && r.audit.Auditor.Required() {
 		d = elapsed(req, start)
 		if aerr := r.publishAudit(name, req, f, id, start, d, code, key, sealed, we != nil); aerr != nil {
-			we, body, code, sealed, err = r.render(hdr, id, key, nil,
+			we, body, code, sealed, err = r.renderBody(hdr, id, key, nil,
 				events.Wrap(events.CodeUnavailable, aerr, "the audit event of this request could not be stored, so it is refused (serve --audit required)"))
 		}
 		audited = false
@@ -491,13 +532,13 @@ func (r *Runner) reply(name string, req micro.Request, f *Fields, start time.Tim
 	r.logOutcome(name, req.Subject(), f, code, d, err)
 }
 
-// render is the reply of body or err: its wire error (nil for a success),
+// renderBody is the reply of body or err: its wire error (nil for a success),
 // the body to send (sealed to key when not "", its sender key in hdr), its
 // outcome code, whether it is sealed, and the error to log. A reply that
 // cannot be sealed is an internal error carrying nothing, never the
 // plaintext instead, and its outcome is internal everywhere (metrics,
 // $SRV.STATS, the audit event without a fingerprint, the log).
-func (r *Runner) render(hdr nats.Header, id, key string, body []byte, err error) (we *events.Error, out []byte, code string, sealed bool, lerr error) {
+func (r *Runner) renderBody(hdr nats.Header, id, key string, body []byte, err error) (we *events.Error, out []byte, code string, sealed bool, lerr error) {
 	code = "ok"
 	if err != nil {
 		we, body = wireOf(err) // rendered once for a Rendered error
