@@ -290,10 +290,14 @@ func TestDockerfileIsMultiStageStaticNonRoot(t *testing.T) {
 			goBuild = l
 		}
 	}
-	for _, want := range []string{"-trimpath", `-ldflags="-s -w"`, "./cmd/cloudbridge"} {
+	for _, want := range []string{"-trimpath", `-ldflags="-s -w `, "-X github.com/cloudbridge/cloudbridge/internal/version.build=${VERSION}", "./cmd/cloudbridge"} {
 		if !strings.Contains(goBuild, want) {
 			t.Errorf("go build %q lacks %s", goBuild, want)
 		}
+	}
+	// The version the image reports comes from the build argument.
+	if !strings.Contains(text, "\nARG VERSION=") || strings.Index(text, "ARG VERSION=") > strings.Index(text, "go build") {
+		t.Error("the build stage does not declare ARG VERSION before go build")
 	}
 	if strings.Index(text, "CGO_ENABLED=0") > strings.Index(text, "go build") {
 		t.Error("CGO_ENABLED=0 is set after go build")
