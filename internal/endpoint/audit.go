@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -80,6 +81,7 @@ func (r *Runner) SetAudit(a Audit) {
 		a.MaxWaiting = DefaultAuditWaits
 	}
 	r.audit = &a
+	r.subjects.reset() // of the former Subjects, if any
 	r.auditWaits = make(chan struct{}, a.MaxWaiting)
 }
 
@@ -183,7 +185,7 @@ func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string
 	if op == events.OpAdmin {
 		subject = r.audit.Subjects.AuditAdmin(token(verb))
 	} else {
-		subject = r.audit.Subjects.Audit(op, token(f.Group), token(f.Conn))
+		subject = r.subjects.get(r.audit.Subjects, op, token(f.Group), token(f.Conn))
 	}
 	// One event per request, whichever workers saw it: its reply inbox
 	// (unique per request), else its id.
@@ -195,4 +197,48 @@ func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string
 		}
 	}
 	return subject, msgID, ev
+}
+
+// maxCachedSubjects bounds subjectCache: the groups and connections named
+// by requests (their subject's tokens, whatever a requester sends), past
+// which a subject is built for each event.
+const maxCachedSubjects = 4096
+
+// subjectCache holds the audit subjects of (op, group, connection) built by
+// events.Subjects.Audit, so an event does not build its subject string again
+// (a cached resolve's, a flood's throttled refusals'), up to
+// maxCachedSubjects of them.
+type subjectCache struct {
+	mu sync.RWMutex
+	m  map[subjectKey]string
+}
+
+type subjectKey struct{ op, group, conn string }
+
+func (c *subjectCache) reset() {
+	c.mu.Lock()
+	c.m = nil
+	c.mu.Unlock()
+}
+
+// get is s.Audit(op, group, conn), cached.
+func (c *subjectCache) get(s events.Subjects, op, group, conn string) string {
+	k := subjectKey{op, group, conn}
+	c.mu.RLock()
+	subject, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return subject
+	}
+	subject = s.Audit(op, group, conn)
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[subjectKey]string{}
+	}
+	if len(c.m) < maxCachedSubjects {
+		// The key's own copies: not the request subject they were cut from.
+		c.m[subjectKey{op, strings.Clone(group), strings.Clone(conn)}] = subject
+	}
+	c.mu.Unlock()
+	return subject
 }
