@@ -38,6 +38,8 @@ type Auditor interface {
 	// refusal, which it only queues (internal/audit summarises them), never
 	// waiting for the stream: finish replies to a throttled refusal on the
 	// subscription's goroutine in both modes. Otherwise it never waits.
+	// It takes ev: the runner never uses ev again (Audit.NewEvent may
+	// reuse it).
 	Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error
 }
 
@@ -47,6 +49,9 @@ type Audit struct {
 	Subjects events.Subjects
 	// Instance is the worker's micro instance id.
 	Instance func() string
+	// NewEvent, when set, is where the events come from
+	// (internal/audit.NewEvent: reused once published); else each is new.
+	NewEvent func() *events.AuditEvent
 	// MaxWaiting bounds the replies waiting at once for their event to be
 	// stored (required mode; default DefaultAuditWaits): past it a request
 	// is refused at once with unavailable.
@@ -167,7 +172,12 @@ func (r *Runner) publishAudit(name string, req micro.Request, f *Fields, id stri
 // stores it once whichever workers saw it).
 func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string, start time.Time, d time.Duration, code string, sealed bool, replyKey string) (subject, msgID string, ev *events.AuditEvent) {
 	op, verb := opOf(name)
-	ev = &events.AuditEvent{Time: start.UTC(), Op: op, Verb: verb, Group: f.Group, Connection: f.Conn,
+	if r.audit.NewEvent != nil {
+		ev = r.audit.NewEvent()
+	} else {
+		ev = new(events.AuditEvent)
+	}
+	*ev = events.AuditEvent{Time: start.UTC(), Op: op, Verb: verb, Group: f.Group, Connection: f.Conn,
 		Secret: f.Audit.Secret, Version: f.Audit.Version, Cached: f.Audit.Cached, Stale: f.Audit.Stale,
 		Outcome: code, LatencyMS: float64(d.Microseconds()) / 1000, RequestID: id,
 		Requester: requester(req), Role: f.Audit.Role, Scopes: f.Audit.Scopes, Fingerprint: f.Audit.Fingerprint,
