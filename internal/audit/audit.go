@@ -210,6 +210,21 @@ type item struct {
 	ev             *events.AuditEvent
 }
 
+// eventPool holds the events Publish took, once encoded or counted, for
+// NewEvent.
+var eventPool = sync.Pool{New: func() any { return new(events.AuditEvent) }}
+
+// NewEvent is a zero event to fill and hand to Publish: a reused one, so a
+// request's event costs no allocation of its own.
+func NewEvent() *events.AuditEvent { return eventPool.Get().(*events.AuditEvent) }
+
+// release zeroes ev and keeps it for NewEvent: Publish took it, and nothing
+// refers to it any more (encoded, counted or dropped).
+func release(ev *events.AuditEvent) {
+	*ev = events.AuditEvent{}
+	eventPool.Put(ev)
+}
+
 // standsFor is how many requests ev records: a summary's count, else one.
 // A lost event is counted in cloudbridge_audit_dropped_total by it, so the
 // requests lost and the requests the stored events record add up to the
@@ -272,6 +287,8 @@ func (p *Publisher) Required() bool { return p.cfg.Mode == Required }
 // except for a throttled refusal, which served nothing: in both modes its
 // event is summarised (summary.go; unless SummaryWindow is negative) and goes
 // through the buffer, never waited for, and Publish returns nil at once.
+// Publish takes ev: the caller must not use it once Publish is called (it is
+// reused, NewEvent).
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error {
 	throttled := ev.Outcome == throttledOutcome
 	summary := throttled && p.cfg.SummaryWindow > 0
@@ -280,11 +297,13 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *even
 		defer p.mu.RUnlock()
 		if p.closed {
 			p.stopped.Inc()
+			release(ev)
 			return nil
 		}
 		if summary {
 			counted, due := p.summarise(subject, ev)
 			if counted {
+				release(ev)
 				return nil
 			}
 			if due != nil {
@@ -295,6 +314,7 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, ev *even
 		return nil
 	}
 	msg, err := message(subject, msgID, ev)
+	release(ev) // encoded
 	if err != nil {
 		return err
 	}
@@ -358,6 +378,7 @@ func (p *Publisher) loop() {
 			p.drain(&batch)
 		}
 		p.send(batch)
+		releaseAll(batch)
 	}
 }
 
@@ -424,6 +445,14 @@ func (p *Publisher) send(batch []item) {
 	}
 }
 
+// releaseAll releases the events of a batch sent and clears it.
+func releaseAll(batch []item) {
+	for i := range batch {
+		release(batch[i].ev)
+		batch[i] = item{}
+	}
+}
+
 // Stop stops taking events and publishes what is buffered and the summaries
 // of the windows still open, within ctx.
 func (p *Publisher) Stop(ctx context.Context) error {
@@ -437,6 +466,7 @@ func (p *Publisher) Stop(ctx context.Context) error {
 			case p.ch <- it:
 			case <-ctx.Done():
 				p.stopped.Add(standsFor(it.ev))
+				release(it.ev)
 			}
 		}
 		close(p.ch)

@@ -159,5 +159,6 @@ func (p *Publisher) enqueue(it item) {
 	default:
 		p.full.Add(standsFor(it.ev))
 		p.logFull.Warn().Str("subject", it.subject).Msg("audit buffer full: event dropped")
+		release(it.ev)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -37,6 +38,8 @@ type Auditor interface {
 	// refusal, which it only queues (internal/audit summarises them), never
 	// waiting for the stream: finish replies to a throttled refusal on the
 	// subscription's goroutine in both modes. Otherwise it never waits.
+	// It takes ev: the runner never uses ev again (Audit.NewEvent may
+	// reuse it).
 	Publish(ctx context.Context, subject, msgID string, ev *events.AuditEvent) error
 }
 
@@ -46,6 +49,9 @@ type Audit struct {
 	Subjects events.Subjects
 	// Instance is the worker's micro instance id.
 	Instance func() string
+	// NewEvent, when set, is where the events come from
+	// (internal/audit.NewEvent: reused once published); else each is new.
+	NewEvent func() *events.AuditEvent
 	// MaxWaiting bounds the replies waiting at once for their event to be
 	// stored (required mode; default DefaultAuditWaits): past it a request
 	// is refused at once with unavailable.
@@ -80,6 +86,7 @@ func (r *Runner) SetAudit(a Audit) {
 		a.MaxWaiting = DefaultAuditWaits
 	}
 	r.audit = &a
+	r.subjects.reset() // of the former Subjects, if any
 	r.auditWaits = make(chan struct{}, a.MaxWaiting)
 }
 
@@ -165,7 +172,12 @@ func (r *Runner) publishAudit(name string, req micro.Request, f *Fields, id stri
 // stores it once whichever workers saw it).
 func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string, start time.Time, d time.Duration, code string, sealed bool, replyKey string) (subject, msgID string, ev *events.AuditEvent) {
 	op, verb := opOf(name)
-	ev = &events.AuditEvent{Time: start.UTC(), Op: op, Verb: verb, Group: f.Group, Connection: f.Conn,
+	if r.audit.NewEvent != nil {
+		ev = r.audit.NewEvent()
+	} else {
+		ev = new(events.AuditEvent)
+	}
+	*ev = events.AuditEvent{Time: start.UTC(), Op: op, Verb: verb, Group: f.Group, Connection: f.Conn,
 		Secret: f.Audit.Secret, Version: f.Audit.Version, Cached: f.Audit.Cached, Stale: f.Audit.Stale,
 		Outcome: code, LatencyMS: float64(d.Microseconds()) / 1000, RequestID: id,
 		Requester: requester(req), Role: f.Audit.Role, Scopes: f.Audit.Scopes, Fingerprint: f.Audit.Fingerprint,
@@ -183,7 +195,7 @@ func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string
 	if op == events.OpAdmin {
 		subject = r.audit.Subjects.AuditAdmin(token(verb))
 	} else {
-		subject = r.audit.Subjects.Audit(op, token(f.Group), token(f.Conn))
+		subject = r.subjects.get(r.audit.Subjects, op, token(f.Group), token(f.Conn))
 	}
 	// One event per request, whichever workers saw it: its reply inbox
 	// (unique per request), else its id.
@@ -195,4 +207,48 @@ func (r *Runner) auditEvent(name string, req micro.Request, f *Fields, id string
 		}
 	}
 	return subject, msgID, ev
+}
+
+// maxCachedSubjects bounds subjectCache: the groups and connections named
+// by requests (their subject's tokens, whatever a requester sends), past
+// which a subject is built for each event.
+const maxCachedSubjects = 4096
+
+// subjectCache holds the audit subjects of (op, group, connection) built by
+// events.Subjects.Audit, so an event does not build its subject string again
+// (a cached resolve's, a flood's throttled refusals'), up to
+// maxCachedSubjects of them.
+type subjectCache struct {
+	mu sync.RWMutex
+	m  map[subjectKey]string
+}
+
+type subjectKey struct{ op, group, conn string }
+
+func (c *subjectCache) reset() {
+	c.mu.Lock()
+	c.m = nil
+	c.mu.Unlock()
+}
+
+// get is s.Audit(op, group, conn), cached.
+func (c *subjectCache) get(s events.Subjects, op, group, conn string) string {
+	k := subjectKey{op, group, conn}
+	c.mu.RLock()
+	subject, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return subject
+	}
+	subject = s.Audit(op, group, conn)
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[subjectKey]string{}
+	}
+	if len(c.m) < maxCachedSubjects {
+		// The key's own copies: not the request subject they were cut from.
+		c.m[subjectKey{op, strings.Clone(group), strings.Clone(conn)}] = subject
+	}
+	c.mu.Unlock()
+	return subject
 }

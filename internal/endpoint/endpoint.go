@@ -55,6 +55,9 @@ type Runner struct {
 	// auditWaits bounds the replies waiting for their audit event to be
 	// stored (required mode), each on a goroutine of its own.
 	auditWaits chan struct{}
+	// subjects caches the audit subjects of resolve, test and token
+	// events (auditSubject).
+	subjects subjectCache
 	// hdrs are reply header maps for reuse (nats.go encodes a header map
 	// into the message and keeps nothing of it).
 	hdrs sync.Pool

@@ -70,7 +70,7 @@ func (s *Service) startAudit(ctx context.Context, js jetstream.JetStream, subjec
 	// A stream deleted while the worker runs is re-created when a publish
 	// finds it missing.
 	s.auditor = audit.New(audit.Config{JS: ajs, Mode: mode, Logger: s.log, Recover: ensure})
-	s.runner.SetAudit(endpoint.Audit{Auditor: s.auditor, Subjects: subjects, Instance: s.instanceID})
+	s.runner.SetAudit(endpoint.Audit{Auditor: s.auditor, Subjects: subjects, Instance: s.instanceID, NewEvent: audit.NewEvent})
 	return nil
 }
 
