@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/child"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/procs"
 )
@@ -58,41 +57,15 @@ const cwFakeEnv = "CLOUDBRIDGE_BENCH_CWFAKE"
 // the worker's machine none of the fake's CPU, so the benchmark counts it
 // apart.
 type cwFakeProc struct {
-	b     *testing.B
-	url   string
-	in    io.WriteCloser
-	lines chan string
+	b   *testing.B
+	url string
+	p   *child.Process
 }
 
 func startCWFake(b *testing.B) *cwFakeProc {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCloudWatchFakeProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), cwFakeEnv+"=1")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	f := &cwFakeProc{b: b, in: in, lines: make(chan string, 4)}
-	b.Cleanup(func() { _ = in.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	go func() {
-		defer close(f.lines)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(nil, 16<<20)
-		for sc.Scan() {
-			if line, ok := strings.CutPrefix(sc.Text(), "CWFAKE "); ok {
-				f.lines <- line
-			}
-		}
-	}()
-	url, ok := strings.CutPrefix(f.next(time.Minute), "url ")
+	f := &cwFakeProc{b: b, p: child.Start(b, "the CloudWatch fake process", "TestCloudWatchFakeProcess", "CWFAKE ", cwFakeEnv+"=1")}
+	url, ok := strings.CutPrefix(f.p.Next(time.Minute), "url ")
 	if !ok {
 		b.Fatal("the CloudWatch fake process did not say its URL")
 	}
@@ -102,24 +75,7 @@ func startCWFake(b *testing.B) *cwFakeProc {
 
 func (f *cwFakeProc) ask(cmd string, timeout time.Duration) string {
 	f.b.Helper()
-	if _, err := io.WriteString(f.in, cmd+"\n"); err != nil {
-		f.b.Fatal(err)
-	}
-	return f.next(timeout)
-}
-
-func (f *cwFakeProc) next(timeout time.Duration) string {
-	f.b.Helper()
-	select {
-	case line, ok := <-f.lines:
-		if !ok {
-			f.b.Fatal("the CloudWatch fake process ended")
-		}
-		return line
-	case <-time.After(timeout):
-		f.b.Fatal("the CloudWatch fake process did not answer")
-	}
-	return ""
+	return f.p.Ask(cmd, timeout)
 }
 
 // cpu is the fake process's CPU time so far.

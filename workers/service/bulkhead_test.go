@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
@@ -26,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/testenv/child"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/procs"
 )
@@ -421,65 +421,24 @@ type floodResult struct {
 }
 
 type floodGenerator struct {
-	b     *testing.B
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	lines chan string
+	b *testing.B
+	p *child.Process
 }
 
 // startFloodGenerator starts the flood in a process of its own and returns
 // once its first requests have filled aws-hang's bulkhead (its steady state).
 func startFloodGenerator(b *testing.B, url string) *floodGenerator {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFloodGenerator$", "-test.count=1")
-	cmd.Env = append(os.Environ(), floodGeneratorEnv+"="+url)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	g := &floodGenerator{b: b, cmd: cmd, in: in, lines: make(chan string, 16)}
-	b.Cleanup(func() { _ = in.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	go func() {
-		defer close(g.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if line, ok := strings.CutPrefix(sc.Text(), "FLOOD "); ok {
-				g.lines <- line
-			}
-		}
-	}()
+	g := &floodGenerator{b: b, p: child.Start(b, "the flood generator", "TestFloodGenerator", "FLOOD ", floodGeneratorEnv+"="+url)}
 	if line := g.next(30 * time.Second); line != "warm" {
 		b.Fatalf("flood generator: %q, want warm", line)
 	}
 	return g
 }
 
-func (g *floodGenerator) command(c string) {
-	if _, err := io.WriteString(g.in, c+"\n"); err != nil {
-		g.b.Fatal(err)
-	}
-}
+func (g *floodGenerator) command(c string) { g.p.Send(c) }
 
-func (g *floodGenerator) next(timeout time.Duration) string {
-	select {
-	case line, ok := <-g.lines:
-		if !ok {
-			g.b.Fatal("the flood generator ended")
-		}
-		return line
-	case <-time.After(timeout):
-		g.b.Fatal("the flood generator did not answer")
-	}
-	return ""
-}
+func (g *floodGenerator) next(timeout time.Duration) string { return g.p.Next(timeout) }
 
 // pause stops the flood and returns the counts since the last "start" (or
 // since the generator began).
@@ -504,8 +463,7 @@ func (g *floodGenerator) resume() {
 // stop ends the flood generator.
 func (g *floodGenerator) stop() {
 	g.command("stop")
-	_ = g.in.Close()
-	_ = g.cmd.Wait()
+	g.p.Stop()
 }
 
 // floodGeneratorEnv names the NATS server the flood generator floods.
