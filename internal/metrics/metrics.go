@@ -119,4 +119,12 @@ var RegistryRollbackRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Sealed records refused as older than one already seen for their key (replayed), by bucket.",
 }, []string{"bucket"})
 
-func init() { Registry.MustRegister(RegistryRollbackRefused) }
+// RegistryBucketRecreated counts the registry buckets found created again
+// while the worker ran (deleted, then created anew), whose watched view was
+// reloaded from the new bucket, by bucket.
+var RegistryBucketRecreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "cloudbridge_registry_bucket_recreated_total",
+	Help: "Registry buckets found created again while the worker ran, their view reloaded, by bucket.",
+}, []string{"bucket"})
+
+func init() { Registry.MustRegister(RegistryRollbackRefused, RegistryBucketRecreated) }

@@ -118,12 +118,16 @@ type Faults struct {
 	// Start reclaims the load's garbage; Reclaimed runs once it has.
 	ReclaimAfter int64
 	Reclaimed    func()
+	// CheckBucketsEvery replaces how often the buckets are checked for
+	// having been deleted or created again.
+	CheckBucketsEvery time.Duration
 }
 
 // SetFaults installs f on r (before r is used concurrently).
 func SetFaults(r *Registry, f Faults) {
 	r.fault = &faults{secretChecked: f.SecretChecked, secretWritten: f.SecretWritten,
-		lastRevision: f.LastRevision, connReread: f.ConnReread, reclaimAfter: f.ReclaimAfter, reclaimed: f.Reclaimed, leaderReads: f.LeaderReads}
+		lastRevision: f.LastRevision, connReread: f.ConnReread, reclaimAfter: f.ReclaimAfter, reclaimed: f.Reclaimed, leaderReads: f.LeaderReads,
+		checkBucketsEvery: f.CheckBucketsEvery}
 }
 
 // KeptForTimeout is the deadline of a secret put's check after its write.

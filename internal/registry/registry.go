@@ -17,6 +17,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/bus"
+	"github.com/cloudbridge/cloudbridge/internal/metrics"
 	"github.com/cloudbridge/cloudbridge/internal/provider/all"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
 )
@@ -118,7 +119,9 @@ type Registry struct {
 	healthMu  sync.Mutex
 	sealedOut map[string]error
 	stopped   map[string]error
-	cancel    context.CancelFunc
+	// missing holds the buckets found deleted (checkBuckets).
+	missing map[string]error
+	cancel  context.CancelFunc
 	// watchCtx is the watchers' context (Start), done once they stop.
 	watchCtx context.Context
 	wg       sync.WaitGroup
@@ -149,6 +152,8 @@ type faults struct {
 	// reclaimed runs once Start's reclaim is done.
 	reclaimAfter int64
 	reclaimed    func()
+	// checkBucketsEvery, when above 0, replaces checkBucketsEvery.
+	checkBucketsEvery time.Duration
 }
 
 // bucket is one KV bucket and the last revision its watcher has applied.
@@ -184,6 +189,14 @@ type bucket struct {
 	lastMu       sync.Mutex
 	lastInFlight int
 	lastNext     *lastRead
+
+	// restart tells the bucket's watcher that the bucket was created again
+	// (checkBuckets): it watches it again from its start (reload).
+	restart chan struct{}
+	// created is when the bucket's stream was created, and missing whether
+	// it was found deleted: checkBuckets's own, set by Start before.
+	created time.Time
+	missing bool
 }
 
 // maxLastReads bounds a bucket's reads of its last revision in flight: past
@@ -380,7 +393,7 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 	}
 	r := &Registry{opts: opts, js: js, sealer: sealer, log: opts.Logger,
 		exportsByNm: map[string]events.Export{},
-		sealedOut:   map[string]error{}, stopped: map[string]error{}, seenGen: map[genKey]uint64{}, now: time.Now}
+		sealedOut:   map[string]error{}, stopped: map[string]error{}, missing: map[string]error{}, seenGen: map[genKey]uint64{}, now: time.Now}
 	for _, b := range []struct {
 		dst  **bucket
 		what string
@@ -403,7 +416,7 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *seal.Sealer, opts
 		if err != nil {
 			return nil, err
 		}
-		*b.dst = &bucket{name: name, kv: kv}
+		*b.dst = &bucket{name: name, kv: kv, restart: make(chan struct{}, 1)}
 	}
 	return r, nil
 }
@@ -516,6 +529,19 @@ func (r *Registry) Start(ctx context.Context) error {
 			return fmt.Errorf("loading registry: %w", ctx.Err())
 		}
 	}
+	for _, b := range []*bucket{r.conns, r.secrets, r.exports} {
+		if st, err := b.kv.Status(ctx); err == nil {
+			if si, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo }); ok {
+				b.created = si.StreamInfo().Created
+			}
+		}
+	}
+	every := checkBucketsEvery
+	if r.fault != nil && r.fault.checkBucketsEvery > 0 {
+		every = r.fault.checkBucketsEvery
+	}
+	r.wg.Add(1)
+	go r.checkBuckets(wctx, every)
 	r.ready.Store(true)
 	after, done := int64(reclaimAfter), func() {}
 	if r.fault != nil && r.fault.reclaimAfter > 0 {
@@ -563,16 +589,27 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, w watched
 	defer r.wg.Done()
 	b := w.b
 	initial := !w.updatesOnly
+	// reloading: the bucket was created again and is being loaded anew; the
+	// worker is unhealthy until that state is loaded (its end marker).
+	reloading := false
 	for {
-		r.follow(ctx, kw, w, &initial, loaded)
+		recreated := r.follow(ctx, kw, w, &initial, loaded, &reloading)
 		_ = kw.Stop()
 		if ctx.Err() != nil {
 			return
 		}
-		// The watcher stopped on its own: the worker is unhealthy (its view
-		// no longer follows the bucket) until a new one runs.
-		r.setStopped(b.name, errors.New("its watcher stopped"))
-		r.log.Error().Str("bucket", b.name).Msg("registry watcher stopped; watching again")
+		if recreated {
+			// The watcher's consumer would resume past the new stream's
+			// sequences: the view is rebuilt from the bucket's start, as a
+			// worker starting would load it.
+			r.setStopped(b.name, errors.New("its bucket was created again; reloading it"))
+			r.reload(w)
+		} else {
+			// The watcher stopped on its own: the worker is unhealthy (its
+			// view no longer follows the bucket) until a new one runs.
+			r.setStopped(b.name, errors.New("its watcher stopped"))
+			r.log.Error().Str("bucket", b.name).Msg("registry watcher stopped; watching again")
+		}
 		for {
 			err := bus.Retry(ctx, r.log, "re-watching bucket "+b.name, func(context.Context) error {
 				// A bucket deleted and created again starts its
@@ -603,19 +640,67 @@ func (r *Registry) watch(ctx context.Context, kw jetstream.KeyWatcher, w watched
 			case <-time.After(5 * time.Second):
 			}
 		}
+		if recreated && !w.updatesOnly {
+			// Healthy again once the new bucket's state is loaded (follow).
+			reloading = true
+			continue
+		}
 		r.setStopped(b.name, nil)
 	}
 }
 
-// follow applies the watcher's updates until it stops or ctx is done.
-func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, w watched, initial *bool, loaded chan<- struct{}) {
+// reload empties what the view holds of w's bucket, created again, before
+// it is watched from its start: a record of the bucket deleted is no longer
+// in force, and the new bucket's revisions start over (its records are
+// applied as new ones). The generations of the records dropped are
+// remembered, as for a delete. The secrets' watcher follows from the new
+// bucket's first revision (secrets are read from the bucket, not held).
+func (r *Registry) reload(w watched) {
+	b := w.b
+	var gone []Change
+	b.applyMu.Lock()
+	b.own = nil
+	switch b {
+	case r.conns:
+		r.view.Range(func(k, v any) bool {
+			name, old := k.(string), v.(*connSlot)
+			if oo := r.open(old); oo.err == nil {
+				r.remember(r.conns.name, name, oo.gen)
+			}
+			r.view.Delete(name)
+			r.dropped(old)
+			r.setSealedOut(name, nil)
+			gone = append(gone, Change{Kind: KindConnection, Name: name, Deleted: true})
+			return true
+		})
+	case r.exports:
+		r.mu.Lock()
+		for name := range r.exportsByNm {
+			delete(r.exportsByNm, name)
+			gone = append(gone, Change{Kind: KindExport, Name: name, Deleted: true})
+		}
+		r.mu.Unlock()
+	}
+	b.seenAtMost(0)
+	b.applyMu.Unlock()
+	for _, c := range gone {
+		r.notify(c)
+	}
+}
+
+// follow applies the watcher's updates until it stops or ctx is done; true
+// when it stopped because the bucket was created again (bucket.restart).
+// Once the state of a reload is loaded, the bucket is healthy again.
+func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, w watched, initial *bool, loaded chan<- struct{}, reloading *bool) bool {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return false
+		case <-w.b.restart:
+			return true
 		case e, ok := <-kw.Updates():
 			if !ok {
-				return
+				return false
 			}
 			if e == nil {
 				if *initial {
@@ -624,6 +709,13 @@ func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, w watche
 						w.loaded()
 					}
 					loaded <- struct{}{}
+				}
+				if *reloading {
+					*reloading = false
+					if w.loaded != nil {
+						w.loaded()
+					}
+					r.setStopped(w.b.name, nil)
 				}
 				continue
 			}
@@ -644,6 +736,71 @@ func (r *Registry) follow(ctx context.Context, kw jetstream.KeyWatcher, w watche
 	}
 }
 
+// checkBucketsEvery is how often each bucket's stream is checked for having
+// been deleted or created again (one stream info per bucket).
+const checkBucketsEvery = 5 * time.Second
+
+// checkBuckets finds the buckets deleted or created again while the worker
+// runs, every so often, until ctx is done. A watcher does not see it: its consumer, created
+// again with the stream, resumes after the last sequence it delivered, past
+// the new stream's, and so would follow nothing. A bucket missing makes the
+// worker unhealthy; one created again is reloaded by its watcher (reload),
+// logged once and counted.
+func (r *Registry) checkBuckets(ctx context.Context, every time.Duration) {
+	defer r.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, b := range []*bucket{r.conns, r.secrets, r.exports} {
+			r.checkBucket(ctx, b)
+		}
+	}
+}
+
+func (r *Registry) checkBucket(ctx context.Context, b *bucket) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := b.kv.Status(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) && !b.missing {
+			b.missing = true
+			r.setMissing(b.name, errors.New("missing (deleted)"))
+			r.log.Error().Err(err).Str("bucket", b.name).Msg("registry bucket missing; not ready until it is created again")
+		}
+		// Anything else (NATS away, a timeout) is the watcher's and the
+		// connection's to report: checked again next time.
+		return
+	}
+	si, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo })
+	if !ok {
+		return
+	}
+	created := si.StreamInfo().Created
+	if !created.Equal(b.created) {
+		// Unhealthy from now until the watcher has reloaded it.
+		r.setStopped(b.name, errors.New("its bucket was created again; reloading it"))
+	}
+	if b.missing {
+		b.missing = false
+		r.setMissing(b.name, nil)
+	}
+	if created.Equal(b.created) {
+		return
+	}
+	b.created = created
+	r.log.Warn().Str("bucket", b.name).Msg("registry bucket created again; reloading it")
+	metrics.RegistryBucketRecreated.WithLabelValues(b.name).Inc()
+	select {
+	case b.restart <- struct{}{}:
+	default:
+	}
+}
+
 func (r *Registry) setStopped(bucket string, err error) {
 	r.healthMu.Lock()
 	defer r.healthMu.Unlock()
@@ -652,6 +809,16 @@ func (r *Registry) setStopped(bucket string, err error) {
 		return
 	}
 	r.stopped[bucket] = err
+}
+
+func (r *Registry) setMissing(bucket string, err error) {
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	if err == nil {
+		delete(r.missing, bucket)
+		return
+	}
+	r.missing[bucket] = err
 }
 
 // setSealedOut records whether connection name's record could be opened.
@@ -687,6 +854,9 @@ func (r *Registry) Health() error {
 	r.healthMu.Lock()
 	defer r.healthMu.Unlock()
 	for name, err := range r.stopped {
+		return fmt.Errorf("bucket %s: %v", name, err)
+	}
+	for name, err := range r.missing {
 		return fmt.Errorf("bucket %s: %v", name, err)
 	}
 	opened := r.openedOK.Load()
