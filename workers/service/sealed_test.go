@@ -60,18 +60,23 @@ func TestSealedRepliesOnlyCiphertextOnTheBus(t *testing.T) {
 	}
 	// The audit events say the replies were sealed, and to which key.
 	js, _ := jetstream.New(nc)
-	natstest.Eventually(t, 5*time.Second, "audit events", func() bool { return countEvents(js) >= 6 })
+	// The events are published asynchronously: wait for these four (the
+	// walkthrough's own events may be stored before them).
 	var sealed int
-	for id, evs := range auditEvents(t, js) {
-		for _, ev := range evs {
-			if ev.Op == "resolve" && len(id) > 0 && id[0] != 's' {
-				if !ev.Sealed || ev.ReplyKey != c.ReplyKey() {
-					t.Fatalf("resolve event %+v: not recorded as sealed to %s", ev, c.ReplyKey())
+	natstest.Eventually(t, 10*time.Second, "the 4 sealed resolve events", func() bool {
+		sealed = 0
+		for id, evs := range auditEvents(t, js) {
+			for _, ev := range evs {
+				if ev.Op == "resolve" && len(id) > 0 && id[0] != 's' {
+					if !ev.Sealed || ev.ReplyKey != c.ReplyKey() {
+						t.Fatalf("resolve event %+v: not recorded as sealed to %s", ev, c.ReplyKey())
+					}
+					sealed++
 				}
-				sealed++
 			}
 		}
-	}
+		return sealed >= 4
+	})
 	if sealed != 4 {
 		t.Fatalf("%d sealed resolve events, want 4", sealed)
 	}
