@@ -122,7 +122,7 @@ func TestAuditSubjectCache(t *testing.T) {
 			}
 		}
 	}
-	if n := len(c.m); n != maxCachedSubjects {
+	if n := c.len(); n != maxCachedSubjects {
 		t.Fatalf("%d subjects cached, want the bound %d", n, maxCachedSubjects)
 	}
 	c.reset()

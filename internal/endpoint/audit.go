@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -217,38 +218,56 @@ const maxCachedSubjects = 4096
 // subjectCache holds the audit subjects of (op, group, connection) built by
 // events.Subjects.Audit, so an event does not build its subject string again
 // (a cached resolve's, a flood's throttled refusals'), up to
-// maxCachedSubjects of them.
+// maxCachedSubjects of them. A hit takes no lock (sync.Map).
 type subjectCache struct {
-	mu sync.RWMutex
-	m  map[subjectKey]string
+	set atomic.Pointer[subjectSet]
+}
+
+// subjectSet is one generation of the cache: reset starts a new one.
+type subjectSet struct {
+	m sync.Map // subjectKey → string
+	n atomic.Int64
 }
 
 type subjectKey struct{ op, group, conn string }
 
-func (c *subjectCache) reset() {
-	c.mu.Lock()
-	c.m = nil
-	c.mu.Unlock()
+func (c *subjectCache) reset() { c.set.Store(nil) }
+
+// len is how many subjects are cached.
+func (c *subjectCache) len() int {
+	if set := c.set.Load(); set != nil {
+		return int(set.n.Load())
+	}
+	return 0
 }
 
 // get is s.Audit(op, group, conn), cached.
 func (c *subjectCache) get(s events.Subjects, op, group, conn string) string {
-	k := subjectKey{op, group, conn}
-	c.mu.RLock()
-	subject, ok := c.m[k]
-	c.mu.RUnlock()
-	if ok {
+	set := c.set.Load()
+	if set != nil {
+		if subject, ok := set.m.Load(subjectKey{op, group, conn}); ok {
+			return subject.(string)
+		}
+	} else {
+		set = new(subjectSet)
+		if !c.set.CompareAndSwap(nil, set) {
+			set = c.set.Load()
+		}
+	}
+	subject := s.Audit(op, group, conn)
+	if set == nil { // reset meanwhile
 		return subject
 	}
-	subject = s.Audit(op, group, conn)
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = map[subjectKey]string{}
-	}
-	if len(c.m) < maxCachedSubjects {
+	// A place is taken first, so the bound holds under concurrent misses;
+	// given back when full or when another miss stored the key first.
+	stored := false
+	if set.n.Add(1) <= maxCachedSubjects {
 		// The key's own copies: not the request subject they were cut from.
-		c.m[subjectKey{op, strings.Clone(group), strings.Clone(conn)}] = subject
+		_, loaded := set.m.LoadOrStore(subjectKey{op, strings.Clone(group), strings.Clone(conn)}, subject)
+		stored = !loaded
 	}
-	c.mu.Unlock()
+	if !stored {
+		set.n.Add(-1)
+	}
 	return subject
 }
