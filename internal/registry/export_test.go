@@ -106,29 +106,8 @@ func (h *MarkerReads) Ended() bool { return h.ended.Load() }
 // Release lets the reads through.
 func (h *MarkerReads) Release() { h.relOnce.Do(func() { close(h.release) }) }
 
-// Faults are test hooks of a secret put (see faults).
-type Faults struct {
-	SecretChecked, SecretWritten func()
-	LastRevision                 func(ctx context.Context) (uint64, error)
-	ConnReread                   func(ctx context.Context) error
-	// LeaderReads sends the check's reads to the stream's leader whatever
-	// the bucket's replicas.
-	LeaderReads bool
-	// ReclaimAfter replaces the number of connections loaded past which
-	// Start reclaims the load's garbage; Reclaimed runs once it has.
-	ReclaimAfter int64
-	Reclaimed    func()
-	// CheckBucketsEvery replaces how often the buckets are checked for
-	// having been deleted or created again.
-	CheckBucketsEvery time.Duration
-}
-
 // SetFaults installs f on r (before r is used concurrently).
-func SetFaults(r *Registry, f Faults) {
-	r.fault = &faults{secretChecked: f.SecretChecked, secretWritten: f.SecretWritten,
-		lastRevision: f.LastRevision, connReread: f.ConnReread, reclaimAfter: f.ReclaimAfter, reclaimed: f.Reclaimed, leaderReads: f.LeaderReads,
-		checkBucketsEvery: f.CheckBucketsEvery}
-}
+func SetFaults(r *Registry, f Faults) { r.fault = &f }
 
 // KeptForTimeout is the deadline of a secret put's check after its write.
 const KeptForTimeout = keptForTimeout

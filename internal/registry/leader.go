@@ -124,7 +124,7 @@ func (r *Registry) checkedGet(ctx context.Context, b *bucket, req msgGet) (*jets
 	if err != nil {
 		return nil, err
 	}
-	leader := r.fault != nil && r.fault.leaderReads
+	leader := r.fault != nil && r.fault.LeaderReads
 	if info := st.CachedInfo(); info != nil && (info.Config.Replicas > 1 || !info.Config.AllowDirect) {
 		leader = true
 	}

@@ -130,30 +130,31 @@ type Registry struct {
 	markers *markerQueue
 
 	// fault holds the tests' hooks (export_test.go); nil otherwise.
-	fault *faults
+	fault *Faults
 }
 
-// faults are points where a test makes a secret put wait or fail; a nil
-// func changes nothing.
-type faults struct {
-	// secretChecked runs once a secret put has checked its connection,
-	// before it writes; secretWritten once it has written, before keptFor.
-	secretChecked, secretWritten func()
-	// lastRevision replaces the read of the connections bucket's last
+// Faults are points where a test makes the registry wait or fail
+// (SetFaults, tests only; nil in production); a nil func or a zero value
+// changes nothing.
+type Faults struct {
+	// SecretChecked runs once a secret put has checked its connection,
+	// before it writes; SecretWritten once it has written, before keptFor.
+	SecretChecked, SecretWritten func()
+	// LastRevision replaces the read of the connections bucket's last
 	// revision (keptInView).
-	lastRevision func(ctx context.Context) (uint64, error)
-	// connReread runs before keptFor reads the connection from the bucket;
+	LastRevision func(ctx context.Context) (uint64, error)
+	// ConnReread runs before keptFor reads the connection from the bucket;
 	// an error fails that read.
-	connReread func(ctx context.Context) error
-	// leaderReads sends keptFor's reads to the stream's leader, as for a
+	ConnReread func(ctx context.Context) error
+	// LeaderReads sends keptFor's reads to the stream's leader, as for a
 	// replicated bucket (checkedGet), whatever its replicas.
-	leaderReads bool
-	// reclaimAfter, when above 0, replaces the const reclaimAfter, and
-	// reclaimed runs once Start's reclaim is done.
-	reclaimAfter int64
-	reclaimed    func()
-	// checkBucketsEvery, when above 0, replaces checkBucketsEvery.
-	checkBucketsEvery time.Duration
+	LeaderReads bool
+	// ReclaimAfter, when above 0, replaces the const reclaimAfter, and
+	// Reclaimed runs once Start's reclaim is done.
+	ReclaimAfter int64
+	Reclaimed    func()
+	// CheckBucketsEvery, when above 0, replaces checkBucketsEvery.
+	CheckBucketsEvery time.Duration
 }
 
 // bucket is one KV bucket and the last revision its watcher has applied.
@@ -537,15 +538,15 @@ func (r *Registry) Start(ctx context.Context) error {
 		}
 	}
 	every := checkBucketsEvery
-	if r.fault != nil && r.fault.checkBucketsEvery > 0 {
-		every = r.fault.checkBucketsEvery
+	if r.fault != nil && r.fault.CheckBucketsEvery > 0 {
+		every = r.fault.CheckBucketsEvery
 	}
 	r.wg.Add(1)
 	go r.checkBuckets(wctx, every)
 	r.ready.Store(true)
 	after, done := int64(reclaimAfter), func() {}
-	if r.fault != nil && r.fault.reclaimAfter > 0 {
-		after, done = r.fault.reclaimAfter, r.fault.reclaimed
+	if r.fault != nil && r.fault.ReclaimAfter > 0 {
+		after, done = r.fault.ReclaimAfter, r.fault.Reclaimed
 	}
 	if r.loadedConns.Load() >= after {
 		// The load's garbage (see reclaimAfter) is returned once, off the

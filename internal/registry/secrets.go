@@ -141,8 +141,8 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 	if err != nil {
 		return err
 	}
-	if r.fault != nil && r.fault.secretChecked != nil {
-		r.fault.secretChecked()
+	if r.fault != nil && r.fault.SecretChecked != nil {
+		r.fault.SecretChecked()
 	}
 	key := secretKey(conn, name)
 	// Each put is the next version of this secret: create version 1, or
@@ -177,8 +177,8 @@ func (r *Registry) PutSecret(ctx context.Context, conn, name string, value []byt
 			// The caller invalidates this worker's cache before it replies
 			// (admin): the watcher's notification would only come later.
 			r.secrets.wroteOwn(rev)
-			if r.fault != nil && r.fault.secretWritten != nil {
-				r.fault.secretWritten()
+			if r.fault != nil && r.fault.SecretWritten != nil {
+				r.fault.SecretWritten()
 			}
 			return r.keptFor(ctx, conn, key, checked, rev)
 		}
@@ -429,8 +429,8 @@ func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev u
 // brought that far.
 func (r *Registry) keptInView(ctx context.Context, deadline time.Time, conn string, checked uint64) (refusal error, decided bool) {
 	read := r.lastConnsRevision
-	if r.fault != nil && r.fault.lastRevision != nil {
-		read = r.fault.lastRevision
+	if r.fault != nil && r.fault.LastRevision != nil {
+		read = r.fault.LastRevision
 	}
 	last, err := r.conns.lastRevision(ctx, deadline, read)
 	if err != nil {
@@ -490,8 +490,8 @@ func (r *Registry) keptInBucket(ctx context.Context, conn, key string, checked u
 	var val []byte
 	var rev uint64
 	var err error
-	if r.fault != nil && r.fault.connReread != nil {
-		err = r.fault.connReread(ctx)
+	if r.fault != nil && r.fault.ConnReread != nil {
+		err = r.fault.ConnReread(ctx)
 	}
 	if err == nil {
 		val, rev, err = r.checkedRead(ctx, r.conns, conn)
