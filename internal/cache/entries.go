@@ -70,11 +70,21 @@ func (es *entries) each(fn func(k key)) {
 
 func (es *entries) len() int { return int(es.n.Load()) }
 
+// evict brings the map back under the bound. A store that finds another
+// evicting leaves it to that one, which checks the count again after it lets
+// go of the lock: a store counted while the scan ran is seen then, so the
+// bound holds once the stores end.
 func (es *entries) evict() {
-	if !es.evictMu.TryLock() {
-		return // another store is evicting
+	for es.n.Load() > int64(es.max) {
+		if !es.evictMu.TryLock() {
+			return // another store is evicting; it looks again when done
+		}
+		es.evictLocked()
+		es.evictMu.Unlock()
 	}
-	defer es.evictMu.Unlock()
+}
+
+func (es *entries) evictLocked() {
 	over := es.n.Load() - int64(es.max-es.max/16)
 	if over <= 0 {
 		return
