@@ -190,6 +190,27 @@ func (s *Store) Invalidate(conn, secret string) {
 	metrics.CacheEntries.Set(float64(s.m.len()))
 }
 
+// InvalidateConns drops the entries of every connection match accepts, as
+// Invalidate(conn, "") would for each, in one pass over the store (the
+// secrets bucket created again outdates every builtin connection's
+// secrets at once).
+func (s *Store) InvalidateConns(match func(conn string) bool) {
+	s.mu.Lock()
+	s.gens.Range(func(k, _ any) bool {
+		if conn := k.(string); match(conn) {
+			s.gens.Store(conn, &connGen{gen: s.tick.Add(1)})
+		}
+		return true
+	})
+	s.mu.Unlock()
+	s.m.each(func(k key) {
+		if match(k.conn) {
+			s.m.remove(k)
+		}
+	})
+	metrics.CacheEntries.Set(float64(s.m.len()))
+}
+
 // Peek returns a value of connection conn that is cached and within its TTL,
 // as Resolve would (refreshing it ahead of expiry in the background), without
 // ever calling the provider: the fast path of a hit. ok is false for a miss,

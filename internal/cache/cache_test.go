@@ -335,3 +335,51 @@ func TestInvalidateSecretDuringFetchDoesNotStore(t *testing.T) {
 		t.Fatal("the sibling's value was not stored")
 	}
 }
+
+// InvalidateConns drops the entries of the connections it matches, and only
+// theirs, and a fetch of a matched connection under way does not store.
+func TestInvalidateConns(t *testing.T) {
+	s, _ := newStore(t, 10)
+	p := &fakeProvider{version: "v1", value: "x"}
+	a := s.Wrap("a", Policy{TTL: time.Hour}, p)
+	b := s.Wrap("b", Policy{TTL: time.Hour}, p)
+	ctx := context.Background()
+	for _, r := range []provider.Resolver{a, b} {
+		for _, n := range []string{"s1", "s2"} {
+			if _, err := r.Resolve(ctx, provider.Request{Secret: n}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	gated := &fakeProvider{version: "v1", value: "old", gate: make(chan struct{})}
+	c := s.Wrap("c", Policy{TTL: time.Hour}, gated)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = c.Resolve(ctx, provider.Request{Secret: "db"})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for gated.calls.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the fetch never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.InvalidateConns(func(conn string) bool { return conn != "b" })
+	close(gated.gate)
+	<-done
+	if s.Len() != 2 {
+		t.Fatalf("len = %d, want b's 2", s.Len())
+	}
+	for _, n := range []string{"s1", "s2"} {
+		if _, ok := s.Peek("b", provider.Request{Secret: n}); !ok {
+			t.Fatalf("b's %s was dropped", n)
+		}
+		if _, ok := s.Peek("a", provider.Request{Secret: n}); ok {
+			t.Fatalf("a's %s was kept", n)
+		}
+	}
+	if _, ok := s.Peek("c", provider.Request{Secret: "db"}); ok {
+		t.Fatal("the fetch under way stored its outdated value")
+	}
+}

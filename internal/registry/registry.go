@@ -33,7 +33,9 @@ const (
 )
 
 // Change is one watched change. Name is the connection or export name; for a
-// secret, Conn and Name name it.
+// secret, Conn and Name name it. A secret change with Conn empty stands for
+// every secret: the secrets bucket was created again, so a value read from
+// the bucket deleted is no longer in force.
 type Change struct {
 	Kind    Kind
 	Conn    string
@@ -674,6 +676,8 @@ func (r *Registry) reload(w watched) {
 			gone = append(gone, Change{Kind: KindConnection, Name: name, Deleted: true})
 			return true
 		})
+	case r.secrets:
+		gone = append(gone, Change{Kind: KindSecret, Deleted: true})
 	case r.exports:
 		r.mu.Lock()
 		for name := range r.exportsByNm {

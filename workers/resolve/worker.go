@@ -147,6 +147,9 @@ func (w *Worker) ConnectionChanged(name string) {
 // SecretChanged drops the cache entries of one secret.
 func (w *Worker) SecretChanged(conn, secret string) { w.cfg.Cache.Invalidate(conn, secret) }
 
+// SecretsChanged drops the cache entries of every connection match accepts.
+func (w *Worker) SecretsChanged(match func(conn string) bool) { w.cfg.Cache.InvalidateConns(match) }
+
 // Close releases every provider.
 func (w *Worker) Close() {
 	w.mu.Lock()

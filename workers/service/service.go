@@ -387,6 +387,16 @@ func (s *Service) onChange(c registry.Change) {
 			s.rotations.Changed()
 		}
 	case registry.KindSecret:
+		if c.Conn == "" {
+			// The secrets bucket was created again: every builtin
+			// connection's cached secrets are outdated (a connection no
+			// longer in the view has nothing to keep either).
+			s.resolver.SecretsChanged(func(conn string) bool {
+				cc, ok := s.reg.Connection(conn)
+				return !ok || cc.Provider == events.ProviderBuiltin
+			})
+			return
+		}
 		s.resolver.SecretChanged(c.Conn, c.Name)
 	case registry.KindExport:
 		s.exporter.Changed()

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +54,47 @@ func TestStoppedWatcherIsNotReady(t *testing.T) {
 	}
 	if !strings.Contains(logs, "worker not ready") {
 		t.Fatal("the worker's not being ready was not logged")
+	}
+}
+
+// TestSecretsBucketCreatedAgainDropsCachedSecrets: a builtin secret resolved
+// (and cached) before its bucket was deleted and created again is not served
+// from the cache afterwards: the new bucket does not hold it.
+func TestSecretsBucketCreatedAgainDropsCachedSecrets(t *testing.T) {
+	srv := natstest.Server(t)
+	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))
+	nc, c := connect(t, srv.ClientURL())
+	walkthrough(t, c)
+	rep, err := resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(rep.Credentials["password"]) != `"password01"` {
+		t.Fatal("the secret put was not resolved")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := js.DeleteKeyValue(ctx, "cloudbridge_secrets"); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + w.HTTPAddr()
+	natstest.Eventually(t, 30*time.Second, "/readyz to fail", func() bool {
+		code, _ := httpGet(t, base+"/readyz")
+		return code == 503
+	})
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "cloudbridge_secrets", History: 1, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, "/readyz to pass again", func() bool {
+		code, _ := httpGet(t, base+"/readyz")
+		return code == 200 && w.ServiceID() != ""
+	})
+	_, err = resolveReq(c, "bio", "local-bio", events.ResolveRequest{Secret: "biodb01"})
+	var re *events.Error
+	if !errors.As(err, &re) || re.Code != events.CodeNotFound {
+		t.Fatalf("after the bucket was created again: %v, want %s", err, events.CodeNotFound)
 	}
 }
