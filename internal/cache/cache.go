@@ -99,13 +99,22 @@ func (k key) flight(g generation) string {
 }
 
 type entry struct {
-	owner      *cached
-	used       atomic.Int64 // unix nanoseconds (entries)
-	sec        provider.Secret
-	gen        generation
-	validated  time.Time
-	ttl        time.Duration
-	refreshing atomic.Bool
+	owner     *cached
+	used      atomic.Int64 // unix nanoseconds (entries)
+	sec       provider.Secret
+	gen       generation
+	validated time.Time
+	ttl       time.Duration
+	// expires (validated+ttl) and refreshAt (validated plus the
+	// refresh-ahead fraction of ttl) are worked out once, not on each hit.
+	expires, refreshAt time.Time
+	refreshing         atomic.Bool
+}
+
+// newEntry is the entry of sec, validated at validated for ttl.
+func (s *Store) newEntry(owner *cached, sec provider.Secret, gen generation, validated time.Time, ttl time.Duration) *entry {
+	return &entry{owner: owner, sec: sec, gen: gen, validated: validated, ttl: ttl,
+		expires: validated.Add(ttl), refreshAt: validated.Add(time.Duration(float64(ttl) * s.opts.RefreshAhead))}
 }
 
 // New returns an empty store.
@@ -225,11 +234,11 @@ func (s *Store) Peek(conn string, req provider.Request) (provider.Secret, bool) 
 	if !ok || e.gen != s.gen(conn, req.Secret) {
 		return provider.Secret{}, false
 	}
-	if !now.Before(e.validated.Add(e.ttl)) {
+	if !now.Before(e.expires) {
 		return provider.Secret{}, false
 	}
 	hits.Inc()
-	if now.After(e.validated.Add(time.Duration(float64(e.ttl)*s.opts.RefreshAhead))) && e.refreshing.CompareAndSwap(false, true) {
+	if now.After(e.refreshAt) && e.refreshing.CompareAndSwap(false, true) {
 		e.owner.refreshInBackground(k, e.gen, e, req)
 	}
 	out := e.sec
@@ -323,7 +332,7 @@ func (c *cached) load(ctx context.Context, k key, gen generation, old *entry, re
 	// A request that missed just before the previous flight stored its value
 	// starts a new flight: it finds the value here instead of calling again.
 	if !req.Fresh && !refresh {
-		if e, ok := s.m.peek(k); ok && e.gen == gen && s.opts.Now().Before(e.validated.Add(e.ttl)) {
+		if e, ok := s.m.peek(k); ok && e.gen == gen && s.opts.Now().Before(e.expires) {
 			sec := e.sec
 			sec.Cached = true
 			return sec, nil
@@ -360,7 +369,7 @@ func (c *cached) store(k key, gen generation, sec provider.Secret) {
 	}
 	sec.Cached, sec.Stale = false, false
 	now := s.opts.Now()
-	e := &entry{owner: c, sec: sec, gen: gen, validated: now, ttl: s.ttl(k.conn, c.policy.TTL)}
+	e := s.newEntry(c, sec, gen, now, s.ttl(k.conn, c.policy.TTL))
 	s.m.add(k, e, now.UnixNano())
 	s.capEntry(k, e)
 	metrics.CacheEntries.Set(float64(s.m.len()))

@@ -38,7 +38,7 @@ func (s *Store) Refresh(conn, secret string) int {
 		if !ok || e.gen != prev {
 			return
 		}
-		ne := &entry{owner: e.owner, sec: e.sec, gen: gen, validated: now.Add(-e.ttl), ttl: e.ttl}
+		ne := s.newEntry(e.owner, e.sec, gen, now.Add(-e.ttl), e.ttl)
 		ne.refreshing.Store(true)
 		// The re-read's flight starts before the outdated value goes in
 		// (and before Refresh returns): a request that misses on it joins
@@ -117,6 +117,6 @@ func (s *Store) capEntry(k key, e *entry) {
 	if d >= e.ttl {
 		return
 	}
-	ne := &entry{owner: e.owner, sec: e.sec, gen: e.gen, validated: e.validated, ttl: d}
+	ne := s.newEntry(e.owner, e.sec, e.gen, e.validated, d)
 	s.m.replace(k, e, ne)
 }

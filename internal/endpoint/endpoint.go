@@ -372,10 +372,12 @@ const DefaultAuditWaits = 1024
 // a flood of them takes neither a place nor a goroutine each (unless its
 // reply cannot be sealed: its outcome is internal then, and waits). key is the
 // request's reply key (RefuseReplyKey), the reply sealed to it when not "".
-func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) {
+// It reports whether the reply went out before it returned, so that nothing
+// holds f any more (best-effort mode).
+func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Time, body []byte, err error, key string) (done bool) {
 	if r.audit == nil || !r.audit.Auditor.Required() {
 		r.reply(name, req, f, start, body, err, key, true)
-		return
+		return true
 	}
 	if err != nil && events.CodeOf(err) == events.CodeThrottled {
 		// Decided on the outcome rendered, the one Publish sees: a
@@ -384,21 +386,22 @@ func (r *Runner) finish(name string, req micro.Request, f *Fields, start time.Ti
 		o := r.render(req, key, body, err)
 		if o.code == throttledCode {
 			r.send(name, req, f, start, o, key, true)
-			return
+			return false
 		}
 		if !r.takeAuditWait() {
 			r.putHeader(o.hdr)
 			r.refuseAuditBacklog(name, req, f, start, key)
-			return
+			return false
 		}
 		r.afterAudit(func() { r.send(name, req, f, start, o, key, true) })
-		return
+		return false
 	}
 	if !r.takeAuditWait() {
 		r.refuseAuditBacklog(name, req, f, start, key)
-		return
+		return false
 	}
 	r.afterAudit(func() { r.reply(name, req, f, start, body, err, key, true) })
+	return false
 }
 
 // throttledCode is the outcome of a throttled refusal.

@@ -3,6 +3,7 @@ package endpoint
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -83,16 +84,28 @@ type lanes struct {
 // Every request's deadline runs from its arrival.
 func (r *Runner) Dispatched(name string, fast FastFunc, laneOf LaneFunc, stage StageFunc, full LaneFull, fn Func) micro.Handler {
 	ls := &lanes{m: map[string]*lane{}}
+	// spare is the Fields of the last request the fast path answered, once
+	// its reply is sent (zero), for the next one: the subscription's
+	// goroutine answers them one at a time, so a cached resolve allocates
+	// none. A request that goes on to a lane keeps its own.
+	var spare atomic.Pointer[Fields]
 	return micro.HandlerFunc(func(req micro.Request) {
 		start := arrival(req)
 		key, refused := r.RefuseReplyKey(name, req, start)
 		if refused {
 			return
 		}
-		f := new(Fields) // one for both: each escapes
+		f := spare.Swap(nil) // one for both: each escapes
+		if f == nil {
+			f = new(Fields)
+		}
 		if fast != nil {
 			if body, done := fast(req, f); done {
-				r.finish(name, req, f, start, body, nil, key)
+				if r.finish(name, req, f, start, body, nil, key) {
+					// Replied, logged and audited: nothing holds f.
+					*f = Fields{}
+					spare.Store(f)
+				}
 				return
 			}
 			*f = Fields{}

@@ -133,24 +133,28 @@ func (w *Worker) stage(op string) endpoint.StageFunc {
 		// error without coming here).
 		group, name := f.Group, f.Conn
 		if op == events.OpResolve {
-			in, ok := w.fast.known(req.Data())
-			if !ok {
-				in, ok = plainResolve(req.Data())
-			}
-			if !ok {
-				if err := events.Decode(req.Data(), &in); err != nil {
-					return nil, nil, err
+			m := w.fast.known(req.Subject(), req.Data())
+			known := m != nil
+			if !known {
+				in, ok := plainResolve(req.Data())
+				if !ok {
+					if err := events.Decode(req.Data(), &in); err != nil {
+						return nil, nil, err
+					}
+					if err := in.Validate(); err != nil {
+						return nil, nil, err
+					}
 				}
-				if err := in.Validate(); err != nil {
-					return nil, nil, err
-				}
+				m = w.fast.newMemo(req.Subject(), req.Data(), group, name, in)
 			}
-			if body, ok := w.hit(req, f, group, name, in); ok {
-				w.fast.remember(req.Data(), in)
+			if body, ok := w.hit(req, f, m); ok {
+				if !known {
+					w.fast.remember(m)
+				}
 				return body, nil, nil
 			}
 			// A throttled resolve's audit event names what was asked.
-			f.Audit = endpoint.AuditFields{Secret: in.Secret, Version: in.Version}
+			f.Audit = endpoint.AuditFields{Secret: m.in.Secret, Version: m.in.Version}
 		} else if err := checkBody(op, req.Data()); err != nil {
 			return nil, nil, err
 		}

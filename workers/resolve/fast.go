@@ -1,9 +1,10 @@
 package resolve
 
 import (
+	"hash/maphash"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -19,16 +20,37 @@ import (
 // already rendered for the cached value. Anything else (a miss, an error, a
 // stale value, fresh) goes to the regular path.
 
-// memoLimit bounds each memo; a full memo is emptied.
-const memoLimit = 4096
+// memoSlots is the number of entries of each memo (a power of two). A memo
+// is a table of atomic pointers, read and written without a lock: a key has
+// two slots (two halves of its hash), and an entry whose slots both hold
+// others pushes one of them out. So a memo is bounded without ever being
+// emptied, and a hit takes no lock shared with other requests.
+const memoSlots = 4096
 
 // maxMemoBody is the largest request body worth memoizing.
 const maxMemoBody = 512
 
+// maxMemoSubject is the longest request subject worth memoizing.
+const maxMemoSubject = 256
+
 type fastPath struct {
-	mu      sync.RWMutex
-	bodies  map[string]events.ResolveRequest
-	replies map[replyKey]renderedReply
+	seed maphash.Seed
+	// requests are the requests the cache answered before, by subject and
+	// body.
+	requests [memoSlots]atomic.Pointer[memo]
+	// replies are the replies rendered for the values last served, by
+	// replyKey.
+	replies [memoSlots]atomic.Pointer[renderedReply]
+}
+
+// memo is a resolve request (subject and body) already parsed, decoded
+// and found valid, with the key of its rendered reply and that key's hash.
+type memo struct {
+	subject, body string
+	group, conn   string
+	in            events.ResolveRequest
+	key           replyKey
+	hash          uint64
 }
 
 // replyKey names a rendered reply: the request's connection, secret,
@@ -39,6 +61,7 @@ type replyKey struct {
 }
 
 type renderedReply struct {
+	key         replyKey
 	version     string
 	fetched     time.Time
 	body        []byte
@@ -46,60 +69,88 @@ type renderedReply struct {
 }
 
 func newFastPath() *fastPath {
-	return &fastPath{bodies: map[string]events.ResolveRequest{}, replies: map[replyKey]renderedReply{}}
+	return &fastPath{seed: maphash.MakeSeed()}
 }
 
-// remember notes body as a valid request decoded into in (only the bodies of
-// requests the cache answered: a flood of distinct bodies must not push them out).
-func (p *fastPath) remember(body []byte, in events.ResolveRequest) {
-	if len(body) > maxMemoBody {
+// slots are the two slots of hash h.
+func slots(h uint64) (int, int) {
+	return int(h & (memoSlots - 1)), int((h >> 32) & (memoSlots - 1))
+}
+
+// requestHash is the memo hash of a request's subject and body.
+func (p *fastPath) requestHash(subject string, body []byte) uint64 {
+	return maphash.String(p.seed, subject) ^ maphash.Bytes(p.seed, body)*0x9e3779b97f4a7c15
+}
+
+// newMemo is the memo of a valid request: subject, parsed as group and conn,
+// and body, decoded as in.
+func (p *fastPath) newMemo(subject string, body []byte, group, conn string, in events.ResolveRequest) *memo {
+	m := &memo{subject: subject, body: string(body), group: group, conn: conn, in: in,
+		key: replyKey{conn: conn, secret: in.Secret, version: in.Version, keys: joinKeys(in.Keys)}}
+	m.hash = maphash.Comparable(p.seed, m.key)
+	return m
+}
+
+// remember notes m, a request the cache answered (only those: a flood of
+// distinct bodies must not push them out).
+func (p *fastPath) remember(m *memo) {
+	if len(m.body) > maxMemoBody || len(m.subject) > maxMemoSubject {
 		return
 	}
-	p.mu.Lock()
-	if _, ok := p.bodies[string(body)]; !ok {
-		if len(p.bodies) >= memoLimit {
-			clear(p.bodies)
+	a, b := slots(p.requestHash(m.subject, []byte(m.body)))
+	put(&p.requests, a, b, m, func(o *memo) bool { return o.subject == m.subject && o.body == m.body })
+}
+
+// put stores v in slot a or b: the one holding the same key (same), else
+// an empty one, else a.
+func put[T any](table *[memoSlots]atomic.Pointer[T], a, b int, v *T, same func(*T) bool) {
+	oa, ob := table[a].Load(), table[b].Load()
+	switch {
+	case oa != nil && same(oa):
+		table[a].Store(v)
+	case ob != nil && same(ob):
+		table[b].Store(v)
+	case oa == nil || ob != nil:
+		table[a].Store(v)
+	default:
+		table[b].Store(v)
+	}
+}
+
+// known returns the memo of a request already answered by the cache, or
+// nil.
+func (p *fastPath) known(subject string, body []byte) *memo {
+	if len(body) > maxMemoBody || len(subject) > maxMemoSubject {
+		return nil
+	}
+	a, b := slots(p.requestHash(subject, body))
+	if m := p.requests[a].Load(); m != nil && m.subject == subject && m.body == string(body) {
+		return m
+	}
+	if m := p.requests[b].Load(); m != nil && m.subject == subject && m.body == string(body) {
+		return m
+	}
+	return nil
+}
+
+// rendered returns the reply body of m for sec, rendering it once per value.
+func (p *fastPath) rendered(m *memo, sec provider.Secret, fingerprint func([]byte) string) (*renderedReply, bool) {
+	a, b := slots(m.hash)
+	for _, i := range [2]int{a, b} {
+		if r := p.replies[i].Load(); r != nil && r.key == m.key && r.version == sec.Version && r.fetched.Equal(sec.FetchedAt) {
+			return r, true
 		}
-		p.bodies[string(body)] = in
 	}
-	p.mu.Unlock()
-}
-
-// known returns a request body already decoded and found valid.
-func (p *fastPath) known(body []byte) (events.ResolveRequest, bool) {
-	if len(body) > maxMemoBody {
-		return events.ResolveRequest{}, false
-	}
-	p.mu.RLock()
-	in, ok := p.bodies[string(body)]
-	p.mu.RUnlock()
-	return in, ok
-}
-
-// rendered returns the reply body for sec, rendering it once per value.
-func (p *fastPath) rendered(conn string, in events.ResolveRequest, sec provider.Secret, fingerprint func([]byte) string) (renderedReply, bool) {
-	key := replyKey{conn: conn, secret: in.Secret, version: in.Version, keys: joinKeys(in.Keys)}
-	p.mu.RLock()
-	r, ok := p.replies[key]
-	p.mu.RUnlock()
-	if ok && r.version == sec.Version && r.fetched.Equal(sec.FetchedAt) {
-		return r, true
-	}
-	out, err := Shape(conn, in.Secret, sec, in.Keys)
+	out, err := Shape(m.conn, m.in.Secret, sec, m.in.Keys)
 	if err != nil {
-		return renderedReply{}, false
+		return nil, false
 	}
 	body, err := events.Marshal(out)
 	if err != nil {
-		return renderedReply{}, false
+		return nil, false
 	}
-	p.mu.Lock()
-	if len(p.replies) >= memoLimit {
-		clear(p.replies)
-	}
-	r = renderedReply{version: sec.Version, fetched: sec.FetchedAt, body: body, fingerprint: fingerprint(sec.Data)}
-	p.replies[key] = r
-	p.mu.Unlock()
+	r := &renderedReply{key: m.key, version: sec.Version, fetched: sec.FetchedAt, body: body, fingerprint: fingerprint(sec.Data)}
+	put(&p.replies, a, b, r, func(o *renderedReply) bool { return o.key == m.key })
 	return r, true
 }
 
@@ -117,49 +168,45 @@ func joinKeys(keys []string) string {
 
 // forget drops the rendered replies of a connection.
 func (p *fastPath) forget(conn string) {
-	p.mu.Lock()
-	for k := range p.replies {
-		if k.conn == conn {
-			delete(p.replies, k)
+	for i := range p.replies {
+		if r := p.replies[i].Load(); r != nil && r.key.conn == conn {
+			p.replies[i].CompareAndSwap(r, nil)
 		}
 	}
-	p.mu.Unlock()
 }
 
 // fastResolve answers a cached resolve inline, on the subscription's
-// goroutine, or declines: only a body already known (memoized when the cache
-// answered it before) is considered, so a request costs no decoding here.
+// goroutine, or declines: only a request already known (memoized when the
+// cache answered it before, subject and body) is considered, so a request
+// costs no decoding nor subject parsing here.
 func (w *Worker) fastResolve(req micro.Request, f *endpoint.Fields) ([]byte, bool) {
-	in, ok := w.fast.known(req.Data())
-	if !ok {
+	m := w.fast.known(req.Subject(), req.Data())
+	if m == nil {
 		return nil, false
 	}
-	group, name, err := w.cfg.Subjects.ParseOp(events.OpResolve, req.Subject())
-	if err != nil {
-		return nil, false
-	}
-	return w.hit(req, f, group, name, in)
+	return w.hit(req, f, m)
 }
 
-// hit answers a valid resolve request from the cache, with the checks of the
-// regular path (group, allowlist, sealing), or declines.
-func (w *Worker) hit(req micro.Request, f *endpoint.Fields, group, name string, in events.ResolveRequest) ([]byte, bool) {
+// hit answers a valid resolve request m from the cache, with the checks of
+// the regular path (group, allowlist, sealing), or declines.
+func (w *Worker) hit(req micro.Request, f *endpoint.Fields, m *memo) ([]byte, bool) {
+	in := &m.in
 	if in.Fresh {
 		return nil, false
 	}
-	c, ok := w.cfg.Connections.Connection(name)
-	if !ok || !c.AllowsGroup(group) || !c.AllowsSecret(in.Secret) || (c.RequireSealed && !sealedRequest(req)) {
+	c, ok := w.cfg.Connections.Connection(m.conn)
+	if !ok || !c.AllowsGroup(m.group) || !c.AllowsSecret(in.Secret) || (c.RequireSealed && !sealedRequest(req)) {
 		return nil, false
 	}
-	sec, ok := w.cfg.Cache.Peek(name, provider.Request{Secret: in.Secret, Version: in.Version})
+	sec, ok := w.cfg.Cache.Peek(m.conn, provider.Request{Secret: in.Secret, Version: in.Version})
 	if !ok {
 		return nil, false
 	}
-	r, ok := w.fast.rendered(name, in, sec, w.cfg.Fingerprint)
+	r, ok := w.fast.rendered(m, sec, w.cfg.Fingerprint)
 	if !ok {
 		return nil, false
 	}
-	f.Group, f.Conn = group, name
+	f.Group, f.Conn = m.group, m.conn
 	f.Audit.Secret = in.Secret
 	auditServed(f, sec, r.fingerprint)
 	return r.body, true

@@ -177,7 +177,7 @@ func TestInlinePathNeedsAKnownBody(t *testing.T) {
 		t.Fatal("a miss was answered from the cache")
 	}
 	body, _ := json.Marshal(miss)
-	if _, ok := w.fast.known(body); ok {
+	if w.fast.known(events.Subjects{}.Op(events.OpResolve, "bio", "c1"), body) != nil {
 		t.Fatal("the body of a miss was remembered")
 	}
 }

@@ -325,7 +325,9 @@ type Request struct {
 	msg   *nats.Msg
 	ep    *endpoint
 	start time.Time
-	once  sync.Once
+	// recorded is set by the first reply, the one counted (an atomic
+	// flag, not a sync.Once: no mutex of its own on every reply).
+	recorded atomic.Bool
 	// took, once set by Elapsed, is the processing time counted.
 	took atomic.Int64
 }
@@ -348,22 +350,25 @@ func (r *Request) Elapsed() time.Duration {
 
 // record counts the reply (an error reply when code is not "").
 func (r *Request) record(code, description string) {
-	r.once.Do(func() {
-		d := time.Since(r.start)
-		if t := r.took.Load(); t != 0 {
-			d = time.Duration(t - 1)
-		}
-		e := r.ep
-		e.mu.Lock()
-		e.stats.NumRequests++
-		e.stats.ProcessingTime += d
-		e.stats.AverageProcessingTime = e.stats.ProcessingTime / time.Duration(e.stats.NumRequests)
-		if code != "" {
-			e.stats.NumErrors++
-			e.stats.LastError = joinError(e.stats.LastError, code, description)
-		}
-		e.mu.Unlock()
-	})
+	if !r.recorded.CompareAndSwap(false, true) {
+		return
+	}
+	var d time.Duration
+	if t := r.took.Load(); t != 0 {
+		d = time.Duration(t - 1)
+	} else {
+		d = time.Since(r.start)
+	}
+	e := r.ep
+	e.mu.Lock()
+	e.stats.NumRequests++
+	e.stats.ProcessingTime += d
+	e.stats.AverageProcessingTime = e.stats.ProcessingTime / time.Duration(e.stats.NumRequests)
+	if code != "" {
+		e.stats.NumErrors++
+		e.stats.LastError = joinError(e.stats.LastError, code, description)
+	}
+	e.mu.Unlock()
 }
 
 // joinError is code:description, reusing prev when it is that already (a
