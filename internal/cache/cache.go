@@ -62,6 +62,10 @@ type Store struct {
 	// a new value of tick, so a generation never comes back.
 	gens sync.Map // string → *connGen
 	tick atomic.Uint64
+	// changes counts the generation changes, each counted once the new
+	// generation is in gens: a Ref whose generation was checked under the
+	// current count needs no new check.
+	changes atomic.Uint64
 	// caps are the TTL caps of connections (LimitTTL, refresh.go).
 	caps  map[string]time.Duration
 	bgCtx context.Context
@@ -109,6 +113,9 @@ type entry struct {
 	// refresh-ahead fraction of ttl) are worked out once, not on each hit.
 	expires, refreshAt time.Time
 	refreshing         atomic.Bool
+	// gone is set once the entry has left the map (removed, or replaced
+	// by another), for the Refs holding it.
+	gone atomic.Bool
 }
 
 // newEntry is the entry of sec, validated at validated for ttl.
@@ -186,6 +193,7 @@ func (s *Store) Invalidate(conn, secret string) {
 		} else {
 			v.(*connGen).setSecret(secret, s.tick.Add(1))
 		}
+		s.changes.Add(1)
 	}
 	s.mu.Unlock()
 	if s.m.len() == 0 {
@@ -211,6 +219,7 @@ func (s *Store) InvalidateConns(match func(conn string) bool) {
 		}
 		return true
 	})
+	s.changes.Add(1)
 	s.mu.Unlock()
 	s.m.each(func(k key) {
 		if match(k.conn) {
@@ -234,6 +243,12 @@ func (s *Store) Peek(conn string, req provider.Request) (provider.Secret, bool) 
 	if !ok || e.gen != s.gen(conn, req.Secret) {
 		return provider.Secret{}, false
 	}
+	return s.served(k, e, now, req)
+}
+
+// served is the value of e, the current entry of k, at now: a hit within
+// its TTL (refreshed ahead of expiry in the background), else a miss.
+func (s *Store) served(k key, e *entry, now time.Time, req provider.Request) (provider.Secret, bool) {
 	if !now.Before(e.expires) {
 		return provider.Secret{}, false
 	}
@@ -245,6 +260,56 @@ func (s *Store) Peek(conn string, req provider.Request) (provider.Secret, bool) 
 	out.Cached = true
 	return out, true
 }
+
+// Ref is a handle on one key of the store (a connection's secret and
+// version), for a caller asking for it again and again (the fast path's memo
+// of a request): it keeps the entry a hit found, so that while that entry
+// stays in the store and no generation changes, a hit on it takes no map
+// lookup. It is safe for concurrent use.
+type Ref struct {
+	k   key
+	req provider.Request
+	hit atomic.Pointer[refHit]
+}
+
+// refHit is an entry found for a Ref, its generation current when changes
+// was changes.
+type refHit struct {
+	e       *entry
+	changes uint64
+}
+
+// Ref is the handle of connection conn's secret at version ("" current).
+func (s *Store) Ref(conn, secret, version string) *Ref {
+	return &Ref{k: key{conn: conn, secret: secret, version: version}, req: provider.Request{Secret: secret, Version: version}}
+}
+
+// PeekRef is Peek(conn, {secret, version}) of r's key.
+func (s *Store) PeekRef(r *Ref) (provider.Secret, bool) {
+	now := s.opts.Now()
+	var e *entry
+	if h := r.hit.Load(); h != nil && !h.e.gone.Load() && h.changes == s.changes.Load() {
+		// Still the key's entry, and of the current generation: no
+		// invalidation came since it was checked (an entry stored with an
+		// outdated generation is never the one a Ref holds).
+		e = h.e
+		if n := now.UnixNano(); n-e.used.Load() > 1e6 {
+			e.used.Store(n)
+		}
+	} else {
+		changes := s.changes.Load() // before the generation is read
+		var ok bool
+		if e, ok = s.m.get(r.k, now.UnixNano()); !ok || e.gen != s.gen(r.k.conn, r.k.secret) {
+			r.Forget() // holding no value that is no longer served
+			return provider.Secret{}, false
+		}
+		r.hit.Store(&refHit{e: e, changes: changes})
+	}
+	return s.served(r.k, e, now, r.req)
+}
+
+// Forget lets go of the entry r holds (the next PeekRef looks it up).
+func (r *Ref) Forget() { r.hit.Store(nil) }
 
 // Wrap returns next behind the cache for connection conn.
 func (s *Store) Wrap(conn string, p Policy, next provider.Resolver) provider.Resolver {

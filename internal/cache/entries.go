@@ -41,21 +41,26 @@ func (es *entries) peek(k key) (*entry, bool) {
 
 func (es *entries) add(k key, e *entry, now int64) {
 	e.used.Store(now)
-	if _, loaded := es.m.Swap(k, e); !loaded {
-		if es.n.Add(1) > int64(es.max) {
-			es.evict()
-		}
+	if prev, loaded := es.m.Swap(k, e); loaded {
+		prev.(*entry).gone.Store(true)
+	} else if es.n.Add(1) > int64(es.max) {
+		es.evict()
 	}
 }
 
 // replace swaps old for e under k, if old is still there.
 func (es *entries) replace(k key, old, e *entry) bool {
 	e.used.Store(old.used.Load())
-	return es.m.CompareAndSwap(k, old, e)
+	if !es.m.CompareAndSwap(k, old, e) {
+		return false
+	}
+	old.gone.Store(true)
+	return true
 }
 
 func (es *entries) remove(k key) {
-	if _, loaded := es.m.LoadAndDelete(k); loaded {
+	if v, loaded := es.m.LoadAndDelete(k); loaded {
+		v.(*entry).gone.Store(true)
 		es.n.Add(-1)
 	}
 }

@@ -27,6 +27,7 @@ func (s *Store) Refresh(conn, secret string) int {
 	prev := s.gen(conn, secret)
 	gen := generation{conn: prev.conn, secret: s.tick.Add(1)}
 	v.(*connGen).setSecret(secret, gen.secret)
+	s.changes.Add(1)
 	s.mu.Unlock()
 	now := s.opts.Now()
 	n := 0

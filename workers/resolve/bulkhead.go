@@ -145,7 +145,7 @@ func (w *Worker) stage(op string) endpoint.StageFunc {
 						return nil, nil, err
 					}
 				}
-				m = w.fast.newMemo(req.Subject(), req.Data(), group, name, in)
+				m = w.fast.newMemo(req.Subject(), req.Data(), group, name, in, w.cfg.Cache.Ref(name, in.Secret, in.Version))
 			}
 			if body, ok := w.hit(req, f, m); ok {
 				if !known {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/cache"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
 )
@@ -51,6 +52,8 @@ type memo struct {
 	in            events.ResolveRequest
 	key           replyKey
 	hash          uint64
+	// ref is the request's key in the cache.
+	ref *cache.Ref
 }
 
 // replyKey names a rendered reply: the request's connection, secret,
@@ -84,8 +87,8 @@ func (p *fastPath) requestHash(subject string, body []byte) uint64 {
 
 // newMemo is the memo of a valid request: subject, parsed as group and conn,
 // and body, decoded as in.
-func (p *fastPath) newMemo(subject string, body []byte, group, conn string, in events.ResolveRequest) *memo {
-	m := &memo{subject: subject, body: string(body), group: group, conn: conn, in: in,
+func (p *fastPath) newMemo(subject string, body []byte, group, conn string, in events.ResolveRequest, ref *cache.Ref) *memo {
+	m := &memo{subject: subject, body: string(body), group: group, conn: conn, in: in, ref: ref,
 		key: replyKey{conn: conn, secret: in.Secret, version: in.Version, keys: joinKeys(in.Keys)}}
 	m.hash = maphash.Comparable(p.seed, m.key)
 	return m
@@ -166,11 +169,17 @@ func joinKeys(keys []string) string {
 	return b.String()
 }
 
-// forget drops the rendered replies of a connection.
+// forget drops the rendered replies of a connection, and the cache entries
+// its memos hold.
 func (p *fastPath) forget(conn string) {
 	for i := range p.replies {
 		if r := p.replies[i].Load(); r != nil && r.key.conn == conn {
 			p.replies[i].CompareAndSwap(r, nil)
+		}
+	}
+	for i := range p.requests {
+		if m := p.requests[i].Load(); m != nil && m.conn == conn {
+			m.ref.Forget()
 		}
 	}
 }
@@ -198,7 +207,7 @@ func (w *Worker) hit(req micro.Request, f *endpoint.Fields, m *memo) ([]byte, bo
 	if !ok || !c.AllowsGroup(m.group) || !c.AllowsSecret(in.Secret) || (c.RequireSealed && !sealedRequest(req)) {
 		return nil, false
 	}
-	sec, ok := w.cfg.Cache.Peek(m.conn, provider.Request{Secret: in.Secret, Version: in.Version})
+	sec, ok := w.cfg.Cache.PeekRef(m.ref)
 	if !ok {
 		return nil, false
 	}
