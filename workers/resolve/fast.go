@@ -207,7 +207,12 @@ func (w *Worker) hit(req micro.Request, f *endpoint.Fields, m *memo) ([]byte, bo
 	if !ok || !c.AllowsGroup(m.group) || !c.AllowsSecret(in.Secret) || (c.RequireSealed && !sealedRequest(req)) {
 		return nil, false
 	}
-	sec, ok := w.cfg.Cache.PeekRef(m.ref)
+	// The request's arrival is the time it asks at: no clock read here.
+	var at time.Time
+	if a, ok := req.(interface{ Arrived() time.Time }); ok {
+		at = a.Arrived()
+	}
+	sec, ok := w.cfg.Cache.PeekRef(m.ref, at)
 	if !ok {
 		return nil, false
 	}
