@@ -202,16 +202,18 @@ func (r *Runner) Limited(name string, admit AdmitFunc, fn Func) micro.Handler {
 		if refused {
 			return
 		}
-		var f Fields
-		release, err := admit(req, &f)
+		// One Fields for the admission and the handler (each escapes):
+		// run clears it first.
+		f := new(Fields)
+		release, err := admit(req, f)
 		if err != nil {
-			r.finish(name, req, &f, start, nil, err, key)
+			r.finish(name, req, f, start, nil, err, key)
 			return
 		}
 		r.wg.Add(1)
 		go func() {
 			defer func() { release(); r.wg.Done() }()
-			r.run(name, fn, req, start, key)
+			r.run(name, fn, req, start, key, f)
 		}()
 	})
 }
@@ -290,16 +292,19 @@ func (r *Runner) Wait(ctx context.Context) error {
 	}
 }
 
-func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time, key string) {
+// run runs fn for req and replies, with f (the caller's, nothing else uses
+// it any more) cleared first: the handler fills in its fields from nothing,
+// whatever the admission wrote there.
+func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time, key string, f *Fields) {
 	ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
 	defer cancel()
-	var f Fields
-	out, err := r.call(ctx, fn, req, &f)
+	*f = Fields{}
+	out, err := r.call(ctx, fn, req, f)
 	var body []byte
 	if err == nil {
 		body, err = events.Marshal(out)
 	}
-	r.finishSync(name, req, &f, start, body, err, key)
+	r.finishSync(name, req, f, start, body, err, key)
 }
 
 // RefuseReplyKey answers a request at once, before anything else runs for
