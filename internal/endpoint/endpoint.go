@@ -64,6 +64,8 @@ type Runner struct {
 	// xkey seals replies to requesters that send their public curve key.
 	xkey *events.ReplySealer
 	xpub string
+	// handlers run the admitted requests of Limited (kept goroutines).
+	handlers *handlers
 }
 
 // Stats are the data of an endpoint's $SRV.STATS entry (StatsData): the
@@ -129,7 +131,7 @@ func NewRunner(log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runn
 	}
 	// Fast failures come in floods: one log line per second tells the cause.
 	throttled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
-	r := &Runner{log: log, throttled: throttled, timeout: timeout, max: maxInFlight}
+	r := &Runner{log: log, throttled: throttled, timeout: timeout, max: maxInFlight, handlers: newHandlers()}
 	if kp, err := nkeys.CreateCurveKeys(); err == nil {
 		if s, err := events.NewReplySealer(kp); err == nil {
 			r.xkey, r.xpub = s, s.PublicKey()
@@ -193,7 +195,8 @@ type AdmitFunc func(req micro.Request, f *Fields) (release func(), err error)
 
 // Limited adapts admit and fn to a micro handler: admit bounds requests
 // without blocking, failing a request at once past its bound; an admitted
-// request runs fn on a goroutine of its own, under the deadline. (A handler
+// request runs fn on a goroutine of its own (one kept from an earlier
+// request when one is waiting: handlers), under the deadline. (A handler
 // answering some requests inline first is Dispatched's fast path.)
 func (r *Runner) Limited(name string, admit AdmitFunc, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
@@ -211,10 +214,10 @@ func (r *Runner) Limited(name string, admit AdmitFunc, fn Func) micro.Handler {
 			return
 		}
 		r.wg.Add(1)
-		go func() {
+		r.handlers.run(func() {
 			defer func() { release(); r.wg.Done() }()
 			r.run(name, fn, req, start, key, f)
-		}()
+		})
 	})
 }
 

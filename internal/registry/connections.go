@@ -610,7 +610,9 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 				"provider: connection %q is used by export %q; changing its provider would break it", c.Name, used[0])
 		}
 	}
-	pt, err := events.Marshal(c)
+	// &c: c is on the heap already (moved there); c itself would be
+	// copied to the heap once more to make the interface value.
+	pt, err := events.Marshal(&c)
 	if err != nil {
 		return events.Connection{}, true, fmt.Errorf("encoding connection: %w", err)
 	}
