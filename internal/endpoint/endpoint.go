@@ -67,6 +67,8 @@ type Runner struct {
 	// xkey seals replies to requesters that send their public curve key.
 	xkey *events.ReplySealer
 	xpub string
+	// handlers run the admitted requests of Limited (kept goroutines).
+	handlers *handlers
 }
 
 // Stats are the data of an endpoint's $SRV.STATS entry (StatsData): the
@@ -138,7 +140,7 @@ func NewRunner(log zerolog.Logger, timeout time.Duration, maxInFlight int) *Runn
 	}
 	// Fast failures come in floods: one log line per second tells the cause.
 	throttled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
-	r := &Runner{log: log, throttled: throttled, timeout: timeout, max: maxInFlight}
+	r := &Runner{log: log, throttled: throttled, timeout: timeout, max: maxInFlight, handlers: newHandlers()}
 	if kp, err := nkeys.CreateCurveKeys(); err == nil {
 		if s, err := events.NewReplySealer(kp); err == nil {
 			r.xkey, r.xpub = s, s.PublicKey()
@@ -202,7 +204,8 @@ type AdmitFunc func(req micro.Request, f *Fields) (release func(), err error)
 
 // Limited adapts admit and fn to a micro handler: admit bounds requests
 // without blocking, failing a request at once past its bound; an admitted
-// request runs fn on a goroutine of its own, under the deadline. (A handler
+// request runs fn on a goroutine of its own (one kept from an earlier
+// request when one is waiting: handlers), under the deadline. (A handler
 // answering some requests inline first is Dispatched's fast path.)
 func (r *Runner) Limited(name string, admit AdmitFunc, fn Func) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
@@ -211,17 +214,19 @@ func (r *Runner) Limited(name string, admit AdmitFunc, fn Func) micro.Handler {
 		if refused {
 			return
 		}
-		var f Fields
-		release, err := admit(req, &f)
+		// One Fields for the admission and the handler (each escapes):
+		// run clears it first.
+		f := new(Fields)
+		release, err := admit(req, f)
 		if err != nil {
-			r.finish(name, req, &f, start, nil, err, key)
+			r.finish(name, req, f, start, nil, err, key)
 			return
 		}
 		r.wg.Add(1)
-		go func() {
+		r.handlers.run(func() {
 			defer func() { release(); r.wg.Done() }()
-			r.run(name, fn, req, start, key)
-		}()
+			r.run(name, fn, req, start, key, f)
+		})
 	})
 }
 
@@ -299,16 +304,19 @@ func (r *Runner) Wait(ctx context.Context) error {
 	}
 }
 
-func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time, key string) {
+// run runs fn for req and replies, with f (the caller's, nothing else uses
+// it any more) cleared first: the handler fills in its fields from nothing,
+// whatever the admission wrote there.
+func (r *Runner) run(name string, fn Func, req micro.Request, start time.Time, key string, f *Fields) {
 	ctx, cancel := context.WithDeadline(context.Background(), start.Add(r.timeout))
 	defer cancel()
-	var f Fields
-	out, err := r.call(ctx, fn, req, &f)
+	*f = Fields{}
+	out, err := r.call(ctx, fn, req, f)
 	var body []byte
 	if err == nil {
 		body, err = events.Marshal(out)
 	}
-	r.finishSync(name, req, &f, start, body, err, key)
+	r.finishSync(name, req, f, start, body, err, key)
 }
 
 // RefuseReplyKey answers a request at once, before anything else runs for

@@ -206,7 +206,7 @@ func (r *Runner) stage(name string, it laneItem, stage StageFunc, fn Func) {
 		r.wg.Add(1)
 		go func() {
 			defer func() { release(); r.wg.Done() }()
-			r.run(name, fn, it.req, it.start, it.key)
+			r.run(name, fn, it.req, it.start, it.key, f)
 		}()
 	}
 }

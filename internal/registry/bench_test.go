@@ -65,7 +65,8 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 		env = append(env, "GOMEMLIMIT="+v)
 	}
 	// CLOUDBRIDGE_BENCH_CPUPROFILE, when set to a directory, profiles the
-	// first worker's CPU during the admin connection puts (pprofDuring).
+	// first worker's CPU during the admin connection and secret puts
+	// (pprofDuring).
 	profDir := os.Getenv("CLOUDBRIDGE_BENCH_CPUPROFILE")
 	firstEnv := env
 	if profDir != "" {
@@ -105,9 +106,11 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 		return adminRequest(nc, subj.Admin(events.ResourceConnections, events.VerbPut), connPut(i))
 	}, measureCPU(&connCPU, w, server))
 	stopProfile()
+	stopProfile = pprofDuring(b, w, profDir, "secret-put")
 	secretRate := parallel(b, admins, n, func(nc *nats.Conn, i int) error {
 		return adminRequest(nc, subj.Admin(events.ResourceSecrets, events.VerbPut), secretPut(i))
 	}, measureCPU(&secretCPU, w, server))
+	stopProfile()
 	loadedRSS, loadedHeap := memory(b, addr)
 
 	// Bare KV puts of values the size of the records just stored.

@@ -178,10 +178,10 @@ func (r *Registry) applyConnection(e jetstream.KeyValueEntry, initial bool) *Cha
 	o := &openedConn{}
 	if w, ok := r.takeOwnWrite(name, e.Value()); ok {
 		// This worker's own write, met before its put adopted it: applied
-		// from what the put sealed, without opening the record again (the
-		// generation it wrote is the newest seen for the key, carried by
-		// the view's slot, as in adoptConnection).
-		o.c, o.err = decodeConnectionJSON(name, w.pt)
+		// from the view's copy of what the put sealed, without opening the
+		// record again (the generation it wrote is the newest seen for the
+		// key, carried by the view's slot, as in adoptConnection).
+		o.c, o.err = w.c, w.err
 		o.gen = w.gen
 	} else {
 		o.c, o.gen, o.err = r.decodeConnection(name, e.Value())
@@ -222,21 +222,24 @@ func (r *Registry) replace(name string, rev uint64, old *connSlot, o *openedConn
 // generation gen, at revision rev, into the view and notifies the change,
 // unless the watcher has applied that revision already: a put's reply means
 // this worker's view has it, without waiting for the watcher to bring it
-// back. pt is the sealed plaintext: the view holds it decoded, exactly as
-// the watcher would. The watcher applies entries in revision order and
+// back. w is the write: the view holds its copy of the connection sealed
+// (viewCopy: what decoding the sealed plaintext gives, as the watcher would
+// have it). The watcher applies entries in revision order and
 // skips those at or below the revision of the view's record, so a later
 // write (a delete included) still replaces it, and the write itself is
 // notified once.
-func (r *Registry) adoptConnection(name string, pt []byte, gen, rev uint64) {
+func (r *Registry) adoptConnection(name string, w *ownWrite, rev uint64) {
 	b := r.conns
 	b.applyMu.Lock()
 	old := r.slot(name)
 	if b.lastSeen() >= rev || (old != nil && old.rev >= rev) {
-		// Applied (or replaced) by the watcher already: nothing to decode.
+		// Applied (or replaced) by the watcher already.
 		b.applyMu.Unlock()
 		return
 	}
-	c, err := decodeConnectionJSON(name, pt)
+	r.ownMu.Lock()
+	c, err, gen := w.c, w.err, w.gen
+	r.ownMu.Unlock()
 	if err != nil {
 		b.applyMu.Unlock()
 		return
@@ -253,12 +256,17 @@ func (r *Registry) adoptConnection(name string, pt []byte, gen, rev uint64) {
 
 // ownWrite is a connection record this worker is writing, from its seal to
 // the reply of the write: the watcher, when it meets the record before the
-// put adopts it (adoptConnection), applies it from the plaintext sealed in it
-// rather than opening it (takeOwnWrite). A record is recognised by its bytes:
-// each seal has a fresh nonce.
+// put adopts it (adoptConnection), applies it from the view's copy of the
+// connection sealed in it rather than opening it (takeOwnWrite). A record is
+// recognised by its bytes: each seal has a fresh nonce.
 type ownWrite struct {
-	val, pt []byte
-	gen     uint64
+	val []byte
+	gen uint64
+	// c is the view's copy of the connection sealed (viewCopy), or err
+	// why its plaintext would not decode: shared by the view and never
+	// changed, not the put's own connection.
+	c   events.Connection
+	err error
 }
 
 // expectOwn registers w, a write of connection name about to be sent; the
@@ -317,6 +325,17 @@ func (r *Registry) probeConnections() {
 	r.view.Range(func(_, v any) bool {
 		return r.open(v.(*connSlot)).err != nil
 	})
+}
+
+// viewCopy is the view's copy of connection c, whose encoding pt is about
+// to be sealed: what decoding pt gives (decodeConnectionJSON), made by
+// copying c when copyConnection can (no encoding to decode again, a put's
+// largest cost of its own after the seal), else by decoding pt.
+func viewCopy(name string, c events.Connection, pt []byte) (events.Connection, error) {
+	if out, ok := copyConnection(c); ok {
+		return out, nil
+	}
+	return decodeConnectionJSON(name, pt)
 }
 
 func decodeConnectionJSON(name string, pt []byte) (events.Connection, error) {
@@ -551,8 +570,16 @@ func (r *Registry) PutConnection(ctx context.Context, c events.Connection) (even
 	return out, err
 }
 
-// cloneConnection is a deep copy of c.
+// cloneConnection is a deep copy of c, as its round trip through JSON makes
+// it: copyConnection, or the round trip itself when that declines.
 func cloneConnection(c events.Connection) (events.Connection, error) {
+	// json.Marshal escapes HTML in a service account key (a raw message),
+	// which copyConnection does not: such a key takes the round trip.
+	if c.GCP == nil || len(c.GCP.ServiceAccountKey) == 0 {
+		if out, ok := copyConnection(c); ok {
+			return out, nil
+		}
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return events.Connection{}, err
@@ -583,7 +610,9 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 				"provider: connection %q is used by export %q; changing its provider would break it", c.Name, used[0])
 		}
 	}
-	pt, err := events.Marshal(c)
+	// &c: c is on the heap already (moved there); c itself would be
+	// copied to the heap once more to make the interface value.
+	pt, err := events.Marshal(&c)
 	if err != nil {
 		return events.Connection{}, true, fmt.Errorf("encoding connection: %w", err)
 	}
@@ -594,7 +623,8 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 	var stored uint64
 	// Forgotten once the write has replied: the watcher meeting the record
 	// before then applies it without opening it.
-	own := &ownWrite{val: val, pt: pt, gen: gen}
+	own := &ownWrite{val: val, gen: gen}
+	own.c, own.err = viewCopy(c.Name, c, pt)
 	defer r.expectOwn(c.Name, own)()
 	switch rev {
 	case 0:
@@ -627,7 +657,7 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 			return events.Connection{}, true, err
 		}
 	}
-	r.adoptConnection(c.Name, pt, gen, stored)
+	r.adoptConnection(c.Name, own, stored)
 	return c, true, nil
 }
 

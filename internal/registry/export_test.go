@@ -23,7 +23,9 @@ func SetClock(r *Registry, now func() time.Time) { r.now = now }
 // ExpectOwn registers a write of connection name under way through r: the
 // record val, sealing plaintext pt at generation gen.
 func ExpectOwn(r *Registry, name string, val, pt []byte, gen uint64) (forget func()) {
-	return r.expectOwn(name, &ownWrite{val: val, pt: pt, gen: gen})
+	w := &ownWrite{val: val, gen: gen}
+	w.c, w.err = decodeConnectionJSON(name, pt)
+	return r.expectOwn(name, w)
 }
 
 // SeenGens is the number of generations r remembers outside its view.

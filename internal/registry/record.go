@@ -38,12 +38,19 @@ type sealedRecord struct {
 }
 
 // associatedData binds a ciphertext to its bucket, key and generation.
+// It is built in one allocation (every seal and open makes one).
 func associatedData(bucket, key string, v int, gen uint64) []byte {
-	ad := "cloudbridge/v1/" + bucket + "/" + key
+	const prefix, genPart = "cloudbridge/v1/", "/gen/"
+	ad := make([]byte, 0, len(prefix)+len(bucket)+1+len(key)+len(genPart)+20)
+	ad = append(ad, prefix...)
+	ad = append(ad, bucket...)
+	ad = append(ad, '/')
+	ad = append(ad, key...)
 	if v >= 2 {
-		ad += "/gen/" + strconv.FormatUint(gen, 10)
+		ad = append(ad, genPart...)
+		ad = strconv.AppendUint(ad, gen, 10)
 	}
-	return []byte(ad)
+	return ad
 }
 
 // genKey names a record for seenGen (bucket is one of the registry's

@@ -120,3 +120,26 @@ func TestEncodeRecordAllocatesOnce(t *testing.T) {
 		t.Errorf("encodeRecord allocates %v times, want 1", n)
 	}
 }
+
+// associatedData is the text it always was (records sealed before open
+// with it), in one allocation.
+func TestAssociatedData(t *testing.T) {
+	for _, c := range []struct {
+		bucket, key string
+		v           int
+		gen         uint64
+		want        string
+	}{
+		{"cloudbridge_connections", "c0000001", 2, 1764650000000000000, "cloudbridge/v1/cloudbridge_connections/c0000001/gen/1764650000000000000"},
+		{"cloudbridge_secrets", "c1.db01", 2, 0, "cloudbridge/v1/cloudbridge_secrets/c1.db01/gen/0"},
+		{"b", "k", 2, ^uint64(0), "cloudbridge/v1/b/k/gen/18446744073709551615"},
+		{"cloudbridge_connections", "old", 1, 99, "cloudbridge/v1/cloudbridge_connections/old"},
+	} {
+		if got := string(associatedData(c.bucket, c.key, c.v, c.gen)); got != c.want {
+			t.Errorf("associatedData(%q, %q, %d, %d) = %q, want %q", c.bucket, c.key, c.v, c.gen, got, c.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = associatedData("cloudbridge_connections", "c0000001", 2, ^uint64(0)) }); n != 1 {
+		t.Errorf("associatedData allocates %v times, want 1", n)
+	}
+}
