@@ -465,3 +465,34 @@ func TestSecretPutCheckHasTimeLeftAfterASlowProbe(t *testing.T) {
 		t.Errorf("the connection was read from the bucket %d time(s), want once", n)
 	}
 }
+
+// A replicated stream refuses a write of a key while another write of it
+// is being replicated (10164, "wrong last sequence"), the put's own just
+// acknowledged among them: the removal of a secret stored for a connection
+// deleted meanwhile tries again while the record is still the put's, instead
+// of taking the conflict for a later write and leaving the orphan.
+func TestOrphanRemovalRetriesAConflictOnItsOwnWrite(t *testing.T) {
+	e, w, other := keptForEnv(t, "gone")
+	c := ctx(t)
+	var conflicts atomic.Int32
+	registry.SetFaults(w, registry.Faults{
+		SecretChecked: func() {
+			if err := other.DeleteConnection(c, "gone"); err != nil {
+				t.Error(err)
+			}
+		},
+		OrphanPurge: func() error {
+			if conflicts.Add(1) <= 2 {
+				return &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequenceConstant, Description: "wrong last sequence"}
+			}
+			return nil
+		},
+	})
+	wantCode(t, w.PutSecret(c, "gone", "db", []byte("v")), events.CodeNotFound)
+	if keys := e.secretKeys(c, "gone"); len(keys) > 0 {
+		t.Errorf("secrets left for the deleted connection: %v", keys)
+	}
+	if n := conflicts.Load(); n != 3 {
+		t.Errorf("purge attempts %d, want 3 (two conflicts, then the purge)", n)
+	}
+}

@@ -148,6 +148,9 @@ type Faults struct {
 	// ConnReread runs before keptFor reads the connection from the bucket;
 	// an error fails that read.
 	ConnReread func(ctx context.Context) error
+	// OrphanPurge runs before keptFor's removal of a secret stored for a
+	// connection deleted meanwhile; an error replaces that attempt's purge.
+	OrphanPurge func() error
 	// LeaderReads sends keptFor's reads to the stream's leader, as for a
 	// replicated bucket (checkedGet), whatever its replicas.
 	LeaderReads bool

@@ -408,16 +408,43 @@ func (r *Registry) keptFor(ctx context.Context, conn, key string, checked, rev u
 	if refusal == nil {
 		return nil
 	}
-	// Removed only when it is still the record written: a later write of
-	// the key is that put's to answer for.
-	val, stored, err := r.checkedRead(ctx, r.secrets, key)
-	if err == nil && stored == rev {
-		err = r.purge(ctx, r.secrets, key, storedGen(val), rev)
-	}
-	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) && !isWrongSequence(err) {
+	if err := r.removeOrphan(ctx, key, rev); err != nil {
 		r.log.Error().Err(err).Str("key", key).Msg("removing a secret stored for a connection deleted meanwhile")
 	}
 	return refusal
+}
+
+// removeOrphan purges secret key, stored at revision rev for a connection
+// deleted meanwhile, while it is still the record written there: a later
+// write of the key is that put's to answer for. A conflict on the purge is
+// not such a write when the key's last record is still rev: a replicated
+// stream refuses a write of a key while another is being replicated
+// (10164), the put's own just acknowledged among them, so the purge is tried
+// again on a fresh read rather than leaving the orphan.
+func (r *Registry) removeOrphan(ctx context.Context, key string, rev uint64) error {
+	for attempt := 1; ; attempt++ {
+		val, stored, err := r.checkedRead(ctx, r.secrets, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+			return nil
+		case err != nil:
+			return err
+		case stored != rev:
+			return nil
+		}
+		if r.fault != nil && r.fault.OrphanPurge != nil {
+			err = r.fault.OrphanPurge()
+		}
+		if err == nil {
+			err = r.purge(ctx, r.secrets, key, storedGen(val), rev)
+		}
+		if err == nil || !isWrongSequence(err) {
+			return err
+		}
+		if attempt >= 10 || !conflictPause(ctx, attempt) {
+			return err
+		}
+	}
 }
 
 // keptInView decides keptFor from the watched view once it has applied the
