@@ -2,6 +2,7 @@ package procs
 
 import (
 	"context"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -29,8 +30,19 @@ func TestClusterKillAndRestart(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3}); err != nil {
-		t.Fatal(err)
+	// Every node answers JetStream requests once the cluster is ready, but
+	// the meta leader may not count all three peers as current yet: an R3
+	// stream can be refused "no suitable peers for placement" for a moment
+	// (as the workers' start-up treats it, a transient refusal).
+	for {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !strings.Contains(err.Error(), "no suitable peers") {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	publish := func(n int) {
 		t.Helper()
