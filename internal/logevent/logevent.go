@@ -75,8 +75,7 @@ func Parse(data []byte, received time.Time) Event {
 	}
 	if trimmed[0] == '{' && trimmed[len(trimmed)-1] == '}' {
 		var f fields
-		if validJSON(trimmed) {
-			scanObject(trimmed, &f)
+		if scanValid(trimmed, &f) {
 			ev.JSON = true
 			ev.Message = trimmed
 			for _, raw := range [][]byte{f.Time, f.Timestamp, f.TS, f.AtTime} {
