@@ -4,7 +4,10 @@
 // reflection and buffers.
 package jsonenc
 
-import "unicode/utf8"
+import (
+	"math/bits"
+	"unicode/utf8"
+)
 
 const hexDigits = "0123456789abcdef"
 
@@ -15,6 +18,18 @@ func AppendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Eight bytes at a time up to the first one not written as it is.
+		for i+8 <= len(s) {
+			m := special8(load8(s, i))
+			if m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		if c := s[i]; c < utf8.RuneSelf {
 			if c >= ' ' && c != '"' && c != '\\' {
 				i++
@@ -60,4 +75,28 @@ func AppendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// Bytes of eight, for special8.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// special8 has the high bit set of the first of the eight bytes of x (the
+// lowest: little-endian) that is not plain ASCII written as it is: a quote,
+// a backslash, below 0x20 or at or above 0x80 (Bit Twiddling Hacks' haszero
+// and hasless; the bits above the first may be wrong, the first is exact).
+// 0: all eight are plain.
+func special8(x uint64) uint64 {
+	q, bs := x^(ones*'"'), x^(ones*'\\')
+	return ((q-ones)&^q | (bs-ones)&^bs | (x-ones*0x20)&^x | x) & highs
+}
+
+// load8 is the eight bytes of s at i as a little-endian number (one load:
+// the compiler combines the bytes').
+func load8(s string, i int) uint64 {
+	_ = s[i+7]
+	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
 }

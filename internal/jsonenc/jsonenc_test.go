@@ -3,6 +3,7 @@ package jsonenc
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -38,4 +39,28 @@ func FuzzAppendString(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(check)
+}
+
+// TestAppendStringEveryPosition: a character to escape (or a non-ASCII one)
+// at every position of a longer string, on each side of the eight-byte
+// steps of the plain run.
+func TestAppendStringEveryPosition(t *testing.T) {
+	plain := "abcdefghijklmnopqrstuvwxyz0123456789ABCD"
+	for _, special := range []string{`"`, `\`, "\x00", "\x1f", "\x7f", " ", "é", "\u2028", "\u2029", "\xff", "\xe2\x80"} {
+		for p := 0; p <= len(plain); p++ {
+			check(t, plain[:p]+special+plain[p:])
+			check(t, plain[:p]+special+plain[p:]+special)
+		}
+	}
+}
+
+// BenchmarkAppendString: a 200-byte JSON log line (quotes to escape), as
+// the CloudWatch request bodies carry.
+func BenchmarkAppendString(b *testing.B) {
+	s := `{"level":"info","time":"2026-11-24T02:30:00.123456Z","msg":"event","id":12345,"pad":"` + strings.Repeat("p", 112) + `"}`
+	buf := make([]byte, 0, 4*len(s))
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		buf = AppendString(buf[:0], s)
+	}
 }

@@ -75,8 +75,7 @@ func Parse(data []byte, received time.Time) Event {
 	}
 	if trimmed[0] == '{' && trimmed[len(trimmed)-1] == '}' {
 		var f fields
-		if validJSON(trimmed) {
-			scanObject(trimmed, &f)
+		if scanValid(trimmed, &f) {
 			ev.JSON = true
 			ev.Message = trimmed
 			for _, raw := range [][]byte{f.Time, f.Timestamp, f.TS, f.AtTime} {
@@ -143,6 +142,22 @@ func parseLevel(raw []byte) string {
 		s, ok := unquoteView(raw)
 		if !ok {
 			return ""
+		}
+		// The usual spellings first, without namedLevel's folding (the
+		// constants: s may share the message's bytes).
+		switch s {
+		case LevelInfo:
+			return LevelInfo
+		case LevelDebug:
+			return LevelDebug
+		case LevelWarn:
+			return LevelWarn
+		case LevelError:
+			return LevelError
+		case LevelTrace:
+			return LevelTrace
+		case LevelFatal:
+			return LevelFatal
 		}
 		// A name first: most levels are names, and a failed ParseFloat
 		// allocates its error. ("inf" parses as a number: +Inf.)
@@ -216,6 +231,9 @@ func parseTime(raw []byte) (time.Time, bool) {
 			return time.Time{}, false
 		}
 		s = strings.TrimSpace(s)
+		if t, year, ok := parseRFC3339Z(s); ok {
+			return t, year >= 1970 && year <= 9999
+		}
 		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 			return t, validYear(t)
 		}
@@ -235,6 +253,87 @@ func parseTime(raw []byte) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return epoch(string(raw), n)
+}
+
+// parseRFC3339Z reads the most common form of an event's time,
+// YYYY-MM-DDTHH:MM:SS[.fraction]Z, to what time.Parse(time.RFC3339Nano, s)
+// returns (the same fields refused out of range, the fraction cut to
+// nanoseconds, the time in UTC) and its year, without time.Date (a third of
+// parsing an event's time); ok is false for anything else, which is left to
+// time.Parse. FuzzRFC3339Z holds it to time.Parse.
+func parseRFC3339Z(s string) (t time.Time, year int, ok bool) {
+	if len(s) < len("2006-01-02T15:04:05Z") || s[len(s)-1] != 'Z' ||
+		s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return time.Time{}, 0, false
+	}
+	ok = true
+	num := func(d string) int {
+		n := 0
+		for i := 0; i < len(d); i++ {
+			if d[i] < '0' || d[i] > '9' {
+				ok = false
+				return 0
+			}
+			n = n*10 + int(d[i]-'0')
+		}
+		return n
+	}
+	year, month, day := num(s[0:4]), num(s[5:7]), num(s[8:10])
+	hour, minute, sec := num(s[11:13]), num(s[14:16]), num(s[17:19])
+	if !ok || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) || hour > 23 || minute > 59 || sec > 59 {
+		return time.Time{}, 0, false
+	}
+	nsec := 0
+	if frac := s[19 : len(s)-1]; frac != "" {
+		if len(frac) < 2 || frac[0] != '.' {
+			return time.Time{}, 0, false
+		}
+		n := num(frac[1:])
+		if !ok {
+			return time.Time{}, 0, false
+		}
+		if len(frac) > 10 { // past nanoseconds: cut, as time.Parse does
+			n = num(frac[1:10])
+		}
+		for i := len(frac) - 1; i < 9; i++ {
+			n *= 10
+		}
+		nsec = n
+	}
+	unix := daysSinceEpoch(year, month, day)*86400 + int64(hour*3600+minute*60+sec)
+	return time.Unix(unix, int64(nsec)).UTC(), year, true
+}
+
+// daysIn is the number of days of month in year (Gregorian).
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
+// daysSinceEpoch is the days from 1970-01-01 to the date (proleptic
+// Gregorian; Howard Hinnant's days_from_civil).
+func daysSinceEpoch(y, m, d int) int64 {
+	if m <= 2 {
+		y--
+	}
+	era := y
+	if era < 0 {
+		era -= 399
+	}
+	era /= 400
+	yoe := y - era*400
+	mp := (m + 9) % 12 // March is 0
+	doy := (153*mp+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return int64(era)*146097 + int64(doe) - 719468
 }
 
 func epoch(s string, n float64) (time.Time, bool) {

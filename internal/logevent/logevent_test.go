@@ -155,7 +155,7 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// reference is what encoding/json makes of the keys scanObject reads.
+// reference is what encoding/json makes of the keys scanValid reads.
 type reference struct {
 	Time      json.RawMessage `json:"time"`
 	Timestamp json.RawMessage `json:"timestamp"`
@@ -168,7 +168,7 @@ type reference struct {
 	Message   json.RawMessage `json:"message"`
 }
 
-// FuzzScanMatchesEncodingJSON: the hand-written scanner reads the same raw
+// FuzzScanMatchesEncodingJSON: the hand-written scanner (scanValid) reads the same raw
 // values as encoding/json for every valid JSON object.
 func FuzzScanMatchesEncodingJSON(f *testing.F) {
 	for _, s := range []string{`{"level":"info","time":"2026-11-23T10:30:15Z","msg":"x"}`, `{"a":{"msg":"inner"},"msg":"outer"}`,
@@ -185,7 +185,9 @@ func FuzzScanMatchesEncodingJSON(f *testing.F) {
 			return
 		}
 		var got fields
-		scanObject(data, &got)
+		if !scanValid(data, &got) {
+			t.Fatalf("scanValid refused valid JSON")
+		}
 		pairs := [][2][]byte{{want.Time, got.Time}, {want.Timestamp, got.Timestamp}, {want.TS, got.TS}, {want.AtTime, got.AtTime},
 			{want.Level, got.Level}, {want.Severity, got.Severity}, {want.Lvl, got.Lvl}, {want.Msg, got.Msg}, {want.Message, got.Message}}
 		for i, p := range pairs {
@@ -202,4 +204,61 @@ func BenchmarkParse(b *testing.B) {
 	for b.Loop() {
 		_ = Parse(msg, recv)
 	}
+}
+
+var rfc3339Seeds = []string{"2026-11-24T02:30:00.123456Z", "2026-11-24T02:30:00Z", "1970-01-01T00:00:00Z", "0000-01-01T00:00:00Z",
+	"0000-03-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z", "2024-02-29T12:00:00Z", "2026-02-29T12:00:00Z", "2000-02-29T00:00:00Z",
+	"1900-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-13-01T00:00:00Z", "2026-00-01T00:00:00Z", "2026-01-00T00:00:00Z",
+	"2026-01-01T24:00:00Z", "2026-01-01T23:60:00Z", "2026-01-01T23:59:60Z", "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00.1Z",
+	"2026-01-01T00:00:00.1234567891234Z", "2026-01-01T00:00:00,5Z", "2026-01-01t00:00:00Z", "2026-01-01T00:00:00z",
+	"2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00.5+01:00", "2026-01-01T00:00:00.5xZ", "+026-01-01T00:00:00Z",
+	"2026-1-01T00:00:00Z", "2026-01-01T00:00:00", "1969-12-31T23:59:59.5Z"}
+
+// checkRFC3339Z: what parseRFC3339Z reads, time.Parse reads the same (the
+// same instant and representation, UTC) and its year.
+func checkRFC3339Z(t *testing.T, s string) {
+	t.Helper()
+	got, year, ok := parseRFC3339Z(s)
+	if !ok {
+		return
+	}
+	want, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("%q: parseRFC3339Z %v, time.Parse %v", s, got, err)
+	}
+	if got != want || year != want.Year() {
+		t.Fatalf("%q: parseRFC3339Z %v (year %d), time.Parse %v", s, got, year, want)
+	}
+}
+
+// TestRFC3339ZMatchesTimeParse: the seeds, and every day of 1968-2101 at
+// times with each length of fraction, read as time.Parse reads them.
+func TestRFC3339ZMatchesTimeParse(t *testing.T) {
+	accepted := 0
+	for _, s := range rfc3339Seeds {
+		checkRFC3339Z(t, s)
+		if _, _, ok := parseRFC3339Z(s); ok {
+			accepted++
+		}
+	}
+	if accepted < 10 {
+		t.Fatalf("only %d seeds take the fast path", accepted)
+	}
+	for d := time.Date(1968, 1, 1, 0, 0, 0, 0, time.UTC); d.Year() < 2102; d = d.AddDate(0, 0, 1) {
+		for i, layout := range []string{"2006-01-02T15:04:05Z", "2006-01-02T15:04:05.0Z", "2006-01-02T15:04:05.000Z",
+			"2006-01-02T15:04:05.000000Z", "2006-01-02T15:04:05.000000000Z"} {
+			s := d.Add(time.Duration(i)*time.Hour + 1234567891*time.Nanosecond).Format(layout)
+			if _, _, ok := parseRFC3339Z(s); !ok {
+				t.Fatalf("%q: not on the fast path", s)
+			}
+			checkRFC3339Z(t, s)
+		}
+	}
+}
+
+func FuzzRFC3339Z(f *testing.F) {
+	for _, s := range rfc3339Seeds {
+		f.Add(s)
+	}
+	f.Fuzz(checkRFC3339Z)
 }

@@ -7,30 +7,15 @@ import (
 	"unsafe"
 )
 
-// scanObject reads the top-level keys of data, a JSON object already checked
-// with json.Valid, into f. It matches keys like encoding/json does
-// (case-insensitively, the last occurrence wins) without decoding the values
-// it does not need, which keeps the per-event cost of parsing low.
-func scanObject(data []byte, f *fields) {
-	i := skipSpace(data, 1)
-	for i < len(data) && data[i] != '}' {
-		kEnd := skipString(data, i)
-		key := data[i+1 : kEnd-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			var k string
-			if json.Unmarshal(data[i:kEnd], &k) == nil {
-				key = []byte(k)
-			}
-		}
-		i = skipSpace(data, kEnd) + 1 // the ':'
-		i = skipSpace(data, i)
-		vEnd := skipValue(data, i)
-		f.set(key, data[i:vEnd])
-		i = skipSpace(data, vEnd)
-		if i < len(data) && data[i] == ',' {
-			i = skipSpace(data, i+1)
-		}
+// unescapeKey is the key whose raw string (quotes included) is raw and
+// contents key, unescaped (rare in keys: scanValid calls it only for a key
+// with an escape).
+func unescapeKey(raw, key []byte) []byte {
+	var k string
+	if json.Unmarshal(raw, &k) == nil {
+		return []byte(k)
 	}
+	return key
 }
 
 // keyNames lists the keys read, for keys that are not plain ASCII (Unicode
@@ -93,51 +78,6 @@ func skipSpace(data []byte, i int) int {
 		i++
 	}
 	return i
-}
-
-// skipString returns the index just past the string starting at data[i] == '"'.
-func skipString(data []byte, i int) int {
-	for j := i + 1; j < len(data); j++ {
-		switch data[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-	return len(data)
-}
-
-// skipValue returns the index just past the value starting at data[i].
-func skipValue(data []byte, i int) int {
-	if i >= len(data) {
-		return i
-	}
-	switch data[i] {
-	case '"':
-		return skipString(data, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(data); j++ {
-			switch data[j] {
-			case '"':
-				j = skipString(data, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(data)
-	}
-	j := i
-	for j < len(data) && data[j] != ',' && data[j] != '}' && data[j] != ']' && data[j] != ' ' && data[j] != '\t' && data[j] != '\n' && data[j] != '\r' {
-		j++
-	}
-	return j
 }
 
 // unquoteView is unquote without a copy when raw has no escapes: the string

@@ -36,3 +36,20 @@ func FuzzValidJSON(f *testing.F) {
 		}
 	})
 }
+
+// TestValidJSONEveryPosition: a character that ends or breaks a plain run of
+// string bytes at every position of a longer string, on each side of the
+// eight-byte steps of the run.
+func TestValidJSONEveryPosition(t *testing.T) {
+	plain := "abcdefghijklmnopqrstuvwxyz0123456789ABCD"
+	for _, special := range []string{`"`, `\`, `\"`, `\\`, `\n`, `\u00e9`, `\x`, "\x00", "\x1f", "\x7f", " ", "é", "\xff"} {
+		for p := 0; p <= len(plain); p++ {
+			for _, s := range []string{`{"k":"` + plain[:p] + special + plain[p:] + `"}`, `{"` + plain[:p] + special + plain[p:] + `":1}`,
+				`"` + plain[:p] + special + plain[p:] + `"`, `["` + plain[:p] + special + plain[p:]} {
+				if got, want := validJSON([]byte(s)), json.Valid([]byte(s)); got != want {
+					t.Errorf("%q: validJSON %v, json.Valid %v", s, got, want)
+				}
+			}
+		}
+	}
+}

@@ -62,6 +62,7 @@ type collector struct {
 	r    *runner
 	p    *pipeline
 	cons jetstream.Consumer
+	pull *puller // cons's pull requests (pull.go)
 
 	b          *batch     // being filled; nil while every batch is busy
 	opened     time.Time  // when b got its first message
@@ -71,8 +72,8 @@ type collector struct {
 	avg        int        // running mean of a message's size for the sink, to size fetches
 	failing    int        // consecutive failed fetches, for backoff
 
-	spare *batch                 // a free batch taken for the pull ahead; the next b
-	ahead jetstream.MessageBatch // a pull of what is there now, issued while b fills
+	spare *batch     // a free batch taken for the pull ahead; the next b
+	ahead *pullBatch // a pull of what is there now, issued while b fills
 
 	// dead holds the messages of a fetch that can never be sent (prepare
 	// marked them Dead): they are dead-lettered and acked as the fetch ends
@@ -142,9 +143,10 @@ func (c *collector) run(ctx context.Context) error {
 	return nil
 }
 
-// fetch pulls at most n, waiting up to wait for them (0: only what is there now), and
-// adds it to b (or to carry past b's limits). When ctx ends mid-fetch, what
-// the fetch still brings is given back (nak) as it arrives.
+// fetch pulls at most n (a pull request, pull.go), waiting up to wait for
+// them (0: only what is there now), and adds it to b (or to carry past b's
+// limits). When ctx ends mid-fetch, what the fetch still brings is given
+// back (nak) as it arrives.
 //
 // A pull ahead, when there is one, is taken instead (it asked for what is
 // there now, for an empty batch; what b cannot take is carried). A pull of
@@ -152,58 +154,34 @@ func (c *collector) run(ctx context.Context) error {
 // ends.
 func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error {
 	defer c.settleDead()
-	var mb jetstream.MessageBatch
+	var mb *pullBatch
 	var err error
-	switch {
-	case c.ahead != nil:
+	if c.ahead != nil {
 		mb, c.ahead = c.ahead, nil
-	case wait == 0:
-		mb, err = c.cons.FetchNoWait(n)
-	default:
-		mb, err = c.cons.Fetch(n, jetstream.FetchMaxWait(wait))
+	} else {
+		mb, err = c.pull.fetch(n, wait)
 	}
 	if err != nil {
 		return c.fetchFailed(ctx, err)
 	}
 	got := 0
-	msgs := mb.Messages()
 	stop := ctx.Done()
-	// quit gives back (nak) what the fetch still brings, as it arrives.
-	quit := func(held jetstream.Msg) error {
-		go func() {
-			if held != nil {
-				_ = held.Nak()
-			}
-			for m := range msgs {
-				_ = m.Nak()
-			}
-		}()
-		c.dropAhead()
-		return nil
-	}
 	for {
-		// What the client has buffered already is taken without the
-		// two-case select, which locks both channels, per message (a
-		// non-blocking look at stop instead); the select once it runs dry.
-		var msg jetstream.Msg
-		var ok bool
-		select {
-		case msg, ok = <-msgs:
-			if ok {
-				select {
-				case <-stop:
-					return quit(msg)
-				default:
+		// What is received already is taken without waiting (a
+		// non-blocking look at stop per message).
+		msg, stopped := mb.next(stop)
+		if stopped {
+			// Give back (nak) what the fetch still brings, as it arrives.
+			go func() {
+				if msg != nil {
+					_ = msg.Nak()
 				}
-			}
-		default:
-			select {
-			case msg, ok = <-msgs:
-			case <-stop:
-				return quit(nil)
-			}
+				mb.drain(func(m jetstream.Msg) { _ = m.Nak() })
+			}()
+			c.dropAhead()
+			return nil
 		}
-		if !ok {
+		if msg == nil {
 			break
 		}
 		got++
@@ -235,7 +213,7 @@ func (c *collector) pullAhead() {
 			return
 		}
 	}
-	mb, err := c.cons.FetchNoWait(c.roomIn(c.spare))
+	mb, err := c.pull.fetch(c.roomIn(c.spare), 0)
 	if err != nil {
 		return // the next fetch pulls (and reports) as usual
 	}
@@ -247,13 +225,9 @@ func (c *collector) dropAhead() {
 	if c.ahead == nil {
 		return
 	}
-	msgs := c.ahead.Messages()
+	mb := c.ahead
 	c.ahead = nil
-	go func() {
-		for m := range msgs {
-			_ = m.Nak()
-		}
-	}()
+	go mb.drain(func(m jetstream.Msg) { _ = m.Nak() })
 }
 
 // fetchFailed: a deleted consumer, or five failures in a row, end the session
@@ -553,8 +527,7 @@ func (r *runner) prepare(msg jetstream.Msg) prepared {
 // ackMeta reads what prepare needs of a message's metadata from its reply
 // subject, the JetStream ack subject: the stream, the stream sequence and
 // when the stream stored it (ns since the epoch). It is Metadata without its
-// allocation and second tokenizing (the client's Fetch has parsed the
-// subject once already), for the two forms the server sends:
+// allocation, for the two forms the server sends:
 //
 //	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
 //	$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>…]

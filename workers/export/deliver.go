@@ -133,6 +133,9 @@ const maxCallTimeouts = 4
 func (r *runner) ackAccepted(b *batch, idx []int) int {
 	n := 0
 	var seqs []acc
+	if !r.dd.off {
+		seqs = make([]acc, 0, max(len(idx), 16)) // a call's worth, without regrowing
+	}
 	ack := func(i int) {
 		if !b.acked[i] && b.out[i].Status == logevent.Delivered {
 			if !r.dd.off {

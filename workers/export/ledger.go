@@ -257,19 +257,31 @@ func (l *ledger) capLocked() {
 // and ts within the stored times of the span's messages (a message at a
 // reused sequence was stored after them).
 func (l *ledger) contains(seq uint64, ts int64, now time.Time) bool {
+	at, ok := l.find(seq, ts)
+	return ok && l.recent(at, now)
+}
+
+// find reports whether seq is in a span and ts within the stored times of
+// the span's messages, and when the span was last extended (at, unix ns),
+// whatever the window.
+func (l *ledger) find(seq uint64, ts int64) (at int64, ok bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	n := len(l.spans)
 	if n == 0 || seq < l.spans[0].lo || seq > l.spans[n-1].hi {
-		return false
+		return 0, false
 	}
 	i := sort.Search(n, func(k int) bool { return l.spans[k].hi >= seq })
 	if i == n {
-		return false
+		return 0, false
 	}
 	s := l.spans[i]
-	return s.lo <= seq && s.tmin <= ts && ts <= s.tmax && now.UnixNano()-s.at <= int64(l.window)
+	return s.at, s.lo <= seq && s.tmin <= ts && ts <= s.tmax
 }
+
+// recent reports whether a span last extended at at is within the window
+// before now.
+func (l *ledger) recent(at int64, now time.Time) bool { return now.UnixNano()-at <= int64(l.window) }
 
 // sweep drops the spans older than the window and returns how many spans
 // were dropped past the cap since the last sweep.
@@ -606,7 +618,12 @@ func (d *dedupe) receive(m *nats.Msg) {
 // stored, was already accepted by a sink call; if so it acks it, counts and
 // logs it (rate-limited).
 func (d *dedupe) suppress(msg jetstream.Msg, seq uint64, stored time.Time) bool {
-	if d.off || seq == 0 || !d.led.contains(seq, stored.UnixNano(), time.Now()) {
+	if d.off || seq == 0 {
+		return false
+	}
+	// The clock is read only for a sequence found (contains, without
+	// time.Now per message: most are past every span).
+	if at, ok := d.led.find(seq, stored.UnixNano()); !ok || !d.led.recent(at, time.Now()) {
 		return false
 	}
 	_ = d.r.w.cfg.ack(msg)

@@ -166,7 +166,7 @@ func (r *runner) session() error {
 	statusDone := make(chan struct{})
 	go func() { defer close(statusDone); r.statusLoop(sctx, cons, w.cfg.StatusInterval) }()
 	defer func() { stopStatus(); <-statusDone }()
-	c := &collector{r: r, p: newPipeline(r), cons: cons}
+	c := &collector{r: r, p: newPipeline(r), cons: cons, pull: newPuller(w.cfg.JS, cons)}
 	r.log.Info().Msg("export running")
 	if err := c.run(r.fetchCtx); err != nil {
 		return fmt.Errorf("fetching: %w", err)
