@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -46,4 +47,19 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		return false
 	}
 	return true
+}
+
+// APIPrefix is the JetStream API prefix of o (its domain's, or a custom
+// one), ending with a dot, as nats.go builds it: for the requests a worker
+// sends itself (reads from a stream's leader, pull requests).
+func APIPrefix(o jetstream.JetStreamOptions) string {
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "" && !strings.HasSuffix(o.APIPrefix, "."):
+		return o.APIPrefix + "."
+	case o.APIPrefix != "":
+		return o.APIPrefix
+	}
+	return jetstream.DefaultAPIPrefix
 }

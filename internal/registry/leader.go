@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 )
 
 // A secret put's check (keptFor) must read what a quorum of the bucket's
@@ -48,20 +49,6 @@ type msgGetReply struct {
 
 // errCodeMsgNotFound is JetStream's error code of a message not found.
 const errCodeMsgNotFound = 10037
-
-// apiPrefix is the JetStream API prefix of o (its domain's, or a custom
-// one), ending with a dot, as nats.go builds it.
-func apiPrefix(o jetstream.JetStreamOptions) string {
-	switch {
-	case o.Domain != "":
-		return "$JS." + o.Domain + ".API."
-	case o.APIPrefix != "" && !strings.HasSuffix(o.APIPrefix, "."):
-		return o.APIPrefix + "."
-	case o.APIPrefix != "":
-		return o.APIPrefix
-	}
-	return jetstream.DefaultAPIPrefix
-}
 
 // msgGetSubject is the subject of a read of stream's messages: its leader's
 // (leader) or a direct get, which any replica answers.
@@ -132,7 +119,7 @@ func (r *Registry) checkedGet(ctx context.Context, b *bucket, req msgGet) (*jets
 	if err != nil {
 		return nil, err
 	}
-	reply, err := r.js.Conn().RequestWithContext(ctx, msgGetSubject(apiPrefix(r.js.Options()), "KV_"+b.name, leader), body)
+	reply, err := r.js.Conn().RequestWithContext(ctx, msgGetSubject(bus.APIPrefix(r.js.Options()), "KV_"+b.name, leader), body)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 )
 
 // The check's reads go to the JetStream API prefix the registry's client
@@ -25,7 +27,7 @@ func TestCheckedGetSubjects(t *testing.T) {
 		{jetstream.JetStreamOptions{APIPrefix: "$JS.acc.API"}, true, "$JS.acc.API.STREAM.MSG.GET.KV_c"},
 		{jetstream.JetStreamOptions{APIPrefix: "pre."}, false, "pre.DIRECT.GET.KV_c"},
 	} {
-		if got := msgGetSubject(apiPrefix(tc.opts), "KV_c", tc.leader); got != tc.want {
+		if got := msgGetSubject(bus.APIPrefix(tc.opts), "KV_c", tc.leader); got != tc.want {
 			t.Errorf("%+v leader %v: %q, want %q", tc.opts, tc.leader, got, tc.want)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cloudbridge/cloudbridge/internal/bus"
 )
 
 // The collector's pull requests (batch.go). They are the requests the
@@ -33,21 +35,7 @@ type puller struct {
 
 func newPuller(js jetstream.JetStream, cons jetstream.Consumer) *puller {
 	ci := cons.CachedInfo()
-	return &puller{nc: js.Conn(), subject: jsAPIPrefix(js.Options()) + "CONSUMER.MSG.NEXT." + ci.Stream + "." + ci.Name}
-}
-
-// jsAPIPrefix is the JetStream API prefix of o (its domain's, or a custom
-// one), ending with a dot, as the client builds it.
-func jsAPIPrefix(o jetstream.JetStreamOptions) string {
-	switch {
-	case o.Domain != "":
-		return "$JS." + o.Domain + ".API."
-	case o.APIPrefix != "" && !strings.HasSuffix(o.APIPrefix, "."):
-		return o.APIPrefix + "."
-	case o.APIPrefix != "":
-		return o.APIPrefix
-	}
-	return jetstream.DefaultAPIPrefix
+	return &puller{nc: js.Conn(), subject: bus.APIPrefix(js.Options()) + "CONSUMER.MSG.NEXT." + ci.Stream + "." + ci.Name}
 }
 
 // fetch asks for at most n messages, waiting up to wait for them (0: only
