@@ -207,12 +207,10 @@ func (w *Worker) hit(req micro.Request, f *endpoint.Fields, m *memo) ([]byte, bo
 	if !ok || !c.AllowsGroup(m.group) || !c.AllowsSecret(in.Secret) || (c.RequireSealed && !sealedRequest(req)) {
 		return nil, false
 	}
-	// The request's arrival is the time it asks at: no clock read here.
-	var at time.Time
-	if a, ok := req.(interface{ Arrived() time.Time }); ok {
-		at = a.Arrived()
-	}
-	sec, ok := w.cfg.Cache.PeekRef(m.ref, at)
+	// Judged now, not at the request's arrival: a request that waited in
+	// its lane must not get a value that expired or was refreshed (a
+	// rotation) meanwhile.
+	sec, ok := w.cfg.Cache.PeekRef(m.ref, time.Time{})
 	if !ok {
 		return nil, false
 	}
