@@ -53,11 +53,9 @@ type Policy struct {
 // serialized by mu.
 type Store struct {
 	opts Options
-	// realClock is set when opts.Now is time.Now (not configured).
-	realClock bool
-	m         entries
-	sf        singleflight.Group
-	mu        sync.Mutex
+	m    entries
+	sf   singleflight.Group
+	mu   sync.Mutex
 	// gens holds, for each connection invalidated, its generation and those
 	// of its secrets invalidated since (connGen): a value fetched under an
 	// older generation is never stored nor served. Every invalidation takes
@@ -137,12 +135,11 @@ func New(o Options) *Store {
 	if o.RefreshAhead <= 0 || o.RefreshAhead >= 1 {
 		o.RefreshAhead = 0.8
 	}
-	realClock := o.Now == nil
-	if realClock {
+	if o.Now == nil {
 		o.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Store{opts: o, realClock: realClock, m: entries{max: o.MaxEntries}, bgCtx: ctx, stop: cancel}
+	return &Store{opts: o, m: entries{max: o.MaxEntries}, bgCtx: ctx, stop: cancel}
 }
 
 // Close stops background refreshes and waits for them.
@@ -287,14 +284,11 @@ func (s *Store) Ref(conn, secret, version string) *Ref {
 	return &Ref{k: key{conn: conn, secret: secret, version: version}, req: provider.Request{Secret: secret, Version: version}}
 }
 
-// PeekRef is Peek(conn, {secret, version}) of r's key, at the time at (a
-// request's arrival, read already) when the store's clock is the real one
-// (zero: now).
-func (s *Store) PeekRef(r *Ref, at time.Time) (provider.Secret, bool) {
-	now := at
-	if !s.realClock || now.IsZero() {
-		now = s.opts.Now()
-	}
+// PeekRef is Peek(conn, {secret, version}) of r's key, now: a value is
+// judged when it is served, never at a request's arrival (a request that
+// waited in its lane must not get a value that expired meanwhile).
+func (s *Store) PeekRef(r *Ref) (provider.Secret, bool) {
+	now := s.opts.Now()
 	var e *entry
 	if h := r.hit.Load(); h != nil && !h.e.gone.Load() && h.changes == s.changes.Load() {
 		// Still the key's entry, and of the current generation: no

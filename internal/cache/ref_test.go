@@ -25,7 +25,7 @@ func TestRefAgreesWithPeek(t *testing.T) {
 	}
 	check := func(step string, wantHit bool, wantValue string) {
 		t.Helper()
-		got, ok := s.PeekRef(ref, time.Time{})
+		got, ok := s.PeekRef(ref)
 		peek, pok := s.Peek("c", provider.Request{Secret: "db1"})
 		if ok != wantHit || pok != wantHit {
 			t.Fatalf("%s: PeekRef hit %v, Peek hit %v, want %v", step, ok, pok, wantHit)
@@ -72,26 +72,4 @@ func TestRefAgreesWithPeek(t *testing.T) {
 	check("fetched after its eviction", true, "z@db1")
 	s.InvalidateConns(func(conn string) bool { return conn == "c" })
 	check("InvalidateConns", false, "")
-}
-
-// With the real clock a Ref is read at the time given (a request's
-// arrival), not a clock read of its own; the zero time is now.
-func TestRefAtTheTimeGiven(t *testing.T) {
-	s := New(Options{})
-	t.Cleanup(s.Close)
-	p := &fakeProvider{version: "v1", value: "x"}
-	r := s.Wrap("c", Policy{TTL: time.Minute}, p)
-	if _, err := r.Resolve(context.Background(), provider.Request{Secret: "db1"}); err != nil {
-		t.Fatal(err)
-	}
-	ref := s.Ref("c", "db1", "")
-	if _, ok := s.PeekRef(ref, time.Time{}); !ok {
-		t.Fatal("no hit now")
-	}
-	if _, ok := s.PeekRef(ref, time.Now()); !ok {
-		t.Fatal("no hit at the time given")
-	}
-	if _, ok := s.PeekRef(ref, time.Now().Add(2*time.Minute)); ok {
-		t.Fatal("a hit at a time past the TTL")
-	}
 }

@@ -207,10 +207,7 @@ func (w *Worker) hit(req micro.Request, f *endpoint.Fields, m *memo) ([]byte, bo
 	if !ok || !c.AllowsGroup(m.group) || !c.AllowsSecret(in.Secret) || (c.RequireSealed && !sealedRequest(req)) {
 		return nil, false
 	}
-	// Judged now, not at the request's arrival: a request that waited in
-	// its lane must not get a value that expired or was refreshed (a
-	// rotation) meanwhile.
-	sec, ok := w.cfg.Cache.PeekRef(m.ref, time.Time{})
+	sec, ok := w.cfg.Cache.PeekRef(m.ref)
 	if !ok {
 		return nil, false
 	}
