@@ -7,6 +7,8 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,6 +87,9 @@ func loadLat(b *testing.B, conns []*nats.Conn, requesters, total int, do request
 // its CPU is not in the worker's process; CLOUDBRIDGE_BENCH_INPROCESS=1 uses
 // an in-process server instead; CLOUDBRIDGE_BENCH_AUDIT=off runs the worker
 // without audit events (the cost of the event each hit publishes).
+// CLOUDBRIDGE_BENCH_SAME=echo (or resolve) sends that side's requests in
+// both rounds of every pair: the ratios it prints, of a side against
+// itself, are the benchmark's noise on this machine.
 func BenchmarkCachedResolveVsEcho(b *testing.B) {
 	var url string
 	// serverCPU is the nats-server process's CPU time so far (0 in process).
@@ -149,26 +154,50 @@ func BenchmarkCachedResolveVsEcho(b *testing.B) {
 		defer nc.Close()
 		conns[i] = nc
 	}
-	const requesters, rounds = 64, 5
-	per := max(b.N/rounds, 20_000)
-	// Warm both paths, then measure them in alternating rounds, so both see
-	// the same machine; report the medians.
+	// The rounds come in pairs, an echo round and a resolve round of per
+	// requests each, in alternating order (echo first in even pairs,
+	// resolve first in odd ones), so that neither side always follows the
+	// other (a round pays for the garbage the one before it left).
+	const requesters, pairs = 64, 7
+	per := max(b.N/pairs, 50_000)
 	load(b, conns, requesters, 1000, "bench.echo", body)
 	load(b, conns, requesters, 1000, subject, body)
 	b.ResetTimer()
-	var echoR, resR, echoP99s, resP99s, echoP50s, resP50s []float64
+	var echoR, resR, echoP99s, resP99s, echoP50s, resP50s, ratios, p99Ratios []float64
 	// The CPU and allocations of each side's rounds: this process (the
 	// requesters, and the echo responder or the worker) and the server's.
 	var echoCost, resCost roundCost
-	for r := 0; r < rounds; r++ {
+	same := ""
+	switch v := os.Getenv("CLOUDBRIDGE_BENCH_SAME"); v {
+	case "":
+	case "echo":
+		same = "bench.echo"
+	case "resolve":
+		same = subject
+	default:
+		b.Fatalf("CLOUDBRIDGE_BENCH_SAME=%q: want echo or resolve", v)
+	}
+	round := func(subj string, cost *roundCost) (float64, time.Duration, time.Duration) {
+		if same != "" {
+			subj = same
+		}
 		c0 := sampleCost(serverCPU)
-		e, e50, e99 := load(b, conns, requesters, per, "bench.echo", body)
-		c1 := sampleCost(serverCPU)
-		x, x50, x99 := load(b, conns, requesters, per, subject, body)
-		c2 := sampleCost(serverCPU)
-		echoCost.add(c0, c1, per/requesters*requesters)
-		resCost.add(c1, c2, per/requesters*requesters)
+		rps, p50, p99 := load(b, conns, requesters, per, subj, body)
+		cost.add(c0, sampleCost(serverCPU), per/requesters*requesters)
+		return rps, p50, p99
+	}
+	for r := 0; r < pairs; r++ {
+		var e, x float64
+		var e50, e99, x50, x99 time.Duration
+		if r%2 == 0 {
+			e, e50, e99 = round("bench.echo", &echoCost)
+			x, x50, x99 = round(subject, &resCost)
+		} else {
+			x, x50, x99 = round(subject, &resCost)
+			e, e50, e99 = round("bench.echo", &echoCost)
+		}
 		echoR, resR = append(echoR, e), append(resR, x)
+		ratios, p99Ratios = append(ratios, x/e), append(p99Ratios, float64(x99)/float64(e99))
 		echoP50s, resP50s = append(echoP50s, float64(e50)), append(resP50s, float64(x50))
 		echoP99s, resP99s = append(echoP99s, float64(e99)), append(resP99s, float64(x99))
 	}
@@ -176,23 +205,31 @@ func BenchmarkCachedResolveVsEcho(b *testing.B) {
 	echoRPS, rps := median(echoR), median(resR)
 	echoP50, p50 := time.Duration(median(echoP50s)), time.Duration(median(resP50s))
 	echoP99, p99 := time.Duration(median(echoP99s)), time.Duration(median(resP99s))
+	// The ratios are the medians of the pairs' (each pair's two rounds ran
+	// back to back, on the same machine): the machine's drift from one
+	// pair to the next moves both sides of a pair alike.
+	ratio, p99Ratio := median(ratios), median(p99Ratios)
 	b.ReportMetric(rps, "resolve/s")
 	b.ReportMetric(echoRPS, "echo/s")
-	b.ReportMetric(rps/echoRPS, "throughput-ratio")
-	b.ReportMetric(float64(p99)/float64(echoP99), "p99-ratio")
+	b.ReportMetric(ratio, "throughput-ratio")
+	b.ReportMetric(p99Ratio, "p99-ratio")
 	b.ReportMetric(float64(p99.Microseconds()), "resolve-p99-µs")
 	b.ReportMetric(float64(echoP99.Microseconds()), "echo-p99-µs")
 	b.ReportMetric(resCost.procPerReq(), "resolve-proc-cpu-µs/req")
 	b.ReportMetric(echoCost.procPerReq(), "echo-proc-cpu-µs/req")
-	fmt.Printf("cached resolve (median of 5 rounds): %.0f req/s p50 %s p99 %s | echo: %.0f req/s p50 %s p99 %s | throughput ratio %.2f (goal ≥ 0.95), p99 ratio %.2f (goal ≤ 1.1)\n",
-		rps, p50, p99, echoRPS, echoP50, echoP99, rps/echoRPS, float64(p99)/float64(echoP99))
+	fmt.Printf("cached resolve (medians of %d pairs of rounds of %d requests): %.0f req/s p50 %s p99 %s | echo: %.0f req/s p50 %s p99 %s | throughput ratio %.2f (pairs %.2f–%.2f, ratio of the medians %.2f; goal ≥ 0.95), p99 ratio %.2f (pairs %.2f–%.2f, of the medians %.2f; goal ≤ 1.1)\n",
+		pairs, per/requesters*requesters, rps, p50, p99, echoRPS, echoP50, echoP99,
+		ratio, minOf(ratios), maxOf(ratios), rps/echoRPS, p99Ratio, minOf(p99Ratios), maxOf(p99Ratios), float64(p99)/float64(echoP99))
 	// CPU per request is robust on a shared machine where the ratios are
 	// not: this process's (requesters plus the worker, or plus the echo
 	// responder: the difference is the worker's cost over a bare
 	// responder's) and the nats-server process's.
-	fmt.Printf("CPU per request: this process %.2f µs resolve vs %.2f µs echo (worker over echo responder +%.2f µs), nats-server %.2f µs vs %.2f µs; allocations per request %.1f vs %.1f; reply %d B body + %d B headers vs echo %d B body; load average %s\n",
+	resReads, resWrites := resCost.syscallsPerReq()
+	echoReads, echoWrites := echoCost.syscallsPerReq()
+	fmt.Printf("CPU per request: this process %.2f µs resolve vs %.2f µs echo (worker over echo responder +%.2f µs), nats-server %.2f µs vs %.2f µs; allocations per request %.1f vs %.1f; this process's reads+writes per request %.2f+%.2f vs %.2f+%.2f; reply %d B body + %d B headers vs echo %d B body; load average %s\n",
 		resCost.procPerReq(), echoCost.procPerReq(), resCost.procPerReq()-echoCost.procPerReq(),
 		resCost.serverPerReq(), echoCost.serverPerReq(), resCost.allocsPerReq(), echoCost.allocsPerReq(),
+		resReads, resWrites, echoReads, echoWrites,
 		len(sample.Data), sampleHdr, len(reply), loadAverage())
 }
 
@@ -200,25 +237,54 @@ func BenchmarkCachedResolveVsEcho(b *testing.B) {
 type costSample struct {
 	proc, server time.Duration
 	mallocs      uint64
+	// reads and writes are this process's read and write system calls.
+	reads, writes uint64
 }
 
 func sampleCost(serverCPU func() time.Duration) costSample {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return costSample{proc: cpuTime(), server: serverCPU(), mallocs: ms.Mallocs}
+	r, w := syscallCounts()
+	return costSample{proc: cpuTime(), server: serverCPU(), mallocs: ms.Mallocs, reads: r, writes: w}
+}
+
+// syscallCounts are this process's read and write system calls so far
+// (/proc/self/io; 0 where it cannot be read).
+func syscallCounts() (reads, writes uint64) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes
 }
 
 // roundCost adds up the cost of one side's rounds.
 type roundCost struct {
-	proc, server time.Duration
-	mallocs      uint64
-	requests     int
+	proc, server  time.Duration
+	mallocs       uint64
+	reads, writes uint64
+	requests      int
 }
 
 func (c *roundCost) add(from, to costSample, requests int) {
 	c.proc += to.proc - from.proc
 	c.server += to.server - from.server
 	c.mallocs += to.mallocs - from.mallocs
+	c.reads += to.reads - from.reads
+	c.writes += to.writes - from.writes
 	c.requests += requests
 }
 
@@ -231,6 +297,28 @@ func (c *roundCost) serverPerReq() float64 {
 }
 
 func (c *roundCost) allocsPerReq() float64 { return float64(c.mallocs) / float64(max(c.requests, 1)) }
+
+// syscallsPerReq are this process's read and write system calls per request.
+func (c *roundCost) syscallsPerReq() (reads, writes float64) {
+	n := float64(max(c.requests, 1))
+	return float64(c.reads) / n, float64(c.writes) / n
+}
+
+func minOf(xs []float64) float64 {
+	m := xs[0]
+	for _, x := range xs[1:] {
+		m = min(m, x)
+	}
+	return m
+}
+
+func maxOf(xs []float64) float64 {
+	m := xs[0]
+	for _, x := range xs[1:] {
+		m = max(m, x)
+	}
+	return m
+}
 
 func median(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
