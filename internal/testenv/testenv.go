@@ -3,6 +3,8 @@
 // Its subpackages start NATS servers (natstest) and PostgreSQL (pgtest).
 package testenv
 
+import "time"
+
 // TB is the part of testing.TB that fakes and harnesses use; *testing.T and
 // *testing.B satisfy it.
 type TB interface {
@@ -16,4 +18,18 @@ type TB interface {
 	Skipf(format string, args ...any)
 	TempDir() string
 	Name() string
+}
+
+// Eventually polls cond until it holds or within has passed, then fails the
+// test: a wait for a condition with a deadline, never a sleep standing in
+// for synchronization.
+func Eventually(t TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

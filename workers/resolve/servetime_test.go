@@ -16,6 +16,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/cache"
 	"github.com/cloudbridge/cloudbridge/internal/endpoint"
 	"github.com/cloudbridge/cloudbridge/internal/provider"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 )
 
 // holdingConns is fakeConns whose next Connection read, once held, waits
@@ -168,18 +169,6 @@ func newServeTimeWorker(t *testing.T, ttl time.Duration) (*Worker, micro.Handler
 
 const serveTimeWait = 10 * time.Second
 
-// waitFor waits, at most serveTimeWait, until cond holds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(serveTimeWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func waitEntered(t *testing.T, h *connHold) {
 	t.Helper()
 	select {
@@ -260,7 +249,7 @@ func TestLaneHitJudgedWhenServed(t *testing.T) {
 		noReplyYet(t, rb)
 		// The TTL runs out, on the store's clock (the real one), while b
 		// waits.
-		waitFor(t, "db1's TTL to run out", func() bool { return time.Now().After(warmed.Add(ttl)) })
+		testenv.Eventually(t, serveTimeWait, "db1's TTL to run out", func() bool { return time.Now().After(warmed.Add(ttl)) })
 		noReplyYet(t, rb)
 		hold.let()
 
@@ -296,7 +285,7 @@ func TestLaneHitJudgedWhenServed(t *testing.T) {
 		if _, err := w.handleInvalidate(context.Background(), &fakeRequest{data: body}, &f); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the rotation's re-read of db1", func() bool { return p.heldReads() > 0 })
+		testenv.Eventually(t, serveTimeWait, "the rotation's re-read of db1", func() bool { return p.heldReads() > 0 })
 		noReplyYet(t, rb)
 		hold.let()
 
@@ -307,7 +296,7 @@ func TestLaneHitJudgedWhenServed(t *testing.T) {
 		// b either is answered at once (from the cache: the outdated v1)
 		// or, missing, is admitted to the bulkhead and waits for the
 		// re-read.
-		waitFor(t, "b to be answered or admitted", func() bool { return len(rb.replies) > 0 || admit.InUse() > 0 })
+		testenv.Eventually(t, serveTimeWait, "b to be answered or admitted", func() bool { return len(rb.replies) > 0 || admit.InUse() > 0 })
 		let()
 		// Joining the re-read, or finding the value it stored (b may get
 		// to the cache after the re-read is over): v2 either way.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -219,7 +220,7 @@ func BenchmarkCachedResolveVsEcho(b *testing.B) {
 	b.ReportMetric(echoCost.procPerReq(), "echo-proc-cpu-µs/req")
 	fmt.Printf("cached resolve (medians of %d pairs of rounds of %d requests): %.0f req/s p50 %s p99 %s | echo: %.0f req/s p50 %s p99 %s | throughput ratio %.2f (pairs %.2f–%.2f, ratio of the medians %.2f; goal ≥ 0.95), p99 ratio %.2f (pairs %.2f–%.2f, of the medians %.2f; goal ≤ 1.1)\n",
 		pairs, per/requesters*requesters, rps, p50, p99, echoRPS, echoP50, echoP99,
-		ratio, minOf(ratios), maxOf(ratios), rps/echoRPS, p99Ratio, minOf(p99Ratios), maxOf(p99Ratios), float64(p99)/float64(echoP99))
+		ratio, slices.Min(ratios), slices.Max(ratios), rps/echoRPS, p99Ratio, slices.Min(p99Ratios), slices.Max(p99Ratios), float64(p99)/float64(echoP99))
 	// CPU per request is robust on a shared machine where the ratios are
 	// not: this process's (requesters plus the worker, or plus the echo
 	// responder: the difference is the worker's cost over a bare
@@ -302,22 +303,6 @@ func (c *roundCost) allocsPerReq() float64 { return float64(c.mallocs) / float64
 func (c *roundCost) syscallsPerReq() (reads, writes float64) {
 	n := float64(max(c.requests, 1))
 	return float64(c.reads) / n, float64(c.writes) / n
-}
-
-func minOf(xs []float64) float64 {
-	m := xs[0]
-	for _, x := range xs[1:] {
-		m = min(m, x)
-	}
-	return m
-}
-
-func maxOf(xs []float64) float64 {
-	m := xs[0]
-	for _, x := range xs[1:] {
-		m = max(m, x)
-	}
-	return m
 }
 
 func median(xs []float64) float64 {

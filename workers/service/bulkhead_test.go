@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -312,10 +311,10 @@ func benchFlood(b *testing.B, url string, serverCPU func() time.Duration, opts .
 		for r := 0; r < rounds; r++ {
 			var ms0, ms1, ms2, ms3 runtime.MemStats
 			runtime.ReadMemStats(&ms0)
-			cpu0, io0, srv0 := processCPU(), processIO(), serverCPU()
+			cpu0, io0, srv0 := cpuTime(), processIO(), serverCPU()
 			t0 := time.Now()
 			idleR := cachedLatencies(b, nc, samples)
-			idleCPU += processCPU() - cpu0
+			idleCPU += cpuTime() - cpu0
 			idleIO += processIO() - io0
 			idleWall += time.Since(t0)
 			idleSrv += serverCPU() - srv0
@@ -325,10 +324,10 @@ func benchFlood(b *testing.B, url string, serverCPU func() time.Duration, opts .
 			stopProfile := profileFlood(b, r)
 			gen.command("start")
 			runtime.ReadMemStats(&ms2)
-			cpu1, io1, srv1 := processCPU(), processIO(), serverCPU()
+			cpu1, io1, srv1 := cpuTime(), processIO(), serverCPU()
 			t1 := time.Now()
 			floodR := cachedLatencies(b, nc, samples)
-			floodCPU += processCPU() - cpu1
+			floodCPU += cpuTime() - cpu1
 			floodIO += processIO() - io1
 			floodWall += time.Since(t1)
 			floodSrv += serverCPU() - srv1
@@ -552,11 +551,11 @@ func TestFloodGenerator(t *testing.T) {
 				answered.Store(0)
 				throttled.Store(0)
 				from.Store(sent0)
-				cpu0, t0 = processCPU(), time.Now()
+				cpu0, t0 = cpuTime(), time.Now()
 			case ok && c == "pause":
 				paused = true
 				res := floodResult{Sent: sent.Load() - sent0, Skipped: skipped.Load() - skipped0,
-					Answered: answered.Load(), Throttled: throttled.Load(), CPU: processCPU() - cpu0, Wall: time.Since(t0)}
+					Answered: answered.Load(), Throttled: throttled.Load(), CPU: cpuTime() - cpu0, Wall: time.Since(t0)}
 				out, _ := json.Marshal(res)
 				fmt.Printf("FLOOD %s\n", out)
 			case ok && c == "resume":
@@ -643,33 +642,10 @@ func TestInvalidateOneSecretKeepsSiblingCached(t *testing.T) {
 	}
 }
 
-// processIO is the process's read and write system calls so far (Linux's
-// /proc/self/io; 0 elsewhere).
+// processIO is the process's read and write system calls so far.
 func processIO() int64 {
-	data, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		return 0
-	}
-	var n int64
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
-			c, _ := strconv.ParseInt(v, 10, 64)
-			n += c
-		} else if v, ok := strings.CutPrefix(line, "syscw: "); ok {
-			c, _ := strconv.ParseInt(v, 10, 64)
-			n += c
-		}
-	}
-	return n
-}
-
-// processCPU is the process's user+system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	r, w := syscallCounts()
+	return int64(r + w)
 }
 
 // profileFlood writes a CPU profile and an execution trace of round's

@@ -57,14 +57,9 @@ func Connect(t testenv.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
-// Eventually polls cond until it holds or the deadline passes, then fails the test.
+// Eventually is testenv.Eventually (here too, for the tests that start a
+// server).
 func Eventually(t testenv.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, within, what, cond)
 }
