@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"strings"
 	"testing"
 )
@@ -9,12 +8,7 @@ import (
 // TestHealthNoWorker: a probe of an address nothing listens on says the URL
 // once, the cause, and the flag to check (exit 1: not ready).
 func TestHealthNoWorker(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	_, errOut, code := cb(t, "", "health", "--http-addr", addr)
 	if code != 1 || strings.Count(errOut, "http://"+addr+"/readyz") != 1 || strings.Contains(errOut, "Get \"") ||
 		!strings.Contains(errOut, "connection refused") || !strings.Contains(errOut, "--http-addr "+addr) {

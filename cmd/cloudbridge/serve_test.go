@@ -2,23 +2,20 @@ package main
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 )
 
+// freeAddr is a loopback address to give a process (see testenv.FreePort).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	return "127.0.0.1:" + strconv.Itoa(testenv.MustFreePort(t))
 }
 
 // serve runs until its context is cancelled (what SIGINT/SIGTERM do in main)

@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,23 +11,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestConnectWaitsForTheServer: with nothing listening yet, Connect retries
 // (logging the failures) until a server comes up on the port.
 func TestConnectWaitsForTheServer(t *testing.T) {
-	port := freePort(t)
+	port := testenv.MustFreePort(t)
 	var logs syncBuf
 	log := zerolog.New(&logs)
 	type result struct {
@@ -66,7 +56,7 @@ func TestConnectStopsWhenCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := Connect(ctx, zerolog.Nop(), "nats://127.0.0.1:"+itoa(freePort(t)), nats.Timeout(time.Second))
+		_, err := Connect(ctx, zerolog.Nop(), "nats://127.0.0.1:"+itoa(testenv.MustFreePort(t)), nats.Timeout(time.Second))
 		done <- err
 	}()
 	cancel()

@@ -3,7 +3,6 @@ package registry_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/registry"
 	"github.com/cloudbridge/cloudbridge/internal/seal"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
@@ -25,12 +25,7 @@ func cluster3(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	ports := make([]int, 3)
 	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
+		ports[i] = testenv.MustFreePort(t)
 	}
 	var routes []string
 	for _, p := range ports {

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,18 +10,16 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
 // The worker survives a NATS restart: it logs the disconnect, reconnects by
 // itself, and serves again from the same JetStream state.
 func TestReconnectsAfterNATSRestart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
+	// Below the ephemeral range: while the server is down, no outgoing
+	// connection can take its port.
+	port := testenv.MustFreePort(t)
 	store := t.TempDir()
 	srv := natstest.ServerWith(t, &server.Options{Port: port, StoreDir: store})
 	w := startWorker(t, joinedConfig(srv.ClientURL(), newMasterKey(t)))

@@ -9,7 +9,6 @@ package moto
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -85,7 +84,7 @@ func Start(t testenv.TB) *Server {
 }
 
 func start(root string) (*Server, error) {
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -159,15 +158,6 @@ func (s *Server) stop() {
 	case <-s.exited:
 	case <-time.After(10 * time.Second):
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func unavailable(t testenv.TB, why string) {

@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/cloudbridge/cloudbridge/internal/testenv"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -18,6 +16,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -79,7 +79,7 @@ func Scram(t testenv.TB) *Server {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	port := freePort(t)
+	port := testenv.MustFreePort(t)
 	srv := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off")
 	srv.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
@@ -219,13 +219,4 @@ func unprivileged(dir string) (*syscall.Credential, error) {
 		_ = os.Chown(filepath.Join(dir, f), uid, gid)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-func freePort(t testenv.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

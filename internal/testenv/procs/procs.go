@@ -88,15 +88,12 @@ func moduleRoot() (string, error) {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", "..")), nil
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback port that is free now, below the ephemeral
+// range and not given out before in this process (see testenv.FreePort), so
+// that a node keeps its ports across kills and restarts.
 func FreePort(t testenv.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testenv.MustFreePort(t)
 }
 
 // Node is one nats-server process.
@@ -172,6 +169,9 @@ func (c *Cluster) WaitListening(within time.Duration) {
 				conn.Close()
 				break
 			}
+			if n.exited() {
+				c.t.Fatalf("nats-server %s exited before listening on %d\n%s", n.Name, n.Port, n.Logs())
+			}
 			if time.Now().After(deadline) {
 				c.t.Fatalf("nats-server %s: not listening after %s: %v\n%s", n.Name, within, err, n.Logs())
 			}
@@ -219,6 +219,9 @@ func (c *Cluster) WaitReady(within time.Duration) {
 			err := n.jetStreamReady()
 			if err == nil {
 				break
+			}
+			if n.exited() {
+				c.t.Fatalf("nats-server %s exited before JetStream was ready\n%s", n.Name, n.Logs())
 			}
 			if time.Now().After(deadline) {
 				c.t.Fatalf("nats-server %s: JetStream not ready after %s: %v\n%s", n.Name, within, err, n.Logs())
@@ -301,6 +304,24 @@ func (n *Node) Running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.cmd != nil
+}
+
+// exited reports whether the node was started and its process has ended
+// without Kill (it failed to start, e.g. a port already in use).
+func (n *Node) exited() bool {
+	n.mu.Lock()
+	done := n.done
+	running := n.cmd != nil
+	n.mu.Unlock()
+	if !running {
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Kill sends SIGKILL and waits for the process to end.
