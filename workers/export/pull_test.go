@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -173,7 +174,12 @@ func TestPullNakDelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The pull request must wait at the consumer when it is deleted (one
+	// that reached the server after would get no answer at all).
+	natstest.Eventually(t, 10*time.Second, "the pull request waiting at the consumer", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumWaiting > 0
+	})
 	if err := e.js.DeleteConsumer(ctx, DefaultLogsStream, "nak"); err != nil {
 		t.Fatal(err)
 	}
