@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,10 +228,12 @@ func BenchmarkCachedResolveVsEcho(b *testing.B) {
 	// responder's) and the nats-server process's.
 	resReads, resWrites := resCost.syscallsPerReq()
 	echoReads, echoWrites := echoCost.syscallsPerReq()
-	fmt.Printf("CPU per request: this process %.2f µs resolve vs %.2f µs echo (worker over echo responder +%.2f µs), nats-server %.2f µs vs %.2f µs; allocations per request %.1f vs %.1f; this process's reads+writes per request %.2f+%.2f vs %.2f+%.2f; reply %d B body + %d B headers vs echo %d B body; load average %s\n",
+	fmt.Printf("CPU per request: this process %.2f µs resolve vs %.2f µs echo (worker over echo responder +%.2f µs), nats-server %.2f µs vs %.2f µs; allocations per request %.1f vs %.1f; this process's reads+writes per request %.2f+%.2f vs %.2f+%.2f; context switches per 1,000 requests %.0f vs %.0f, garbage collections %.2f vs %.2f; reply %d B body + %d B headers vs echo %d B body; load average %s\n",
 		resCost.procPerReq(), echoCost.procPerReq(), resCost.procPerReq()-echoCost.procPerReq(),
 		resCost.serverPerReq(), echoCost.serverPerReq(), resCost.allocsPerReq(), echoCost.allocsPerReq(),
 		resReads, resWrites, echoReads, echoWrites,
+		resCost.perThousand(resCost.switches), echoCost.perThousand(echoCost.switches),
+		resCost.perThousand(resCost.gcs), echoCost.perThousand(echoCost.gcs),
 		len(sample.Data), sampleHdr, len(reply), loadAverage())
 }
 
@@ -240,13 +243,17 @@ type costSample struct {
 	mallocs      uint64
 	// reads and writes are this process's read and write system calls.
 	reads, writes uint64
+	// switches are this process's context switches (voluntary and not),
+	// gcs its garbage collections.
+	switches, gcs uint64
 }
 
 func sampleCost(serverCPU func() time.Duration) costSample {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	r, w := syscallCounts()
-	return costSample{proc: cpuTime(), server: serverCPU(), mallocs: ms.Mallocs, reads: r, writes: w}
+	return costSample{proc: cpuTime(), server: serverCPU(), mallocs: ms.Mallocs, reads: r, writes: w,
+		switches: contextSwitches(), gcs: uint64(ms.NumGC)}
 }
 
 // syscallCounts are this process's read and write system calls so far
@@ -272,11 +279,23 @@ func syscallCounts() (reads, writes uint64) {
 	return reads, writes
 }
 
+// contextSwitches are this process's context switches so far, voluntary
+// (a thread that blocked: a parked Go thread woken again) and involuntary
+// (preempted), from getrusage; 0 where it fails.
+func contextSwitches() uint64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return uint64(ru.Nvcsw + ru.Nivcsw)
+}
+
 // roundCost adds up the cost of one side's rounds.
 type roundCost struct {
 	proc, server  time.Duration
 	mallocs       uint64
 	reads, writes uint64
+	switches, gcs uint64
 	requests      int
 }
 
@@ -286,6 +305,8 @@ func (c *roundCost) add(from, to costSample, requests int) {
 	c.mallocs += to.mallocs - from.mallocs
 	c.reads += to.reads - from.reads
 	c.writes += to.writes - from.writes
+	c.switches += to.switches - from.switches
+	c.gcs += to.gcs - from.gcs
 	c.requests += requests
 }
 
@@ -298,6 +319,11 @@ func (c *roundCost) serverPerReq() float64 {
 }
 
 func (c *roundCost) allocsPerReq() float64 { return float64(c.mallocs) / float64(max(c.requests, 1)) }
+
+// perThousand is n per 1,000 of the side's requests.
+func (c *roundCost) perThousand(n uint64) float64 {
+	return 1000 * float64(n) / float64(max(c.requests, 1))
+}
 
 // syscallsPerReq are this process's read and write system calls per request.
 func (c *roundCost) syscallsPerReq() (reads, writes float64) {
