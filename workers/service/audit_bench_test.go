@@ -31,11 +31,18 @@ func loadWith(b *testing.B, conns []*nats.Conn, requesters, total int, do reques
 // cpuTime is the CPU time this process used so far (user and system):
 // server, workers and requesters all run in it.
 func cpuTime() time.Duration {
+	ru := rusage()
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rusage is this process's resource usage so far (zero where getrusage
+// fails).
+func rusage() syscall.Rusage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return syscall.Rusage{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return ru
 }
 
 // loadAverage is the 1-minute load average, for the printed figures.

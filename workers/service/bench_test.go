@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -283,10 +282,7 @@ func syscallCounts() (reads, writes uint64) {
 // (a thread that blocked: a parked Go thread woken again) and involuntary
 // (preempted), from getrusage; 0 where it fails.
 func contextSwitches() uint64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
+	ru := rusage()
 	return uint64(ru.Nvcsw + ru.Nivcsw)
 }
 

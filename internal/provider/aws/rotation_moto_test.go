@@ -17,6 +17,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/rotation"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/moto"
 )
 
@@ -135,17 +136,6 @@ func (l *changeLog) list() []string {
 	return s
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func startRunner(t *testing.T, src rotation.Source, log *changeLog) *rotation.Runner {
 	t.Helper()
 	r := rotation.Start(rotation.Config{Connection: "aws-sm-bio", Source: src, Handle: log.handle,
@@ -172,12 +162,12 @@ func TestRotationEventsThroughEventBridgeAndSQS(t *testing.T) {
 
 	t0 := time.Now()
 	e.emit(t, "PutSecretValue", "ct-1", "arn:aws:secretsmanager:us-east-1:123456789012:secret:db/app-AbC123")
-	waitFor(t, 5*time.Second, "the first change", func() bool { return len(log.list()) >= 1 })
+	testenv.Eventually(t, 5*time.Second, "the first change", func() bool { return len(log.list()) >= 1 })
 	t.Logf("PutEvents to handled change: %s", time.Since(t0).Round(time.Millisecond))
 	e.emit(t, "PutSecretValue", "ct-2", "other/secret") // outside the allowlist
 	e.emit(t, "RotationSucceeded", "ct-3", "arn:aws:secretsmanager:us-east-1:123456789012:secret:db/rotated-x1Y2z3")
 	e.emit(t, "DeleteSecret", "ct-4", "db/gone")
-	waitFor(t, 10*time.Second, "the changes (db/app in both readings of the caller's ARN)", func() bool { return len(log.list()) >= 4 })
+	testenv.Eventually(t, 10*time.Second, "the changes (db/app in both readings of the caller's ARN)", func() bool { return len(log.list()) >= 4 })
 	got := strings.Join(log.list(), ",")
 	for _, want := range []string{"db/app:changed", "db/rotated:changed", "db/gone:deleted"} {
 		if !strings.Contains(got, want) {
@@ -187,7 +177,7 @@ func TestRotationEventsThroughEventBridgeAndSQS(t *testing.T) {
 	if strings.Contains(got, "other/") {
 		t.Errorf("foreign secret handled: %s", got)
 	}
-	waitFor(t, 10*time.Second, "the queue to be empty", func() bool { return e.inQueue(t) == 0 })
+	testenv.Eventually(t, 10*time.Second, "the queue to be empty", func() bool { return e.inQueue(t) == 0 })
 }
 
 // TestRotationQueueDisappears: a deleted queue marks the runner degraded; a
@@ -199,21 +189,21 @@ func TestRotationQueueDisappears(t *testing.T) {
 	log := &changeLog{}
 	r := startRunner(t, src, log)
 	e.emit(t, "PutSecretValue", "ct-1", "db/app")
-	waitFor(t, 10*time.Second, "the first change", func() bool { return len(log.list()) == 1 })
+	testenv.Eventually(t, 10*time.Second, "the first change", func() bool { return len(log.list()) == 1 })
 	if r.Degraded() {
 		t.Fatal("degraded while receiving")
 	}
 	if _, err := e.sqs.DeleteQueue(ctxT(t), &sqs.DeleteQueueInput{QueueUrl: &e.queueURL}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "degraded", r.Degraded)
+	testenv.Eventually(t, 15*time.Second, "degraded", r.Degraded)
 	if h := r.Health(); h.Cause == nil || !strings.Contains(h.Cause.Error(), "ReceiveMessage") {
 		t.Errorf("health %+v", h)
 	}
 	e.createQueue(t) // same name, same URL; the rule's target still points at it
-	waitFor(t, 15*time.Second, "recovery", func() bool { return !r.Degraded() })
+	testenv.Eventually(t, 15*time.Second, "recovery", func() bool { return !r.Degraded() })
 	e.emit(t, "PutSecretValue", "ct-2", "db/app")
-	waitFor(t, 10*time.Second, "the change after recovery", func() bool { return len(log.list()) == 2 })
+	testenv.Eventually(t, 10*time.Second, "the change after recovery", func() bool { return len(log.list()) == 2 })
 }
 
 func tail(s string) string {

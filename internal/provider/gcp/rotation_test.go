@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/rotation"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 )
 
 func notification(id, typ, secretID string) *pubsubpb.PubsubMessage {
@@ -136,17 +137,6 @@ func (l *changeLog) list() []string {
 	return s
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func startRotation(t *testing.T, e *pubsubEnv) (*RotationSource, *rotation.Runner, *changeLog) {
 	t.Helper()
 	env := newEnv(t)
@@ -183,7 +173,7 @@ func TestRotationEventsThroughPubSub(t *testing.T) {
 		e.publish("SECRET_VERSION_ADD", "chemdb01"), // outside the allowlist
 		e.publish("SECRET_DELETE", "biodb02"),
 	}
-	waitFor(t, 10*time.Second, "every message acked", func() bool {
+	testenv.Eventually(t, 10*time.Second, "every message acked", func() bool {
 		for _, id := range ids {
 			if !e.acked(id) {
 				return false
@@ -204,18 +194,18 @@ func TestRotationSubscriptionDisappears(t *testing.T) {
 	e := newPubsubEnv(t)
 	_, r, log := startRotation(t, e)
 	e.publish("SECRET_VERSION_ADD", "biodb01")
-	waitFor(t, 10*time.Second, "the first change", func() bool { return len(log.list()) == 1 })
+	testenv.Eventually(t, 10*time.Second, "the first change", func() bool { return len(log.list()) == 1 })
 	if _, err := e.srv.GServer.DeleteSubscription(ctxT(t), &pubsubpb.DeleteSubscriptionRequest{Subscription: e.sub}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "degraded", r.Degraded)
+	testenv.Eventually(t, 10*time.Second, "degraded", r.Degraded)
 	if h := r.Health(); h.Cause == nil || !strings.Contains(h.Cause.Error(), "NotFound") {
 		t.Errorf("health %+v", h)
 	}
 	e.createSub(t)
-	waitFor(t, 10*time.Second, "recovery", func() bool { return !r.Degraded() })
+	testenv.Eventually(t, 10*time.Second, "recovery", func() bool { return !r.Degraded() })
 	e.publish("SECRET_VERSION_ADD", "biodb01")
-	waitFor(t, 10*time.Second, "the change after recovery", func() bool { return len(log.list()) == 2 })
+	testenv.Eventually(t, 10*time.Second, "the change after recovery", func() bool { return len(log.list()) == 2 })
 }
 
 // TestRotationPullErrorClasses: a Pull the server fails makes the runner
@@ -241,7 +231,7 @@ func TestRotationPullErrorClasses(t *testing.T) {
 		t.Run(tc.code.String(), func(t *testing.T) {
 			e := newPubsubEnv(t, pstest.WithErrorInjection("Pull", tc.code, "server text sk-live-0000"))
 			_, r, _ := startRotation(t, e)
-			waitFor(t, 10*time.Second, "degraded", r.Degraded)
+			testenv.Eventually(t, 10*time.Second, "degraded", r.Degraded)
 			h := r.Health()
 			if got := rotation.CauseClass(h.Cause); got != tc.want {
 				t.Errorf("cause %v: class %s, want %s", h.Cause, got, tc.want)
