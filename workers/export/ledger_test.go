@@ -440,7 +440,8 @@ func TestStopWithSinkIgnoringContext(t *testing.T) {
 		t.Fatal("Stop did not return while the sink ignored its context")
 	}
 	// Worker.Stop may return (its own stopGrace) just before the runner's
-	// stop has abandoned the call and counted it: wait for that.
+	// stop has abandoned the call and counted it (it counts before it closes
+	// the ledger): wait for that.
 	natstest.Eventually(t, 30*time.Second, "the runner abandoned", func() bool { return r.dd.closed.Load() })
 	// What the worker had fetched by then: the batches in delivery or queued.
 	if got := testutil.ToFloat64(metrics.ExportStopAbandoned.WithLabelValues(exp.Name)) - abandoned; got < 1 || got > n {

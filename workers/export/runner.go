@@ -95,8 +95,9 @@ func (r *runner) stop(ctx context.Context, now bool) error {
 		return ctx.Err()
 	case <-t.C:
 		n := r.alive.abandon()
-		r.dd.close() // the session has not returned: its ledger stops now (ledger.go)
+		// Counted first: whoever sees the ledger closed finds the count.
 		metrics.ExportStopAbandoned.WithLabelValues(r.name).Add(float64(n))
+		r.dd.close() // the session has not returned: its ledger stops now (ledger.go)
 		r.log.Warn().Int("events", n).Dur("grace", stopGrace).
 			Msg("a sink call outlived the stop deadline: its batches are no longer kept alive; what it does not ack comes back after AckWait")
 		return fmt.Errorf("%w (a sink call still running %s later; its batches held %d events, no longer kept alive: what it does not ack comes back after AckWait)", ctx.Err(), stopGrace, n)
