@@ -77,6 +77,13 @@ type Logs struct {
 	delay         time.Duration
 	createRate    int                     // CreateLogStream per second per account; 0 = unlimited
 	createBuckets map[string]*tokenBucket // by account
+	// discard, set by SetKeepEvents(false): accepted events are counted in
+	// discarded, not stored.
+	discard   bool
+	discarded int
+	// bufs are decodeBufs for the calls' bodies (their arenas reused while
+	// discard is set).
+	bufs sync.Pool
 }
 
 type logGroup struct {
@@ -176,6 +183,18 @@ func (l *Logs) CreateStream(groupName, stream string) {
 	}
 }
 
+// SetKeepEvents sets whether accepted events are stored (the default) or
+// only counted: with false, every call is read, verified and checked as
+// before and its accepted events count in Count, but Events, AllEvents and
+// Streams' contents see none of them, and the fake's memory stays the same
+// however many it takes (for benchmarks: a real CloudWatch keeps the events
+// off the machine under test).
+func (l *Logs) SetKeepEvents(keep bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.discard = !keep
+}
+
 // Events returns a copy of the events stored in a stream.
 func (l *Logs) Events(groupName, stream string) []LogEvent {
 	l.mu.Lock()
@@ -209,11 +228,12 @@ func (l *Logs) Retention(groupName string) int {
 	return 0
 }
 
-// Count is the number of events stored in all streams.
+// Count is the number of events stored in all streams, and of those only
+// counted (SetKeepEvents).
 func (l *Logs) Count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
+	n := l.discarded
 	for _, g := range l.groups {
 		for _, evs := range g.streams {
 			n += len(evs)
@@ -278,7 +298,12 @@ func (l *Logs) serve(w http.ResponseWriter, r *http.Request) {
 		l.calls = append(l.calls, call)
 		l.mu.Unlock()
 	}
-	body, err := readBody(r, 8<<20)
+	buf, _ := l.bufs.Get().(*decodeBuf)
+	if buf == nil {
+		buf = &decodeBuf{}
+	}
+	defer l.bufs.Put(buf)
+	body, err := readBody(r, 8<<20, &buf.body)
 	if err != nil {
 		e := &logsError{http.StatusBadRequest, "SerializationException", "cannot read body"}
 		record(e)
@@ -325,7 +350,10 @@ func (l *Logs) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	// Decoded before the lock: calls side by side decode side by side.
 	var req putLogsRequest
-	decodeErr := decodeLogsRequest(body, &req)
+	l.mu.Lock()
+	buf.reuseArena = l.discard
+	l.mu.Unlock()
+	decodeErr := decodeLogsRequest(body, &req, buf)
 	l.mu.Lock()
 	out, aerr := l.handle(op, &req, decodeErr, caller, &call)
 	if aerr != nil {
@@ -342,11 +370,13 @@ func (l *Logs) serve(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(out)
 }
 
-// readBody reads at most limit bytes of r's body, in one allocation when
-// its length is known.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
+// readBody reads at most limit bytes of r's body, into *scratch (grown as
+// needed) when its length is known; the body is valid until *scratch is
+// used again.
+func readBody(r *http.Request, limit int64, scratch *[]byte) ([]byte, error) {
 	if n := r.ContentLength; n >= 0 && n <= limit {
-		b := make([]byte, n)
+		b := grown(*scratch, int(n))
+		*scratch = b
 		if _, err := io.ReadFull(r.Body, b); err != nil {
 			return nil, err
 		}
@@ -572,11 +602,16 @@ func (l *Logs) put(req *putLogsRequest, call *LogCall) (any, *logsError) {
 			tooNewStart = i
 		}
 	}
-	for i := max(tooOldEnd, expiredEnd); i < tooNewStart; i++ {
-		evs = append(evs, LogEvent{Timestamp: *req.LogEvents[i].Timestamp, Message: *req.LogEvents[i].Message})
-		call.Accepted++
+	if from := max(tooOldEnd, expiredEnd); l.discard && from < tooNewStart {
+		call.Accepted = tooNewStart - from
+		l.discarded += call.Accepted
+	} else {
+		for i := from; i < tooNewStart; i++ {
+			evs = append(evs, LogEvent{Timestamp: *req.LogEvents[i].Timestamp, Message: *req.LogEvents[i].Message})
+			call.Accepted++
+		}
+		g.streams[req.LogStreamName] = evs
 	}
-	g.streams[req.LogStreamName] = evs
 	if tooOldEnd > 0 {
 		info.TooOldLogEventEndIndex = &tooOldEnd
 	}

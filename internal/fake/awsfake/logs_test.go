@@ -3,6 +3,7 @@ package awsfake
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -72,39 +73,77 @@ func TestPutLogEventsLimits(t *testing.T) {
 		{name: "too new suffix", events: append(evs(2, now, 0, 1), evs(1, now.Add(3*time.Hour), 0, 1)...), accepted: 2,
 			info: &types.RejectedLogEventsInfo{TooNewLogEventStartIndex: aws.Int32(2)}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, f := logsFake(t)
-			f.CreateStream("/g", "s")
-			g := "/g"
-			if tt.group != "" {
-				g = tt.group
-			}
-			res, err := logsClient(f, logsKeyID, logsSecret).PutLogEvents(context.Background(), &cloudwatchlogs.PutLogEventsInput{LogGroupName: &g, LogStreamName: aws.String("s"), LogEvents: tt.events})
-			if tt.wantErr != "" {
-				if apiCode(err) != tt.wantErr {
-					t.Fatalf("err = %v, want %s", err, tt.wantErr)
+	// The limits are the same whether the events are kept or only counted.
+	for _, keep := range []bool{true, false} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/keep=%v", tt.name, keep), func(t *testing.T) {
+				_, f := logsFake(t)
+				f.SetKeepEvents(keep)
+				f.CreateStream("/g", "s")
+				g := "/g"
+				if tt.group != "" {
+					g = tt.group
 				}
-				if f.Count() != 0 {
-					t.Fatalf("a refused call stored events")
+				res, err := logsClient(f, logsKeyID, logsSecret).PutLogEvents(context.Background(), &cloudwatchlogs.PutLogEventsInput{LogGroupName: &g, LogStreamName: aws.String("s"), LogEvents: tt.events})
+				if tt.wantErr != "" {
+					if apiCode(err) != tt.wantErr {
+						t.Fatalf("err = %v, want %s", err, tt.wantErr)
+					}
+					if f.Count() != 0 {
+						t.Fatalf("a refused call stored events")
+					}
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("PutLogEvents: %v", err)
-			}
-			if got := f.Count(); got != tt.accepted {
-				t.Fatalf("stored %d, want %d", got, tt.accepted)
-			}
-			got := res.RejectedLogEventsInfo
-			if (got == nil) != (tt.info == nil) {
-				t.Fatalf("rejected info %+v, want %+v", got, tt.info)
-			}
-			if got != nil && (aws.ToInt32(got.TooOldLogEventEndIndex) != aws.ToInt32(tt.info.TooOldLogEventEndIndex) ||
-				aws.ToInt32(got.TooNewLogEventStartIndex) != aws.ToInt32(tt.info.TooNewLogEventStartIndex)) {
-				t.Fatalf("rejected info %+v, want %+v", got, tt.info)
-			}
-		})
+				if err != nil {
+					t.Fatalf("PutLogEvents: %v", err)
+				}
+				if got := f.Count(); got != tt.accepted {
+					t.Fatalf("stored %d, want %d", got, tt.accepted)
+				}
+				if n := len(f.Events("/g", "s")); keep && n != tt.accepted || !keep && n != 0 {
+					t.Fatalf("Events has %d, want %d (kept %v)", n, tt.accepted, keep)
+				}
+				got := res.RejectedLogEventsInfo
+				if (got == nil) != (tt.info == nil) {
+					t.Fatalf("rejected info %+v, want %+v", got, tt.info)
+				}
+				if got != nil && (aws.ToInt32(got.TooOldLogEventEndIndex) != aws.ToInt32(tt.info.TooOldLogEventEndIndex) ||
+					aws.ToInt32(got.TooNewLogEventStartIndex) != aws.ToInt32(tt.info.TooNewLogEventStartIndex)) {
+					t.Fatalf("rejected info %+v, want %+v", got, tt.info)
+				}
+			})
+		}
+	}
+}
+
+// Calls one after the other (their bodies and the decoder's memory reused
+// between calls) leave the events stored before as they were sent.
+func TestLogsStoredEventsIntact(t *testing.T) {
+	_, f := logsFake(t)
+	f.CreateStream("/g", "s")
+	c := logsClient(f, logsKeyID, logsSecret)
+	now := time.Now()
+	var want []LogEvent
+	for call := range 5 {
+		batch := make([]types.InputLogEvent, 50)
+		for i := range batch {
+			ts := now.Add(time.Duration(call*len(batch)+i) * time.Millisecond).UnixMilli()
+			msg := fmt.Sprintf("call %d event %d %s", call, i, strings.Repeat(string(rune('a'+call)), 100*(5-call)))
+			batch[i] = types.InputLogEvent{Timestamp: aws.Int64(ts), Message: aws.String(msg)}
+			want = append(want, LogEvent{Timestamp: ts, Message: msg})
+		}
+		if _, err := c.PutLogEvents(context.Background(), &cloudwatchlogs.PutLogEventsInput{LogGroupName: aws.String("/g"), LogStreamName: aws.String("s"), LogEvents: batch}); err != nil {
+			t.Fatalf("call %d: %v", call, err)
+		}
+	}
+	got := f.Events("/g", "s")
+	if len(got) != len(want) {
+		t.Fatalf("%d events stored, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("event %d is %+v, want %+v", i, got[i], want[i])
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // decodeLogsRequest decodes a CloudWatch Logs request body into req exactly
@@ -15,13 +16,42 @@ import (
 // \u escape, a malformed body) is left to json.Unmarshal, so the answer
 // (the decoded request or a SerializationException) is the same; the fast
 // reader only spends less of the CPU the test's own process shares with the
-// code under test.
-func decodeLogsRequest(body []byte, req *putLogsRequest) error {
-	if fastPutLogs(body, req) {
+// code under test. The decoded messages are substrings of one string over
+// buf's arena (see decodeBuf); the rest of buf is scratch reused by the
+// next decode with buf.
+func decodeLogsRequest(body []byte, req *putLogsRequest, buf *decodeBuf) error {
+	if fastPutLogs(body, req, buf) {
 		return nil
 	}
 	*req = putLogsRequest{}
 	return json.Unmarshal(body, req)
+}
+
+// decodeBuf is the memory of fastPutLogs, kept between decodes (a 1 MiB
+// body's events in new memory each time were most of the fake's CPU: the
+// page faults of touching it). arena holds the unescaped messages, which
+// the decoded strings point into: a decode with reuseArena set writes over
+// the previous decode's messages, so it is set only where nothing keeps
+// them (Logs.SetKeepEvents(false)); otherwise each decode gets an arena of
+// its own.
+type decodeBuf struct {
+	// body is the call's body (readBody), arena and the rest fastPutLogs's.
+	body       []byte
+	reuseArena bool
+	arena      []byte
+	evs        []fastEvent
+	ts         []int64
+	strs       []string
+	events     []inputLogEvent
+}
+
+// grown is s with length n (never nil), reusing its array when it is large
+// enough.
+func grown[T any](s []T, n int) []T {
+	if s != nil && cap(s) >= n {
+		return s[:n]
+	}
+	return make([]T, n)
 }
 
 // jsonReader is the state of fastPutLogs.
@@ -29,6 +59,7 @@ type jsonReader struct {
 	b     []byte
 	i     int
 	arena []byte // the events' unescaped messages, one after the other
+	evs   []fastEvent
 }
 
 type fastEvent struct {
@@ -39,8 +70,12 @@ type fastEvent struct {
 
 // fastPutLogs decodes body into req, or returns false (req then holds
 // garbage) when body is anything but the strict shape described above.
-func fastPutLogs(body []byte, req *putLogsRequest) bool {
-	r := &jsonReader{b: body, arena: make([]byte, 0, len(body))}
+func fastPutLogs(body []byte, req *putLogsRequest, buf *decodeBuf) bool {
+	if !buf.reuseArena || cap(buf.arena) < len(body) {
+		buf.arena = make([]byte, 0, len(body))
+	}
+	r := &jsonReader{b: body, arena: buf.arena[:0], evs: buf.evs[:0]}
+	defer func() { buf.evs = r.evs[:0] }()
 	var evs []fastEvent
 	var seenGroup, seenStream, seenEvents bool
 	if !r.next('{') {
@@ -96,11 +131,15 @@ func fastPutLogs(body []byte, req *putLogsRequest) bool {
 		return false
 	}
 	if seenEvents {
-		msgs := string(r.arena) // one string: the events' messages are its substrings
-		ts := make([]int64, len(evs))
-		strs := make([]string, len(evs))
-		req.LogEvents = make([]inputLogEvent, len(evs))
+		// One string: the events' messages are its substrings. The arena
+		// is not written again while they are in use (decodeBuf).
+		msgs := unsafe.String(unsafe.SliceData(r.arena), len(r.arena))
+		ts := grown(buf.ts, len(evs))
+		strs := grown(buf.strs, len(evs))
+		req.LogEvents = grown(buf.events, len(evs))
+		buf.ts, buf.strs, buf.events = ts, strs, req.LogEvents
 		for i, e := range evs {
+			req.LogEvents[i] = inputLogEvent{}
 			if e.hasTS {
 				ts[i] = e.ts
 				req.LogEvents[i].Timestamp = &ts[i]
@@ -240,7 +279,7 @@ func (r *jsonReader) events() ([]fastEvent, bool) {
 	if !r.next('[') {
 		return nil, false
 	}
-	evs := make([]fastEvent, 0, len(r.b)/64)
+	evs := r.evs[:0]
 	if r.next(']') {
 		return evs, true
 	}
@@ -287,6 +326,7 @@ func (r *jsonReader) events() ([]fastEvent, bool) {
 			}
 		}
 		evs = append(evs, e)
+		r.evs = evs
 		if r.next(',') {
 			continue
 		}

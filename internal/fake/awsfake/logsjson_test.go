@@ -73,12 +73,40 @@ func FuzzDecodeLogsRequest(f *testing.F) {
 func check(t *testing.T, body string) {
 	var want, got putLogsRequest
 	wantErr := json.Unmarshal([]byte(body), &want)
-	gotErr := decodeLogsRequest([]byte(body), &got)
+	gotErr := decodeLogsRequest([]byte(body), &got, &decodeBuf{})
 	if (wantErr != nil) != (gotErr != nil) {
 		t.Fatalf("%.200q: error %v, json.Unmarshal's %v", body, gotErr, wantErr)
 	}
 	if wantErr == nil && !reflect.DeepEqual(got, want) {
 		t.Fatalf("%.200q: decoded %+v, json.Unmarshal %+v", body, got, want)
+	}
+	// The same with a decodeBuf that decoded another body before (the
+	// fake's are kept between calls), its arena reused (SetKeepEvents(false))
+	// or not; when not, the first body's messages are intact after the
+	// second decode (the stored events point into them).
+	first := logsBodies[1]
+	var firstWant putLogsRequest
+	if err := json.Unmarshal([]byte(first), &firstWant); err != nil {
+		t.Fatal(err)
+	}
+	for _, reuse := range []bool{false, true} {
+		buf := &decodeBuf{reuseArena: reuse}
+		var firstGot putLogsRequest
+		if err := decodeLogsRequest([]byte(first), &firstGot, buf); err != nil {
+			t.Fatal(err)
+		}
+		kept := *firstGot.LogEvents[0].Message
+		var again putLogsRequest
+		againErr := decodeLogsRequest([]byte(body), &again, buf)
+		if (wantErr != nil) != (againErr != nil) {
+			t.Fatalf("%.200q after another body (arena reused %v): error %v, json.Unmarshal's %v", body, reuse, againErr, wantErr)
+		}
+		if wantErr == nil && !reflect.DeepEqual(again, want) {
+			t.Fatalf("%.200q after another body (arena reused %v): decoded %+v, json.Unmarshal %+v", body, reuse, again, want)
+		}
+		if !reuse && kept != *firstWant.LogEvents[0].Message {
+			t.Fatalf("%.200q: the body decoded before it now has message %q, want %q", body, kept, *firstWant.LogEvents[0].Message)
+		}
 	}
 }
 
@@ -86,7 +114,7 @@ func check(t *testing.T, body string) {
 func TestDecodeLogsRequestFastPath(t *testing.T) {
 	for _, body := range logsBodies[:8] {
 		var req putLogsRequest
-		if !fastPutLogs([]byte(body), &req) {
+		if !fastPutLogs([]byte(body), &req, &decodeBuf{}) {
 			t.Errorf("%q: not read by the fast reader", body)
 		}
 	}
