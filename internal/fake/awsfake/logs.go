@@ -185,8 +185,8 @@ func (l *Logs) CreateStream(groupName, stream string) {
 
 // SetKeepEvents sets whether accepted events are stored (the default) or
 // only counted: with false, every call is read, verified and checked as
-// before and its accepted events count in Count, but Events, AllEvents and
-// Streams' contents see none of them, and the fake's memory stays the same
+// before and its accepted events count in Count, but Events and AllEvents
+// see none of them, and the fake's memory stays the same
 // however many it takes (for benchmarks: a real CloudWatch keeps the events
 // off the machine under test).
 func (l *Logs) SetKeepEvents(keep bool) {
@@ -602,13 +602,13 @@ func (l *Logs) put(req *putLogsRequest, call *LogCall) (any, *logsError) {
 			tooNewStart = i
 		}
 	}
-	if from := max(tooOldEnd, expiredEnd); l.discard && from < tooNewStart {
-		call.Accepted = tooNewStart - from
+	from := max(tooOldEnd, expiredEnd)
+	call.Accepted = max(tooNewStart-from, 0)
+	if l.discard {
 		l.discarded += call.Accepted
 	} else {
 		for i := from; i < tooNewStart; i++ {
 			evs = append(evs, LogEvent{Timestamp: *req.LogEvents[i].Timestamp, Message: *req.LogEvents[i].Message})
-			call.Accepted++
 		}
 		g.streams[req.LogStreamName] = evs
 	}

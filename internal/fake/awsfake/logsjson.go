@@ -59,7 +59,6 @@ type jsonReader struct {
 	b     []byte
 	i     int
 	arena []byte // the events' unescaped messages, one after the other
-	evs   []fastEvent
 }
 
 type fastEvent struct {
@@ -74,8 +73,7 @@ func fastPutLogs(body []byte, req *putLogsRequest, buf *decodeBuf) bool {
 	if !buf.reuseArena || cap(buf.arena) < len(body) {
 		buf.arena = make([]byte, 0, len(body))
 	}
-	r := &jsonReader{b: body, arena: buf.arena[:0], evs: buf.evs[:0]}
-	defer func() { buf.evs = r.evs[:0] }()
+	r := &jsonReader{b: body, arena: buf.arena[:0]}
 	var evs []fastEvent
 	var seenGroup, seenStream, seenEvents bool
 	if !r.next('{') {
@@ -109,9 +107,10 @@ func fastPutLogs(body []byte, req *putLogsRequest, buf *decodeBuf) bool {
 					return false
 				}
 				seenEvents = true
-				if evs, ok = r.events(); !ok {
+				if evs, ok = r.events(buf.evs[:0]); !ok {
 					return false
 				}
+				buf.evs = evs[:0]
 			default:
 				return false
 			}
@@ -274,12 +273,11 @@ func (r *jsonReader) str() (string, bool) {
 	return s, true
 }
 
-// events reads the logEvents array.
-func (r *jsonReader) events() ([]fastEvent, bool) {
+// events reads the logEvents array, appending to evs.
+func (r *jsonReader) events(evs []fastEvent) ([]fastEvent, bool) {
 	if !r.next('[') {
 		return nil, false
 	}
-	evs := r.evs[:0]
 	if r.next(']') {
 		return evs, true
 	}
@@ -326,7 +324,6 @@ func (r *jsonReader) events() ([]fastEvent, bool) {
 			}
 		}
 		evs = append(evs, e)
-		r.evs = evs
 		if r.next(',') {
 			continue
 		}
