@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,3 +114,18 @@ func SetFaults(r *Registry, f Faults) { r.fault = &f }
 
 // KeptForTimeout is the deadline of a secret put's check after its write.
 const KeptForTimeout = keptForTimeout
+
+// SecretStored reports whether secret key holds a record (not a delete
+// marker) as r's check after a put reads it: from the stream's leader on a
+// replicated bucket, which a listing through a consumer or a direct get (a
+// follower behind the leader may answer) does not guarantee.
+func SecretStored(ctx context.Context, r *Registry, key string) (bool, error) {
+	_, _, err := r.checkedRead(ctx, r.secrets, key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return false, nil
+	}
+	return false, err
+}

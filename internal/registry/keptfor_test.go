@@ -353,6 +353,19 @@ func (s *getSpy) has(subject, body string) bool {
 	return false
 }
 
+// countWith counts the gets to subject with a body ending with body.
+func (s *getSpy) countWith(subject, body string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, g := range s.gets {
+		if strings.HasPrefix(g, subject+" {") && strings.HasSuffix(g, body) {
+			n++
+		}
+	}
+	return n
+}
+
 func (s *getSpy) count(prefix string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -495,4 +508,88 @@ func TestOrphanRemovalRetriesAConflictOnItsOwnWrite(t *testing.T) {
 	if n := conflicts.Load(); n != 3 {
 		t.Errorf("purge attempts %d, want 3 (two conflicts, then the purge)", n)
 	}
+}
+
+// A connection's delete finds its secrets as the put's check reads: from
+// the secrets stream's leader when asked (as for replicated buckets, whose
+// listing through a consumer may run on a follower behind the leader and
+// miss a secret whose put was just acknowledged), one read per key. It
+// removes every secret of the connection, a key written again meanwhile
+// and one already deleted included, and none of another connection whose
+// name it prefixes.
+func TestConnectionDeleteReadsItsSecretsFromTheLeader(t *testing.T) {
+	for _, leader := range []bool{true, false} {
+		t.Run(fmt.Sprint("leader=", leader), func(t *testing.T) {
+			e, w, _ := keptForEnv(t, "gone", "gone-x")
+			c := ctx(t)
+			for _, n := range []string{"a", "b", "c", "d"} {
+				if err := w.PutSecret(c, "gone", n, []byte("v")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.PutSecret(c, "gone", "b", []byte("v2")); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.DeleteSecret(c, "gone", "c"); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.PutSecret(c, "gone-x", "a", []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+			registry.SetFaults(w, registry.Faults{LeaderReads: leader})
+			spy := spyGets(t, natstest.Connect(t, e.srv))
+			if err := w.DeleteConnection(c, "gone"); err != nil {
+				t.Fatal(err)
+			}
+			if keys := e.secretKeys(c, "gone"); len(keys) > 0 {
+				t.Errorf("secrets left for the deleted connection: %v", keys)
+			}
+			if keys := e.secretKeys(c, "gone-x"); len(keys) != 1 {
+				t.Errorf("secrets of gone-x: %v, want its one", keys)
+			}
+			api := "$JS.API.DIRECT.GET."
+			if leader {
+				api = "$JS.API.STREAM.MSG.GET."
+			}
+			reads := api + "KV_" + events.Subjects{}.Bucket(events.BucketSecrets)
+			filter := `"next_by_subj":"$KV.` + events.Subjects{}.Bucket(events.BucketSecrets) + `.gone.\u003e"}`
+			natstest.Eventually(t, 5*time.Second, "the delete's reads of the secrets", func() bool {
+				// One read per key (a, b, c's marker, d), and the one
+				// that finds no more.
+				return spy.countWith(reads, filter) == 5
+			})
+		})
+	}
+}
+
+// A delete that finds its key written since it read it reads the key again
+// from the stream's leader when asked (a follower behind it could answer
+// that the key holds nothing and leave the record), then deletes what it
+// finds.
+func TestDeleteAfterAConflictRereadsFromTheLeader(t *testing.T) {
+	e, w, _ := keptForEnv(t, "kept")
+	c := ctx(t)
+	if err := w.PutSecret(c, "kept", "db", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	first, err := w.Secret(c, "kept", "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PutSecret(c, "kept", "db", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	registry.SetFaults(w, registry.Faults{LeaderReads: true})
+	spy := spyGets(t, natstest.Connect(t, e.srv))
+	// The revision read before the second put: the purge conflicts.
+	if err := registry.DeleteRead(w, "secrets", "kept.db", 0, first.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if keys := e.secretKeys(c, "kept"); len(keys) > 0 {
+		t.Errorf("secrets left: %v", keys)
+	}
+	secrets := events.Subjects{}.Bucket(events.BucketSecrets)
+	natstest.Eventually(t, 5*time.Second, "the read again sent to the leader", func() bool {
+		return spy.has("$JS.API.STREAM.MSG.GET.KV_"+secrets, `{"last_by_subj":"$KV.`+secrets+`.kept.db"}`)
+	})
 }

@@ -311,14 +311,17 @@ func (r *Registry) deleteKey(ctx context.Context, b *bucket, key string, gen, re
 		if !conflictPause(ctx, attempt) {
 			return ctx.Err()
 		}
-		e, err := b.kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		// Read as keptFor reads (checkedRead: from the leader of a
+		// replicated stream): a follower behind it could answer that the
+		// key holds nothing yet, and leave the record it missed.
+		val, stored, err := r.checkedRead(ctx, b, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		gen, rev = storedGen(e.Value()), e.Revision()
+		gen, rev = storedGen(val), stored
 	}
 }
 

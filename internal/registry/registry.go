@@ -151,7 +151,8 @@ type Faults struct {
 	// OrphanPurge runs before keptFor's removal of a secret stored for a
 	// connection deleted meanwhile; an error replaces that attempt's purge.
 	OrphanPurge func() error
-	// LeaderReads sends keptFor's reads to the stream's leader, as for a
+	// LeaderReads sends keptFor's reads and a connection delete's reads of
+	// its secrets (storedSecrets) to the stream's leader, as for a
 	// replicated bucket (checkedGet), whatever its replicas.
 	LeaderReads bool
 	// ReclaimAfter, when above 0, replaces the const reclaimAfter, and

@@ -310,26 +310,66 @@ func (r *Registry) DeleteSecret(ctx context.Context, conn, name string) error {
 	return nil
 }
 
+// deleteSecretsOf removes the built-in secrets of connection conn, once its
+// record was deleted (or changed to another provider). Each secret is the
+// record read by storedSecrets: its marker carries the record's generation
+// (purge).
 func (r *Registry) deleteSecretsOf(ctx context.Context, conn string) error {
-	names, err := r.secretNames(ctx, conn)
+	stored, err := r.storedSecrets(ctx, conn)
 	if err != nil {
-		return err
+		return translate("listing secrets of connection", err)
 	}
-	for _, n := range names {
-		// Read first: the marker carries the record's generation (purge).
-		key := secretKey(conn, n)
-		e, err := r.secrets.kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err == nil {
-			err = r.deleteKey(ctx, r.secrets, key, storedGen(e.Value()), e.Revision())
-		}
-		if err != nil {
+	for _, s := range stored {
+		if err := r.deleteKey(ctx, r.secrets, s.key, storedGen(s.val), s.rev); err != nil {
 			return translate("deleting secrets of connection", err)
 		}
 	}
 	return nil
+}
+
+// storedSecret is a secret record read from the bucket: its key, value and
+// revision.
+type storedSecret struct {
+	key string
+	val []byte
+	rev uint64
+}
+
+// storedSecrets reads the secret records of connection conn (delete markers
+// left out) as keptFor reads (checkedGet): from the stream's leader on a
+// replicated bucket, so that every secret whose put was acknowledged before
+// is found. A connection's delete relies on it (keptFor): a listing through
+// a consumer (KeyValue.ListKeys) may run on a follower that has not applied
+// that put yet, and would leave its secret behind. One read per key (the
+// bucket keeps one record per key); a key written again while the records
+// are read is read again, and its last record kept.
+func (r *Registry) storedSecrets(ctx context.Context, conn string) ([]storedSecret, error) {
+	filter := kvSubject(r.secrets, conn+".>")
+	prefix := kvSubject(r.secrets, "")
+	last := map[string]storedSecret{}
+	for seq := uint64(1); ; {
+		m, err := r.checkedGet(ctx, r.secrets, msgGet{Seq: seq, NextFor: filter})
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			out := make([]storedSecret, 0, len(last))
+			for _, s := range last {
+				out = append(out, s)
+			}
+			sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
+			return out, nil
+		case err != nil:
+			return nil, err
+		case m.Sequence < seq || !strings.HasPrefix(m.Subject, prefix):
+			return nil, fmt.Errorf("reading secrets: the stream answered message %d on %q for a read from %d", m.Sequence, m.Subject, seq)
+		}
+		seq = m.Sequence + 1
+		key := strings.TrimPrefix(m.Subject, prefix)
+		if op := m.Header.Get(kvOperation); op == kvPurge || op == kvDelete {
+			delete(last, key)
+			continue
+		}
+		last[key] = storedSecret{key: key, val: m.Data, rev: m.Sequence}
+	}
 }
 
 // requireBuiltin checks that conn is a builtin connection: in the watched
