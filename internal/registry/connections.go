@@ -665,7 +665,9 @@ func (r *Registry) putConnection(ctx context.Context, c events.Connection, prevp
 // whose record cannot be opened. A connection used by an export cannot be
 // deleted.
 func (r *Registry) DeleteConnection(ctx context.Context, name string) error {
-	e, err := r.conns.kv.Get(ctx, name)
+	// Read as the put's check reads (from the leader of a replicated
+	// stream): a connection just put through another worker is found.
+	val, rev, err := r.checkedRead(ctx, r.conns, name)
 	if err != nil {
 		return translate(fmt.Sprintf("connection %q", name), err)
 	}
@@ -675,7 +677,7 @@ func (r *Registry) DeleteConnection(ctx context.Context, name string) error {
 	// The view's record is opened first, so the marker lands above the
 	// generation it carries (nextGen).
 	r.settle(name)
-	if err := r.deleteKey(ctx, r.conns, name, storedGen(e.Value()), e.Revision()); err != nil {
+	if err := r.deleteKey(ctx, r.conns, name, storedGen(val), rev); err != nil {
 		return translate("deleting connection", err)
 	}
 	if err := r.deleteSecretsOf(ctx, name); err != nil {

@@ -516,7 +516,8 @@ func TestOrphanRemovalRetriesAConflictOnItsOwnWrite(t *testing.T) {
 // miss a secret whose put was just acknowledged), one read per key. It
 // removes every secret of the connection, a key written again meanwhile
 // and one already deleted included, and none of another connection whose
-// name it prefixes.
+// name it prefixes. The deletes of a connection and of a secret read the
+// record they delete the same way.
 func TestConnectionDeleteReadsItsSecretsFromTheLeader(t *testing.T) {
 	for _, leader := range []bool{true, false} {
 		t.Run(fmt.Sprint("leader=", leader), func(t *testing.T) {
@@ -557,6 +558,17 @@ func TestConnectionDeleteReadsItsSecretsFromTheLeader(t *testing.T) {
 				// One read per key (a, b, c's marker, d), and the one
 				// that finds no more.
 				return spy.countWith(reads, filter) == 5
+			})
+			// The records deleted are read the same way: the
+			// connection, and a secret removed on its own.
+			if err := w.DeleteSecret(c, "gone-x", "a"); err != nil {
+				t.Fatal(err)
+			}
+			conns := events.Subjects{}.Bucket(events.BucketConnections)
+			secrets := events.Subjects{}.Bucket(events.BucketSecrets)
+			natstest.Eventually(t, 5*time.Second, "the deletes' reads of their records", func() bool {
+				return spy.has(api+"KV_"+conns, `{"last_by_subj":"$KV.`+conns+`.gone"}`) &&
+					spy.has(api+"KV_"+secrets, `{"last_by_subj":"$KV.`+secrets+`.gone-x.a"}`)
 			})
 		})
 	}

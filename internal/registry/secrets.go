@@ -300,11 +300,13 @@ func (r *Registry) DeleteSecret(ctx context.Context, conn, name string) error {
 		return err
 	}
 	key := secretKey(conn, name)
-	e, err := r.secrets.kv.Get(ctx, key)
+	// Read from the leader of a replicated stream (checkedRead): a secret
+	// just put through another worker is found.
+	val, rev, err := r.checkedRead(ctx, r.secrets, key)
 	if err != nil {
 		return translate(fmt.Sprintf("secret %q", name), err)
 	}
-	if err := r.deleteKey(ctx, r.secrets, key, storedGen(e.Value()), e.Revision()); err != nil {
+	if err := r.deleteKey(ctx, r.secrets, key, storedGen(val), rev); err != nil {
 		return translate("deleting secret", err)
 	}
 	return nil
