@@ -151,9 +151,10 @@ type Faults struct {
 	// OrphanPurge runs before keptFor's removal of a secret stored for a
 	// connection deleted meanwhile; an error replaces that attempt's purge.
 	OrphanPurge func() error
-	// LeaderReads sends keptFor's reads and a connection delete's reads of
-	// its secrets (storedSecrets) to the stream's leader, as for a
-	// replicated bucket (checkedGet), whatever its replicas.
+	// LeaderReads sends keptFor's reads and the deletes' reads (of the
+	// record deleted, of a connection's secrets: storedSecrets, of a key
+	// again after a conflict) to the stream's leader, as for a replicated
+	// bucket (checkedGet), whatever its replicas.
 	LeaderReads bool
 	// ReclaimAfter, when above 0, replaces the const reclaimAfter, and
 	// Reclaimed runs once Start's reclaim is done.
