@@ -321,31 +321,30 @@ func (r *Registry) deleteSecretsOf(ctx context.Context, conn string) error {
 	if err != nil {
 		return translate("listing secrets of connection", err)
 	}
-	for _, s := range stored {
-		if err := r.deleteKey(ctx, r.secrets, s.key, storedGen(s.val), s.rev); err != nil {
+	for key, s := range stored {
+		if err := r.deleteKey(ctx, r.secrets, key, storedGen(s.val), s.rev); err != nil {
 			return translate("deleting secrets of connection", err)
 		}
 	}
 	return nil
 }
 
-// storedSecret is a secret record read from the bucket: its key, value and
+// storedSecret is a secret record read from the bucket: its value and
 // revision.
 type storedSecret struct {
-	key string
 	val []byte
 	rev uint64
 }
 
 // storedSecrets reads the secret records of connection conn (delete markers
-// left out) as keptFor reads (checkedGet): from the stream's leader on a
-// replicated bucket, so that every secret whose put was acknowledged before
-// is found. A connection's delete relies on it (keptFor): a listing through
-// a consumer (KeyValue.ListKeys) may run on a follower that has not applied
-// that put yet, and would leave its secret behind. One read per key (the
-// bucket keeps one record per key); a key written again while the records
-// are read is read again, and its last record kept.
-func (r *Registry) storedSecrets(ctx context.Context, conn string) ([]storedSecret, error) {
+// left out), by key, as keptFor reads (checkedGet): from the stream's leader
+// on a replicated bucket, so that every secret whose put was acknowledged
+// before is found. A connection's delete relies on it (keptFor): a listing
+// through a consumer (KeyValue.ListKeys) may run on a follower that has not
+// applied that put yet, and would leave its secret behind. One read per key
+// (the bucket keeps one record per key); a key written again while the
+// records are read is read again, and its last record kept.
+func (r *Registry) storedSecrets(ctx context.Context, conn string) (map[string]storedSecret, error) {
 	filter := kvSubject(r.secrets, conn+".>")
 	prefix := kvSubject(r.secrets, "")
 	last := map[string]storedSecret{}
@@ -353,12 +352,7 @@ func (r *Registry) storedSecrets(ctx context.Context, conn string) ([]storedSecr
 		m, err := r.checkedGet(ctx, r.secrets, msgGet{Seq: seq, NextFor: filter})
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
-			out := make([]storedSecret, 0, len(last))
-			for _, s := range last {
-				out = append(out, s)
-			}
-			sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
-			return out, nil
+			return last, nil
 		case err != nil:
 			return nil, err
 		case m.Sequence < seq || !strings.HasPrefix(m.Subject, prefix):
@@ -370,7 +364,7 @@ func (r *Registry) storedSecrets(ctx context.Context, conn string) ([]storedSecr
 			delete(last, key)
 			continue
 		}
-		last[key] = storedSecret{key: key, val: m.Data, rev: m.Sequence}
+		last[key] = storedSecret{val: m.Data, rev: m.Sequence}
 	}
 }
 

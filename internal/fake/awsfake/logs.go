@@ -354,6 +354,7 @@ func (l *Logs) serve(w http.ResponseWriter, r *http.Request) {
 	buf.reuseArena = l.discard
 	l.mu.Unlock()
 	decodeErr := decodeLogsRequest(body, &req, buf)
+	req.discard = buf.reuseArena
 	l.mu.Lock()
 	out, aerr := l.handle(op, &req, decodeErr, caller, &call)
 	if aerr != nil {
@@ -410,6 +411,10 @@ type putLogsRequest struct {
 	LogStreamName   string          `json:"logStreamName"`
 	LogEvents       []inputLogEvent `json:"logEvents"`
 	RetentionInDays int             `json:"retentionInDays"`
+	// discard is SetKeepEvents's mode when the request was decoded (its
+	// messages then point into a reused arena): put follows it, even if the
+	// mode changed meanwhile.
+	discard bool
 }
 
 type inputLogEvent struct {
@@ -604,7 +609,7 @@ func (l *Logs) put(req *putLogsRequest, call *LogCall) (any, *logsError) {
 	}
 	from := max(tooOldEnd, expiredEnd)
 	call.Accepted = max(tooNewStart-from, 0)
-	if l.discard {
+	if req.discard {
 		l.discarded += call.Accepted
 	} else {
 		for i := from; i < tooNewStart; i++ {
