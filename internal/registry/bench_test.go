@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/procs"
 )
 
@@ -181,7 +181,7 @@ func BenchmarkRegistryAtScale(b *testing.B) {
 	}
 	b.StopTimer()
 	mib := func(v float64) float64 { return v / (1 << 20) }
-	restart, wb, wc := median(restarts), median(watchBoth), median(watchConns)
+	restart, wb, wc := testenv.Median(restarts), testenv.Median(watchBoth), testenv.Median(watchConns)
 	b.ReportMetric(connRate, "conn-puts/s")
 	b.ReportMetric(secretRate, "secret-puts/s")
 	b.ReportMetric(float64(connCPU.worker.Microseconds())/float64(n), "worker-µs/conn-put")
@@ -276,12 +276,6 @@ func secs(xs []float64) string {
 		s[i] = fmt.Sprintf("%.2f", x)
 	}
 	return "[" + strings.Join(s, " ") + "]"
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }
 
 func adminRequest(nc *nats.Conn, subject string, body []byte) error {

@@ -3,7 +3,10 @@
 // Its subpackages start NATS servers (natstest) and PostgreSQL (pgtest).
 package testenv
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // TB is the part of testing.TB that fakes and harnesses use; *testing.T and
 // *testing.B satisfy it.
@@ -32,4 +35,15 @@ func Eventually(t TB, within time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// Median is the middle value of xs (of an even count, the upper of the two
+// middle ones; 0 for none); xs is left as it is. The benchmarks report the
+// median of their rounds.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	return s[len(s)/2]
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/cloudbridge/cloudbridge/internal/fake/awsfake"
 	"github.com/cloudbridge/cloudbridge/internal/logevent"
 	"github.com/cloudbridge/cloudbridge/internal/sink/cloudwatch"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 )
 
 // BenchmarkExportCloudWatch exports 200-byte JSON events to the fake
@@ -93,23 +94,24 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 		}
 
 		var pairs []benchPair
-		var allCalls []awsfake.LogCall
 		for r := range rounds {
 			var p benchPair
+			first := "baseline"
 			if r%2 == 0 {
 				p.base = baselineRound(b, e, serverCPU, n, r)
 				p.exp = exportRound(b, e, serverCPU, fake, n, r)
 			} else {
+				first = "export"
 				p.exp = exportRound(b, e, serverCPU, fake, n, r)
 				p.base = baselineRound(b, e, serverCPU, n, r)
 			}
 			pairs = append(pairs, p)
 			fmt.Printf("pair %d (%s first): baseline %.0f/s, %.1fµs per event (consumer %.1f + nats-server %.1f); export %.0f/s, %.1fµs (worker %.1f + nats-server %.1f), fake %.1fµs; ratio %.2f, cpu-ratio %.2f; start %v, ratio-with-start %.2f\n",
-				r, map[bool]string{true: "baseline", false: "export"}[r%2 == 0], p.base.rate, p.base.cpu+p.base.srv, p.base.cpu, p.base.srv,
+				r, first, p.base.rate, p.base.cpu+p.base.srv, p.base.cpu, p.base.srv,
 				p.exp.rate, p.exp.cpu+p.exp.srv, p.exp.cpu, p.exp.srv, p.exp.fake, p.ratio(), p.cpuRatio(),
 				p.exp.head.Round(time.Millisecond), p.exp.wholeRate/p.base.rate)
 		}
-		allCalls = fake.calls()
+		allCalls := fake.calls()
 
 		// Fill: each round's calls but its last, which takes the remainder.
 		var calls, evs, byt, fullCalls int
@@ -142,13 +144,13 @@ func BenchmarkExportCloudWatch(b *testing.B) {
 			for i, p := range pairs {
 				xs[i] = f(p)
 			}
-			return median(xs)
+			return testenv.Median(xs)
 		}
 		ratios := make([]float64, len(pairs))
 		for i, p := range pairs {
 			ratios[i] = p.ratio()
 		}
-		ratio := median(ratios)
+		ratio := testenv.Median(ratios)
 		ackedRate := med(func(p benchPair) float64 { return p.base.rate })
 		expRate := med(func(p benchPair) float64 { return p.exp.rate })
 		cpuRatio := med(benchPair.cpuRatio)
@@ -473,18 +475,4 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// median is the middle of xs (the mean of the two middle ones for an even
-// count); xs is sorted in place.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	slices.Sort(xs)
-	m := len(xs) / 2
-	if len(xs)%2 == 1 {
-		return xs[m]
-	}
-	return (xs[m-1] + xs[m]) / 2
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cloudbridge/cloudbridge/events"
 	"github.com/cloudbridge/cloudbridge/internal/audit"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 )
 
@@ -166,8 +167,8 @@ func BenchmarkCachedResolveAuditOnVsOff(b *testing.B) {
 		return stored+uint64(lost) >= sent
 	})
 	lost := audit.Dropped("buffer_full") + audit.Dropped("publish_failed") - dropped0
-	rOff, rOn, rSeal := median(offR), median(onR), median(sealR)
-	pOff, pOn, pSeal := time.Duration(median(offP)), time.Duration(median(onP)), time.Duration(median(sealP))
+	rOff, rOn, rSeal := testenv.Median(offR), testenv.Median(onR), testenv.Median(sealR)
+	pOff, pOn, pSeal := time.Duration(testenv.Median(offP)), time.Duration(testenv.Median(onP)), time.Duration(testenv.Median(sealP))
 	b.ReportMetric(rOn/rOff, "throughput-ratio")
 	b.ReportMetric(float64(pOn)/float64(pOff), "p99-ratio")
 	b.ReportMetric(rSeal/rOff, "sealed-throughput-ratio")

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/procs"
 )
@@ -203,13 +204,13 @@ func BenchmarkCachedResolveVsEcho(b *testing.B) {
 		echoP99s, resP99s = append(echoP99s, float64(e99)), append(resP99s, float64(x99))
 	}
 	b.StopTimer()
-	echoRPS, rps := median(echoR), median(resR)
-	echoP50, p50 := time.Duration(median(echoP50s)), time.Duration(median(resP50s))
-	echoP99, p99 := time.Duration(median(echoP99s)), time.Duration(median(resP99s))
+	echoRPS, rps := testenv.Median(echoR), testenv.Median(resR)
+	echoP50, p50 := time.Duration(testenv.Median(echoP50s)), time.Duration(testenv.Median(resP50s))
+	echoP99, p99 := time.Duration(testenv.Median(echoP99s)), time.Duration(testenv.Median(resP99s))
 	// The ratios are the medians of the pairs' (each pair's two rounds ran
 	// back to back, on the same machine): the machine's drift from one
 	// pair to the next moves both sides of a pair alike.
-	ratio, p99Ratio := median(ratios), median(p99Ratios)
+	ratio, p99Ratio := testenv.Median(ratios), testenv.Median(p99Ratios)
 	b.ReportMetric(rps, "resolve/s")
 	b.ReportMetric(echoRPS, "echo/s")
 	b.ReportMetric(ratio, "throughput-ratio")
@@ -325,12 +326,6 @@ func (c *roundCost) perThousand(n uint64) float64 {
 func (c *roundCost) syscallsPerReq() (reads, writes float64) {
 	n := float64(max(c.requests, 1))
 	return float64(c.reads) / n, float64(c.writes) / n
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }
 
 // conns0 is a plain connection to url, closed when the benchmark ends.

@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cloudbridge/cloudbridge/events"
+	"github.com/cloudbridge/cloudbridge/internal/testenv"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/child"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/natstest"
 	"github.com/cloudbridge/cloudbridge/internal/testenv/procs"
@@ -358,7 +359,7 @@ func benchFlood(b *testing.B, url string, serverCPU func() time.Duration, opts .
 		b.ReportMetric(float64(p(idle, 99).Microseconds()), "p99-idle-µs")
 		b.ReportMetric(float64(p(flooded, 99).Microseconds()), "p99-flood-µs")
 		b.ReportMetric(ratio, "p99-ratio")
-		b.ReportMetric(median(ratios), "round-p99-ratio-median")
+		b.ReportMetric(testenv.Median(ratios), "round-p99-ratio-median")
 		b.ReportMetric(float64(res.Throttled)/float64(n), "fast-fail-share")
 		b.ReportMetric(float64(perFlood.Nanoseconds())/1000, "cpu-µs/flood-req")
 		b.ReportMetric(ioPerFlood, "syscalls/flood-req")
