@@ -145,7 +145,10 @@ func (c *collector) run(ctx context.Context) error {
 
 // fetch pulls at most n (a pull request, pull.go), waiting up to wait for
 // them (0: only what is there now), and adds it to b (or to carry past b's
-// limits). When ctx ends mid-fetch, what the fetch still brings is given
+// limits). A b that fills while the pull still brings messages is submitted
+// at once when a batch is free to follow it (the carry starts that one), so
+// a pull of more than a batch does not hold the first back until its last
+// message. When ctx ends mid-fetch, what the fetch still brings is given
 // back (nak) as it arrives.
 //
 // A pull ahead, when there is one, is taken instead (it asked for what is
@@ -171,14 +174,7 @@ func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error 
 		// non-blocking look at stop per message).
 		msg, stopped := mb.next(stop)
 		if stopped {
-			// Give back (nak) what the fetch still brings, as it arrives.
-			go func() {
-				if msg != nil {
-					_ = msg.Nak()
-				}
-				mb.drain(func(m jetstream.Msg) { _ = m.Nak() })
-			}()
-			c.dropAhead()
+			c.giveBack(mb, msg)
 			return nil
 		}
 		if msg == nil {
@@ -186,6 +182,14 @@ func (c *collector) fetch(ctx context.Context, n int, wait time.Duration) error 
 		}
 		got++
 		c.add(c.r.prepare(msg))
+		// A full b goes out at once, while the pull still brings the
+		// next batch's messages (a first pull asks for max_events, before
+		// a message's size is known), when a batch is free to follow it:
+		// submit does not wait then.
+		if len(c.carry) == 1 && c.takeFree() && !c.submit(ctx) {
+			c.giveBack(mb, nil)
+			return nil
+		}
 	}
 	if err := mb.Error(); err != nil && got == 0 {
 		return c.fetchFailed(ctx, err)
@@ -218,6 +222,32 @@ func (c *collector) pullAhead() {
 		return // the next fetch pulls (and reports) as usual
 	}
 	c.ahead = mb
+}
+
+// giveBack gives back (nak) msg, when not nil, and what mb still brings, as
+// it arrives, and what the pull ahead brings: ctx ended mid-fetch.
+func (c *collector) giveBack(mb *pullBatch, msg jetstream.Msg) {
+	go func() {
+		if msg != nil {
+			_ = msg.Nak()
+		}
+		mb.drain(func(m jetstream.Msg) { _ = m.Nak() })
+	}()
+	c.dropAhead()
+}
+
+// takeFree reports whether a batch is free to follow b at once, taking it
+// as spare (the batch submit puts in b's place) when none was taken yet.
+func (c *collector) takeFree() bool {
+	if c.spare != nil {
+		return true
+	}
+	select {
+	case c.spare = <-c.p.free:
+		return true
+	default:
+		return false
+	}
 }
 
 // dropAhead gives back what the pull ahead brings (nak), as it arrives.

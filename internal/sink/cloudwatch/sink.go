@@ -97,6 +97,10 @@ type Sink struct {
 	names    *lru.Cache[string, streamKey] // subject → its group and stream (bounded)
 	admitted map[streamKey]struct{}        // the streams written, at most max_streams
 	overflow streamKey                     // where the events of further streams go
+	// known are the streams (admitted ones and overflow) a call of this
+	// sink has stored events in, or created: a stream not known yet gets a
+	// small first call (probe).
+	known map[streamKey]struct{}
 
 	mOverflow, mCreated prometheus.Counter
 	mStreams            prometheus.Gauge
@@ -145,6 +149,7 @@ func New(api API, exp events.Export, log zerolog.Logger) *Sink {
 	names, _ := lru.New[string, streamKey](maxNames)
 	return &Sink{api: api, export: exp.Name, cfg: cfg, truncate: exp.Truncate, log: log,
 		creates: rate.NewLimiter(CreateStreamRate, CreateStreamBurst), names: names, admitted: map[streamKey]struct{}{},
+		known:     map[streamKey]struct{}{},
 		overflow:  streamKey{GroupName(cfg.LogGroup, "", exp.Name), StreamName(cfg.OverflowStream, "", exp.Name)},
 		mOverflow: OverflowEvents.WithLabelValues(exp.Name), mCreated: StreamsCreated.WithLabelValues(exp.Name),
 		mStreams: StreamsWritten.WithLabelValues(exp.Name)}
@@ -274,7 +279,10 @@ func (s *Sink) WriteEach(ctx context.Context, recs []logevent.Record, out []loge
 	for len(items) > 0 {
 		k := order[items[0].stream]
 		n := chunk(items)
-		if err := s.put(ctx, k.group, k.stream, items[:n], out); err != nil {
+		if !s.isKnown(k) {
+			n = probe(items[:n])
+		}
+		if err := s.put(ctx, k, items[:n], out); err != nil {
 			return err
 		}
 		if accepted != nil {
@@ -304,7 +312,55 @@ func chunk(items []item) int {
 	return len(items)
 }
 
-func (s *Sink) put(ctx context.Context, group, stream string, items []item, out []logevent.Outcome) error {
+// The first call to a log stream the sink has not stored events in yet (at
+// its start, or once a call found the stream missing) carries at most
+// probeEvents events and probeBytes bytes, the rest of the batch following
+// in full calls once it went through. A new stream's first call fails with
+// ResourceNotFoundException; so does every call to a stream that is missing
+// and not created (create off): those calls then carry tens of kilobytes,
+// not a megabyte the cloud reads, verifies and refuses (and the worker
+// builds and signs for nothing). The cost is one more small call per stream
+// and sink, which stores its events.
+const (
+	probeEvents = 64
+	probeBytes  = 64 << 10
+)
+
+// probe is how many of a call's items the first call to a stream not known
+// yet carries: the first probeEvents, within probeBytes; at least one.
+func probe(items []item) int {
+	bytes := 0
+	for i, it := range items {
+		bytes += len(it.msg) + EventOverhead
+		if i == probeEvents || (i > 0 && bytes > probeBytes) {
+			return i
+		}
+	}
+	return len(items)
+}
+
+// isKnown reports whether a call of this sink stored events in k, or created it.
+func (s *Sink) isKnown(k streamKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.known[k]
+	return ok
+}
+
+// setKnown records whether k is known to exist: after a call stored events
+// in it or created it (true), or found it missing (false).
+func (s *Sink) setKnown(k streamKey, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if known {
+		s.known[k] = struct{}{}
+	} else {
+		delete(s.known, k)
+	}
+}
+
+func (s *Sink) put(ctx context.Context, k streamKey, items []item, out []logevent.Outcome) error {
+	group, stream := k.group, k.stream
 	in := &cloudwatchlogs.PutLogEventsInput{
 		LogGroupName:  aws.String(group),
 		LogStreamName: aws.String(stream),
@@ -321,19 +377,23 @@ func (s *Sink) put(ctx context.Context, group, stream string, items []item, out 
 	}
 	start := time.Now()
 	res, err := s.api.PutLogEvents(ctx, in)
-	if err != nil && s.cfg.Create && isCode(err, "ResourceNotFoundException") {
-		// Not a retry: the group or stream is created, then the call is made.
-		if cerr := s.ensure(ctx, group, stream); cerr != nil {
-			metrics.ObserveUpstream(events.ProviderAWS, "PutLogEvents", start, cerr)
-			return sink.Fail(cerr, indexes(items))
+	if err != nil && isCode(err, "ResourceNotFoundException") {
+		s.setKnown(k, false) // the next calls to it probe again
+		if s.cfg.Create {
+			// Not a retry: the group or stream is created, then the call is made.
+			if cerr := s.ensure(ctx, group, stream); cerr != nil {
+				metrics.ObserveUpstream(events.ProviderAWS, "PutLogEvents", start, cerr)
+				return sink.Fail(cerr, indexes(items))
+			}
+			res, err = s.api.PutLogEvents(ctx, in)
 		}
-		res, err = s.api.PutLogEvents(ctx, in)
 	}
 	err = classify("putting log events", err)
 	metrics.ObserveUpstream(events.ProviderAWS, "PutLogEvents", start, err)
 	if err != nil {
 		return sink.Fail(err, indexes(items))
 	}
+	s.setKnown(k, true)
 	tooOld, expired, tooNew := -1, -1, len(items)
 	if info := res.RejectedLogEventsInfo; info != nil {
 		if info.TooOldLogEventEndIndex != nil {

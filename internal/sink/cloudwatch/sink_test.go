@@ -298,3 +298,126 @@ func BenchmarkWrite(b *testing.B) {
 	}
 	b.ReportMetric(float64(testing.AllocsPerRun(1, func() { clear(out); _ = s.Write(context.Background(), recs, out) }))/float64(n), "allocs/event")
 }
+
+// TestFirstCallToAStreamIsSmall: the first call to a log stream the sink
+// has not written to yet carries at most probeEvents events (probeBytes
+// bytes), so a missing stream costs a small refused call, not a megabyte;
+// once a call went through, the stream's calls are full again. Nothing is
+// sent twice and nothing is lost.
+func TestFirstCallToAStreamIsSmall(t *testing.T) {
+	now := time.Now()
+	batch := func(from, n int, size int) []logevent.Record {
+		var rs []logevent.Record
+		for i := range n {
+			rs = append(rs, rec("logs.app.web", uint64(from+i), now.Add(time.Duration(i)*time.Millisecond), strings.Repeat("m", size)))
+		}
+		return rs
+	}
+	write := func(t *testing.T, s *Sink, recs []logevent.Record) error {
+		t.Helper()
+		return s.Write(context.Background(), recs, make([]logevent.Outcome, len(recs)))
+	}
+	// puts are the PutLogEvents calls from the call at index from on.
+	puts := func(fake *awsfake.Logs, from int) (ok, failed []awsfake.LogCall, next int) {
+		calls := fake.Calls()
+		for _, c := range calls[from:] {
+			if c.Op != "PutLogEvents" {
+				continue
+			}
+			if c.Error == "" {
+				ok = append(ok, c)
+			} else {
+				failed = append(failed, c)
+			}
+		}
+		return ok, failed, len(calls)
+	}
+	t.Run("new stream created", func(t *testing.T) {
+		s, fake := newSink(t, events.CloudWatchSink{LogGroup: "/platform/{export}", LogStream: "{subject}", Create: true}, false)
+		if err := write(t, s, batch(1, 4000, 200)); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		ok, failed, next := puts(fake, 0)
+		if len(failed) != 1 || failed[0].Error != "ResourceNotFoundException" || failed[0].Events != probeEvents {
+			t.Fatalf("failed calls %+v, want one refused probe of %d events", failed, probeEvents)
+		}
+		if len(ok) != 2 || ok[0].Events != probeEvents || ok[1].Events != 4000-probeEvents {
+			t.Fatalf("calls %+v, want the probe of %d then the rest", ok, probeEvents)
+		}
+		if got := len(fake.Events("/platform/cw-app", "logs.app.web")); got != 4000 {
+			t.Fatalf("stored %d events, want 4000", got)
+		}
+		// Known now: the next batch goes in one full call.
+		if err := write(t, s, batch(4001, 4000, 200)); err != nil {
+			t.Fatalf("second Write: %v", err)
+		}
+		if ok, failed, _ := puts(fake, next); len(failed) != 0 || len(ok) != 1 || ok[0].Events != 4000 {
+			t.Fatalf("second batch's calls %+v (failed %+v), want one of 4000 events", ok, failed)
+		}
+		checkCalls(t, fake)
+	})
+	t.Run("existing stream", func(t *testing.T) {
+		s, fake := newSink(t, events.CloudWatchSink{LogGroup: "/g", LogStream: "s", Create: true}, false)
+		fake.CreateGroup("/g", 0)
+		fake.CreateStream("/g", "s")
+		if err := write(t, s, batch(1, 3000, 200)); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		ok, failed, _ := puts(fake, 0)
+		if len(failed) != 0 || len(ok) != 2 || ok[0].Events != probeEvents || ok[1].Events != 3000-probeEvents {
+			t.Fatalf("calls %+v (failed %+v), want the probe then the rest", ok, failed)
+		}
+		for _, c := range fake.Calls() {
+			if c.Op != "PutLogEvents" {
+				t.Errorf("call %s to an existing stream", c.Op)
+			}
+		}
+		if got := fake.Count(); got != 3000 {
+			t.Fatalf("stored %d events, want 3000", got)
+		}
+	})
+	t.Run("missing stream, create off", func(t *testing.T) {
+		s, fake := newSink(t, events.CloudWatchSink{LogGroup: "/g", LogStream: "s"}, false)
+		// Every attempt (the runner retries) costs one small refused call.
+		for range 3 {
+			if err := write(t, s, batch(1, 3000, 200)); events.CodeOf(err) != events.CodeNotFound {
+				t.Fatalf("Write: %v, want not_found", err)
+			}
+		}
+		ok, failed, _ := puts(fake, 0)
+		if len(ok) != 0 || len(failed) != 3 {
+			t.Fatalf("calls %+v / %+v, want 3 refused", ok, failed)
+		}
+		for _, c := range failed {
+			if c.Events > probeEvents || c.Bytes > probeBytes {
+				t.Fatalf("refused call of %d events, %d bytes: want a probe", c.Events, c.Bytes)
+			}
+		}
+	})
+	t.Run("large events", func(t *testing.T) {
+		s, fake := newSink(t, events.CloudWatchSink{LogGroup: "/g", LogStream: "s"}, false)
+		fake.CreateGroup("/g", 0)
+		fake.CreateStream("/g", "s")
+		// 40 kB events: the probe stops at probeBytes (one event), a single
+		// event over probeBytes still goes (it is at least one).
+		if err := write(t, s, batch(1, 20, 40_000)); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		ok, _, _ := puts(fake, 0)
+		if len(ok) < 2 || ok[0].Events != 1 || ok[0].Bytes > probeBytes {
+			t.Fatalf("calls %+v, want a first call of one event within %d bytes", ok, probeBytes)
+		}
+		s2, fake2 := newSink(t, events.CloudWatchSink{LogGroup: "/g", LogStream: "s"}, false)
+		fake2.CreateGroup("/g", 0)
+		fake2.CreateStream("/g", "s")
+		if err := write(t, s2, batch(1, 3, 100_000)); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		if ok, _, _ := puts(fake2, 0); len(ok) != 2 || ok[0].Events != 1 || ok[1].Events != 2 {
+			t.Fatalf("calls %+v, want 1 then 2 events", ok)
+		}
+		if got := fake.Count() + fake2.Count(); got != 23 {
+			t.Fatalf("stored %d events, want 23", got)
+		}
+	})
+}
