@@ -98,9 +98,10 @@ type Sink struct {
 	admitted map[streamKey]struct{}        // the streams written, at most max_streams
 	overflow streamKey                     // where the events of further streams go
 	// known are the streams (admitted ones and overflow) a call of this
-	// sink has stored events in, or created: a stream not known yet gets a
-	// small first call (probe).
-	known map[streamKey]struct{}
+	// sink has stored events in: a stream not known yet gets a small first
+	// call (probe), one at a time (probing).
+	known   map[streamKey]struct{}
+	probing map[streamKey]chan struct{} // closed when the stream's probe returns
 
 	mOverflow, mCreated prometheus.Counter
 	mStreams            prometheus.Gauge
@@ -149,7 +150,7 @@ func New(api API, exp events.Export, log zerolog.Logger) *Sink {
 	names, _ := lru.New[string, streamKey](maxNames)
 	return &Sink{api: api, export: exp.Name, cfg: cfg, truncate: exp.Truncate, log: log,
 		creates: rate.NewLimiter(CreateStreamRate, CreateStreamBurst), names: names, admitted: map[streamKey]struct{}{},
-		known:     map[streamKey]struct{}{},
+		known: map[streamKey]struct{}{}, probing: map[streamKey]chan struct{}{},
 		overflow:  streamKey{GroupName(cfg.LogGroup, "", exp.Name), StreamName(cfg.OverflowStream, "", exp.Name)},
 		mOverflow: OverflowEvents.WithLabelValues(exp.Name), mCreated: StreamsCreated.WithLabelValues(exp.Name),
 		mStreams: StreamsWritten.WithLabelValues(exp.Name)}
@@ -279,10 +280,18 @@ func (s *Sink) WriteEach(ctx context.Context, recs []logevent.Record, out []loge
 	for len(items) > 0 {
 		k := order[items[0].stream]
 		n := chunk(items)
-		if !s.isKnown(k) {
+		probing, err := s.claim(ctx, k)
+		if err != nil {
+			return sink.Fail(err, indexes(items[:n]))
+		}
+		if probing {
 			n = probe(items[:n])
 		}
-		if err := s.put(ctx, k, items[:n], out); err != nil {
+		err = s.put(ctx, k, items[:n], out)
+		if probing {
+			s.probed(k)
+		}
+		if err != nil {
 			return err
 		}
 		if accepted != nil {
@@ -339,16 +348,46 @@ func probe(items []item) int {
 	return len(items)
 }
 
-// isKnown reports whether a call of this sink stored events in k, or created it.
-func (s *Sink) isKnown(k streamKey) bool {
+// claim reports whether the next call to k is its probe (k is not known,
+// and no other call is probing it: this one does, until probed). While
+// another call probes k, it waits for that call's outcome (two batches
+// delivered side by side start with one small call, not two); ctx's error
+// when ctx ends first.
+func (s *Sink) claim(ctx context.Context, k streamKey) (bool, error) {
+	for {
+		s.mu.Lock()
+		if _, ok := s.known[k]; ok {
+			s.mu.Unlock()
+			return false, nil
+		}
+		wait, ok := s.probing[k]
+		if !ok {
+			s.probing[k] = make(chan struct{})
+			s.mu.Unlock()
+			return true, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return false, fmt.Errorf("waiting for the first call to a log stream: %w", ctx.Err())
+		}
+	}
+}
+
+// probed ends the probe of k that claim handed out: whatever its outcome,
+// the calls waiting for it go on (a failed probe is claimed by the next).
+func (s *Sink) probed(k streamKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.known[k]
-	return ok
+	if ch, ok := s.probing[k]; ok {
+		close(ch)
+		delete(s.probing, k)
+	}
 }
 
 // setKnown records whether k is known to exist: after a call stored events
-// in it or created it (true), or found it missing (false).
+// in it (true), or found it missing (false).
 func (s *Sink) setKnown(k streamKey, known bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -421,3 +421,67 @@ func TestFirstCallToAStreamIsSmall(t *testing.T) {
 		}
 	})
 }
+
+// TestOneProbeAtATime: batches delivered side by side to a stream not known
+// yet start with one small call between them: the others wait for its
+// outcome (or their deadline), then go in full calls.
+func TestOneProbeAtATime(t *testing.T) {
+	now := time.Now()
+	s, fake := newSink(t, events.CloudWatchSink{LogGroup: "/platform/{export}", LogStream: "{subject}", Create: true}, false)
+	const writers, each = 4, 3000
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			recs := make([]logevent.Record, each)
+			for i := range recs {
+				recs[i] = rec("logs.app.web", uint64(w*each+i+1), now.Add(time.Duration(i)*time.Millisecond), strings.Repeat("m", 200))
+			}
+			errs <- s.Write(context.Background(), recs, make([]logevent.Outcome, len(recs)))
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	}
+	small, refused := 0, 0
+	for _, c := range fake.Calls() {
+		if c.Op != "PutLogEvents" {
+			continue
+		}
+		if c.Error != "" {
+			refused++
+			continue
+		}
+		if c.Events < each-probeEvents {
+			small++
+		}
+	}
+	if small != 1 || refused > 1 {
+		t.Fatalf("%d small calls stored events and %d were refused; want one probe (refused at most once)", small, refused)
+	}
+	if got := fake.Count(); got != writers*each {
+		t.Fatalf("stored %d events, want %d", got, writers*each)
+	}
+
+	// A call waiting for another's probe ends with its deadline, sending nothing.
+	k := streamKey{"/platform/cw-app", "logs.app.other"}
+	if probing, err := s.claim(context.Background(), k); !probing || err != nil {
+		t.Fatalf("claim: %v, %v", probing, err)
+	}
+	calls := len(fake.Calls())
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	recs := []logevent.Record{rec("logs.app.other", 1, now, "waits")}
+	out := make([]logevent.Outcome, 1)
+	if err := s.Write(ctx, recs, out); !errors.Is(err, context.DeadlineExceeded) || out[0].Status != logevent.Pending {
+		t.Fatalf("Write behind a probe: %v, outcome %+v; want the deadline, still pending", err, out[0])
+	}
+	if len(fake.Calls()) != calls {
+		t.Fatalf("a call went out while the stream's probe was held")
+	}
+	s.probed(k)
+	if err := s.Write(context.Background(), recs, out); err != nil || out[0].Status != logevent.Delivered {
+		t.Fatalf("Write after the probe ended: %v, %+v", err, out[0])
+	}
+}
